@@ -1,0 +1,92 @@
+"""metalab: a reproducible experiment runner.
+
+``(Context, Params, SeedBundle) -> RunRecord + Artifacts``: write one operation, sweep its
+parameters, control every random number through seed bundles, and get resume,
+deduplication and parallel execution on a laptop, a process pool or SLURM.
+"""
+
+from __future__ import annotations
+
+try:
+    from metalab import _core
+except ImportError as exc:  # pragma: no cover - exercised only on broken installs
+    raise ImportError(
+        "metalab's compiled Rust core (metalab._core) is missing or broken; reinstall "
+        "metalab (e.g. `uv sync` or `pip install .`) to build it"
+    ) from exc
+
+from typing import Any
+
+from metalab.context import DirPath, FilePath, context_spec
+from metalab.errors import MetalabError
+from metalab.executors.base import Executor
+from metalab.executors.thread import ThreadExecutor
+from metalab.experiment import Experiment
+from metalab.operation import Runtime, operation
+from metalab.params import (
+    choice,
+    grid,
+    loguniform,
+    loguniform_int,
+    manual,
+    normal,
+    randint,
+    random,
+    uniform,
+)
+from metalab.progress import Progress
+from metalab.reconnect import reconnect
+from metalab.results import Results, Run, load_results
+from metalab.runner import RunHandle, RunStatus, run
+from metalab.seeds import SeedBundle, SeedPlan, seeds
+
+__version__: str = _core.__version__
+
+__all__ = [
+    "DirPath",
+    "Executor",
+    "Experiment",
+    "FilePath",
+    "MetalabError",
+    "ProcessExecutor",
+    "Progress",
+    "Results",
+    "Run",
+    "RunHandle",
+    "RunStatus",
+    "Runtime",
+    "SeedBundle",
+    "SeedPlan",
+    "SlurmConfig",
+    "SlurmExecutor",
+    "ThreadExecutor",
+    "__version__",
+    "choice",
+    "context_spec",
+    "grid",
+    "load_results",
+    "loguniform",
+    "loguniform_int",
+    "manual",
+    "normal",
+    "operation",
+    "randint",
+    "random",
+    "reconnect",
+    "run",
+    "seeds",
+    "uniform",
+]
+
+
+def __getattr__(name: str) -> Any:
+    # Executors with heavier imports load on first use.
+    if name == "ProcessExecutor":
+        from metalab.executors.process import ProcessExecutor
+
+        return ProcessExecutor
+    if name in ("SlurmExecutor", "SlurmConfig"):
+        from metalab.executors import slurm
+
+        return getattr(slurm, name)
+    raise AttributeError(f"module 'metalab' has no attribute {name!r}")

@@ -1,0 +1,162 @@
+"""The ``capture`` object an operation uses to record metrics, artifacts, figures and logs."""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+from metalab.capture.serializers import serialize
+from metalab.errors import CaptureError
+from metalab.records import ArtifactInfo, utc_now
+from metalab.store.base import LogSink, Store
+
+__all__ = ["LOG_LEVELS", "Capture", "check_artifact_name", "metric_value"]
+
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
+_METRIC_NAME = re.compile(r"^[^\x00-\x1f]{1,200}$")
+
+
+def check_artifact_name(name: object) -> str:
+    """Return ``name`` if it is a safe artifact/figure name.
+
+    Raises:
+        CaptureError: not 1-128 of letters, digits, ``_ . -`` or contains ``..``.
+    """
+    if not isinstance(name, str) or not _NAME.fullmatch(name) or ".." in name:
+        raise CaptureError(
+            f"invalid artifact name {name!r}: expected 1-128 characters from letters, digits, "
+            f"'_', '.', '-' (no path separators, no '..')"
+        )
+    return name
+
+
+def metric_value(name: str, value: object) -> int | float:
+    """Return ``value`` as a plain int/float (NumPy scalars unwrapped).
+
+    Non-finite floats are allowed and stored with the documented string encoding.
+
+    Raises:
+        CaptureError: the value is not a real number.
+    """
+    if hasattr(value, "item") and getattr(value, "ndim", 0) == 0:
+        value = value.item()
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return value
+    raise CaptureError(
+        f"metric {name!r} has value {value!r} of type {type(value).__name__}; "
+        f"expected an int or float"
+    )
+
+
+def _check_metric_name(name: object) -> str:
+    if not isinstance(name, str) or not _METRIC_NAME.fullmatch(name):
+        raise CaptureError(
+            f"invalid metric name {name!r}: expected a non-empty str of at most 200 "
+            f"printable characters"
+        )
+    return name
+
+
+def _check_step(step: object) -> int | None:
+    if step is None:
+        return None
+    if hasattr(step, "item"):
+        step = step.item()
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise CaptureError(f"metric step must be a non-negative int, got {step!r}")
+    return step
+
+
+class Capture:
+    """Records what one run produces; handed to operations as ``capture``."""
+
+    def __init__(self, store: Store, run_id: str, worker_id: str) -> None:
+        self._store = store
+        self._run_id = run_id
+        self._worker_id = worker_id
+        self._log: LogSink | None = None
+        self.metrics: dict[str, int | float] = {}
+        self.series: dict[str, list[list[int | float]]] = {}
+        self.artifacts: dict[str, ArtifactInfo] = {}
+
+    def metric(self, name: str, value: float, step: int | None = None) -> None:
+        """Record a scalar metric; with ``step``, append to its series as well.
+
+        The latest value of a stepped metric is also visible in ``run.metrics``.
+
+        Raises:
+            CaptureError: bad name, non-numeric value or negative/non-int step.
+        """
+        key = _check_metric_name(name)
+        number = metric_value(key, value)
+        position = _check_step(step)
+        if position is not None:
+            self.series.setdefault(key, []).append([position, number])
+        self.metrics[key] = number
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        """Record several metrics at once (all validated before any is stored)."""
+        if not isinstance(metrics, dict):
+            raise CaptureError(f"log_metrics() expects a dict, got {type(metrics).__name__}")
+        checked = {_check_metric_name(k): metric_value(k, v) for k, v in metrics.items()}
+        for key, value in checked.items():
+            self.metric(key, value, step=step)
+
+    def artifact(self, name: str, obj: Any, kind: str | None = None) -> None:
+        """Store an object as an artifact of this run (serializer chosen automatically).
+
+        Raises:
+            CaptureError: unsafe name, unknown kind or an object the kind cannot store.
+        """
+        safe = check_artifact_name(name)
+        packed = serialize(safe, obj, kind)
+        self.artifacts[safe] = self._store.put_artifact(
+            self._run_id, safe, packed.data, packed.kind, packed.ext, {}
+        )
+
+    def figure(self, name: str, fig: Any, dpi: int = 100) -> None:
+        """Save a Matplotlib figure as a PNG artifact, then close it."""
+        import io
+
+        safe = check_artifact_name(name)
+        if not hasattr(fig, "savefig"):
+            raise CaptureError(f"figure {safe!r}: expected a Matplotlib figure, got {fig!r}")
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=dpi)
+        try:
+            import matplotlib.pyplot as plt
+
+            plt.close(fig)
+        except ImportError:  # pragma: no cover - savefig implies matplotlib
+            pass
+        self.artifacts[safe] = self._store.put_artifact(
+            self._run_id, safe, buffer.getvalue(), "png", ".png", {}
+        )
+
+    def log(self, message: str, level: str = "info") -> None:
+        """Append a timestamped, levelled line with the worker's identity to the run log.
+
+        Each line is persisted immediately, so a crash keeps what was logged so far.
+
+        Raises:
+            CaptureError: ``level`` is not one of debug, info, warning, error, critical.
+        """
+        if level not in LOG_LEVELS:
+            raise CaptureError(f"log level {level!r} is not one of {LOG_LEVELS}")
+        if self._log is None:
+            self._log = self._store.open_log(self._run_id)
+        text = str(message).replace("\n", "\n    ")
+        stamp = utc_now().isoformat(timespec="milliseconds")
+        self._log.write_line(f"{stamp} {level.upper():<8} [{self._worker_id}] {text}")
+
+    def close(self) -> None:
+        """Release the log sink."""
+        if self._log is not None:
+            self._log.close()
+            self._log = None

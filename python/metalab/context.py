@@ -1,0 +1,194 @@
+"""Context specs: small, frozen, serialisable manifests shared by every run.
+
+Files are referenced with :class:`FilePath` / :class:`DirPath`. Their fingerprints come from
+metadata (size, mtime, inode) — O(1) in the file's size — and are computed lazily when
+:func:`metalab.run` resolves the context, so the file need not exist when the spec is built.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import importlib
+import os
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from metalab.errors import ContextError
+from metalab.identity import fingerprint
+
+__all__ = [
+    "DirPath",
+    "FilePath",
+    "context_from_json",
+    "context_spec",
+    "context_to_json",
+    "fresh_copy",
+    "is_context_spec",
+    "resolve_context",
+]
+
+T = TypeVar("T")
+_SPEC_MARK = "__metalab_context_spec__"
+
+
+class _PathRef(os.PathLike[str]):
+    """A path whose identity is taken from file-system metadata at run time."""
+
+    kind = "path"
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = os.fspath(path)
+        if not isinstance(self.path, str) or not self.path:
+            raise ContextError(f"{type(self).__name__} needs a non-empty path, got {path!r}")
+
+    def __fspath__(self) -> str:
+        return self.path
+
+    def __str__(self) -> str:
+        return self.path
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.path!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and other.path == self.path  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash((type(self).__name__, self.path))
+
+    def metadata(self, field_name: str) -> dict[str, Any]:
+        """Return the metadata fingerprinted for this path.
+
+        Raises:
+            ContextError: the path does not exist or has the wrong type.
+        """
+        raise NotImplementedError
+
+
+def _stat_fields(st: os.stat_result) -> dict[str, Any]:
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "inode": st.st_ino}
+
+
+class FilePath(_PathRef):
+    """A file referenced by a context spec; changing the file changes the fingerprint."""
+
+    kind = "file"
+
+    def metadata(self, field_name: str) -> dict[str, Any]:
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            raise ContextError(
+                f"context field {field_name!r}: file {self.path!r} does not exist "
+                f"(resolved from {os.getcwd()!r})"
+            ) from None
+        if not os.path.isfile(self.path):
+            raise ContextError(f"context field {field_name!r}: {self.path!r} is not a file")
+        return {"kind": "file", "path": self.path, **_stat_fields(st)}
+
+
+class DirPath(_PathRef):
+    """A directory; its fingerprint covers the metadata of every entry below it."""
+
+    kind = "dir"
+
+    def metadata(self, field_name: str) -> dict[str, Any]:
+        if not os.path.isdir(self.path):
+            raise ContextError(
+                f"context field {field_name!r}: directory {self.path!r} does not exist"
+            )
+        entries = []
+        for top, dirs, files in os.walk(self.path):
+            dirs.sort()
+            for name in sorted(files):
+                full = os.path.join(top, name)
+                st = os.stat(full)
+                entries.append([os.path.relpath(full, self.path), *_stat_fields(st).values()])
+        return {"kind": "dir", "path": self.path, "entries": entries}
+
+
+def context_spec(cls: type[T]) -> type[T]:
+    """Turn a class with annotated fields into a frozen, serialisable context spec."""
+    frozen = dataclass(frozen=True)(cls)
+    setattr(frozen, _SPEC_MARK, True)
+    return frozen
+
+
+def is_context_spec(obj: object) -> bool:
+    """Return True if ``obj`` is an instance of a ``@context_spec`` class."""
+    return dataclasses.is_dataclass(obj) and getattr(type(obj), _SPEC_MARK, False)
+
+
+def _field_manifest(name: str, value: Any, resolve: bool) -> Any:
+    if isinstance(value, _PathRef):
+        if resolve:
+            return value.metadata(name)
+        return {"__metalab_path__": value.kind, "path": value.path}
+    if is_context_spec(value):
+        return _spec_manifest(value, resolve)
+    return value
+
+
+def _spec_manifest(spec: Any, resolve: bool) -> dict[str, Any]:
+    cls = type(spec)
+    return {
+        "__metalab_context__": f"{cls.__module__}:{cls.__qualname__}",
+        "fields": {
+            f.name: _field_manifest(f.name, getattr(spec, f.name), resolve)
+            for f in dataclasses.fields(spec)
+        },
+    }
+
+
+def resolve_context(context: Any) -> str:
+    """Return the context fingerprint, stat-ing every FilePath/DirPath now.
+
+    Raises:
+        ContextError: a referenced file or directory is missing; names field and path.
+        EncodingError: a context value has no canonical encoding.
+    """
+    if is_context_spec(context):
+        return fingerprint(_spec_manifest(context, resolve=True))
+    return fingerprint(context)
+
+
+def context_to_json(context: Any) -> dict[str, Any] | None:
+    """Return a JSON form of a context spec or plain JSON-like context, else ``None``."""
+    if is_context_spec(context):
+        return _spec_manifest(context, resolve=False)
+    try:
+        fingerprint(context)
+    except ValueError:
+        return None
+    return {"__metalab_plain__": context}
+
+
+def _rebuild_field(value: Any) -> Any:
+    if isinstance(value, dict) and "__metalab_path__" in value:
+        return {"file": FilePath, "dir": DirPath}[value["__metalab_path__"]](value["path"])
+    if isinstance(value, dict) and "__metalab_context__" in value:
+        return context_from_json(value)
+    return value
+
+
+def context_from_json(data: dict[str, Any], cls: type[Any] | None = None) -> Any:
+    """Rebuild a context from :func:`context_to_json` output.
+
+    ``cls`` overrides the class lookup (used when the class was shipped by value).
+    """
+    if "__metalab_plain__" in data:
+        return data["__metalab_plain__"]
+    if cls is None:
+        module_name, _, qualname = data["__metalab_context__"].partition(":")
+        target: Any = importlib.import_module(module_name)
+        for part in qualname.split("."):
+            target = getattr(target, part)
+        cls = target
+    assert cls is not None
+    return cls(**{name: _rebuild_field(v) for name, v in data["fields"].items()})
+
+
+def fresh_copy(context: T) -> T:
+    """Return a deep copy so that one run's mutations never reach another run."""
+    return copy.deepcopy(context)

@@ -1,0 +1,143 @@
+"""The executor interface: launch a batch of tasks, report on them, cancel them.
+
+An executor turns a :class:`Job` into a :class:`Launch`. Executors never decide *what*
+to run (resume filtering happens before) nor *how* a run executes (that is
+:func:`metalab.execution.execute_task`), only *where* and *when*.
+"""
+
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from metalab.execution import DerivedFn
+from metalab.plan import RunPlan
+from metalab.records import RunRecord, RunState
+from metalab.store.base import Store
+
+__all__ = ["Executor", "Job", "Launch", "LaunchCounts", "TallyingLaunch"]
+
+
+@dataclass
+class Job:
+    """What to execute: tasks of a plan, where to store them, what to compute after."""
+
+    plan: RunPlan
+    store: Store
+    task_indices: list[int]
+    derived_metrics: Sequence[DerivedFn] = ()
+    timeout: float | None = None
+    on_record: Callable[[RunRecord], None] | None = None
+
+
+@dataclass
+class LaunchCounts:
+    """Progress of a launch's tasks."""
+
+    running: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    cancelled: int = 0
+
+
+class Launch(ABC):
+    """Tasks handed to an executor."""
+
+    @abstractmethod
+    def counts(self) -> LaunchCounts:
+        """Current counts of this launch's tasks."""
+
+    @abstractmethod
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until every task finished (or ``timeout`` passed); True when finished."""
+
+    @abstractmethod
+    def cancel(self) -> None:
+        """Stop scheduling new tasks; nothing is left ``running`` forever."""
+
+    @property
+    def fatal_errors(self) -> list[BaseException]:
+        """Errors that stopped execution itself (not failures of runs)."""
+        return []
+
+    @property
+    def tracks_store(self) -> bool:
+        """True when status must come from the store (tasks run outside this process)."""
+        return False
+
+
+class Executor(ABC):
+    """Runs the tasks of a job somewhere."""
+
+    name: str = "executor"
+
+    @abstractmethod
+    def launch(self, job: Job) -> Launch:
+        """Start executing ``job`` and return immediately."""
+
+
+@dataclass
+class TallyingLaunch(Launch):
+    """A launch whose counts are tallied in this process as records arrive."""
+
+    job: Job
+    _counts: LaunchCounts = field(default_factory=LaunchCounts)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _finished: threading.Event = field(default_factory=threading.Event)
+    _cancelled: threading.Event = field(default_factory=threading.Event)
+    errors: list[BaseException] = field(default_factory=list)
+
+    def counts(self) -> LaunchCounts:
+        with self._lock:
+            return LaunchCounts(**vars(self._counts))
+
+    def started(self) -> None:
+        """Count one task as running."""
+        with self._lock:
+            self._counts.running += 1
+
+    def finished(self, record: RunRecord) -> None:
+        """Count one finished task and forward its record to the job's callback."""
+        with self._lock:
+            self._counts.running -= 1
+            if record.status is RunState.SUCCESS:
+                self._counts.succeeded += 1
+            elif record.status is RunState.CANCELLED:
+                self._counts.cancelled += 1
+            else:
+                self._counts.failed += 1
+        if self.job.on_record is not None:
+            self.job.on_record(record)
+
+    def fatal(self, error: BaseException) -> None:
+        """Record an infrastructure error (store unwritable...) that stopped a worker."""
+        with self._lock:
+            self._counts.running -= 1
+            self.errors.append(error)
+
+    def skipped_by_cancel(self, n: int) -> None:
+        """Count tasks never started because the launch was cancelled."""
+        with self._lock:
+            self._counts.cancelled += n
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._finished.wait(timeout)
+
+    @property
+    def fatal_errors(self) -> list[BaseException]:
+        with self._lock:
+            return list(self.errors)
+
+    def cancel(self) -> None:
+        self._cancelled.set()
+
+    @property
+    def is_cancelled(self) -> bool:
+        """True once :meth:`cancel` was called."""
+        return self._cancelled.is_set()
+
+    def mark_finished(self) -> None:
+        """Signal that no task of this launch will run any more."""
+        self._finished.set()

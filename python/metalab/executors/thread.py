@@ -1,0 +1,82 @@
+"""In-process execution on background threads (the default executor).
+
+``ThreadExecutor(max_workers=1)`` is the default: runs execute one after another on a
+background thread, so ``metalab.run`` returns a handle at once and the calling thread can
+watch progress. Threads share the interpreter, so this suits I/O-bound operations and
+tiny runs; use :class:`~metalab.ProcessExecutor` for CPU-bound work.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+
+from metalab.errors import ExecutorError
+from metalab.execution import execute_task, worker_identity
+from metalab.executors.base import Executor, Job, Launch, TallyingLaunch
+
+__all__ = ["ThreadExecutor"]
+
+
+class ThreadExecutor(Executor):
+    """Run tasks on ``max_workers`` threads of this process.
+
+    Raises:
+        ExecutorError: ``max_workers`` is not a positive int.
+    """
+
+    name = "thread"
+
+    def __init__(self, max_workers: int = 1) -> None:
+        if isinstance(max_workers, bool) or not isinstance(max_workers, int) or max_workers < 1:
+            raise ExecutorError(f"max_workers must be a positive int, got {max_workers!r}")
+        self.max_workers = max_workers
+
+    def __repr__(self) -> str:
+        return f"ThreadExecutor(max_workers={self.max_workers})"
+
+    def launch(self, job: Job) -> Launch:
+        if job.timeout is not None:
+            raise ExecutorError(
+                "threads cannot be stopped, so ThreadExecutor does not support timeout="
+                f"{job.timeout!r}; use ProcessExecutor(timeout=...) instead"
+            )
+        launch = TallyingLaunch(job)
+        queue = iter(job.task_indices)
+        lock = threading.Lock()
+        remaining = [min(self.max_workers, max(1, len(job.task_indices)))]
+
+        def next_task() -> int | None:
+            with lock:
+                if launch.is_cancelled:
+                    return None
+                return next(queue, None)
+
+        def worker(number: int) -> None:
+            worker_id = worker_identity(self.name, f"t{number}")
+            try:
+                while (task_index := next_task()) is not None:
+                    launch.started()
+                    try:
+                        record = execute_task(
+                            job.plan, task_index, job.store, executor=self.name,
+                            worker_id=worker_id, derived_metrics=job.derived_metrics,
+                        )
+                    except BaseException as exc:  # noqa: BLE001 - surfaced by result()
+                        launch.fatal(exc)
+                        launch.cancel()
+                        break
+                    launch.finished(record)
+            finally:
+                with lock:
+                    remaining[0] -= 1
+                    last = remaining[0] == 0
+                if last:
+                    with lock:
+                        launch.skipped_by_cancel(sum(1 for _ in queue))
+                    launch.mark_finished()
+
+        for number in itertools.islice(itertools.count(), remaining[0]):
+            threading.Thread(target=worker, args=(number,), daemon=True,
+                             name=f"metalab-worker-{number}").start()
+        return launch

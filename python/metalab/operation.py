@@ -1,0 +1,97 @@
+"""The ``@metalab.operation`` decorator: inject only the arguments a function names."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from metalab.errors import ExperimentError
+from metalab.identity import hash_bytes
+
+__all__ = ["INJECTABLE", "Operation", "Runtime", "operation"]
+
+INJECTABLE: tuple[str, ...] = ("context", "params", "seeds", "runtime", "capture")
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Facts about the current run that are not part of its identity."""
+
+    run_id: str
+    experiment_id: str
+    task_index: int
+    replicate: int
+    worker_id: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+class Operation:
+    """A user function wrapped so metalab can call it with the arguments it names."""
+
+    def __init__(self, func: Callable[..., Any]) -> None:
+        if not callable(func):
+            raise ExperimentError(f"@operation needs a function, got {func!r}")
+        self.func = func
+        self.name: str = getattr(func, "__name__", type(func).__name__)
+        self.wants = self._injected_names(func)
+        functools.update_wrapper(self, func)
+
+    @staticmethod
+    def _injected_names(func: Callable[..., Any]) -> tuple[str, ...]:
+        signature = inspect.signature(func)
+        wants = []
+        for name, parameter in signature.parameters.items():
+            if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
+                raise ExperimentError(
+                    f"operation {func.__name__!r} takes *{name}; declare the arguments it "
+                    f"needs by name from {', '.join(INJECTABLE)}"
+                )
+            if name not in INJECTABLE:
+                raise ExperimentError(
+                    f"operation {func.__name__!r} has an argument {name!r} metalab cannot "
+                    f"inject; expected only names from {', '.join(INJECTABLE)}"
+                )
+            wants.append(name)
+        return tuple(wants)
+
+    @property
+    def reference(self) -> str:
+        """``"module:qualname"`` of the wrapped function."""
+        return f"{self.func.__module__}:{self.func.__qualname__}"
+
+    @functools.cached_property
+    def code_hash(self) -> str:
+        """Hash of the function's source (bytecode when the source is unavailable)."""
+        try:
+            source = inspect.getsource(self.func).encode()
+        except (OSError, TypeError):
+            code = getattr(self.func, "__code__", None)
+            source = code.co_code if code is not None else repr(self.func).encode()
+        return hash_bytes(source)
+
+    def invoke(self, **available: Any) -> Any:
+        """Call the function with the subset of ``available`` it declared."""
+        return self.func(**{name: available[name] for name in self.wants})
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Call the wrapped function directly (useful in tests and notebooks)."""
+        return self.func(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"Operation({self.reference})"
+
+
+def operation(func: Callable[..., Any]) -> Operation:
+    """Mark ``func`` as a metalab operation.
+
+    The function may declare any of ``context``, ``params``, ``seeds``, ``runtime`` and
+    ``capture``; only those are passed. Returning nothing means success; raising marks the
+    run failed (the error is recorded, the sweep goes on).
+
+    Raises:
+        ExperimentError: the function declares an argument metalab cannot inject.
+    """
+    return Operation(func)

@@ -1,0 +1,66 @@
+"""Parameter sources: grids, random search and explicit lists, all O(1) indexable."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from metalab.errors import ParamSpecError
+from metalab.params.base import ParamSource
+from metalab.params.distributions import (
+    Choice,
+    Distribution,
+    LogUniform,
+    LogUniformInt,
+    Normal,
+    RandInt,
+    Uniform,
+    choice,
+    loguniform,
+    loguniform_int,
+    normal,
+    randint,
+    uniform,
+)
+from metalab.params.grid import GridSource, grid
+from metalab.params.manual import ManualSource, manual
+from metalab.params.random_search import RandomSource, random
+
+__all__ = [
+    "Choice",
+    "Distribution",
+    "GridSource",
+    "LogUniform",
+    "LogUniformInt",
+    "ManualSource",
+    "Normal",
+    "ParamSource",
+    "RandInt",
+    "RandomSource",
+    "Uniform",
+    "choice",
+    "grid",
+    "loguniform",
+    "loguniform_int",
+    "manual",
+    "normal",
+    "random",
+    "randint",
+    "source_from_spec",
+    "uniform",
+]
+
+
+def source_from_spec(spec: dict[str, Any]) -> ParamSource:
+    """Rebuild a parameter source from its :meth:`ParamSource.spec` (used by workers).
+
+    Raises:
+        ParamSpecError: the spec's kind is unknown.
+    """
+    kind = spec.get("kind")
+    if kind == "grid":
+        return grid(**spec["axes"])
+    if kind == "manual":
+        return manual(spec["cases"])
+    if kind == "random":
+        return RandomSource.from_spec(spec)
+    raise ParamSpecError(f"unknown parameter source kind {kind!r} in spec")

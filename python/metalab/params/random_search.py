@@ -1,0 +1,87 @@
+"""Random search whose trial ``i`` is a pure function of ``(seed, i, key)``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from metalab import _core
+from metalab.errors import ParamSpecError
+from metalab.params.base import ParamSource
+from metalab.params.distributions import Distribution, distribution_from_spec
+
+__all__ = ["RandomSource", "random"]
+
+
+class RandomSource(ParamSource):
+    """``n_trials`` samples from a space of distributions, each addressable in O(1).
+
+    Sampling is counter-based (see ``docs/run-identity.md``): trial ``i`` never depends
+    on which other trials were drawn or in what order, so SLURM array tasks agree.
+    """
+
+    def __init__(self, space: dict[str, Distribution], n_trials: int, seed: int) -> None:
+        self._space = dict(space)
+        self._seed = seed
+        self._n_trials = n_trials
+        core_space = [(key, dist.kind, dist.core_args()) for key, dist in self._space.items()]
+        self._core = _core.RandomCore(seed, core_space, n_trials)
+
+    def __len__(self) -> int:
+        return self._n_trials
+
+    def _get(self, index: int) -> dict[str, Any]:
+        raw = self._core.trial(index)
+        return {
+            key: dist.to_value(value)
+            for (key, dist), value in zip(self._space.items(), raw, strict=True)
+        }
+
+    def fingerprints(self, start: int = 0, stop: int | None = None) -> list[str]:
+        """Return params fingerprints of trials ``[start, stop)`` (batched draws)."""
+        from metalab.identity import fingerprint_many
+
+        end = self._n_trials if stop is None else stop
+        dists = list(self._space.items())
+        rows = self._core.trials(start, end)
+        return fingerprint_many(
+            [{key: d.to_value(v) for (key, d), v in zip(dists, row, strict=True)} for row in rows]
+        )
+
+    def spec(self) -> dict[str, Any]:
+        """Return ``{"kind": "random", "space": {...}, "n_trials": n, "seed": s}``."""
+        return {
+            "kind": "random",
+            "space": {key: dist.spec() for key, dist in self._space.items()},
+            "n_trials": self._n_trials,
+            "seed": self._seed,
+        }
+
+    @classmethod
+    def from_spec(cls, spec: dict[str, Any]) -> RandomSource:
+        """Rebuild from :meth:`spec` output."""
+        space = {key: distribution_from_spec(d) for key, d in spec["space"].items()}
+        return cls(space, spec["n_trials"], spec["seed"])
+
+
+def random(space: dict[str, Distribution], n_trials: int, seed: int = 0) -> RandomSource:
+    """Draw ``n_trials`` parameter dicts from ``space`` reproducibly from ``seed``.
+
+    Raises:
+        ParamSpecError: ``space`` is empty or holds a non-distribution, ``n_trials <= 0``,
+            or ``seed`` is not an int within 64-bit range.
+    """
+    if not isinstance(space, dict) or not space:
+        raise ParamSpecError(f"random() needs a non-empty dict space, got {space!r}")
+    for key, dist in space.items():
+        if not isinstance(key, str):
+            raise ParamSpecError(f"random() space key {key!r} must be a str")
+        if not isinstance(dist, Distribution):
+            raise ParamSpecError(
+                f"random() space[{key!r}] is {dist!r}; expected a distribution such as "
+                f"metalab.uniform(0, 1) or metalab.choice([...])"
+            )
+    if isinstance(n_trials, bool) or not isinstance(n_trials, int) or n_trials <= 0:
+        raise ParamSpecError(f"random() n_trials must be a positive int, got {n_trials!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ParamSpecError(f"random() seed must be an int, got {seed!r}")
+    return RandomSource(space, n_trials, seed)

@@ -1,0 +1,53 @@
+"""Rebuild a :class:`RunHandle` from a store alone (new terminal, new notebook kernel)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from metalab.errors import StoreError
+from metalab.executors.base import Launch
+from metalab.plan import RunPlan
+from metalab.progress import make_progress
+from metalab.runner import RunHandle, launch_key, spec_key
+from metalab.spec import experiment_from_spec
+from metalab.store.locator import create_store
+
+__all__ = ["reconnect"]
+
+
+def reconnect(
+    store: Any, experiment_id: str | None = None, progress: Any = None
+) -> RunHandle:
+    """Return a handle on the latest launch recorded in ``store``.
+
+    Status comes from the store's completion markers (and the scheduler, for SLURM).
+
+    Raises:
+        StoreError: the store records no launch (of ``experiment_id``).
+    """
+    target = create_store(store)
+    pointer_blob = target.get_blob(launch_key(experiment_id))
+    if pointer_blob is None:
+        which = f"experiment {experiment_id!r}" if experiment_id else "any experiment"
+        raise StoreError(f"store {target.locator} has no launch of {which} to reconnect to")
+    pointer = json.loads(pointer_blob)
+    spec_blob = target.get_blob(spec_key(pointer["experiment_id"]))
+    if spec_blob is None:
+        raise StoreError(f"store {target.locator} lacks the spec of {pointer['experiment_id']}")
+    spec = json.loads(spec_blob)
+    plan = RunPlan(experiment_from_spec(spec), context_fp=spec["context_fingerprint"])
+    launch = _reattach(pointer, target)
+    display = make_progress(progress)
+    done = sum(target.completed(plan.run_ids))
+    if display is not None:
+        display.start(plan.total, 0)
+    return RunHandle(plan, target, launch, skipped=done if launch is None else 0, progress=display)
+
+
+def _reattach(pointer: dict[str, Any], store: Any) -> Launch | None:
+    if pointer.get("executor") == "slurm":
+        from metalab.executors.slurm import reattach
+
+        return reattach(pointer, store)
+    return None

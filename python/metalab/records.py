@@ -1,0 +1,141 @@
+"""Run records: the durable, JSON-serialisable outcome of one run."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+from typing import Any
+
+__all__ = [
+    "ArtifactInfo",
+    "ErrorInfo",
+    "Provenance",
+    "RECORD_SCHEMA",
+    "RunRecord",
+    "RunState",
+    "utc_now",
+]
+
+RECORD_SCHEMA = 1
+
+
+class RunState(str, Enum):
+    """Where a run stands."""
+
+    SUCCESS = "success"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    RUNNING = "running"
+
+
+def utc_now() -> dt.datetime:
+    """Return the current time, timezone-aware (UTC)."""
+    return dt.datetime.now(dt.UTC)
+
+
+@dataclass
+class ErrorInfo:
+    """Why a run failed."""
+
+    type: str
+    message: str
+    traceback: str = ""
+
+
+@dataclass
+class Provenance:
+    """Where and with what a run executed."""
+
+    code_hash: str
+    operation: str
+    python: str
+    metalab: str
+    host: str
+    pid: int
+    executor: str
+    worker_id: str
+
+
+@dataclass
+class ArtifactInfo:
+    """One stored artifact of a run."""
+
+    name: str
+    kind: str
+    file: str
+    size: int
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RunRecord:
+    """Everything known about one run once it has finished."""
+
+    run_id: str
+    experiment_id: str
+    status: RunState
+    context_fingerprint: str
+    params_fingerprint: str
+    seed_fingerprint: str
+    params: dict[str, Any]
+    task_index: int
+    replicate: int
+    metrics: dict[str, Any] = field(default_factory=dict)
+    metric_series: dict[str, list[list[Any]]] = field(default_factory=dict)
+    started_at: dt.datetime | None = None
+    finished_at: dt.datetime | None = None
+    error: ErrorInfo | None = None
+    provenance: Provenance | None = None
+    artifacts: list[ArtifactInfo] = field(default_factory=list)
+    derived_errors: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def duration(self) -> float | None:
+        """Wall time in seconds, when both timestamps are known."""
+        if self.started_at is None or self.finished_at is None:
+            return None
+        return (self.finished_at - self.started_at).total_seconds()
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the JSON document stored for this record."""
+        data = asdict(self)
+        data["schema"] = RECORD_SCHEMA
+        data["status"] = self.status.value
+        data["started_at"] = self.started_at.isoformat() if self.started_at else None
+        data["finished_at"] = self.finished_at.isoformat() if self.finished_at else None
+        data["duration_s"] = self.duration
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RunRecord:
+        """Rebuild a record from :meth:`to_json` output.
+
+        Raises:
+            KeyError, ValueError, TypeError: the document is not a valid record.
+        """
+
+        def when(value: str | None) -> dt.datetime | None:
+            return dt.datetime.fromisoformat(value) if value else None
+
+        error = data.get("error")
+        provenance = data.get("provenance")
+        return cls(
+            run_id=data["run_id"],
+            experiment_id=data["experiment_id"],
+            status=RunState(data["status"]),
+            context_fingerprint=data["context_fingerprint"],
+            params_fingerprint=data["params_fingerprint"],
+            seed_fingerprint=data["seed_fingerprint"],
+            params=data["params"],
+            task_index=data["task_index"],
+            replicate=data["replicate"],
+            metrics=data.get("metrics") or {},
+            metric_series=data.get("metric_series") or {},
+            started_at=when(data.get("started_at")),
+            finished_at=when(data.get("finished_at")),
+            error=ErrorInfo(**error) if error else None,
+            provenance=Provenance(**provenance) if provenance else None,
+            artifacts=[ArtifactInfo(**a) for a in data.get("artifacts") or []],
+            derived_errors=data.get("derived_errors") or {},
+        )

@@ -1,0 +1,344 @@
+"""Query and analyse the runs of an experiment."""
+
+from __future__ import annotations
+
+import csv
+import math
+import statistics
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, overload
+
+from metalab.capture.serializers import deserialize
+from metalab.derived import apply_derived
+from metalab.records import RunRecord, RunState
+from metalab.store.base import LoadProblem, Store
+from metalab.store.locator import create_store
+
+__all__ = ["ResultTable", "Results", "Run", "load_results"]
+
+_RECORD_COLUMNS = ("run_id", "experiment_id", "status", "replicate", "duration")
+
+
+class Run:
+    """One run's record with lazy access to its artifacts, log and derived metrics."""
+
+    def __init__(
+        self, record: RunRecord, store: Store, derived: dict[str, Any] | None = None
+    ) -> None:
+        self.record = record
+        self._store = store
+        self._derived = derived
+
+    @property
+    def run_id(self) -> str:
+        """The stable run ID."""
+        return self.record.run_id
+
+    @property
+    def status(self) -> RunState:
+        """success, failed, cancelled or running."""
+        return self.record.status
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """The resolved parameters."""
+        return self.record.params
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        """Captured metrics (the last value of stepped metrics)."""
+        return self.record.metrics
+
+    @property
+    def error(self) -> Any:
+        """The failure (type, message, traceback), or ``None``."""
+        return self.record.error
+
+    @property
+    def derived(self) -> dict[str, Any]:
+        """Stored derived metrics (``{}`` when none were computed)."""
+        if self._derived is None:
+            self._derived = self._store.get_derived([self.run_id]).get(self.run_id, {})
+        return self._derived
+
+    def metric_series(self, name: str) -> list[tuple[int, Any]]:
+        """Return ``[(step, value), ...]`` of a stepped metric, ordered by step.
+
+        Raises:
+            KeyError: the run recorded no stepped metric ``name``.
+        """
+        if name not in self.record.metric_series:
+            known = sorted(self.record.metric_series)
+            raise KeyError(f"run {self.run_id} has no stepped metric {name!r} (has: {known})")
+        return sorted((int(s), v) for s, v in self.record.metric_series[name])
+
+    def artifact(self, name: str, *, allow_pickle: bool = False) -> Any:
+        """Load an artifact back into the object that was captured.
+
+        Raises:
+            KeyError: no artifact ``name``.
+            UnsafeLoadError: the artifact is a pickle and ``allow_pickle`` is False.
+        """
+        infos = {a.name: a for a in self.record.artifacts}
+        if name not in infos:
+            raise KeyError(f"run {self.run_id} has no artifact {name!r} (has: {sorted(infos)})")
+        info = infos[name]
+        data = self._store.get_artifact(self.run_id, info)
+        if info.kind == "png":
+            return data
+        return deserialize(info.kind, data, allow_pickle=allow_pickle)
+
+    @property
+    def log(self) -> str:
+        """The run's log text."""
+        return self._store.read_log(self.run_id)
+
+    def __repr__(self) -> str:
+        return f"Run({self.run_id[:12]}, {self.status.value}, params={self.params})"
+
+
+class ResultTable(list[dict[str, Any]]):
+    """Rows of a result table; prints as an aligned text table."""
+
+    def __str__(self) -> str:
+        if not self:
+            return "(no runs)"
+        columns = list(dict.fromkeys(key for row in self for key in row))
+        cells = [[_fmt(row.get(c)) for c in columns] for row in self]
+        widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
+        lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))]
+        lines.append("  ".join("-" * w for w in widths))
+        lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in cells]
+        return "\n".join(lines)
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+class Results(Sequence[Run]):
+    """An ordered collection of runs with tabular, filtering and export helpers."""
+
+    def __init__(
+        self, runs: Sequence[Run], store: Store, problems: Sequence[LoadProblem] = ()
+    ) -> None:
+        self._runs = list(runs)
+        self.store = store
+        self.problems = list(problems)
+
+    @classmethod
+    def from_records(
+        cls, records: Sequence[RunRecord], store: Store, problems: Sequence[LoadProblem] = ()
+    ) -> Results:
+        """Wrap records, ordered by (experiment, task index)."""
+        ordered = sorted(records, key=lambda r: (r.experiment_id, r.task_index))
+        return cls([Run(r, store) for r in ordered], store, problems)
+
+    @overload
+    def __getitem__(self, index: int) -> Run: ...
+    @overload
+    def __getitem__(self, index: slice) -> Results: ...
+    def __getitem__(self, index: int | slice) -> Run | Results:
+        if isinstance(index, slice):
+            return Results(self._runs[index], self.store)
+        return self._runs[index]
+
+    def __len__(self) -> int:
+        return len(self._runs)
+
+    def __iter__(self) -> Iterator[Run]:
+        return iter(self._runs)
+
+    def __repr__(self) -> str:
+        ok = sum(r.status is RunState.SUCCESS for r in self._runs)
+        return f"Results({len(self)} runs, {ok} successful)"
+
+    @property
+    def successful(self) -> Results:
+        """Runs whose status is success."""
+        return Results([r for r in self._runs if r.status is RunState.SUCCESS], self.store)
+
+    @property
+    def failed(self) -> Results:
+        """Runs whose status is failed."""
+        return Results([r for r in self._runs if r.status is RunState.FAILED], self.store)
+
+    def filter(self, **criteria: Any) -> Results:
+        """Keep runs whose param, metric or record field equals each criterion.
+
+        A key is looked up in params first, then metrics, then record fields
+        (``status`` accepts ``"success"``).
+        """
+
+        def value_of(run: Run, key: str) -> Any:
+            if key in run.params:
+                return run.params[key]
+            if key in run.metrics:
+                return run.metrics[key]
+            value = getattr(run.record, key, _MISSING)
+            return value.value if isinstance(value, RunState) else value
+
+        return Results(
+            [r for r in self._runs if all(value_of(r, k) == v for k, v in criteria.items())],
+            self.store,
+        )
+
+    def _derived_for_all(self) -> dict[str, dict[str, Any]]:
+        found = self.store.get_derived([r.run_id for r in self._runs])
+        for run in self._runs:
+            run._derived = found.get(run.run_id, {})
+        return found
+
+    def to_dataframe(
+        self,
+        include_params: bool = True,
+        include_metrics: bool = True,
+        include_record: bool = True,
+        include_derived: bool = False,
+        derived_metrics: Sequence[Callable[[Any], dict[str, Any]]] | None = None,
+    ) -> Any:
+        """Return a pandas DataFrame, one row per run.
+
+        Columns: ``param_*`` (params), metric names, record fields (``run_id``,
+        ``status``, ``duration``...), ``derived_*`` (stored derived metrics, or computed
+        on the fly from ``derived_metrics`` without persisting them).
+        """
+        import pandas as pd
+
+        return pd.DataFrame(
+            self._rows(include_params, include_metrics, include_record, include_derived,
+                       derived_metrics, param_prefix="param_")
+        )
+
+    def _rows(
+        self,
+        include_params: bool,
+        include_metrics: bool,
+        include_record: bool,
+        include_derived: bool,
+        derived_metrics: Sequence[Callable[[Any], dict[str, Any]]] | None,
+        param_prefix: str,
+    ) -> list[dict[str, Any]]:
+        stored = self._derived_for_all() if include_derived else {}
+        rows = []
+        for run in self._runs:
+            row: dict[str, Any] = {}
+            if include_record:
+                rec = run.record
+                row.update(run_id=rec.run_id, experiment_id=rec.experiment_id,
+                           status=rec.status.value, replicate=rec.replicate,
+                           duration=rec.duration)
+            if include_params:
+                row.update({f"{param_prefix}{k}": v for k, v in run.params.items()})
+            if include_metrics:
+                row.update(run.metrics)
+            if include_derived:
+                row.update({f"derived_{k}": v for k, v in stored.get(run.run_id, {}).items()})
+            if derived_metrics:
+                values, _ = apply_derived(run.record, self.store, derived_metrics)
+                row.update({f"derived_{k}": v for k, v in values.items()})
+            rows.append(row)
+        return rows
+
+    @overload
+    def table(self, as_dataframe: bool = False) -> Any: ...
+    def table(self, as_dataframe: bool = False) -> Any:
+        """Return one row per run: params, metrics, status. A DataFrame on request."""
+        if as_dataframe:
+            return self.to_dataframe()
+        rows = self._rows(True, True, False, False, None, param_prefix="")
+        for row, run in zip(rows, self._runs, strict=True):
+            row["status"] = run.status.value
+        return ResultTable(rows)
+
+    def to_csv(self, path: str | Path, **kwargs: Any) -> None:
+        """Write :meth:`to_dataframe` as CSV (falls back to the csv module without pandas)."""
+        try:
+            self.to_dataframe(**kwargs).to_csv(path, index=False)
+        except ImportError:
+            rows = self._rows(True, True, True, False, None, param_prefix="param_")
+            columns = list(dict.fromkeys(k for r in rows for k in r))
+            with open(path, "w", newline="", encoding="utf-8") as handle:
+                writer = csv.DictWriter(handle, fieldnames=columns)
+                writer.writeheader()
+                writer.writerows(rows)
+
+    def summary(self, group_by: Sequence[str] | None = None) -> ResultTable:
+        """Mean ± std of every numeric metric, per group of parameter values."""
+        keys = list(group_by or [])
+        groups: dict[tuple[Any, ...], list[Run]] = {}
+        for run in self.successful:
+            groups.setdefault(tuple(run.params.get(k) for k in keys), []).append(run)
+        rows = ResultTable()
+        for group_key, runs in groups.items():
+            row: dict[str, Any] = dict(zip(keys, group_key, strict=True))
+            row["runs"] = len(runs)
+            names = list(dict.fromkeys(m for r in runs for m in r.metrics))
+            for name in names:
+                values = [float(r.metrics[name]) for r in runs if _is_number(r.metrics.get(name))]
+                if values:
+                    std = statistics.stdev(values) if len(values) > 1 else 0.0
+                    row[name] = f"{statistics.fmean(values):.6g} ± {std:.3g}"
+            rows.append(row)
+        return rows
+
+    def display(self, group_by: Sequence[str] | None = None) -> None:
+        """Print :meth:`summary` (a rich table when rich is installed)."""
+        rows = self.summary(group_by)
+        try:
+            from rich.console import Console
+            from rich.table import Table
+        except ImportError:
+            print(rows)
+            return
+        table = Table(title=f"{len(self)} runs ({len(self.successful)} successful)")
+        columns = list(dict.fromkeys(k for r in rows for k in r))
+        for column in columns:
+            table.add_column(column)
+        for row in rows:
+            table.add_row(*(_fmt(row.get(c)) for c in columns))
+        Console().print(table)
+
+    def compute_derived(
+        self, fns: Sequence[Callable[[Any], dict[str, Any]]], overwrite: bool = False
+    ) -> dict[str, dict[str, str]]:
+        """Compute and store derived metrics for successful runs.
+
+        Existing values are kept unless ``overwrite``. Returns ``{run_id: {fn: error}}`` for
+        runs where a function failed (the others are stored regardless).
+        """
+        existing = self._derived_for_all()
+        failures: dict[str, dict[str, str]] = {}
+        for run in self.successful:
+            values, errors = apply_derived(run.record, self.store, fns)
+            if errors:
+                failures[run.run_id] = errors
+            current = dict(existing.get(run.run_id, {}))
+            merged = {**current, **values} if overwrite else {**values, **current}
+            if merged != current:
+                self.store.put_derived(run.run_id, merged)
+            run._derived = merged
+        return failures
+
+
+_MISSING = object()
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def load_results(store: Any, experiment_id: str | None = None) -> Results:
+    """Load every run stored at ``store`` (a path, locator or Store).
+
+    Unreadable records are listed in ``results.problems`` (file and reason) and the
+    rest still load.
+    """
+    target = create_store(store)
+    loaded = target.load_records(experiment_id=experiment_id)
+    return Results.from_records(loaded.records, target, loaded.problems)

@@ -1,0 +1,288 @@
+"""``metalab.run``: plan an experiment, skip what is done, launch the rest, hand back a handle."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from metalab import _core
+from metalab.context import context_to_json
+from metalab.errors import ExperimentError, StoreError
+from metalab.execution import DerivedFn
+from metalab.executors.base import Executor, Job, Launch, LaunchCounts
+from metalab.executors.thread import ThreadExecutor
+from metalab.experiment import Experiment
+from metalab.plan import RunPlan
+from metalab.progress import Progress, ProgressSnapshot, make_progress
+from metalab.records import RunRecord, utc_now
+from metalab.results import Results
+from metalab.spec import experiment_to_spec
+from metalab.store.base import Store
+from metalab.store.locator import create_store
+
+__all__ = ["RunHandle", "RunStatus", "launch_key", "run", "spec_key"]
+
+
+@dataclass(frozen=True)
+class RunStatus:
+    """Counts of an experiment's runs. ``completed`` includes ``skipped`` (done before)."""
+
+    total: int
+    completed: int
+    running: int
+    pending: int
+    failed: int
+    skipped: int
+    cancelled: int = 0
+
+    @property
+    def is_complete(self) -> bool:
+        """True when nothing is pending or running."""
+        return self.pending == 0 and self.running == 0
+
+
+def spec_key(experiment_id: str) -> str:
+    """Blob key of an experiment's worker spec."""
+    return f"spec-{experiment_id}.json"
+
+
+def launch_key(experiment_id: str | None = None) -> str:
+    """Blob key of the latest launch (of one experiment, or of the whole store)."""
+    return f"launch-{experiment_id}.json" if experiment_id else "launch-latest.json"
+
+
+class RunHandle:
+    """A launched experiment: watch it, wait for it, cancel it."""
+
+    def __init__(
+        self,
+        plan: RunPlan,
+        store: Store,
+        launch: Launch | None,
+        skipped: int,
+        progress: Progress | None = None,
+    ) -> None:
+        self.plan = plan
+        self.store = store
+        self._launch = launch
+        self._skipped = skipped
+        self._progress = progress
+        self._poll_every = 1.0
+
+    @property
+    def experiment_id(self) -> str:
+        """The experiment's ``name:version``."""
+        return self.plan.experiment_id
+
+    @property
+    def run_ids(self) -> list[str]:
+        """Run IDs of every task of the experiment, in task order."""
+        return self.plan.run_ids
+
+    @property
+    def status(self) -> RunStatus:
+        """Current counts (never blocks for long)."""
+        total = self.plan.total
+        launch = self._launch
+        counts = launch.counts() if launch is not None else LaunchCounts()
+        if launch is None or launch.tracks_store:
+            completed = sum(self.store.completed(self.run_ids))
+            failed = sum(self.store.failed(self.run_ids))
+            running = min(counts.running, total - completed - failed)
+            cancelled = counts.cancelled
+        else:
+            completed = self._skipped + counts.succeeded
+            failed, running, cancelled = counts.failed, counts.running, counts.cancelled
+        pending = max(total - completed - failed - running - cancelled, 0)
+        return RunStatus(total, completed, running, pending, failed, self._skipped, cancelled)
+
+    @property
+    def is_complete(self) -> bool:
+        """True when no run is pending or running."""
+        if self._launch is not None and not self._launch.tracks_store:
+            return self._launch.wait(0)
+        return self.status.is_complete
+
+    def _wait(self, timeout: float | None) -> None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        launch = self._launch
+        while True:
+            remaining = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+            step = self._poll_every if remaining is None else min(self._poll_every, remaining)
+            finished = launch.wait(step) if launch is not None else self.status.is_complete
+            if self._progress is not None and (launch is None or launch.tracks_store):
+                self._progress.update(self._snapshot())
+            if finished:
+                return
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"experiment {self.experiment_id} not finished after {timeout}s")
+            if launch is None:
+                time.sleep(step)
+
+    def _snapshot(self) -> ProgressSnapshot:
+        status = self.status
+        return ProgressSnapshot(
+            total=status.total, completed=status.completed, failed=status.failed,
+            skipped=status.skipped, cancelled=status.cancelled,
+        )
+
+    def result(self, timeout: float | None = None) -> Results:
+        """Block until every run finished, then return this experiment's results.
+
+        Raises:
+            TimeoutError: not finished within ``timeout`` seconds.
+            StoreError: the store failed while runs were being written (disk full...);
+                runs written before the failure are intact and resume will finish the rest.
+        """
+        try:
+            self._wait(timeout)
+        finally:
+            if self._progress is not None and self.is_complete:
+                self._progress.close()
+        if self._launch is not None and self._launch.fatal_errors:
+            first = self._launch.fatal_errors[0]
+            raise StoreError(
+                f"experiment {self.experiment_id} stopped: {type(first).__name__}: {first}; "
+                f"finished runs are stored, run again with resume=True to complete"
+            ) from first
+        loaded = self.store.load_records(run_ids=self.run_ids)
+        return Results.from_records(loaded.records, self.store, loaded.problems)
+
+    def results(self, timeout: float | None = None) -> Results:
+        """Alias of :meth:`result`."""
+        return self.result(timeout)
+
+    def cancel(self) -> None:
+        """Stop launching new runs; runs already going finish or are marked cancelled."""
+        if self._launch is not None:
+            self._launch.cancel()
+
+    def __repr__(self) -> str:
+        return f"RunHandle({self.experiment_id!r}, {self.status})"
+
+
+def _manifest(plan: RunPlan, store: Store, executor: Executor, launched: int) -> dict[str, Any]:
+    exp = plan.experiment
+    return {
+        "experiment_id": exp.experiment_id,
+        "name": exp.name,
+        "version": exp.version,
+        "description": exp.description,
+        "tags": list(exp.tags),
+        "metadata": exp.metadata,
+        "operation": {"reference": exp.operation.reference, "code_hash": exp.operation.code_hash},
+        "params": exp.params.spec(),
+        "seeds": exp.seeds.spec(),
+        "context_fingerprint": plan.context_fp,
+        "context": context_to_json(exp.context),
+        "total_runs": plan.total,
+        "launched_runs": launched,
+        "executor": repr(executor),
+        "store": store.locator,
+        "metalab_version": _core.__version__,
+        "submitted_at": utc_now().isoformat(),
+    }
+
+
+def _progress_callback(progress: Progress | None) -> Any:
+    if progress is None:
+        return None
+
+    def on_record(record: RunRecord) -> None:
+        progress.record_finished(record.status.value, record.metrics)
+
+    return on_record
+
+
+def run(
+    exp: Experiment,
+    store: Any = None,
+    executor: Executor | None = None,
+    resume: bool = True,
+    progress: bool | Progress | None = None,
+    derived_metrics: Sequence[DerivedFn] | None = None,
+    timeout: float | None = None,
+    dry_run: bool = False,
+) -> RunHandle:
+    """Run an experiment and return a :class:`RunHandle` at once.
+
+    Args:
+        exp: the experiment.
+        store: path, locator (``file://``, ``postgresql://``) or Store; default
+            ``./runs/{exp.name}``.
+        executor: where runs execute; default ``ThreadExecutor(max_workers=1)``
+            (one background thread).
+        resume: skip runs that already succeeded (failed and new ones run).
+        progress: ``True`` or a :class:`metalab.Progress` for a live display.
+        derived_metrics: functions computed on the worker after each successful run.
+        timeout: per-run time limit in seconds (executors that can stop a run).
+        dry_run: plan and report without executing (executors may print their plan).
+
+    Raises:
+        ExperimentError: ``exp`` is not an Experiment or an argument is invalid.
+        ContextError: a context FilePath/DirPath is missing (before any run starts).
+        LocatorError: the store locator is unknown or malformed.
+    """
+    if not isinstance(exp, Experiment):
+        raise ExperimentError(f"run() needs a metalab.Experiment, got {type(exp).__name__}")
+    if timeout is not None and (not isinstance(timeout, int | float) or timeout <= 0):
+        raise ExperimentError(f"timeout must be a positive number of seconds, got {timeout!r}")
+    fns = list(derived_metrics or [])
+    for fn in fns:
+        if not callable(fn):
+            raise ExperimentError(f"derived metric {fn!r} is not callable")
+    target = create_store(store if store is not None else f"./runs/{exp.name}")
+    target = _discover_service(target)
+    runner = executor if executor is not None else ThreadExecutor(max_workers=1)
+    if not isinstance(runner, Executor):
+        raise ExperimentError(f"executor must be a metalab executor, got {runner!r}")
+    plan = RunPlan(exp)
+    run_ids = plan.run_ids
+    done = target.completed(run_ids) if resume else [False] * len(run_ids)
+    todo = [t for t, finished in enumerate(done) if not finished]
+    skipped = len(run_ids) - len(todo)
+    display = make_progress(progress)
+    if dry_run:
+        return _dry_run(plan, target, runner, todo, skipped)
+    target.put_manifest(exp.experiment_id, _manifest(plan, target, runner, len(todo)))
+    spec = experiment_to_spec(exp)
+    spec["context_fingerprint"] = plan.context_fp
+    target.put_blob(spec_key(exp.experiment_id), json.dumps(spec).encode())
+    if display is not None:
+        display.start(plan.total, skipped)
+    job = Job(plan, target, todo, fns, timeout, _progress_callback(display))
+    launch = runner.launch(job)
+    pointer = {"experiment_id": exp.experiment_id, "executor": runner.name,
+               "launched_at": utc_now().isoformat(), **getattr(launch, "reconnect_info", {})}
+    target.put_blob(launch_key(exp.experiment_id), json.dumps(pointer).encode())
+    target.put_blob(launch_key(), json.dumps(pointer).encode())
+    return RunHandle(plan, target, launch, skipped, display)
+
+
+def _dry_run(
+    plan: RunPlan, store: Store, executor: Executor, todo: list[int], skipped: int
+) -> RunHandle:
+    describe = getattr(executor, "describe", None)
+    if callable(describe):
+        describe(plan, store, todo)
+    else:
+        print(f"dry run: {len(todo)} of {plan.total} runs to execute ({skipped} already done) "
+              f"with {executor!r} into {store.locator}")
+    return RunHandle(plan, store, None, skipped)
+
+
+def _discover_service(store: Store) -> Store:
+    """Swap a FileStore for the PostgreSQL service advertised in its directory, if any."""
+    from metalab.store.file import FileStore
+
+    if not isinstance(store, FileStore):
+        return store
+    service = store.root / "services" / "postgres" / "service.json"
+    if not service.is_file():
+        return store
+    from metalab.service import store_from_service_file
+
+    return store_from_service_file(service, store)

@@ -1,0 +1,43 @@
+"""Storage backends, locators and transfer between them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from metalab.store.base import LoadedRecords, LoadProblem, LogSink, Store
+from metalab.store.file import FileStore
+from metalab.store.layout import FileLayout
+from metalab.store.locator import create_store, register_scheme, to_locator
+
+__all__ = [
+    "FallbackStore",
+    "FileLayout",
+    "FileStore",
+    "LoadProblem",
+    "LoadedRecords",
+    "LogSink",
+    "PostgresStore",
+    "Store",
+    "create_store",
+    "export_store",
+    "import_from_filestore",
+    "register_scheme",
+    "to_locator",
+]
+
+
+def __getattr__(name: str) -> Any:
+    # Optional backends import lazily so psycopg is only needed when used.
+    if name == "PostgresStore":
+        from metalab.store.postgres import PostgresStore
+
+        return PostgresStore
+    if name == "FallbackStore":
+        from metalab.store.fallback import FallbackStore
+
+        return FallbackStore
+    if name in ("export_store", "import_from_filestore"):
+        from metalab.store import transfer
+
+        return getattr(transfer, name)
+    raise AttributeError(f"module 'metalab.store' has no attribute {name!r}")

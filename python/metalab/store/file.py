@@ -1,0 +1,214 @@
+"""FileStore: a human-browsable directory of JSON records, safe for many writers.
+
+Every file is replaced atomically (temporary sibling + rename), and markers are written
+only after the record they vouch for, so a kill at any instant leaves the store readable
+and resumable. No locks are needed: each run writes only its own files, and two writers of
+the same run both produce complete files (the last rename wins).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from metalab import _core
+from metalab.errors import StoreError
+from metalab.records import ArtifactInfo, RunRecord, RunState
+from metalab.store.atomic import atomic_write
+from metalab.store.base import LoadedRecords, LoadProblem, Store
+from metalab.store.layout import FileLayout
+from metalab.store.record_codec import decode_record, encode_record
+
+__all__ = ["FileStore"]
+
+
+class _FileLogSink:
+    """Appends each line and flushes it, so a crash keeps every line logged so far."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._handle = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed by close()
+
+    def write_line(self, line: str) -> None:
+        self._handle.write(line + "\n")
+        self._handle.flush()
+
+    def close(self) -> None:
+        self._handle.close()
+
+
+class FileStore(Store):
+    """Store runs under a directory; the layout is documented in ``docs/storage.md``.
+
+    Args:
+        root: directory of the store (created on first write).
+        durable: fsync every file and rename (survives power loss, not only crashes).
+    """
+
+    def __init__(self, root: str | os.PathLike[str], *, durable: bool = False) -> None:
+        self.root = Path(root).expanduser().absolute()
+        if self.root.exists() and not self.root.is_dir():
+            raise StoreError(f"FileStore root {str(self.root)!r} exists and is not a directory")
+        self.layout = FileLayout(self.root)
+        self.durable = durable
+
+    @property
+    def locator(self) -> str:
+        """``file:///absolute/path``."""
+        return self.root.as_uri()
+
+    def __repr__(self) -> str:
+        return f"FileStore({str(self.root)!r})"
+
+    def _write(self, path: Path, data: bytes) -> None:
+        atomic_write(path, data, durable=self.durable)
+
+    # -- experiments ------------------------------------------------------------------
+    def put_manifest(self, experiment_id: str, manifest: dict[str, Any]) -> str:
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
+        path = self.layout.manifest(experiment_id, stamp)
+        self._write(path, json.dumps(manifest, indent=2, default=str).encode())
+        return str(path)
+
+    def list_manifests(self, experiment_id: str | None = None) -> list[dict[str, Any]]:
+        directory = self.layout.experiments_dir
+        if not directory.is_dir():
+            return []
+        manifests = []
+        for path in sorted(directory.glob("*.json")):
+            try:
+                manifest = json.loads(path.read_bytes())
+            except (OSError, ValueError):
+                continue
+            if experiment_id is None or manifest.get("experiment_id") == experiment_id:
+                manifests.append(manifest)
+        manifests.sort(key=lambda m: str(m.get("submitted_at", "")))
+        return manifests
+
+    def put_blob(self, key: str, data: bytes) -> None:
+        self._write(self.layout.blob(key), data)
+
+    def get_blob(self, key: str) -> bytes | None:
+        try:
+            return self.layout.blob(key).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    # -- run write path ---------------------------------------------------------------
+    def open_log(self, run_id: str) -> _FileLogSink:
+        return _FileLogSink(self.layout.log(run_id))
+
+    def put_artifact(
+        self, run_id: str, name: str, data: bytes, kind: str, ext: str, meta: dict[str, Any]
+    ) -> ArtifactInfo:
+        file_name = f"{name}{ext}"
+        path = self.layout.artifact(run_id, file_name)
+        self._write(path, data)
+        return ArtifactInfo(name=name, kind=kind, file=file_name, size=len(data), meta=meta)
+
+    def put_record(self, record: RunRecord) -> None:
+        self._write(self.layout.record(record.run_id), encode_record(record))
+
+    def mark(self, run_id: str, state: RunState) -> None:
+        done, failed = self.layout.done_marker(run_id), self.layout.failed_marker(run_id)
+        if state is RunState.SUCCESS:
+            self._write(done, b"")
+            failed.unlink(missing_ok=True)
+        elif state in (RunState.FAILED, RunState.CANCELLED):
+            self._write(failed, state.value.encode())
+            done.unlink(missing_ok=True)
+
+    # -- completion -------------------------------------------------------------------
+    def completed(self, run_ids: Sequence[str]) -> list[bool]:
+        return _core.scan_done(str(self.layout.done_dir), list(run_ids))
+
+    def failed(self, run_ids: Sequence[str]) -> list[bool]:
+        present: set[str] = set()
+        root = self.layout.failed_dir
+        if root.is_dir():
+            for shard in os.scandir(root):
+                if shard.is_dir():
+                    present.update(
+                        entry.name[: -len(".failed")]
+                        for entry in os.scandir(shard.path)
+                        if entry.name.endswith(".failed") and not entry.name.startswith(".")
+                    )
+        return [run_id in present for run_id in run_ids]
+
+    # -- read path --------------------------------------------------------------------
+    def get_record(self, run_id: str) -> RunRecord | None:
+        path = self.layout.record(run_id)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return None
+        return decode_record(data, str(path))
+
+    def _record_paths(self, run_ids: Iterable[str] | None) -> list[Path]:
+        if run_ids is not None:
+            return [self.layout.record(run_id) for run_id in run_ids]
+        runs_dir = self.layout.runs_dir
+        if not runs_dir.is_dir():
+            return []
+        paths = []
+        for shard in sorted(os.scandir(runs_dir), key=lambda e: e.name):
+            if shard.is_dir() and not shard.name.startswith("."):
+                for run in os.scandir(shard.path):
+                    if run.is_dir() and not run.name.startswith("."):
+                        paths.append(Path(run.path) / "record.json")
+        return paths
+
+    def load_records(
+        self, experiment_id: str | None = None, run_ids: Iterable[str] | None = None
+    ) -> LoadedRecords:
+        loaded = LoadedRecords()
+        for path in self._record_paths(run_ids):
+            try:
+                data = path.read_bytes()
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                loaded.problems.append(LoadProblem(str(path), f"unreadable: {exc}"))
+                continue
+            try:
+                record = decode_record(data, str(path))
+            except StoreError as exc:
+                loaded.problems.append(LoadProblem(str(path), str(exc)))
+                continue
+            if experiment_id is None or record.experiment_id == experiment_id:
+                loaded.records.append(record)
+        return loaded
+
+    def get_artifact(self, run_id: str, info: ArtifactInfo) -> bytes:
+        path = self.layout.artifact(run_id, info.file)
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            raise KeyError(f"artifact {info.name!r} of run {run_id} is missing: {path}") from None
+
+    def read_log(self, run_id: str) -> str:
+        try:
+            return self.layout.log(run_id).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return ""
+
+    def put_derived(self, run_id: str, values: dict[str, Any]) -> None:
+        self._write(self.layout.derived(run_id), json.dumps(values, allow_nan=True).encode())
+
+    def get_derived(self, run_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        found: dict[str, dict[str, Any]] = {}
+        root = self.layout.derived_dir
+        if not root.is_dir():
+            return found
+        for run_id in run_ids:
+            try:
+                found[run_id] = json.loads(self.layout.derived(run_id).read_bytes())
+            except FileNotFoundError:
+                continue
+            except ValueError:
+                continue
+        return found

@@ -1,0 +1,95 @@
+"""The one place that knows every path of a FileStore (see ``docs/storage.md``).
+
+Run-keyed directories are sharded by the first two hex characters of the run ID, so no
+directory holds more than ~1/256 of the runs (about 1,200 at 300,000 runs).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["FileLayout"]
+
+_SAFE_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]*$")
+
+
+@dataclass(frozen=True)
+class FileLayout:
+    """Paths of a FileStore rooted at ``root``."""
+
+    root: Path
+
+    @staticmethod
+    def shard(run_id: str) -> str:
+        """Return the shard directory name of a run ID."""
+        return run_id[:2]
+
+    @property
+    def experiments_dir(self) -> Path:
+        """Directory of timestamped experiment manifests."""
+        return self.root / "experiments"
+
+    def manifest(self, experiment_id: str, timestamp: str) -> Path:
+        """``experiments/{experiment_id}_{timestamp}.json``."""
+        return self.experiments_dir / f"{experiment_id}_{timestamp}.json"
+
+    @property
+    def blobs_dir(self) -> Path:
+        """Directory of small named blobs (experiment specs)."""
+        return self.root / "blobs"
+
+    def blob(self, key: str) -> Path:
+        """Path of the blob ``key`` (validated to stay inside the store)."""
+        if not _SAFE_KEY.fullmatch(key) or ".." in key:
+            raise ValueError(f"invalid blob key {key!r}")
+        return self.blobs_dir / key
+
+    @property
+    def runs_dir(self) -> Path:
+        """Directory holding one sub-directory per run, sharded."""
+        return self.root / "runs"
+
+    def run_dir(self, run_id: str) -> Path:
+        """``runs/{id[:2]}/{id}``."""
+        return self.runs_dir / self.shard(run_id) / run_id
+
+    def record(self, run_id: str) -> Path:
+        """The run's ``record.json``."""
+        return self.run_dir(run_id) / "record.json"
+
+    def log(self, run_id: str) -> Path:
+        """The run's ``run.log``."""
+        return self.run_dir(run_id) / "run.log"
+
+    def artifact(self, run_id: str, file_name: str) -> Path:
+        """An artifact file of the run."""
+        return self.run_dir(run_id) / "artifacts" / file_name
+
+    @property
+    def done_dir(self) -> Path:
+        """Root of success markers ``done/{id[:2]}/{id}.done``."""
+        return self.root / "done"
+
+    def done_marker(self, run_id: str) -> Path:
+        """The success marker of a run."""
+        return self.done_dir / self.shard(run_id) / f"{run_id}.done"
+
+    @property
+    def failed_dir(self) -> Path:
+        """Root of failure markers ``failed/{id[:2]}/{id}.failed``."""
+        return self.root / "failed"
+
+    def failed_marker(self, run_id: str) -> Path:
+        """The failure marker of a run."""
+        return self.failed_dir / self.shard(run_id) / f"{run_id}.failed"
+
+    @property
+    def derived_dir(self) -> Path:
+        """Root of derived metrics ``derived/{id[:2]}/{id}.json``."""
+        return self.root / "derived"
+
+    def derived(self, run_id: str) -> Path:
+        """The derived-metrics file of a run."""
+        return self.derived_dir / self.shard(run_id) / f"{run_id}.json"
