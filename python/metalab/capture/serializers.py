@@ -100,7 +100,14 @@ def _json(obj: Any) -> Serialized:
 
 
 def _pickle(obj: Any) -> Serialized:
-    return Serialized("pickle", ".pkl", pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))
+    import cloudpickle
+
+    # cloudpickle also handles lambdas and classes defined inside functions or notebooks.
+    try:
+        data = cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    except (pickle.PicklingError, AttributeError) as exc:
+        raise CaptureError(f"cannot pickle {type(obj).__name__}: {exc}") from None
+    return Serialized("pickle", ".pkl", data)
 
 
 _SERIALIZERS = {

@@ -178,10 +178,16 @@ class FileStore(Store):
                 record = decode_record(data, str(path))
             except StoreError as exc:
                 loaded.problems.append(LoadProblem(str(path), str(exc)))
+                self._forget_completion(path.parent.name)
                 continue
             if experiment_id is None or record.experiment_id == experiment_id:
                 loaded.records.append(record)
         return loaded
+
+    def _forget_completion(self, run_id: str) -> None:
+        # A done marker must only vouch for a readable record; dropping it makes resume
+        # re-run the damaged run instead of trusting it forever.
+        self.layout.done_marker(run_id).unlink(missing_ok=True)
 
     def get_artifact(self, run_id: str, info: ArtifactInfo) -> bytes:
         path = self.layout.artifact(run_id, info.file)
