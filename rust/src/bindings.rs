@@ -1,0 +1,610 @@
+//! PyO3 bindings: the only module that touches Python objects.
+//!
+//! Errors are instances of the classes in the Python module `metalab.errors`, looked up by
+//! name when raised. Heavy loops run with the GIL released on plain Rust data.
+
+// PyO3 0.22's macro expansion trips this lint on every `PyResult` return type.
+#![allow(clippy::useless_conversion)]
+
+use std::path::PathBuf;
+
+use pyo3::exceptions::{PyIndexError, PyOverflowError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
+
+use crate::encoding::{
+    put_big_int, put_bool, put_dict, put_float, put_int, put_list_header, put_none, put_str,
+    EncodeError, EncodeErrorKind, PathSeg, MAX_DEPTH,
+};
+use crate::fingerprint::{fingerprint_hex, FINGERPRINT_HEX_CHARS};
+use crate::grid::{Grid, GridError};
+use crate::random::{Arg, Dist, RandomSpace, Sample};
+use crate::{fingerprint, plan, scan, seeds, CoreError};
+
+// ---------------------------------------------------------------------------------------
+// Errors
+
+/// An instance of `metalab.errors.<class>` carrying `msg` (ValueError if that module is
+/// unavailable, which only happens in a broken install).
+fn metalab_err(py: Python<'_>, class: &str, msg: String) -> PyErr {
+    let cls = py
+        .import_bound("metalab.errors")
+        .and_then(|m| m.getattr(class));
+    match cls {
+        Ok(cls) => match cls.call1((msg,)) {
+            Ok(inst) => PyErr::from_value_bound(inst),
+            Err(e) => e,
+        },
+        Err(_) => PyValueError::new_err(msg),
+    }
+}
+
+fn core_err(py: Python<'_>, e: CoreError) -> PyErr {
+    match e {
+        CoreError::Encoding(m) => metalab_err(py, "EncodingError", m),
+        CoreError::ParamSpec(m) => metalab_err(py, "ParamSpecError", m),
+        CoreError::SeedSpec(m) => metalab_err(py, "SeedSpecError", m),
+        CoreError::Index(m) => PyIndexError::new_err(m),
+        CoreError::Store(m) => metalab_err(py, "StoreError", m),
+    }
+}
+
+fn type_name(obj: &Bound<'_, PyAny>) -> String {
+    obj.get_type()
+        .getattr("__name__")
+        .and_then(|n| n.extract::<String>())
+        .unwrap_or_else(|_| "?".into())
+}
+
+fn repr_of(obj: &Bound<'_, PyAny>) -> String {
+    obj.repr()
+        .map(|r| r.to_string())
+        .unwrap_or_else(|_| format!("<{} object>", type_name(obj)))
+}
+
+// ---------------------------------------------------------------------------------------
+// Canonical encoding of Python objects
+
+enum EncErr {
+    Enc(EncodeError),
+    Py(PyErr),
+}
+
+impl From<PyErr> for EncErr {
+    fn from(e: PyErr) -> Self {
+        EncErr::Py(e)
+    }
+}
+
+impl From<EncodeErrorKind> for EncErr {
+    fn from(k: EncodeErrorKind) -> Self {
+        EncErr::Enc(EncodeError::new(k))
+    }
+}
+
+impl EncErr {
+    fn within(self, seg: PathSeg) -> Self {
+        match self {
+            EncErr::Enc(e) => EncErr::Enc(e.within(seg)),
+            p => p,
+        }
+    }
+
+    fn into_py(self, py: Python<'_>, root: &str) -> PyErr {
+        match self {
+            EncErr::Enc(e) => metalab_err(py, "EncodingError", e.message(root)),
+            EncErr::Py(e) => e,
+        }
+    }
+}
+
+/// NumPy scalars and 0-d arrays -> `.item()`, n-d arrays -> `.tolist()`; None otherwise.
+fn numpy_normalise<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyAny>>> {
+    let module = obj.get_type().getattr("__module__")?;
+    if module.extract::<&str>().ok() != Some("numpy") {
+        return Ok(None);
+    }
+    let ndim = match obj.getattr("ndim") {
+        Ok(n) => n.extract::<i64>().unwrap_or(-1),
+        Err(_) => return Ok(None),
+    };
+    if ndim == 0 && obj.hasattr("item")? {
+        Ok(Some(obj.call_method0("item")?))
+    } else if ndim > 0 && obj.hasattr("tolist")? {
+        Ok(Some(obj.call_method0("tolist")?))
+    } else {
+        Ok(None)
+    }
+}
+
+fn encode_obj(obj: &Bound<'_, PyAny>, out: &mut Vec<u8>, depth: usize) -> Result<(), EncErr> {
+    if obj.is_none() {
+        put_none(out);
+    } else if let Ok(b) = obj.downcast::<PyBool>() {
+        put_bool(out, b.is_true());
+    } else if obj.is_instance_of::<PyInt>() {
+        match obj.extract::<i64>() {
+            Ok(i) => put_int(out, i),
+            Err(_) => {
+                let exact = obj.py().get_type_bound::<PyInt>().call1((obj,))?;
+                let text = exact.str()?;
+                put_big_int(out, text.to_str()?)?;
+            }
+        }
+    } else if let Ok(f) = obj.downcast::<PyFloat>() {
+        put_float(out, f.value())?;
+    } else if let Ok(s) = obj.downcast::<PyString>() {
+        let s = s
+            .to_str()
+            .map_err(|_| EncErr::from(EncodeErrorKind::InvalidUtf8))?;
+        put_str(out, s)?;
+    } else if let Ok(l) = obj.downcast::<PyList>() {
+        if depth >= MAX_DEPTH {
+            return Err(EncodeErrorKind::TooDeep.into());
+        }
+        put_list_header(out, l.len())?;
+        for (i, item) in l.iter().enumerate() {
+            encode_obj(&item, out, depth + 1).map_err(|e| e.within(PathSeg::Index(i)))?;
+        }
+    } else if let Ok(t) = obj.downcast::<PyTuple>() {
+        if depth >= MAX_DEPTH {
+            return Err(EncodeErrorKind::TooDeep.into());
+        }
+        put_list_header(out, t.len())?;
+        for (i, item) in t.iter().enumerate() {
+            encode_obj(&item, out, depth + 1).map_err(|e| e.within(PathSeg::Index(i)))?;
+        }
+    } else if let Ok(d) = obj.downcast::<PyDict>() {
+        if depth >= MAX_DEPTH {
+            return Err(EncodeErrorKind::TooDeep.into());
+        }
+        let mut entries: Vec<(String, Vec<u8>)> = Vec::with_capacity(d.len());
+        for (k, v) in d.iter() {
+            let Ok(ks) = k.downcast::<PyString>() else {
+                return Err(EncodeErrorKind::NonStrKey {
+                    key_repr: repr_of(&k),
+                    type_name: type_name(&k),
+                }
+                .into());
+            };
+            let key = match ks.to_str() {
+                Ok(s) => s.to_string(),
+                Err(_) => return Err(EncodeErrorKind::InvalidUtf8.into()),
+            };
+            let mut buf = Vec::new();
+            if let Err(e) = encode_obj(&v, &mut buf, depth + 1) {
+                return Err(e.within(PathSeg::Key(key)));
+            }
+            entries.push((key, buf));
+        }
+        put_dict(out, entries)?;
+    } else if let Some(norm) = numpy_normalise(obj)? {
+        if depth >= MAX_DEPTH {
+            return Err(EncodeErrorKind::TooDeep.into());
+        }
+        encode_obj(&norm, out, depth + 1)?;
+    } else {
+        return Err(EncodeErrorKind::Unsupported {
+            type_name: type_name(obj),
+        }
+        .into());
+    }
+    Ok(())
+}
+
+fn encode_root(obj: &Bound<'_, PyAny>, root: &str) -> PyResult<Vec<u8>> {
+    let mut out = Vec::new();
+    encode_obj(obj, &mut out, 0).map_err(|e| e.into_py(obj.py(), root))?;
+    Ok(out)
+}
+
+/// canonical_encode(value) -> bytes
+#[pyfunction]
+fn canonical_encode<'py>(value: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyBytes>> {
+    let e = encode_root(value, "value")?;
+    Ok(PyBytes::new_bound(value.py(), &e))
+}
+
+/// fingerprint(value) -> str
+#[pyfunction(name = "fingerprint")]
+fn py_fingerprint(value: &Bound<'_, PyAny>) -> PyResult<String> {
+    Ok(fingerprint_hex(&encode_root(value, "value")?))
+}
+
+/// fingerprint_many(values) -> list[str]
+#[pyfunction]
+fn fingerprint_many(values: Vec<Bound<'_, PyAny>>) -> PyResult<Vec<String>> {
+    values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| Ok(fingerprint_hex(&encode_root(v, &format!("values[{}]", i))?)))
+        .collect()
+}
+
+/// run_id(experiment_id, context_fp, params_fp, seed_fp) -> str
+#[pyfunction]
+fn run_id(
+    py: Python<'_>,
+    experiment_id: &str,
+    context_fp: &str,
+    params_fp: &str,
+    seed_fp: &str,
+) -> PyResult<String> {
+    fingerprint::run_id(experiment_id, context_fp, params_fp, seed_fp).map_err(|k| {
+        metalab_err(
+            py,
+            "EncodingError",
+            EncodeError::new(k).message("run_id inputs"),
+        )
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// Index arguments
+
+/// An int index; too large to be any valid index -> IndexError (like `list[10**30]`).
+fn index_arg(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<i128> {
+    match obj.extract::<i128>() {
+        Ok(i) => Ok(i),
+        Err(e) if e.is_instance_of::<PyOverflowError>(obj.py()) => Err(PyIndexError::new_err(
+            format!("{} index {} out of range", what, repr_of(obj)),
+        )),
+        Err(e) => Err(e),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// GridCore
+
+/// A grid of parameter axes with every value pre-encoded.
+#[pyclass(module = "metalab._core", frozen)]
+struct GridCore {
+    grid: Grid,
+}
+
+#[pymethods]
+impl GridCore {
+    #[new]
+    fn new(
+        py: Python<'_>,
+        keys: Vec<Bound<'_, PyAny>>,
+        axes: Vec<Vec<Bound<'_, PyAny>>>,
+    ) -> PyResult<Self> {
+        let mut key_strs = Vec::with_capacity(keys.len());
+        for (i, k) in keys.iter().enumerate() {
+            match k.downcast::<PyString>() {
+                Ok(s) => key_strs.push(s.to_str()?.to_string()),
+                Err(_) => {
+                    return Err(metalab_err(
+                        py,
+                        "ParamSpecError",
+                        format!(
+                            "grid key {} at position {} has type '{}': expected str",
+                            repr_of(k),
+                            i,
+                            type_name(k)
+                        ),
+                    ))
+                }
+            }
+        }
+        let grid_err = |e: GridError| -> PyErr {
+            let shown = match &e {
+                GridError::DuplicateValue { key, second, .. } => key_strs
+                    .iter()
+                    .position(|k| k == key)
+                    .map(|a| repr_of(&axes[a][*second]))
+                    .unwrap_or_default(),
+                _ => String::new(),
+            };
+            metalab_err(py, "ParamSpecError", e.message(&shown))
+        };
+        if key_strs.len() != axes.len() {
+            return Err(grid_err(GridError::LengthMismatch {
+                keys: key_strs.len(),
+                axes: axes.len(),
+            }));
+        }
+        let mut encoded = Vec::with_capacity(axes.len());
+        for (k, axis) in key_strs.iter().zip(&axes) {
+            if axis.is_empty() {
+                return Err(grid_err(GridError::EmptyAxis(k.clone())));
+            }
+            let mut vals = Vec::with_capacity(axis.len());
+            for (i, v) in axis.iter().enumerate() {
+                let root = format!("grid[{}][{}]", crate::encoding::quote_str(k), i);
+                vals.push(encode_root(v, &root)?);
+            }
+            encoded.push(vals);
+        }
+        let grid = Grid::new(key_strs.clone(), encoded).map_err(grid_err)?;
+        Ok(GridCore { grid })
+    }
+
+    fn __len__(&self) -> usize {
+        self.grid.len() as usize
+    }
+
+    fn __repr__(&self) -> String {
+        let keys: Vec<String> = self
+            .grid
+            .keys()
+            .iter()
+            .map(|k| crate::encoding::quote_str(k))
+            .collect();
+        format!(
+            "GridCore(keys=[{}], len={})",
+            keys.join(", "),
+            self.grid.len()
+        )
+    }
+
+    fn indices(&self, py: Python<'_>, index: &Bound<'_, PyAny>) -> PyResult<Vec<usize>> {
+        let i = self
+            .grid
+            .resolve(index_arg(index, "grid")?)
+            .map_err(|e| core_err(py, e))?;
+        Ok(self.grid.indices(i))
+    }
+
+    fn indices_range(&self, py: Python<'_>, start: i128, stop: i128) -> PyResult<Vec<Vec<usize>>> {
+        let (a, b) = self
+            .grid
+            .check_range(start, stop)
+            .map_err(|e| core_err(py, e))?;
+        let grid = &self.grid;
+        Ok(py.allow_threads(|| grid.indices_range(a, b)))
+    }
+
+    fn fingerprints<'py>(
+        &self,
+        py: Python<'py>,
+        start: i128,
+        stop: i128,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let (a, b) = self
+            .grid
+            .check_range(start, stop)
+            .map_err(|e| core_err(py, e))?;
+        let grid = &self.grid;
+        let fps = py.allow_threads(|| grid.fingerprints(a, b));
+        Ok(PyList::new_bound(py, fps))
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// RandomCore
+
+fn i64_arg(obj: &Bound<'_, PyAny>, what: &str, class: &str) -> PyResult<i64> {
+    let py = obj.py();
+    let err = || {
+        metalab_err(
+            py,
+            class,
+            format!(
+                "{} = {} (type '{}'): expected an int in [-2**63, 2**63)",
+                what,
+                repr_of(obj),
+                type_name(obj)
+            ),
+        )
+    };
+    if obj.is_instance_of::<PyBool>() || !obj.is_instance_of::<PyInt>() {
+        if let Some(n) = numpy_normalise(obj)? {
+            if n.is_instance_of::<PyInt>() && !n.is_instance_of::<PyBool>() {
+                return n.extract::<i64>().map_err(|_| err());
+            }
+        }
+        return Err(err());
+    }
+    obj.extract::<i64>().map_err(|_| err())
+}
+
+fn dist_arg(key: &str, kind: &str, i: usize, obj: &Bound<'_, PyAny>) -> PyResult<Arg> {
+    let py = obj.py();
+    let norm = if obj.is_instance_of::<PyInt>() || obj.is_instance_of::<PyFloat>() {
+        None
+    } else {
+        numpy_normalise(obj)?
+    };
+    let v = norm.as_ref().unwrap_or(obj);
+    let err = |why: &str| {
+        metalab_err(
+            py,
+            "ParamSpecError",
+            format!(
+                "random space {} ({}): argument {} = {} (type '{}') {}",
+                crate::encoding::quote_str(key),
+                kind,
+                i,
+                repr_of(obj),
+                type_name(obj),
+                why
+            ),
+        )
+    };
+    if v.is_instance_of::<PyBool>() {
+        Err(err("is a bool: expected an int or float"))
+    } else if v.is_instance_of::<PyInt>() {
+        v.extract::<i64>()
+            .map(Arg::Int)
+            .map_err(|_| err("does not fit: expected an int in [-2**63, 2**63)"))
+    } else if let Ok(f) = v.downcast::<PyFloat>() {
+        Ok(Arg::Float(f.value()))
+    } else {
+        Err(err("is not a number: expected an int or float"))
+    }
+}
+
+/// A validated random-search space; trial values are counter-based.
+#[pyclass(module = "metalab._core", frozen)]
+struct RandomCore {
+    space: RandomSpace,
+}
+
+fn sample_to_py(py: Python<'_>, s: &Sample) -> PyObject {
+    match *s {
+        Sample::Float(f) => f.into_py(py),
+        Sample::Int(i) => i.into_py(py),
+    }
+}
+
+fn trial_to_py<'py>(py: Python<'py>, t: &[Sample]) -> Bound<'py, PyList> {
+    PyList::new_bound(py, t.iter().map(|s| sample_to_py(py, s)))
+}
+
+#[pymethods]
+impl RandomCore {
+    #[new]
+    fn new(
+        py: Python<'_>,
+        seed: &Bound<'_, PyAny>,
+        space: Vec<(String, String, Vec<Bound<'_, PyAny>>)>,
+        n_trials: &Bound<'_, PyAny>,
+    ) -> PyResult<Self> {
+        let seed = i64_arg(seed, "seed", "ParamSpecError")?;
+        let n_trials = i64_arg(n_trials, "n_trials", "ParamSpecError")?;
+        let mut dims = Vec::with_capacity(space.len());
+        for (key, kind, args) in &space {
+            let args = args
+                .iter()
+                .enumerate()
+                .map(|(i, a)| dist_arg(key, kind, i, a))
+                .collect::<PyResult<Vec<_>>>()?;
+            let d = Dist::parse(key, kind, &args).map_err(|e| core_err(py, e))?;
+            dims.push((key.clone(), d));
+        }
+        let space = RandomSpace::new(seed, dims, n_trials).map_err(|e| core_err(py, e))?;
+        Ok(RandomCore { space })
+    }
+
+    fn __len__(&self) -> usize {
+        self.space.len() as usize
+    }
+
+    fn trial<'py>(
+        &self,
+        py: Python<'py>,
+        index: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let i = self
+            .space
+            .resolve(index_arg(index, "trial")?)
+            .map_err(|e| core_err(py, e))?;
+        Ok(trial_to_py(py, &self.space.trial(i)))
+    }
+
+    fn trials<'py>(
+        &self,
+        py: Python<'py>,
+        start: i128,
+        stop: i128,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let (a, b) = self
+            .space
+            .check_range(start, stop)
+            .map_err(|e| core_err(py, e))?;
+        let space = &self.space;
+        let ts = py.allow_threads(|| space.trials(a, b));
+        Ok(PyList::new_bound(py, ts.iter().map(|t| trial_to_py(py, t))))
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Seeds
+
+#[pyfunction]
+fn seed_fingerprint(
+    py: Python<'_>,
+    base: &Bound<'_, PyAny>,
+    replicate: &Bound<'_, PyAny>,
+) -> PyResult<String> {
+    let b = i64_arg(base, "base", "SeedSpecError")?;
+    let r = i64_arg(replicate, "replicate", "SeedSpecError")?;
+    seeds::seed_fingerprint(b, r).map_err(|e| core_err(py, e))
+}
+
+#[pyfunction]
+fn seed_root<'py>(
+    py: Python<'py>,
+    base: &Bound<'py, PyAny>,
+    replicate: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyBytes>> {
+    let b = i64_arg(base, "base", "SeedSpecError")?;
+    let r = i64_arg(replicate, "replicate", "SeedSpecError")?;
+    let root = seeds::seed_root(b, r).map_err(|e| core_err(py, e))?;
+    Ok(PyBytes::new_bound(py, &root))
+}
+
+#[pyfunction]
+fn preprocessing_root<'py>(
+    py: Python<'py>,
+    base: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyBytes>> {
+    let b = i64_arg(base, "base", "SeedSpecError")?;
+    Ok(PyBytes::new_bound(py, &seeds::preprocessing_root(b)))
+}
+
+#[pyfunction]
+fn derive_seed(py: Python<'_>, root: &[u8], name: &str) -> PyResult<u32> {
+    seeds::derive_seed(root, name).map_err(|e| core_err(py, e))
+}
+
+#[pyfunction]
+fn derive_entropy(py: Python<'_>, root: &[u8], name: &str) -> PyResult<u128> {
+    seeds::derive_entropy(root, name).map_err(|e| core_err(py, e))
+}
+
+// ---------------------------------------------------------------------------------------
+// Planning and scans
+
+#[pyfunction]
+fn plan_run_ids<'py>(
+    py: Python<'py>,
+    experiment_id: String,
+    context_fp: String,
+    params_fps: Vec<String>,
+    seed_fps: Vec<String>,
+) -> PyResult<Bound<'py, PyList>> {
+    let ids = py
+        .allow_threads(|| plan::plan_run_ids(&experiment_id, &context_fp, &params_fps, &seed_fps))
+        .map_err(|e| core_err(py, e))?;
+    Ok(PyList::new_bound(py, ids))
+}
+
+#[pyfunction]
+fn scan_done(py: Python<'_>, done_root: PathBuf, run_ids: Vec<String>) -> PyResult<Vec<bool>> {
+    py.allow_threads(|| scan::scan_done(&done_root, &run_ids))
+        .map_err(|e| core_err(py, e))
+}
+
+#[pyfunction]
+fn list_done(py: Python<'_>, done_root: PathBuf) -> PyResult<Vec<String>> {
+    py.allow_threads(|| scan::list_done(&done_root))
+        .map_err(|e| core_err(py, e))
+}
+
+// ---------------------------------------------------------------------------------------
+// Module
+
+#[pymodule]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("ENCODING_VERSION", crate::encoding::ENCODING_VERSION)?;
+    m.add("FINGERPRINT_HEX_CHARS", FINGERPRINT_HEX_CHARS)?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add_function(wrap_pyfunction!(canonical_encode, m)?)?;
+    m.add_function(wrap_pyfunction!(py_fingerprint, m)?)?;
+    m.add_function(wrap_pyfunction!(fingerprint_many, m)?)?;
+    m.add_function(wrap_pyfunction!(run_id, m)?)?;
+    m.add_class::<GridCore>()?;
+    m.add_class::<RandomCore>()?;
+    m.add_function(wrap_pyfunction!(seed_fingerprint, m)?)?;
+    m.add_function(wrap_pyfunction!(seed_root, m)?)?;
+    m.add_function(wrap_pyfunction!(preprocessing_root, m)?)?;
+    m.add_function(wrap_pyfunction!(derive_seed, m)?)?;
+    m.add_function(wrap_pyfunction!(derive_entropy, m)?)?;
+    m.add_function(wrap_pyfunction!(plan_run_ids, m)?)?;
+    m.add_function(wrap_pyfunction!(scan_done, m)?)?;
+    m.add_function(wrap_pyfunction!(list_done, m)?)?;
+    Ok(())
+}

@@ -1,0 +1,63 @@
+//! Rust core of metalab: canonical encoding, fingerprints, run ids, grid and random-search
+//! decoding, seed derivation, run planning and completion-marker scans.
+//!
+//! The specification of every byte produced here is `docs/run-identity.md`.
+//!
+//! Layout: every module except `bindings` is pure Rust with its own unit tests; all PyO3
+//! code lives in `bindings` behind the default cargo feature `python`.
+//!
+//! Commands (from the repository root):
+//!
+//! ```text
+//! cargo fmt --check
+//! cargo clippy --all-targets -- -D warnings                      # with the bindings
+//! cargo clippy --all-targets --no-default-features -- -D warnings
+//! cargo test --no-default-features                              # pure core, no libpython
+//! uv sync && uv run pytest tests/test_core_*.py -q              # Python differential tests
+//! ```
+//!
+//! Plain `cargo test` also builds the bindings; it works when libpython3.11 can be linked
+//! and found at run time, but the pure core is what the Rust unit tests cover, so prefer
+//! `--no-default-features`.
+
+pub mod encoding;
+pub mod fingerprint;
+pub mod grid;
+pub mod plan;
+pub mod random;
+pub mod scan;
+pub mod seeds;
+
+#[cfg(feature = "python")]
+mod bindings;
+
+use std::fmt;
+
+/// An error of the pure core, tagged with the `metalab.errors` class it maps to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CoreError {
+    /// -> `metalab.errors.EncodingError`
+    Encoding(String),
+    /// -> `metalab.errors.ParamSpecError`
+    ParamSpec(String),
+    /// -> `metalab.errors.SeedSpecError`
+    SeedSpec(String),
+    /// -> `IndexError`
+    Index(String),
+    /// -> `metalab.errors.StoreError`
+    Store(String),
+}
+
+impl fmt::Display for CoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CoreError::Encoding(m)
+            | CoreError::ParamSpec(m)
+            | CoreError::SeedSpec(m)
+            | CoreError::Index(m)
+            | CoreError::Store(m) => f.write_str(m),
+        }
+    }
+}
+
+impl std::error::Error for CoreError {}

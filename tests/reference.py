@@ -1,0 +1,247 @@
+"""Pure-Python reference of ``metalab._core``: slow, small and obviously correct.
+
+Every function mirrors one in the Rust core bit for bit (see docs/run-identity.md). The
+differential tests compare the two on generated inputs.
+"""
+
+from __future__ import annotations
+
+import decimal
+import hashlib
+import itertools
+import math
+import os
+import struct
+from typing import Any
+
+I64_MIN = -(2**63)
+I64_MAX = 2**63 - 1
+MAX_DEPTH = 200
+
+FP_DOMAIN = b"metalab.fp.v1\0"
+RUN_DOMAIN = b"metalab.run.v1\0"
+RANDOM_DOMAIN = b"metalab.random.v1\0"
+REPLICATE_DOMAIN = b"metalab.seed.replicate.v1\0"
+PREPROCESSING_DOMAIN = b"metalab.seed.preprocessing.v1\0"
+DERIVE_DOMAIN = b"metalab.derive.v1\0"
+ENTROPY_DOMAIN = b"metalab.entropy.v1\0"
+
+
+class RefEncodingError(ValueError):
+    pass
+
+
+def blake2b(data: bytes, size: int) -> bytes:
+    return hashlib.blake2b(data, digest_size=size).digest()
+
+
+def u32(n: int) -> bytes:
+    return struct.pack(">I", n)
+
+
+def float_text(x: float) -> str:
+    """Shortest round-trip digits in Rust's ``{:e}`` form: 1.0 -> '1e0', 0.1 -> '1e-1'."""
+    sign, digits, exp = decimal.Decimal(float.__repr__(x)).as_tuple()
+    assert isinstance(exp, int)
+    ds = list(digits)
+    while len(ds) > 1 and ds[-1] == 0:  # drop trailing zeros, keeping the value
+        ds.pop()
+        exp += 1
+    while len(ds) > 1 and ds[0] == 0:  # repr never gives these, but be safe
+        ds.pop(0)
+    if ds == [0]:
+        exp = 0
+    point_exp = exp + len(ds) - 1
+    mant = str(ds[0]) + ("." + "".join(map(str, ds[1:])) if len(ds) > 1 else "")
+    return ("-" if sign else "") + mant + "e" + str(point_exp)
+
+
+def quote(s: str) -> str:
+    out = "'"
+    for c in s:
+        if c == "\\":
+            out += "\\\\"
+        elif c == "'":
+            out += "\\'"
+        elif c == "\n":
+            out += "\\n"
+        elif c == "\r":
+            out += "\\r"
+        elif c == "\t":
+            out += "\\t"
+        elif ord(c) < 0x20 or ord(c) == 0x7F:
+            out += f"\\x{ord(c):02x}"
+        else:
+            out += c
+    return out + "'"
+
+
+def _normalise_numpy(v: Any) -> Any:
+    if type(v).__module__ != "numpy":
+        return None
+    ndim = getattr(v, "ndim", None)
+    if ndim == 0 and hasattr(v, "item"):
+        return v.item()
+    if isinstance(ndim, int) and ndim > 0 and hasattr(v, "tolist"):
+        return v.tolist()
+    return None
+
+
+def encode(v: Any, path: str = "value", depth: int = 0) -> bytes:
+    if v is None:
+        return b"N"
+    if v is True:
+        return b"T"
+    if v is False:
+        return b"F"
+    if isinstance(v, int):
+        n = int(v)
+        if I64_MIN <= n <= I64_MAX:
+            return b"i" + struct.pack(">q", n)
+        text = str(n).encode("ascii")
+        return b"I" + u32(len(text)) + text
+    if isinstance(v, float):
+        if not math.isfinite(v):
+            raise RefEncodingError(f"cannot encode float {v!r} at {path}")
+        text = float_text(v).encode("ascii")
+        return b"f" + u32(len(text)) + text
+    if isinstance(v, str):
+        b = v.encode("utf-8")
+        return b"s" + u32(len(b)) + b
+    if isinstance(v, (list, tuple)):
+        if depth >= MAX_DEPTH:
+            raise RefEncodingError(f"too deep at {path}")
+        items = [encode(x, f"{path}[{i}]", depth + 1) for i, x in enumerate(v)]
+        return b"l" + u32(len(v)) + b"".join(items)
+    if isinstance(v, dict):
+        if depth >= MAX_DEPTH:
+            raise RefEncodingError(f"too deep at {path}")
+        pairs = []
+        for k, x in v.items():
+            if not isinstance(k, str):
+                raise RefEncodingError(f"dict key {k!r} of type {type(k).__name__!r} at {path}")
+            pairs.append((k.encode("utf-8"), encode(x, f"{path}[{quote(k)}]", depth + 1)))
+        pairs.sort(key=lambda p: p[0])
+        body = b"".join(b"s" + u32(len(k)) + k + x for k, x in pairs)
+        return b"d" + u32(len(pairs)) + body
+    norm = _normalise_numpy(v)
+    if norm is not None:
+        if depth >= MAX_DEPTH:
+            raise RefEncodingError(f"too deep at {path}")
+        return encode(norm, path, depth + 1)
+    raise RefEncodingError(f"cannot encode value of type {type(v).__name__!r} at {path}")
+
+
+def fingerprint(v: Any) -> str:
+    return blake2b(FP_DOMAIN + encode(v), 16).hex()
+
+
+def run_id(experiment_id: str, context_fp: str, params_fp: str, seed_fp: str) -> str:
+    return blake2b(RUN_DOMAIN + encode([experiment_id, context_fp, params_fp, seed_fp]), 16).hex()
+
+
+# --- grid -------------------------------------------------------------------------------
+
+
+def grid_points(keys: list[str], axes: list[list[Any]]) -> list[tuple[list[int], dict[str, Any]]]:
+    """Every grid point in itertools.product order: (axis positions, params dict)."""
+    out = []
+    for pos in itertools.product(*[range(len(a)) for a in axes]):
+        out.append((list(pos), {k: axes[i][p] for i, (k, p) in enumerate(zip(keys, pos))}))
+    return out
+
+
+# --- random search ----------------------------------------------------------------------
+
+
+def draw(seed: int, index: int, key: str) -> tuple[int, int]:
+    d = blake2b(RANDOM_DOMAIN + encode([seed, index, key]), 16)
+    return int.from_bytes(d[:8], "big"), int.from_bytes(d[8:], "big")
+
+
+def clamp(x: float, lo: float, hi: float) -> float:
+    return lo if x < lo else hi if x > hi else x
+
+
+def sample(kind: str, args: tuple[Any, ...], a: int, b: int) -> float | int:
+    u = (a >> 11) * 2.0**-53
+    if kind == "uniform":
+        lo, hi = float(args[0]), float(args[1])
+        return clamp(lo + (hi - lo) * u, lo, hi)
+    if kind == "loguniform":
+        lo, hi = float(args[0]), float(args[1])
+        llo, lhi = math.log(lo), math.log(hi)
+        return clamp(math.exp(llo + (lhi - llo) * u), lo, hi)
+    if kind == "randint":
+        lo, hi = args
+        return lo + ((a * (hi - lo + 1)) >> 64)
+    if kind == "choice":
+        return (a * args[0]) >> 64
+    if kind == "normal":
+        mu, sigma = float(args[0]), float(args[1])
+        u2 = (b >> 11) * 2.0**-53
+        z = math.sqrt(-2.0 * math.log(1.0 - u)) * math.cos(math.tau * u2)
+        return mu + sigma * z
+    if kind == "loguniform_int":
+        lo, hi = args
+        llo, lhi = math.log(float(lo)), math.log(float(hi) + 1.0)
+        v = int(math.floor(math.exp(llo + (lhi - llo) * u)))
+        return max(lo, min(hi, v))
+    raise ValueError(kind)
+
+
+def trial(seed: int, space: list[tuple[str, str, tuple[Any, ...]]], index: int) -> list[float | int]:
+    return [sample(kind, args, *draw(seed, index, key)) for key, kind, args in space]
+
+
+# --- seeds ------------------------------------------------------------------------------
+
+
+def seed_fingerprint(base: int, replicate: int) -> str:
+    return fingerprint({"base": base, "replicate": replicate, "scheme": 1})
+
+
+def seed_root(base: int, replicate: int) -> bytes:
+    return blake2b(REPLICATE_DOMAIN + encode([base, replicate]), 32)
+
+
+def preprocessing_root(base: int) -> bytes:
+    return blake2b(PREPROCESSING_DOMAIN + encode([base]), 32)
+
+
+def derive_seed(root: bytes, name: str) -> int:
+    return int.from_bytes(blake2b(DERIVE_DOMAIN + root + encode(name), 4), "big")
+
+
+def derive_entropy(root: bytes, name: str) -> int:
+    return int.from_bytes(blake2b(ENTROPY_DOMAIN + root + encode(name), 16), "big")
+
+
+# --- planning and scans -----------------------------------------------------------------
+
+
+def plan_run_ids(
+    experiment_id: str, context_fp: str, params_fps: list[str], seed_fps: list[str]
+) -> list[str]:
+    return [run_id(experiment_id, context_fp, p, s) for p in params_fps for s in seed_fps]
+
+
+def scan_done(done_root: str, run_ids: list[str]) -> list[bool]:
+    return [os.path.isfile(os.path.join(done_root, r[:2], r + ".done")) for r in run_ids]
+
+
+def list_done(done_root: str) -> list[str]:
+    out = []
+    if not os.path.isdir(done_root):
+        return out
+    for shard in os.listdir(done_root):
+        d = os.path.join(done_root, shard)
+        if shard.startswith(".") or not os.path.isdir(d):
+            continue
+        for name in os.listdir(d):
+            if name.startswith(".") or not name.endswith(".done"):
+                continue
+            rid = name[: -len(".done")]
+            if rid and rid[:2] == shard:
+                out.append(rid)
+    return sorted(out)

@@ -1,0 +1,218 @@
+"""Canonical encoding and fingerprints: Rust vs the pure-Python reference."""
+
+from __future__ import annotations
+
+import math
+import struct
+from typing import Any
+
+import pytest
+import reference as ref
+from core_strategies import floats, values
+from hypothesis import given
+from hypothesis import strategies as st
+
+from metalab import _core
+from metalab.errors import EncodingError
+
+
+@given(values)
+def test_encode_matches_reference(v: Any) -> None:
+    assert _core.canonical_encode(v) == ref.encode(v)
+
+
+@given(values)
+def test_fingerprint_matches_reference(v: Any) -> None:
+    fp = _core.fingerprint(v)
+    assert fp == ref.fingerprint(v)
+    assert len(fp) == _core.FINGERPRINT_HEX_CHARS
+    assert int(fp, 16) >= 0
+
+
+@given(st.lists(values, max_size=6))
+def test_fingerprint_many_matches_singles(vs: list[Any]) -> None:
+    assert _core.fingerprint_many(vs) == [ref.fingerprint(v) for v in vs]
+
+
+@given(floats)
+def test_float_text_round_trips_and_matches(x: float) -> None:
+    enc = _core.canonical_encode(x)
+    assert enc[:1] == b"f"
+    (n,) = struct.unpack(">I", enc[1:5])
+    text = enc[5:].decode("ascii")
+    assert len(text) == n
+    assert text == ref.float_text(x)
+    back = float(text)
+    assert back == x and math.copysign(1.0, back) == math.copysign(1.0, x)
+
+
+@given(values, values)
+def test_equal_encodings_mean_equal_values(a: Any, b: Any) -> None:
+    def tagged(v: Any) -> Any:
+        if isinstance(v, bool) or v is None:
+            return ("b", v)
+        if isinstance(v, int):
+            return ("i", v)
+        if isinstance(v, float):
+            return ("f", v.hex())
+        if isinstance(v, str):
+            return ("s", v)
+        if isinstance(v, (list, tuple)):
+            return ("l", tuple(tagged(x) for x in v))
+        return ("d", tuple(sorted((k, tagged(x)) for k, x in v.items())))
+
+    assert (_core.canonical_encode(a) == _core.canonical_encode(b)) == (tagged(a) == tagged(b))
+
+
+def test_types_never_alias() -> None:
+    encs = [_core.canonical_encode(v) for v in (1, 1.0, True, "1.0", "1", None, False, 0, 0.0, -0.0)]
+    assert len(set(encs)) == len(encs)
+    assert _core.canonical_encode((1, 2)) == _core.canonical_encode([1, 2])
+    assert _core.canonical_encode({"b": 1, "a": 2}) == _core.canonical_encode({"a": 2, "b": 1})
+
+
+def test_golden_encodings() -> None:
+    assert _core.canonical_encode(None) == b"N"
+    assert _core.canonical_encode(True) == b"T"
+    assert _core.canonical_encode(False) == b"F"
+    assert _core.canonical_encode(1) == b"i\x00\x00\x00\x00\x00\x00\x00\x01"
+    assert _core.canonical_encode(-1) == b"i" + b"\xff" * 8
+    assert _core.canonical_encode(1.0) == b"f\x00\x00\x00\x031e0"
+    assert _core.canonical_encode(0.1) == b"f\x00\x00\x00\x041e-1"
+    assert _core.canonical_encode(-0.0) == b"f\x00\x00\x00\x04-0e0"
+    assert _core.canonical_encode(2**64) == b"I\x00\x00\x00\x1418446744073709551616"
+    assert _core.canonical_encode("é") == b"s\x00\x00\x00\x02\xc3\xa9"
+    assert _core.canonical_encode([None]) == b"l\x00\x00\x00\x01N"
+    assert (
+        _core.canonical_encode({"lr": 0.1, "layers": [64, 64], "act": "relu", "dropout": None}).hex()
+        == "64000000047300000003616374730000000472656c75730000000764726f706f75744e73000000066c61"
+        "796572736c0000000269000000000000004069000000000000004073000000026c72660000000431652d31"
+    )
+
+
+GOLDEN_FINGERPRINTS = [
+    (None, "a12301538aeef45bfd8b781ed8b2b255"),
+    (1, "4bbbea84d602a08085f1cc6dacbc6985"),
+    (1.0, "743c80937d6bc7ad98bda141fdee70be"),
+    (True, "18622aa83e44bc4d2cc0f8ba59ade393"),
+    ("1.0", "f991b23858021f16af6a9534667cc0f4"),
+    (-0.0, "344d9ca1506fff9646245d9cc6ff77d4"),
+    (2**64, "572d5947bfc5f205b530ce18349c53e3"),
+    (0.1, "9dd33adfa05e1f5bc1157d1283cfaf74"),
+    ({"lr": 0.1, "layers": [64, 64], "act": "relu", "dropout": None}, "6ca284325362d6a8e13b926d0c527865"),
+]
+
+
+@pytest.mark.parametrize(("value", "expected"), GOLDEN_FINGERPRINTS)
+def test_golden_fingerprints(value: Any, expected: str) -> None:
+    assert _core.fingerprint(value) == expected
+    assert ref.fingerprint(value) == expected
+
+
+def test_golden_run_id() -> None:
+    ctx = _core.fingerprint({"dataset": "iris"})
+    params = _core.fingerprint({"lr": 0.1})
+    seed = _core.seed_fingerprint(42, 0)
+    assert (ctx, params, seed) == (
+        "3ca24cd42a9182c035389262f9d64b5b",
+        "ee798fca16cca60c9b0a0ede9fd6c2ce",
+        "57c32735e06edd2a6323d938d74968b7",
+    )
+    assert _core.run_id("exp1", ctx, params, seed) == "94183226a8c801a4849633c4cf237a4f"
+    assert ref.run_id("exp1", ctx, params, seed) == "94183226a8c801a4849633c4cf237a4f"
+
+
+@given(st.text(), st.text(), st.text(), st.text())
+def test_run_id_matches_reference(e: str, c: str, p: str, s: str) -> None:
+    assert _core.run_id(e, c, p, s) == ref.run_id(e, c, p, s)
+
+
+def test_module_constants() -> None:
+    assert _core.ENCODING_VERSION == 1
+    assert _core.FINGERPRINT_HEX_CHARS == 32
+    assert isinstance(_core.__version__, str) and _core.__version__
+
+
+# --- errors -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_non_finite_float_names_nested_path(bad: float) -> None:
+    with pytest.raises(EncodingError) as ei:
+        _core.fingerprint({"a": [1, {"b": bad}]})
+    msg = str(ei.value)
+    assert "value['a'][1]['b']" in msg
+    assert repr(bad) in msg
+    assert "finite" in msg
+
+
+def test_non_str_key_names_path_and_key() -> None:
+    with pytest.raises(EncodingError) as ei:
+        _core.canonical_encode({"outer": {17: "x"}})
+    msg = str(ei.value)
+    assert "value['outer']" in msg and "17" in msg and "'int'" in msg and "str keys" in msg
+
+
+def test_unsupported_type_names_path_and_type() -> None:
+    with pytest.raises(EncodingError) as ei:
+        _core.canonical_encode({"x": [0, {1, 2}]})
+    msg = str(ei.value)
+    assert "'set'" in msg and "value['x'][1]" in msg
+    assert "expected None, bool, int, float, str, list, tuple or dict with str keys" in msg
+    with pytest.raises(EncodingError, match="'object'"):
+        _core.fingerprint(object())
+    with pytest.raises(EncodingError, match="'bytes'"):
+        _core.fingerprint(b"raw")
+
+
+def test_fingerprint_many_names_item() -> None:
+    with pytest.raises(EncodingError, match=r"values\[1\]\['k'\]"):
+        _core.fingerprint_many([1, {"k": math.nan}])
+
+
+def test_surrogates_rejected() -> None:
+    with pytest.raises(EncodingError, match="UTF-8"):
+        _core.canonical_encode(["\ud800"])
+
+
+def test_cycles_and_depth_rejected() -> None:
+    cyc: list[Any] = []
+    cyc.append(cyc)
+    with pytest.raises(EncodingError, match="nested"):
+        _core.canonical_encode(cyc)
+    deep: Any = None
+    for _ in range(ref.MAX_DEPTH):
+        deep = [deep]
+    assert _core.canonical_encode(deep) == ref.encode(deep)
+    with pytest.raises(EncodingError):
+        _core.canonical_encode([deep])
+
+
+def test_errors_are_value_errors() -> None:
+    with pytest.raises(ValueError):
+        _core.fingerprint(math.nan)
+
+
+# --- numpy ------------------------------------------------------------------------------
+
+
+def test_numpy_normalised() -> None:
+    np = pytest.importorskip("numpy")
+    cases = [
+        (np.int64(3), 3),
+        (np.int8(-2), -2),
+        (np.uint64(2**64 - 1), 2**64 - 1),
+        (np.float32(0.1), float(np.float32(0.1))),
+        (np.float64(2.5), 2.5),
+        (np.bool_(True), True),
+        (np.array(7), 7),
+        (np.arange(3), [0, 1, 2]),
+        (np.array([[1.5, 2.0], [3.0, 4.0]]), [[1.5, 2.0], [3.0, 4.0]]),
+        ({"w": np.array([True, False])}, {"w": [True, False]}),
+        (np.str_("abc"), "abc"),
+    ]
+    for npv, plain in cases:
+        assert _core.canonical_encode(npv) == _core.canonical_encode(plain)
+        assert _core.canonical_encode(npv) == ref.encode(npv)
+    with pytest.raises(EncodingError, match=r"value\[1\]"):
+        _core.fingerprint([0, np.float64("nan")])
