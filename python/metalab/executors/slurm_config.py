@@ -1,0 +1,203 @@
+"""``SlurmConfig``: the resources and environment of SLURM array tasks, validated up front.
+
+Every value is checked when the config is built, so a typo (``time="1h"``, ``memory="4 GB"``)
+fails in the submitting process with a :class:`~metalab.errors.SlurmConfigError` naming the
+bad value, instead of as an ``sbatch`` error after planning a large experiment.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from metalab.errors import SlurmConfigError
+
+__all__ = ["DEFAULT_PARTITION", "SlurmConfig", "parse_memory", "parse_time"]
+
+DEFAULT_PARTITION = "default"
+"""Partition value meaning "let SLURM use the cluster's default" (no ``--partition``)."""
+
+# Partition names end up in an ``#SBATCH`` line, which sbatch parses without a shell; a
+# restricted character set keeps them unambiguous there (a comma separates alternatives).
+_PARTITION = re.compile(r"^[A-Za-z0-9_.\-]+(,[A-Za-z0-9_.\-]+)*$")
+_MEMORY = re.compile(r"^([0-9]+)([KMGT])?B?$", re.IGNORECASE)
+_TIME_FORMATS = (
+    # (pattern, field names) -- the formats sbatch accepts for --time.
+    (re.compile(r"^(\d+)$"), ("m",)),
+    (re.compile(r"^(\d+):(\d+)$"), ("m", "s")),
+    (re.compile(r"^(\d+):(\d+):(\d+)$"), ("h", "m", "s")),
+    (re.compile(r"^(\d+)-(\d+)$"), ("d", "h")),
+    (re.compile(r"^(\d+)-(\d+):(\d+)$"), ("d", "h", "m")),
+    (re.compile(r"^(\d+)-(\d+):(\d+):(\d+)$"), ("d", "h", "m", "s")),
+)
+_TIME_HELP = "expected MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS"
+
+
+def parse_time(value: object) -> int:
+    """Return the walltime ``value`` (an sbatch ``--time`` string) in seconds.
+
+    Raises:
+        SlurmConfigError: not a string in one of the sbatch formats, a field out of range
+            (minutes/seconds after the first field must be < 60, hours after a day < 24),
+            or a zero duration (which SLURM would read as "no limit").
+    """
+    if not isinstance(value, str):
+        raise SlurmConfigError(f"SlurmConfig time must be a str like '1:00:00', got {value!r}")
+    text = value.strip()
+    for pattern, names in _TIME_FORMATS:
+        match = pattern.fullmatch(text)
+        if match is None:
+            continue
+        parts = dict(zip(names, (int(g) for g in match.groups()), strict=True))
+        first = names[0]
+        # Only the leading field may exceed its usual range ("90" minutes is fine).
+        for name, limit in (("h", 24), ("m", 60), ("s", 60)):
+            if name in parts and name != first and parts[name] >= limit:
+                raise SlurmConfigError(
+                    f"SlurmConfig time {value!r}: {name} field {parts[name]} must be < {limit}"
+                )
+        seconds = (
+            parts.get("d", 0) * 86400
+            + parts.get("h", 0) * 3600
+            + parts.get("m", 0) * 60
+            + parts.get("s", 0)
+        )
+        if seconds == 0:
+            raise SlurmConfigError(f"SlurmConfig time {value!r} is zero; give a positive walltime")
+        return seconds
+    raise SlurmConfigError(f"SlurmConfig time {value!r} is not a walltime; {_TIME_HELP}")
+
+
+def parse_memory(value: object) -> str:
+    """Return ``value`` ("4G", "16GB", "512m", "4096") as an sbatch ``--mem`` value ("4G").
+
+    A bare number means megabytes, as in sbatch.
+
+    Raises:
+        SlurmConfigError: not a positive amount with an optional K/M/G/T unit (and optional B).
+    """
+    if not isinstance(value, str):
+        raise SlurmConfigError(f"SlurmConfig memory must be a str like '4G', got {value!r}")
+    match = _MEMORY.fullmatch(value.strip())
+    if match is None:
+        raise SlurmConfigError(
+            f"SlurmConfig memory {value!r} is not a memory size; expected a number with an "
+            f"optional unit K, M, G or T (optionally followed by B), e.g. '4G' or '16GB'"
+        )
+    amount, unit = int(match.group(1)), (match.group(2) or "M").upper()
+    if amount <= 0:
+        raise SlurmConfigError(f"SlurmConfig memory {value!r} must be positive")
+    return f"{amount}{unit}"
+
+
+def _count(name: str, value: object, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        what = "a positive int" if minimum == 1 else f"an int >= {minimum}"
+        raise SlurmConfigError(f"SlurmConfig {name} must be {what}, got {value!r}")
+    return value
+
+
+def _strings(name: str, value: object) -> list[str]:
+    if isinstance(value, str) or not isinstance(value, list | tuple):
+        raise SlurmConfigError(f"SlurmConfig {name} must be a list of str, got {value!r}")
+    for item in value:
+        if not isinstance(item, str) or not item.strip():
+            raise SlurmConfigError(
+                f"SlurmConfig {name} entries must be non-empty str, got {item!r}"
+            )
+        if "\n" in item or "\r" in item:
+            # One entry is one line of the batch script; a newline would smuggle in another.
+            raise SlurmConfigError(f"SlurmConfig {name} entry {item!r} contains a line break")
+    return list(value)
+
+
+@dataclass
+class SlurmConfig:
+    """Resources and environment of every array task of a SLURM submission.
+
+    Args:
+        partition: partition name; ``"default"`` leaves the choice to SLURM (no
+            ``--partition`` is passed).
+        time: walltime of one array task: ``MM``, ``MM:SS``, ``HH:MM:SS``, ``D-HH``,
+            ``D-HH:MM`` or ``D-HH:MM:SS``. With ``runs_per_task=K`` it must cover K runs.
+        cpus: CPUs per task.
+        memory: memory per task, e.g. ``"4G"``, ``"16GB"``, ``"512M"``.
+        gpus: GPUs per task (``--gres=gpu:N``; 0 requests none).
+        max_concurrent: most array tasks running at once across the whole experiment
+            (all shards together); ``None`` for no limit.
+        max_array_size: most tasks per array job; bigger submissions are split into
+            several arrays ("shards"). Keep it at most the cluster's ``MaxArraySize``.
+        modules: environment modules to ``module load`` before the worker starts.
+        conda_env: conda environment to activate before the worker starts.
+        setup: extra shell lines run before the worker starts (verbatim, they *are* shell).
+        runs_per_task: runs executed one after another by one array task ("packing"),
+            to amortise scheduling and Python start-up over several short runs.
+
+    Raises:
+        SlurmConfigError: a value is invalid; the message names it.
+    """
+
+    partition: str = DEFAULT_PARTITION
+    time: str = "1:00:00"
+    cpus: int = 1
+    memory: str = "4G"
+    gpus: int = 0
+    max_concurrent: int | None = None
+    max_array_size: int = 10000
+    modules: list[str] = field(default_factory=list)
+    conda_env: str | None = None
+    setup: list[str] = field(default_factory=list)
+    runs_per_task: int = 1
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.partition, str) or not _PARTITION.fullmatch(self.partition):
+            raise SlurmConfigError(
+                f"SlurmConfig partition {self.partition!r} is not a partition name; expected "
+                f"letters, digits, '_', '.', '-' (comma-separated for several)"
+            )
+        parse_time(self.time)
+        self.cpus = _count("cpus", self.cpus, 1)
+        parse_memory(self.memory)
+        self.gpus = _count("gpus", self.gpus, 0)
+        if self.max_concurrent is not None:
+            self.max_concurrent = _count("max_concurrent", self.max_concurrent, 1)
+        self.max_array_size = _count("max_array_size", self.max_array_size, 1)
+        self.modules = _strings("modules", self.modules)
+        if self.conda_env is not None and (
+            not isinstance(self.conda_env, str)
+            or not self.conda_env.strip()
+            or "\n" in self.conda_env
+        ):
+            raise SlurmConfigError(
+                f"SlurmConfig conda_env must be a non-empty single-line str or None, "
+                f"got {self.conda_env!r}"
+            )
+        self.setup = _strings("setup", self.setup)
+        self.runs_per_task = _count("runs_per_task", self.runs_per_task, 1)
+
+    @property
+    def uses_default_partition(self) -> bool:
+        """True when ``--partition`` is omitted so that SLURM picks the default."""
+        return self.partition == DEFAULT_PARTITION
+
+    @property
+    def sbatch_memory(self) -> str:
+        """``memory`` normalised for ``--mem`` ("16GB" -> "16G")."""
+        return parse_memory(self.memory)
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready copy of the options (saved with the launch for reconnecting)."""
+        return {
+            "partition": self.partition,
+            "time": self.time,
+            "cpus": self.cpus,
+            "memory": self.memory,
+            "gpus": self.gpus,
+            "max_concurrent": self.max_concurrent,
+            "max_array_size": self.max_array_size,
+            "modules": list(self.modules),
+            "conda_env": self.conda_env,
+            "setup": list(self.setup),
+            "runs_per_task": self.runs_per_task,
+        }

@@ -1,0 +1,170 @@
+"""SLURM array task entry point: ``python -m metalab.worker --store LOC --experiment ID ...``.
+
+One process runs a contiguous block of ``--runs-per-task`` runs. Which ones follows from the
+array index alone: global task ``g = SLURM_ARRAY_TASK_ID + --offset`` covers positions
+``[g*K, (g+1)*K)`` of the submission's task list (the identity, or the ``--tasks`` blob).
+The spec blob is read once, the plan rebuilt with the driver's context fingerprint (files
+are not stat-ed again on the node), and each run goes through
+:func:`metalab.execution.execute_task`, which writes its record then its ``.done`` marker.
+Runs already done are skipped (one batched check), so a requeued or resubmitted task only
+runs what is missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from types import FrameType
+from typing import Any
+
+__all__ = ["main", "select_tasks"]
+
+
+def select_tasks(
+    array_task: int, offset: int, runs_per_task: int, todo: Sequence[int] | None, total: int
+) -> list[int]:
+    """Task indices of array task ``array_task`` of the shard starting at ``offset``.
+
+    Args:
+        array_task: ``SLURM_ARRAY_TASK_ID``.
+        offset: global index of the shard's array task 0.
+        runs_per_task: runs per array task (K).
+        todo: the submission's task list, or None for every task (identity).
+        total: tasks in the plan (bounds the identity mapping).
+    """
+    size = total if todo is None else len(todo)
+    start = (offset + array_task) * runs_per_task
+    stop = min(start + runs_per_task, size)
+    if todo is None:
+        return list(range(start, stop))
+    return [int(todo[pos]) for pos in range(start, stop)]
+
+
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m metalab.worker", description=__doc__)
+    parser.add_argument("--store", required=True, help="store locator")
+    parser.add_argument("--experiment", required=True, help="experiment id name:version")
+    parser.add_argument("--offset", type=int, default=0, help="global index of array task 0")
+    parser.add_argument("--runs-per-task", type=int, default=1, help="runs per array task")
+    parser.add_argument("--tasks", default=None, help="blob key of the task list")
+    parser.add_argument("--derived", default=None, help="blob key of derived-metric functions")
+    parser.add_argument("--timeout", type=float, default=None, help="per-run limit (s)")
+    parser.add_argument(
+        "--array-task", type=int, default=None, help="array index (default: $SLURM_ARRAY_TASK_ID)"
+    )
+    return parser.parse_args(argv)
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM from scancel or the walltime, raised in the running operation."""
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    # scancel/walltime send SIGTERM, then SIGKILL after KillWait: turn it into an interrupt
+    # so the current run is recorded as cancelled before the process is killed.
+    raise _Terminated("SLURM sent SIGTERM")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run this array task's block of runs; return the process exit status.
+
+    Exit status 0 when every run of the block was executed (whatever its outcome), 1 when
+    the task was terminated, 2 on a usage or spec error.
+    """
+    args = _parse(argv)
+    array_env = os.environ.get("SLURM_ARRAY_TASK_ID")
+    array_task = (
+        args.array_task
+        if args.array_task is not None
+        else (int(array_env) if array_env and array_env.isdigit() else None)
+    )
+    if array_task is None or args.runs_per_task < 1 or args.offset < 0:
+        print(
+            "metalab.worker: no SLURM_ARRAY_TASK_ID (or bad --offset/--runs-per-task)",
+            file=sys.stderr,
+        )
+        return 2
+
+    from metalab.execution import execute_task, worker_identity
+    from metalab.plan import RunPlan
+    from metalab.runner import spec_key
+    from metalab.spec import experiment_from_spec
+    from metalab.store.locator import create_store
+
+    store = create_store(args.store)
+    spec_blob = store.get_blob(spec_key(args.experiment))
+    if spec_blob is None:
+        print(
+            f"metalab.worker: store {store.locator} has no spec of {args.experiment}",
+            file=sys.stderr,
+        )
+        return 2
+    spec = json.loads(spec_blob)
+    plan = RunPlan(experiment_from_spec(spec), context_fp=spec["context_fingerprint"])
+
+    todo: Sequence[int] | None = None
+    if args.tasks:
+        from metalab.executors.slurm import decode_task_list
+
+        data = store.get_blob(args.tasks)
+        if data is None:
+            print(
+                f"metalab.worker: store {store.locator} has no blob {args.tasks}", file=sys.stderr
+            )
+            return 2
+        todo = decode_task_list(data)
+    derived: list[Any] = []
+    if args.derived:
+        import pickle
+
+        data = store.get_blob(args.derived)
+        derived = pickle.loads(data) if data is not None else []
+
+    indices = select_tasks(array_task, args.offset, args.runs_per_task, todo, plan.total)
+    done = store.completed([plan.task(t).run_id for t in indices])
+    job = os.environ.get("SLURM_ARRAY_JOB_ID", "local")
+    worker_id = worker_identity("slurm", f"{job}_{array_task}")
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    if args.timeout is not None:
+        _install_timeout()
+    try:
+        for task_index, finished in zip(indices, done, strict=True):
+            if finished:
+                continue
+            if args.timeout is not None:
+                signal.setitimer(signal.ITIMER_REAL, args.timeout)
+            record = execute_task(
+                plan,
+                task_index,
+                store,
+                executor="slurm",
+                worker_id=worker_id,
+                derived_metrics=derived,
+            )
+            if args.timeout is not None:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+            if record.status.value == "cancelled":
+                # Terminated while running: leave the rest of the block to the retry.
+                return 1
+    except _Terminated:
+        return 1
+    finally:
+        store.close()
+    return 0
+
+
+def _install_timeout() -> None:
+    from metalab.errors import RunTimeoutError
+
+    def on_alarm(signum: int, frame: FrameType | None) -> None:
+        raise RunTimeoutError("run exceeded its time limit")
+
+    signal.signal(signal.SIGALRM, on_alarm)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
