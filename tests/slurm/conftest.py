@@ -1,0 +1,36 @@
+"""Fixtures of the SLURM tests: a real cluster (``services.require_slurm``) and helpers."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from services import require_slurm
+
+
+@pytest.fixture
+def slurm() -> None:
+    """Skip (or fail, with METALAB_REQUIRE_SERVICES=1) unless a SLURM node is usable."""
+    require_slurm()
+
+
+@pytest.fixture
+def no_leftover_jobs() -> Iterator[list[str]]:
+    """Job ids a test submitted; whatever is still queued at the end is scancel-ed."""
+    jobs: list[str] = []
+    yield jobs
+    if jobs:
+        subprocess.run(["scancel", *jobs], check=False, capture_output=True)
+
+
+def worker_env() -> dict[str, str]:
+    """Environment for subprocesses running metalab from this checkout's venv."""
+    env = dict(os.environ)
+    env.pop("PYTHONSAFEPATH", None)
+    return env
