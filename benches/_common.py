@@ -38,9 +38,14 @@ class Measurement:
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
         return {
-            "stage": self.stage, "size": self.size, "median_s": self.median,
-            "repeats_s": self.seconds, "peak_mb": self.peak_mb,
-            "floor_s": self.floor_seconds, "target": self.target, **self.extra,
+            "stage": self.stage,
+            "size": self.size,
+            "median_s": self.median,
+            "repeats_s": self.seconds,
+            "peak_mb": self.peak_mb,
+            "floor_s": self.floor_seconds,
+            "target": self.target,
+            **self.extra,
         }
 
 
@@ -88,5 +93,7 @@ def print_table(title: str, rows: Sequence[Measurement]) -> None:
     print("-" * len(header))
     for row in rows:
         floor = f"{row.floor_seconds:.3f}s" if row.floor_seconds is not None else ""
-        print(f"{row.stage:<44} {row.size:>9} {row.median:>9.3f}s {row.peak_mb:>9.1f} "
-              f"{floor:>10}  {row.target}")
+        print(
+            f"{row.stage:<44} {row.size:>9} {row.median:>9.3f}s {row.peak_mb:>9.1f} "
+            f"{floor:>10}  {row.target}"
+        )

@@ -15,16 +15,17 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from _common import Measurement, measure, print_table
-
 import metalab
+from _common import Measurement, measure, print_table
 from metalab import _core
 from metalab.plan import RunPlan
 
 
 def _experiment(genes: int, values: int, replicates: int) -> metalab.Experiment:
     return metalab.Experiment(
-        name="large_sweep", version="0.1", context={"atlas": "v1"},
+        name="large_sweep",
+        version="0.1",
+        context={"atlas": "v1"},
         operation=lambda: None,
         params=metalab.grid(gene=list(range(genes)), expr_val=list(range(values))),
         seeds=metalab.seeds(base=42, replicates=replicates),
@@ -52,40 +53,66 @@ def main(quick: bool = False) -> list[Measurement]:
     total = exp.total_runs
     rows: list[Measurement] = []
 
-    rows.append(measure("(a) decode all params (index rows)", total // replicates,
-                        lambda: exp.params._core.indices_range(0, len(exp.params))))
-    rows.append(measure("(a') params fingerprints", total // replicates,
-                        lambda: exp.params.fingerprints()))
+    rows.append(
+        measure(
+            "(a) decode all params (index rows)",
+            total // replicates,
+            lambda: exp.params._core.indices_range(0, len(exp.params)),
+        )
+    )
+    rows.append(
+        measure("(a') params fingerprints", total // replicates, lambda: exp.params.fingerprints())
+    )
     plan = RunPlan(exp)
     params_fps = exp.params.fingerprints()
-    rows.append(measure("(b) run IDs of all tasks", total, lambda: _core.plan_run_ids(
-        plan.experiment_id, plan.context_fp, params_fps, plan.seed_fps)))
-    rows.append(measure("(c) seed roots of all replicates", replicates,
-                        lambda: [_core.seed_root(42, r) for r in range(replicates)]))
+    rows.append(
+        measure(
+            "(b) run IDs of all tasks",
+            total,
+            lambda: _core.plan_run_ids(
+                plan.experiment_id, plan.context_fp, params_fps, plan.seed_fps
+            ),
+        )
+    )
+    rows.append(
+        measure(
+            "(c) seed roots of all replicates",
+            replicates,
+            lambda: [_core.seed_root(42, r) for r in range(replicates)],
+        )
+    )
 
     def whole_plan() -> None:
         RunPlan(exp).run_ids  # noqa: B018 - computes and caches the plan
 
-    combined = measure("(a+b+c) whole plan via RunPlan", total, whole_plan,
-                       target="< 0.5 s, < 200 MB")
+    combined = measure(
+        "(a+b+c) whole plan via RunPlan", total, whole_plan, target="< 0.5 s, < 200 MB"
+    )
     rows.append(combined)
 
     tmp = Path(tempfile.mkdtemp(prefix="metalab-bench-"))
     try:
         run_ids = plan.run_ids
         _write_markers(tmp / "done", run_ids[::2])
-        scan = measure("(d) scan .done markers, half present", total,
-                       lambda: _core.scan_done(str(tmp / "done"), run_ids),
-                       target="<= 2x scandir floor")
-        floor = measure("    floor: bare os.scandir + set lookup", total,
-                        lambda: _scandir_floor(tmp / "done", run_ids))
+        scan = measure(
+            "(d) scan .done markers, half present",
+            total,
+            lambda: _core.scan_done(str(tmp / "done"), run_ids),
+            target="<= 2x scandir floor",
+        )
+        floor = measure(
+            "    floor: bare os.scandir + set lookup",
+            total,
+            lambda: _scandir_floor(tmp / "done", run_ids),
+        )
         scan.floor_seconds = floor.median
         rows += [scan, floor]
         assert sum(_core.scan_done(str(tmp / "done"), run_ids)) == (total + 1) // 2
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    print_table(f"plan benchmark: {genes} x {values} grid x {replicates} replicates "
-                f"= {total} runs", rows)
+    print_table(
+        f"plan benchmark: {genes} x {values} grid x {replicates} replicates = {total} runs", rows
+    )
     return rows
 
 

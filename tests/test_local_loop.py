@@ -23,8 +23,11 @@ def _in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 def _exp(op, name="exp", params=None, replicates=1, context=None, version="1"):
     return metalab.Experiment(
-        name=name, version=version, context=context if context is not None else {},
-        operation=op, params=params or metalab.grid(x=[1, 2, 3]),
+        name=name,
+        version=version,
+        context=context if context is not None else {},
+        operation=op,
+        params=params or metalab.grid(x=[1, 2, 3]),
         seeds=metalab.seeds(base=7, replicates=replicates),
     )
 
@@ -57,15 +60,24 @@ def test_operation_rejects_var_keyword() -> None:
 
 @pytest.mark.parametrize(
     ("field", "value", "needle"),
-    [("name", "a/b", "'a/b'"), ("name", "..", "'..'"), ("version", "1 0", "'1 0'"),
-     ("name", 3, "3")],
+    [
+        ("name", "a/b", "'a/b'"),
+        ("name", "..", "'..'"),
+        ("version", "1 0", "'1 0'"),
+        ("name", 3, "3"),
+    ],
 )
 def test_experiment_rejects_bad_names(field: str, value: object, needle: str) -> None:
     kwargs = {"name": "ok", "version": "1"}
     kwargs[field] = value
     with pytest.raises(ExperimentError, match=needle):
-        metalab.Experiment(**kwargs, context={}, operation=lambda: None,
-                           params=metalab.grid(x=[1]), seeds=metalab.seeds(0))
+        metalab.Experiment(
+            **kwargs,
+            context={},
+            operation=lambda: None,
+            params=metalab.grid(x=[1]),
+            seeds=metalab.seeds(0),
+        )
 
 
 def test_experiment_rejects_wrong_types() -> None:
@@ -74,8 +86,9 @@ def test_experiment_rejects_wrong_types() -> None:
     with pytest.raises(ExperimentError, match="seeds"):
         metalab.Experiment("e", "1", {}, lambda: None, metalab.grid(x=[1]), 42)
     with pytest.raises(ExperimentError, match="tags"):
-        metalab.Experiment("e", "1", {}, lambda: None, metalab.grid(x=[1]), metalab.seeds(0),
-                           tags="oops")
+        metalab.Experiment(
+            "e", "1", {}, lambda: None, metalab.grid(x=[1]), metalab.seeds(0), tags="oops"
+        )
 
 
 def test_each_run_gets_its_own_context_copy() -> None:
@@ -116,8 +129,11 @@ def test_record_fields_and_provenance() -> None:
     record = results[0].record
     assert record.experiment_id == "exp:1"
     assert len(record.run_id) == 32
-    assert {len(record.context_fingerprint), len(record.params_fingerprint),
-            len(record.seed_fingerprint)} == {32}
+    assert {
+        len(record.context_fingerprint),
+        len(record.params_fingerprint),
+        len(record.seed_fingerprint),
+    } == {32}
     assert record.started_at.tzinfo is not None and record.finished_at >= record.started_at
     assert record.duration is not None and record.duration >= 0
     prov = record.provenance
@@ -203,7 +219,7 @@ def test_metric_validation(tmp_path: Path) -> None:
     from metalab.capture import Capture
 
     capture = Capture(FileStore(tmp_path / "s"), "cd" * 16, "w")
-    with pytest.raises(CaptureError, match="'accuracy'.*'high'"):
+    with pytest.raises(CaptureError, match=r"'accuracy'.*'high'"):
         capture.metric("accuracy", "high")
     with pytest.raises(CaptureError, match="step"):
         capture.metric("loss", 1.0, step=-1)

@@ -81,10 +81,12 @@ def test_parameter_sources() -> None:
         assert 0.1 <= trial["dropout"] < 0.5
         assert trial["hidden_dim"] in (64, 128, 256)
 
-    params = metalab.manual([
-        {"lr": 0.01, "epochs": 10},
-        {"lr": 0.001, "epochs": 50},
-    ])
+    params = metalab.manual(
+        [
+            {"lr": 0.01, "epochs": 10},
+            {"lr": 0.001, "epochs": 50},
+        ]
+    )
     assert [p["epochs"] for p in params] == [10, 50]
 
 
@@ -153,7 +155,11 @@ def test_capture_system() -> None:
     (run,) = metalab.run(exp).result()
     assert run.status.value == "success"
     assert run.metrics == {
-        "accuracy": 0.95, "loss": 0.05, "precision": 0.92, "recall": 0.89, "train_loss": 0.25,
+        "accuracy": 0.95,
+        "loss": 0.05,
+        "precision": 0.92,
+        "recall": 0.89,
+        "train_loss": 0.25,
     }
     assert run.metric_series("train_loss") == [(0, 0.9), (1, 0.5), (2, 0.25)]
     np.testing.assert_array_equal(run.artifact("predictions"), predictions_array)
@@ -176,7 +182,7 @@ def test_logging_block() -> None:
         capture.log("Starting training")
         capture.log(f"Parameters: lr={params['lr']}", level="debug")
 
-        for epoch in range(params['epochs']):
+        for epoch in range(params["epochs"]):
             loss = train_epoch(...)
             capture.log(f"Epoch {epoch}: loss={loss:.4f}")
             capture.metric("loss", loss, step=epoch)
@@ -194,10 +200,17 @@ def test_logging_block() -> None:
         capture.log("This is saved to the run's log file")
 
     params = metalab.grid(lr=[0.01], epochs=[2])
-    (run,) = metalab.run(metalab.Experiment("log1", "1", {}, train, params, metalab.seeds(0))).result()
+    (run,) = metalab.run(
+        metalab.Experiment("log1", "1", {}, train, params, metalab.seeds(0))
+    ).result()
     lines = run.log.splitlines()
     assert [line.split()[1] for line in lines] == [
-        "INFO", "DEBUG", "INFO", "INFO", "INFO", "WARNING",
+        "INFO",
+        "DEBUG",
+        "INFO",
+        "INFO",
+        "INFO",
+        "WARNING",
     ]
     assert "Parameters: lr=0.01" in lines[1]
     assert all("[" in line and "]" in line for line in lines)  # worker identity
@@ -233,7 +246,7 @@ def test_results_api(capsys: pytest.CaptureFixture[str]) -> None:
     handle = metalab.run(exp)
 
     # Check status without blocking
-    print(handle.status)       # RunStatus(total=9, completed=3, running=6, ...)
+    print(handle.status)  # RunStatus(total=9, completed=3, running=6, ...)
     print(handle.is_complete)  # False
 
     # Block until complete and get results
@@ -241,7 +254,7 @@ def test_results_api(capsys: pytest.CaptureFixture[str]) -> None:
 
     # Access individual runs
     run = results[0]
-    print(run.params)   # Resolved parameters
+    print(run.params)  # Resolved parameters
     print(run.metrics)  # Captured metrics
     artifact = run.artifact("predictions")
 
@@ -324,17 +337,19 @@ def test_derived_metrics_blocks() -> None:
 
     # Full export with all options
     df = results.to_dataframe(
-        include_params=True,      # Columns prefixed with 'param_'
-        include_metrics=True,     # Captured metrics
-        include_record=True,      # run_id, status, duration, etc.
-        include_derived=True,     # Persisted derived metrics (prefixed 'derived_')
+        include_params=True,  # Columns prefixed with 'param_'
+        include_metrics=True,  # Captured metrics
+        include_record=True,  # run_id, status, duration, etc.
+        include_derived=True,  # Persisted derived metrics (prefixed 'derived_')
     )
 
     # Analyze with pandas
-    summary = df.groupby("param_learning_rate").agg({
-        "derived_final_loss": ["mean", "std"],
-        "derived_normalized_score": "mean",
-    })
+    summary = df.groupby("param_learning_rate").agg(
+        {
+            "derived_final_loss": ["mean", "std"],
+            "derived_normalized_score": "mean",
+        }
+    )
     assert len(summary) == 3
     assert {"run_id", "status", "duration", "param_learning_rate", "score"} <= set(df.columns)
     # Derived metrics never change identity: re-running skips everything.
@@ -350,8 +365,9 @@ def test_resume_and_deduplication() -> None:
         calls.append(params["i"])
         capture.metric("i", params["i"])
 
-    exp = metalab.Experiment("resume", "1", {}, op, metalab.grid(i=list(range(10))),
-                             metalab.seeds(base=1, replicates=10))
+    exp = metalab.Experiment(
+        "resume", "1", {}, op, metalab.grid(i=list(range(10))), metalab.seeds(base=1, replicates=10)
+    )
     # First run: executes all 100 configurations
     results = metalab.run(exp, resume=True).results()
     assert len(results) == 100 and len(calls) == 100
@@ -401,7 +417,9 @@ def test_experiment_manifest_and_metadata() -> None:
     )
     first = metalab.run(exp).result()
     assert all(m["n_cells"] == 50000 for m in seen)
-    manifests = sorted(Path("runs/perturbation_exp/experiments").glob("perturbation_exp:1.0_*.json"))
+    manifests = sorted(
+        Path("runs/perturbation_exp/experiments").glob("perturbation_exp:1.0_*.json")
+    )
     assert len(manifests) == 1
     manifest = json.loads(manifests[0].read_text())
     assert manifest["metadata"]["author"] == "your_name"

@@ -43,6 +43,6 @@ def apply_derived(
                     f"expected a dict of name -> number"
                 )
             values.update({str(k): metric_value(str(k), v) for k, v in produced.items()})
-        except Exception as exc:  # noqa: BLE001 - reported per run, never fatal
+        except Exception as exc:
             errors[derived_name(fn)] = f"{type(exc).__name__}: {exc}"
     return values, errors

@@ -125,7 +125,7 @@ def execute_task(
     except KeyboardInterrupt:
         record.status = RunState.CANCELLED
         record.error = ErrorInfo("KeyboardInterrupt", "run interrupted", "")
-    except BaseException as exc:  # noqa: BLE001 - a run's failure is data, not a crash
+    except BaseException as exc:
         record.status = RunState.FAILED
         record.error = ErrorInfo(
             type(exc).__name__, str(exc), "".join(traceback.format_exception(exc))

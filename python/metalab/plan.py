@@ -60,7 +60,10 @@ class RunPlan:
     def run_ids(self) -> list[str]:
         """Run ID of every task, in task order (one batched Rust call)."""
         return _core.plan_run_ids(
-            self.experiment_id, self.context_fp, self.experiment.params.fingerprints(), self.seed_fps
+            self.experiment_id,
+            self.context_fp,
+            self.experiment.params.fingerprints(),
+            self.seed_fps,
         )
 
     def task(self, task_index: int) -> TaskIdentity:

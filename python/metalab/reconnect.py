@@ -16,9 +16,7 @@ from metalab.store.locator import create_store
 __all__ = ["reconnect"]
 
 
-def reconnect(
-    store: Any, experiment_id: str | None = None, progress: Any = None
-) -> RunHandle:
+def reconnect(store: Any, experiment_id: str | None = None, progress: Any = None) -> RunHandle:
     """Return a handle on the latest launch recorded in ``store``.
 
     Status comes from the store's completion markers (and the scheduler, for SLURM).

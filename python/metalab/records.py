@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import asdict, dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 __all__ = [
+    "RECORD_SCHEMA",
     "ArtifactInfo",
     "ErrorInfo",
     "Provenance",
-    "RECORD_SCHEMA",
     "RunRecord",
     "RunState",
     "utc_now",
@@ -20,7 +20,7 @@ __all__ = [
 RECORD_SCHEMA = 1
 
 
-class RunState(str, Enum):
+class RunState(StrEnum):
     """Where a run stands."""
 
     SUCCESS = "success"

@@ -211,8 +211,14 @@ class Results(Sequence[Run]):
         import pandas as pd
 
         return pd.DataFrame(
-            self._rows(include_params, include_metrics, include_record, include_derived,
-                       derived_metrics, param_prefix="param_")
+            self._rows(
+                include_params,
+                include_metrics,
+                include_record,
+                include_derived,
+                derived_metrics,
+                param_prefix="param_",
+            )
         )
 
     def _rows(
@@ -230,9 +236,13 @@ class Results(Sequence[Run]):
             row: dict[str, Any] = {}
             if include_record:
                 rec = run.record
-                row.update(run_id=rec.run_id, experiment_id=rec.experiment_id,
-                           status=rec.status.value, replicate=rec.replicate,
-                           duration=rec.duration)
+                row.update(
+                    run_id=rec.run_id,
+                    experiment_id=rec.experiment_id,
+                    status=rec.status.value,
+                    replicate=rec.replicate,
+                    duration=rec.duration,
+                )
             if include_params:
                 row.update({f"{param_prefix}{k}": v for k, v in run.params.items()})
             if include_metrics:
@@ -245,8 +255,6 @@ class Results(Sequence[Run]):
             rows.append(row)
         return rows
 
-    @overload
-    def table(self, as_dataframe: bool = False) -> Any: ...
     def table(self, as_dataframe: bool = False) -> Any:
         """Return one row per run: params, metrics, status. A DataFrame on request."""
         if as_dataframe:

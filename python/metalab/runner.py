@@ -125,8 +125,11 @@ class RunHandle:
     def _snapshot(self) -> ProgressSnapshot:
         status = self.status
         return ProgressSnapshot(
-            total=status.total, completed=status.completed, failed=status.failed,
-            skipped=status.skipped, cancelled=status.cancelled,
+            total=status.total,
+            completed=status.completed,
+            failed=status.failed,
+            skipped=status.skipped,
+            cancelled=status.cancelled,
         )
 
     def result(self, timeout: float | None = None) -> Results:
@@ -255,8 +258,12 @@ def run(
         display.start(plan.total, skipped)
     job = Job(plan, target, todo, fns, timeout, _progress_callback(display))
     launch = runner.launch(job)
-    pointer = {"experiment_id": exp.experiment_id, "executor": runner.name,
-               "launched_at": utc_now().isoformat(), **getattr(launch, "reconnect_info", {})}
+    pointer = {
+        "experiment_id": exp.experiment_id,
+        "executor": runner.name,
+        "launched_at": utc_now().isoformat(),
+        **getattr(launch, "reconnect_info", {}),
+    }
     target.put_blob(launch_key(exp.experiment_id), json.dumps(pointer).encode())
     target.put_blob(launch_key(), json.dumps(pointer).encode())
     return RunHandle(plan, target, launch, skipped, display)
@@ -269,8 +276,10 @@ def _dry_run(
     if callable(describe):
         describe(plan, store, todo)
     else:
-        print(f"dry run: {len(todo)} of {plan.total} runs to execute ({skipped} already done) "
-              f"with {executor!r} into {store.locator}")
+        print(
+            f"dry run: {len(todo)} of {plan.total} runs to execute ({skipped} already done) "
+            f"with {executor!r} into {store.locator}"
+        )
     return RunHandle(plan, store, None, skipped)
 
 

@@ -31,8 +31,12 @@ CASES = [
     ("string axis", lambda: metalab.grid(model="resnet"), errors.ParamSpecError, "'resnet'"),
     ("empty axis", lambda: metalab.grid(lr=[]), errors.ParamSpecError, "'lr'"),
     ("no axes", lambda: metalab.grid(), errors.ParamSpecError, "at least one axis"),
-    ("n_trials 0", lambda: metalab.random({"a": metalab.uniform(0, 1)}, n_trials=0),
-     errors.ParamSpecError, "0"),
+    (
+        "n_trials 0",
+        lambda: metalab.random({"a": metalab.uniform(0, 1)}, n_trials=0),
+        errors.ParamSpecError,
+        "0",
+    ),
     ("bad uniform", lambda: metalab.uniform(1.0, 0.5), errors.ParamSpecError, "0.5"),
     ("loguniform <= 0", lambda: metalab.loguniform(0, 1), errors.ParamSpecError, "low=0"),
     ("randint order", lambda: metalab.randint(5, 1), errors.ParamSpecError, "high=1"),
@@ -40,13 +44,21 @@ CASES = [
     ("manual non-dict", lambda: metalab.manual([{"a": 1}, 3]), errors.ParamSpecError, "3"),
     ("replicates 0", lambda: metalab.seeds(base=1, replicates=0), errors.SeedSpecError, "0"),
     ("seed base huge", lambda: metalab.seeds(base=2**70), errors.SeedSpecError, str(2**70)),
-    ("unknown op arg", lambda: metalab.operation(lambda data: None), errors.ExperimentError,
-     "'data'"),
+    (
+        "unknown op arg",
+        lambda: metalab.operation(lambda data: None),
+        errors.ExperimentError,
+        "'data'",
+    ),
     ("unknown scheme", lambda: create_store("s3://bucket/x"), errors.LocatorError, "'s3'"),
     ("malformed locator", lambda: create_store("://nothing"), errors.LocatorError, "://nothing"),
     ("file locator host", lambda: create_store("file://host/x"), errors.LocatorError, "host"),
-    ("bad display metric", lambda: metalab.Progress(display_metrics=["loss:.4q"]),
-     errors.ExperimentError, ".4q"),
+    (
+        "bad display metric",
+        lambda: metalab.Progress(display_metrics=["loss:.4q"]),
+        errors.ExperimentError,
+        ".4q",
+    ),
 ]
 
 
@@ -70,9 +82,15 @@ def test_missing_context_file_fails_before_any_run(tmp_path: Path) -> None:
     def op(capture):
         calls.append(1)
 
-    exp = metalab.Experiment("ctx", "1", Ctx(dataset=metalab.FilePath("missing.csv")), op,
-                             metalab.grid(x=[1, 2]), metalab.seeds(0))
-    with pytest.raises(errors.ContextError, match="'dataset'.*missing.csv"):
+    exp = metalab.Experiment(
+        "ctx",
+        "1",
+        Ctx(dataset=metalab.FilePath("missing.csv")),
+        op,
+        metalab.grid(x=[1, 2]),
+        metalab.seeds(0),
+    )
+    with pytest.raises(errors.ContextError, match=r"'dataset'.*missing\.csv"):
         metalab.run(exp)
     assert calls == [] and not (tmp_path / "runs" / "ctx" / "runs").exists()
 
@@ -91,13 +109,18 @@ def test_bad_run_arguments() -> None:
 
 json_like = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.text(max_size=5), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=5), children, max_size=4)
+    ),
     max_leaves=20,
 )
-anything = json_like | st.sets(st.integers(), max_size=2) | st.binary(max_size=4) | st.builds(
-    object
-) | st.dictionaries(st.integers(), st.integers(), min_size=1, max_size=2)
+anything = (
+    json_like
+    | st.sets(st.integers(), max_size=2)
+    | st.binary(max_size=4)
+    | st.builds(object)
+    | st.dictionaries(st.integers(), st.integers(), min_size=1, max_size=2)
+)
 
 
 @given(anything)

@@ -50,8 +50,9 @@ def test_kill_driver_then_resume_completes_exactly(tmp_path: Path, executor: str
     script = tmp_path / "driver.py"
     script.write_text(DRIVER)
     store = tmp_path / "store"
-    proc = subprocess.Popen([sys.executable, str(script), str(store), executor],
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(store), executor], start_new_session=True
+    )
     deadline = time.monotonic() + 60
     while _done_count(store) < 25:
         assert proc.poll() is None, "driver finished before it could be killed"
@@ -62,15 +63,23 @@ def test_kill_driver_then_resume_completes_exactly(tmp_path: Path, executor: str
     killed_at = _done_count(store)
     assert 25 <= killed_at < 100
 
-    out = subprocess.run([sys.executable, str(script), str(store), "thread"],
-                         capture_output=True, text=True, timeout=120, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, str(script), str(store), "thread"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
     assert "DONE 100" in out
     assert _done_count(store) == 100
     records = [json.loads(p.read_bytes()) for p in store.glob("runs/*/*/record.json")]
     assert len(records) == 100 and {r["status"] for r in records} == {"success"}
     assert sorted(r["task_index"] for r in records) == list(range(100))
-    visible_junk = [p for p in store.rglob("*") if p.is_file() and p.name.endswith(".tmp")
-                    and not p.name.startswith(".")]
+    visible_junk = [
+        p
+        for p in store.rglob("*")
+        if p.is_file() and p.name.endswith(".tmp") and not p.name.startswith(".")
+    ]
     assert visible_junk == []
     results = metalab.load_results(store)
     assert len(results) == 100 and not results.problems

@@ -87,8 +87,11 @@ def test_eight_concurrent_writers_lose_and_corrupt_nothing(tmp_path: Path) -> No
     # Six distinct experiments plus two concurrent launches of the same one.
     names = ["e0", "e1", "e2", "e3", "e4", "e5", "same", "same"]
     procs = [
-        subprocess.Popen([sys.executable, str(script), str(store), name, str(k)],
-                         stdout=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, str(script), str(store), name, str(k)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         for k, name in enumerate(names)
     ]
     outputs = [p.communicate(timeout=180)[0].strip() for p in procs]

@@ -59,10 +59,14 @@ class ThreadExecutor(Executor):
                     launch.started()
                     try:
                         record = execute_task(
-                            job.plan, task_index, job.store, executor=self.name,
-                            worker_id=worker_id, derived_metrics=job.derived_metrics,
+                            job.plan,
+                            task_index,
+                            job.store,
+                            executor=self.name,
+                            worker_id=worker_id,
+                            derived_metrics=job.derived_metrics,
                         )
-                    except BaseException as exc:  # noqa: BLE001 - surfaced by result()
+                    except BaseException as exc:
                         launch.fatal(exc)
                         launch.cancel()
                         break
@@ -77,6 +81,7 @@ class ThreadExecutor(Executor):
                     launch.mark_finished()
 
         for number in itertools.islice(itertools.count(), remaining[0]):
-            threading.Thread(target=worker, args=(number,), daemon=True,
-                             name=f"metalab-worker-{number}").start()
+            threading.Thread(
+                target=worker, args=(number,), daemon=True, name=f"metalab-worker-{number}"
+            ).start()
         return launch

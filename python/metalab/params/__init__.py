@@ -43,8 +43,8 @@ __all__ = [
     "loguniform_int",
     "manual",
     "normal",
-    "random",
     "randint",
+    "random",
     "source_from_spec",
     "uniform",
 ]

@@ -235,4 +235,4 @@ def distribution_from_spec(spec: dict[str, Any]) -> Distribution:
         return Choice(spec["options"])
     if kind not in _BY_KIND:
         raise ParamSpecError(f"unknown distribution kind {kind!r}")
-    return _BY_KIND[kind](*spec["args"])  # type: ignore[call-arg]
+    return _BY_KIND[kind](*spec["args"])
