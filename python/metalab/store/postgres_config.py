@@ -1,0 +1,247 @@
+"""Parsing, validating and printing PostgreSQL store locators, and keeping secrets out.
+
+A locator looks like ``postgresql://user@host:5432/db?schema=s&artifact_root=/data``.
+The password may come from the locator, ``PGPASSWORD``, ``~/.pgpass`` (or a ``passfile=``
+parameter) or a ``service=`` entry of ``pg_service.conf``; whichever it is, it is never
+printed: :meth:`PostgresConfig.locator` drops it and :func:`redact` masks it in any text.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from dataclasses import dataclass, field, replace
+from typing import Any
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
+
+from metalab.errors import LocatorError
+
+__all__ = [
+    "DEFAULT_SCHEMA",
+    "PostgresConfig",
+    "mask_locator",
+    "redact",
+    "remember_secret",
+    "validate_schema",
+]
+
+DEFAULT_SCHEMA = "metalab"
+# Lower-case, unquoted-identifier shape: safe to show, unambiguous, and still quoted with
+# sql.Identifier wherever it reaches SQL (defence in depth).
+_SCHEMA_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+# libpq connection parameters we pass through untouched (documented libpq keywords).
+_LIBPQ_PARAMS = (
+    "sslmode",
+    "sslrootcert",
+    "sslcert",
+    "sslkey",
+    "passfile",
+    "service",
+    "connect_timeout",
+    "application_name",
+    "target_session_attrs",
+    "options",
+    "host",
+    "port",
+    "user",
+    "dbname",
+)
+_METALAB_PARAMS = ("schema", "artifact_root", "pool_size", "inline_limit")
+_SECRETS: set[str] = set()
+_SECRETS_LOCK = threading.Lock()
+_URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^:/@\s]*:)[^@\s]*(?=@)")
+_KV_PASSWORD = re.compile(r"(?P<head>password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&]+)", re.I)
+
+
+def remember_secret(secret: str | None) -> None:
+    """Register a password so :func:`redact` masks it wherever it shows up."""
+    if secret:
+        with _SECRETS_LOCK:
+            _SECRETS.add(secret)
+        _install_log_filter()
+
+
+def redact(text: str) -> str:
+    """Return ``text`` with known passwords and URL/keyword passwords replaced by ``***``."""
+    with _SECRETS_LOCK:
+        secrets = sorted(_SECRETS, key=len, reverse=True)
+    for secret in secrets:
+        text = text.replace(secret, "***")
+    text = _URL_PASSWORD.sub(lambda m: m.group("head") + "***", text)
+    return _KV_PASSWORD.sub(lambda m: m.group("head") + "***", text)
+
+
+def mask_locator(locator: str) -> str:
+    """Return ``locator`` with any password masked (for error messages)."""
+    return redact(locator)
+
+
+class _RedactFilter(logging.Filter):
+    """Masks passwords in psycopg's own log records (pool connection errors)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        cleaned = redact(message)
+        if cleaned != message:
+            record.msg, record.args = cleaned, None
+        return True
+
+
+_FILTER = _RedactFilter()
+
+
+def _install_log_filter() -> None:
+    # Filters attach per logger (not inherited by children), hence both names.
+    for name in ("psycopg", "psycopg.pool"):
+        logger = logging.getLogger(name)
+        if _FILTER not in logger.filters:
+            logger.addFilter(_FILTER)
+
+
+def validate_schema(schema: str) -> str:
+    """Return ``schema`` if it is a plain lower-case identifier, else raise LocatorError."""
+    if not isinstance(schema, str) or not _SCHEMA_RE.fullmatch(schema):
+        raise LocatorError(
+            f"invalid PostgreSQL schema name {schema!r}: use 1-63 characters "
+            "of a-z, 0-9 and _, not starting with a digit"
+        )
+    return schema
+
+
+@dataclass(frozen=True)
+class PostgresConfig:
+    """Everything needed to connect, minus nothing: ``password`` is kept but never shown."""
+
+    host: str | None = None
+    port: int | None = None
+    user: str | None = None
+    dbname: str | None = None
+    schema: str = DEFAULT_SCHEMA
+    artifact_root: str | None = None
+    pool_size: int = 4
+    inline_limit: int = 1024 * 1024
+    libpq: tuple[tuple[str, str], ...] = ()
+    password: str | None = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        validate_schema(self.schema)
+        remember_secret(self.password)
+
+    def __repr__(self) -> str:
+        return f"PostgresConfig({self.locator()!r})"
+
+    @classmethod
+    def parse(cls, locator: str) -> PostgresConfig:
+        """Parse a ``postgresql://`` / ``postgres://`` locator.
+
+        Raises:
+            LocatorError: malformed locator (the message shows it with the password masked).
+        """
+        shown = mask_locator(locator)
+        try:
+            parts = urlsplit(locator)
+            port = parts.port
+            password = unquote(parts.password) if parts.password is not None else None
+        except ValueError as exc:
+            raise LocatorError(f"malformed PostgreSQL locator {shown!r}: {exc}") from None
+        remember_secret(password)
+        shown = mask_locator(locator)
+        if parts.scheme.lower() not in ("postgresql", "postgres"):
+            raise LocatorError(f"not a PostgreSQL locator: {shown!r}")
+        if parts.fragment:
+            raise LocatorError(f"PostgreSQL locator {shown!r} must not have a #fragment")
+        path = unquote(parts.path)
+        if path.count("/") > 1:
+            raise LocatorError(f"PostgreSQL locator {shown!r}: database path has extra '/'")
+        values: dict[str, Any] = {
+            "host": unquote(parts.hostname) if parts.hostname else None,
+            "port": port,
+            "user": unquote(parts.username) if parts.username else None,
+            "dbname": path.lstrip("/") or None,
+            "password": password,
+        }
+        libpq: dict[str, str] = {}
+        try:
+            query = parse_qsl(parts.query, keep_blank_values=True, strict_parsing=bool(parts.query))
+        except ValueError:
+            raise LocatorError(f"PostgreSQL locator {shown!r} has a malformed query") from None
+        for key, value in query:
+            if key == "password":
+                remember_secret(value)
+                values["password"] = value
+            elif key in ("schema", "artifact_root"):
+                values[key] = value or None
+            elif key in ("pool_size", "inline_limit"):
+                try:
+                    number = int(value)
+                except ValueError:
+                    number = -1
+                if number < (1 if key == "pool_size" else 0):
+                    raise LocatorError(f"PostgreSQL locator {shown!r}: bad {key}={value!r}")
+                values[key] = number
+            elif key in ("host", "user", "dbname"):
+                values[key] = value or None
+            elif key == "port":
+                if not value.isdigit():
+                    raise LocatorError(f"PostgreSQL locator {shown!r}: bad port={value!r}")
+                values["port"] = int(value)
+            elif key in _LIBPQ_PARAMS:
+                libpq[key] = value
+            else:
+                known = ", ".join(_METALAB_PARAMS + _LIBPQ_PARAMS)
+                raise LocatorError(
+                    f"PostgreSQL locator {shown!r}: unknown parameter {key!r} (known: {known})"
+                )
+        if values.get("schema") is None:
+            values.pop("schema", None)
+        try:
+            return cls(libpq=tuple(sorted(libpq.items())), **values)
+        except LocatorError as exc:
+            raise LocatorError(f"PostgreSQL locator {shown!r}: {exc}") from None
+
+    def locator(self) -> str:
+        """The canonical locator (``postgresql://``), never including the password."""
+        netloc = ""
+        if self.user:
+            netloc = quote(self.user, safe="") + "@"
+        host = self.host or ""
+        host_in_query = host.startswith("/")  # a Unix socket directory cannot be a netloc
+        if host and not host_in_query:
+            netloc += f"[{host}]" if ":" in host else quote(host, safe=".-_~")
+        if self.port is not None and not host_in_query:
+            netloc += f":{self.port}"
+        query: list[tuple[str, str]] = []
+        if host_in_query:
+            query.append(("host", host))
+            if self.port is not None:
+                query.append(("port", str(self.port)))
+        if self.schema != DEFAULT_SCHEMA:
+            query.append(("schema", self.schema))
+        if self.artifact_root:
+            query.append(("artifact_root", self.artifact_root))
+        if self.pool_size != 4:
+            query.append(("pool_size", str(self.pool_size)))
+        if self.inline_limit != 1024 * 1024:
+            query.append(("inline_limit", str(self.inline_limit)))
+        query.extend(self.libpq)
+        text = f"postgresql://{netloc}/{quote(self.dbname or '', safe='')}"
+        if query:
+            text += "?" + urlencode(query, safe="/")
+        return text
+
+    def conninfo_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for ``psycopg.conninfo.make_conninfo`` (password included)."""
+        kwargs: dict[str, Any] = dict(self.libpq)
+        for key in ("host", "port", "user", "dbname", "password"):
+            value = getattr(self, key)
+            if value is not None:
+                kwargs[key] = value
+        # Fail over quickly when the server is down instead of libpq's unbounded default.
+        kwargs.setdefault("connect_timeout", "5")
+        kwargs.setdefault("application_name", "metalab")
+        return kwargs
+
+    def with_schema(self, schema: str) -> PostgresConfig:
+        """Return a copy that uses another schema."""
+        return replace(self, schema=schema)
