@@ -254,7 +254,16 @@ class SlurmExecutor(Executor):
             for shard in prepared.shards:
                 after = job_ids[shard.after] if shard.after is not None else None
                 argv = self._sbatch_argv(prepared, shard, after)
-                done = _run_tool(argv, stdin=prepared.scripts[shard.number])
+                try:
+                    done = _run_tool(argv, stdin=prepared.scripts[shard.number])
+                except subprocess.TimeoutExpired as exc:
+                    # sbatch retries forever while the controller is at MaxJobCount (array
+                    # tasks count as jobs): fewer, packed tasks are the way out.
+                    raise SlurmError(
+                        f"sbatch of array {shard.number} did not answer in {exc.timeout:.0f}s "
+                        f"(controller busy or MaxJobCount reached?); try a larger "
+                        f"runs_per_task so that fewer array tasks are queued"
+                    ) from exc
                 if done.returncode != 0:
                     raise SlurmError(
                         f"sbatch refused array {shard.number} of {job.plan.experiment_id} "
