@@ -347,6 +347,6 @@ def load_results(store: Any, experiment_id: str | None = None) -> Results:
     Unreadable records are listed in ``results.problems`` (file and reason) and the
     rest still load.
     """
-    target = create_store(store)
-    loaded = target.load_records(experiment_id=experiment_id)
-    return Results.from_records(loaded.records, target, loaded.problems)
+    from metalab.columnar import results_from_store
+
+    return results_from_store(create_store(store), experiment_id=experiment_id)

@@ -151,8 +151,9 @@ class RunHandle:
                 f"experiment {self.experiment_id} stopped: {type(first).__name__}: {first}; "
                 f"finished runs are stored, run again with resume=True to complete"
             ) from first
-        loaded = self.store.load_records(run_ids=self.run_ids)
-        return Results.from_records(loaded.records, self.store, loaded.problems)
+        from metalab.columnar import results_from_store
+
+        return results_from_store(self.store, run_ids=self.run_ids)
 
     def results(self, timeout: float | None = None) -> Results:
         """Alias of :meth:`result`."""

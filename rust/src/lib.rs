@@ -25,6 +25,7 @@ pub mod fingerprint;
 pub mod grid;
 pub mod plan;
 pub mod random;
+pub mod records;
 pub mod scan;
 pub mod seeds;
 

@@ -184,6 +184,23 @@ class FileStore(Store):
                 loaded.records.append(record)
         return loaded
 
+    def load_columns(
+        self, experiment_id: str | None = None, run_ids: Iterable[str] | None = None
+    ) -> tuple[dict[str, Any], list[LoadProblem]]:
+        """Read records as columns in one parallel Rust call (see ``metalab.columnar``).
+
+        Corrupt records are reported like :meth:`load_records` does, and lose their done
+        marker so resume re-runs them.
+        """
+        ids = list(run_ids) if run_ids is not None else None
+        data = _core.load_record_columns(str(self.root), ids, experiment_id)
+        problems = []
+        for location, reason, corrupt in data.pop("problems"):
+            problems.append(LoadProblem(location, reason))
+            if corrupt:
+                self._forget_completion(Path(location).parent.name)
+        return data, problems
+
     def _forget_completion(self, run_id: str) -> None:
         # A done marker must only vouch for a readable record; dropping it makes resume
         # re-run the damaged run instead of trusting it forever.

@@ -1,0 +1,494 @@
+//! Columnar loading of FileStore run records.
+//!
+//! `load_columns` lists `{root}/runs/*/*/record.json` (or the record files of given run
+//! ids), reads and parses them in parallel and returns one column per record field, per
+//! parameter key and per metric name. Rows are ordered by (experiment id, task index).
+//! Files that cannot be read or parsed are returned as problems (path + reason) instead
+//! of rows; a missing record file is skipped silently (the run has not finished).
+//!
+//! Validation mirrors what the Python loader checks before a record counts as loaded:
+//! strict JSON, a top-level object, the required keys `run_id`, `experiment_id`,
+//! `status` (one of success/failed/cancelled/running), `context_fingerprint`,
+//! `params_fingerprint`, `seed_fingerprint`, `params` (an object), `task_index` and
+//! `replicate` (integers). Metric values `"NaN"`, `"Infinity"` and `"-Infinity"` are
+//! decoded to floats, as in `metalab.store.record_codec.decode_metric`.
+
+use std::cmp::Ordering;
+use std::collections::HashMap;
+use std::fs;
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+use serde::de::IgnoredAny;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+/// Record statuses accepted by `metalab.records.RunState`.
+pub const STATUSES: [&str; 4] = ["success", "failed", "cancelled", "running"];
+
+/// One value of a parameter or metric column.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Cell {
+    /// The record has no such key.
+    Missing,
+    /// The record holds JSON `null` under the key.
+    Null,
+    Bool(bool),
+    Int(i64),
+    UInt(u64),
+    Float(f64),
+    Str(String),
+    /// A JSON array or object (kept as parsed, key order preserved).
+    Json(Value),
+}
+
+impl Cell {
+    fn from_value(value: Value) -> Cell {
+        match value {
+            Value::Null => Cell::Null,
+            Value::Bool(b) => Cell::Bool(b),
+            Value::Number(n) => {
+                if let Some(i) = n.as_i64() {
+                    Cell::Int(i)
+                } else if let Some(u) = n.as_u64() {
+                    Cell::UInt(u)
+                } else {
+                    Cell::Float(n.as_f64().unwrap_or(f64::NAN))
+                }
+            }
+            Value::String(s) => Cell::Str(s),
+            other => Cell::Json(other),
+        }
+    }
+
+    /// A metric value: the non-finite string encodings become floats.
+    fn from_metric(value: Value) -> Cell {
+        match value {
+            Value::String(s) => match s.as_str() {
+                "NaN" => Cell::Float(f64::NAN),
+                "Infinity" => Cell::Float(f64::INFINITY),
+                "-Infinity" => Cell::Float(f64::NEG_INFINITY),
+                _ => Cell::Str(s),
+            },
+            other => Cell::from_value(other),
+        }
+    }
+}
+
+/// A parameter or metric column.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Column {
+    pub name: String,
+    /// One cell per row.
+    pub values: Vec<Cell>,
+    /// The first row holding the key, and the key's position among that row's keys of the
+    /// same kind (params or metrics): together they give first-appearance column order.
+    pub first_row: usize,
+    pub position: usize,
+}
+
+/// A record file that could not be loaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub path: String,
+    pub reason: String,
+    /// True when the file was read but is not a valid record (its done marker must go);
+    /// false when it could not be read at all.
+    pub corrupt: bool,
+}
+
+/// The loaded records as columns.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Columns {
+    pub run_id: Vec<String>,
+    pub experiment_id: Vec<String>,
+    pub status: Vec<String>,
+    pub task_index: Vec<i64>,
+    pub replicate: Vec<i64>,
+    pub duration_s: Vec<Option<f64>>,
+    pub started_at: Vec<Option<String>>,
+    pub params: Vec<Column>,
+    pub metrics: Vec<Column>,
+    pub problems: Vec<Problem>,
+}
+
+impl Columns {
+    /// Number of rows.
+    pub fn len(&self) -> usize {
+        self.run_id.len()
+    }
+
+    /// True when no record loaded.
+    pub fn is_empty(&self) -> bool {
+        self.run_id.is_empty()
+    }
+}
+
+#[derive(Deserialize)]
+struct RawRecord {
+    run_id: String,
+    experiment_id: String,
+    status: String,
+    #[allow(dead_code)]
+    context_fingerprint: IgnoredAny,
+    #[allow(dead_code)]
+    params_fingerprint: IgnoredAny,
+    #[allow(dead_code)]
+    seed_fingerprint: IgnoredAny,
+    params: Map<String, Value>,
+    task_index: i64,
+    replicate: i64,
+    #[serde(default)]
+    metrics: Option<Map<String, Value>>,
+    #[serde(default)]
+    duration_s: Option<Value>,
+    #[serde(default)]
+    started_at: Option<String>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    finished_at: Option<String>,
+}
+
+struct Row {
+    run_id: String,
+    experiment_id: String,
+    status: String,
+    task_index: i64,
+    replicate: i64,
+    duration_s: Option<f64>,
+    started_at: Option<String>,
+    params: Vec<(String, Cell)>,
+    metrics: Vec<(String, Cell)>,
+}
+
+enum Loaded {
+    Row(Box<Row>),
+    Absent,
+    Problem(Problem),
+}
+
+/// Parse one record file's bytes; `Err` holds the reason (prefixed with `location`).
+pub fn parse_record(data: &[u8], location: &str) -> Result<(), String> {
+    parse_row(data, location).map(|_| ())
+}
+
+fn parse_row(data: &[u8], location: &str) -> Result<Row, String> {
+    let raw: RawRecord = match serde_json::from_slice(data) {
+        Ok(raw) => raw,
+        Err(e) => {
+            use serde_json::error::Category;
+            return Err(match e.classify() {
+                Category::Syntax | Category::Eof | Category::Io => {
+                    format!("{location}: not valid JSON ({e})")
+                }
+                Category::Data => {
+                    let first = data.iter().find(|b| !b.is_ascii_whitespace());
+                    if first == Some(&b'{') {
+                        format!("{location}: not a run record ({e})")
+                    } else {
+                        format!("{location}: expected a JSON object")
+                    }
+                }
+            });
+        }
+    };
+    if !STATUSES.contains(&raw.status.as_str()) {
+        return Err(format!(
+            "{location}: not a run record (unknown status {:?})",
+            raw.status
+        ));
+    }
+    let duration_s = match raw.duration_s {
+        Some(Value::Number(n)) => n.as_f64(),
+        _ => None,
+    };
+    Ok(Row {
+        run_id: raw.run_id,
+        experiment_id: raw.experiment_id,
+        status: raw.status,
+        task_index: raw.task_index,
+        replicate: raw.replicate,
+        duration_s,
+        started_at: raw.started_at,
+        params: raw
+            .params
+            .into_iter()
+            .map(|(k, v)| (k, Cell::from_value(v)))
+            .collect(),
+        metrics: raw
+            .metrics
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k, Cell::from_metric(v)))
+            .collect(),
+    })
+}
+
+fn load_one(path: &Path, experiment_id: Option<&str>) -> Loaded {
+    let location = path.display().to_string();
+    let data = match fs::read(path) {
+        Ok(data) => data,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Loaded::Absent,
+        Err(e) => {
+            return Loaded::Problem(Problem {
+                path: location,
+                reason: format!("unreadable: {e}"),
+                corrupt: false,
+            })
+        }
+    };
+    match parse_row(&data, &location) {
+        Ok(row) => match experiment_id {
+            Some(wanted) if row.experiment_id != wanted => Loaded::Absent,
+            _ => Loaded::Row(Box::new(row)),
+        },
+        Err(reason) => Loaded::Problem(Problem {
+            path: location,
+            reason,
+            corrupt: true,
+        }),
+    }
+}
+
+fn is_visible_dir(entry: &fs::DirEntry) -> bool {
+    if entry.file_name().to_string_lossy().starts_with('.') {
+        return false;
+    }
+    match entry.file_type() {
+        Ok(t) if t.is_dir() => true,
+        Ok(t) if t.is_symlink() => entry.path().is_dir(),
+        _ => false,
+    }
+}
+
+fn sorted_dirs(dir: &Path) -> Vec<PathBuf> {
+    let mut found: Vec<PathBuf> = match fs::read_dir(dir) {
+        Ok(entries) => entries
+            .filter_map(Result::ok)
+            .filter(is_visible_dir)
+            .map(|e| e.path())
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    found.sort();
+    found
+}
+
+/// Paths of every `runs/{shard}/{run_id}/record.json` under `root` (sorted).
+pub fn record_paths(root: &Path) -> Vec<PathBuf> {
+    let shards = sorted_dirs(&root.join("runs"));
+    shards
+        .par_iter()
+        .map(|shard| {
+            sorted_dirs(shard)
+                .into_iter()
+                .map(|run| run.join("record.json"))
+                .collect::<Vec<_>>()
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
+/// Paths of the record files of `run_ids` (in the given order).
+pub fn record_paths_of(root: &Path, run_ids: &[String]) -> Vec<PathBuf> {
+    let runs = root.join("runs");
+    run_ids
+        .iter()
+        .map(|id| {
+            runs.join(crate::scan::shard_of(id))
+                .join(id)
+                .join("record.json")
+        })
+        .collect()
+}
+
+fn add_cells(
+    columns: &mut Vec<Column>,
+    index: &mut HashMap<String, usize>,
+    cells: Vec<(String, Cell)>,
+    row: usize,
+) {
+    for (position, (name, cell)) in cells.into_iter().enumerate() {
+        let slot = match index.get(&name) {
+            Some(&slot) => slot,
+            None => {
+                index.insert(name.clone(), columns.len());
+                columns.push(Column {
+                    name,
+                    values: vec![Cell::Missing; row],
+                    first_row: row,
+                    position,
+                });
+                columns.len() - 1
+            }
+        };
+        let column = &mut columns[slot];
+        // A duplicate key within one record: the last value wins, as in Python's json.
+        if column.values.len() > row {
+            column.values[row] = cell;
+        } else {
+            column.values.push(cell);
+        }
+    }
+    for column in columns.iter_mut() {
+        if column.values.len() <= row {
+            column.values.push(Cell::Missing);
+        }
+    }
+}
+
+/// Load the records under `root` (all of them, or those of `run_ids`), keeping those of
+/// `experiment_id` when given, as columns.
+pub fn load_columns(
+    root: &Path,
+    run_ids: Option<&[String]>,
+    experiment_id: Option<&str>,
+) -> Columns {
+    let paths = match run_ids {
+        Some(ids) => record_paths_of(root, ids),
+        None => record_paths(root),
+    };
+    let loaded: Vec<Loaded> = paths
+        .par_iter()
+        .with_min_len(64)
+        .map(|p| load_one(p, experiment_id))
+        .collect();
+    let mut out = Columns::default();
+    let mut rows = Vec::with_capacity(loaded.len());
+    for item in loaded {
+        match item {
+            Loaded::Row(row) => rows.push(row),
+            Loaded::Absent => {}
+            Loaded::Problem(p) => out.problems.push(p),
+        }
+    }
+    rows.sort_by(|a, b| match a.experiment_id.cmp(&b.experiment_id) {
+        Ordering::Equal => a.task_index.cmp(&b.task_index),
+        other => other,
+    });
+    let n = rows.len();
+    out.run_id.reserve(n);
+    out.experiment_id.reserve(n);
+    out.status.reserve(n);
+    out.task_index.reserve(n);
+    out.replicate.reserve(n);
+    out.duration_s.reserve(n);
+    out.started_at.reserve(n);
+    let mut param_index = HashMap::new();
+    let mut metric_index = HashMap::new();
+    for (i, row) in rows.into_iter().enumerate() {
+        let row = *row;
+        out.run_id.push(row.run_id);
+        out.experiment_id.push(row.experiment_id);
+        out.status.push(row.status);
+        out.task_index.push(row.task_index);
+        out.replicate.push(row.replicate);
+        out.duration_s.push(row.duration_s);
+        out.started_at.push(row.started_at);
+        add_cells(&mut out.params, &mut param_index, row.params, i);
+        add_cells(&mut out.metrics, &mut metric_index, row.metrics, i);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(run_id: &str, task: i64, params: &str, metrics: &str) -> String {
+        format!(
+            r#"{{"run_id": "{run_id}", "experiment_id": "e:1", "status": "success",
+            "context_fingerprint": "c", "params_fingerprint": "p", "seed_fingerprint": "s",
+            "params": {params}, "task_index": {task}, "replicate": 0,
+            "metrics": {metrics}, "duration_s": 1.5, "started_at": "2026-01-01T00:00:00+00:00",
+            "finished_at": null, "provenance": {{"host": "h"}}}}"#
+        )
+    }
+
+    fn write(root: &Path, run_id: &str, body: &str) {
+        let dir = root.join("runs").join(&run_id[..2]).join(run_id);
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("record.json"), body).unwrap();
+    }
+
+    fn temp_root(name: &str) -> PathBuf {
+        let root =
+            std::env::temp_dir().join(format!("metalab-records-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        root
+    }
+
+    #[test]
+    fn columns_follow_task_order_with_missing_cells() {
+        let root = temp_root("order");
+        write(
+            &root,
+            "bb01",
+            &record("bb01", 1, r#"{"a": 1, "b": "x"}"#, r#"{"m": "NaN"}"#),
+        );
+        write(
+            &root,
+            "aa00",
+            &record("aa00", 0, r#"{"a": 2.5}"#, r#"{"m": 3}"#),
+        );
+        write(
+            &root,
+            "cc02",
+            &record("cc02", 2, r#"{"a": null, "c": [1, 2]}"#, "null"),
+        );
+        let cols = load_columns(&root, None, None);
+        assert_eq!(cols.run_id, vec!["aa00", "bb01", "cc02"]);
+        assert!(cols.problems.is_empty());
+        let names: Vec<_> = cols.params.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, vec!["a", "b", "c"]);
+        assert_eq!(
+            cols.params[0].values,
+            vec![Cell::Float(2.5), Cell::Int(1), Cell::Null]
+        );
+        assert_eq!(cols.params[1].values[0], Cell::Missing);
+        assert_eq!((cols.params[1].first_row, cols.params[1].position), (1, 1));
+        assert_eq!((cols.params[2].first_row, cols.params[2].position), (2, 1));
+        match &cols.metrics[0].values[1] {
+            Cell::Float(f) => assert!(f.is_nan()),
+            other => panic!("expected NaN, got {other:?}"),
+        }
+        assert_eq!(cols.metrics[0].values[2], Cell::Missing);
+        assert_eq!(cols.duration_s, vec![Some(1.5); 3]);
+        fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn corrupt_files_are_problems_and_filters_apply() {
+        let root = temp_root("corrupt");
+        write(&root, "aa00", &record("aa00", 0, "{}", "{}"));
+        write(&root, "bb01", r#"{"run_id": "trunc"#);
+        write(&root, "cc02", "[1, 2]");
+        write(&root, "dd03", r#"{"run_id": "dd03"}"#);
+        let cols = load_columns(&root, None, None);
+        assert_eq!(cols.run_id, vec!["aa00"]);
+        let reasons: Vec<_> = cols.problems.iter().map(|p| p.reason.clone()).collect();
+        assert!(reasons[0].contains("not valid JSON"), "{reasons:?}");
+        assert!(
+            reasons[1].ends_with("expected a JSON object"),
+            "{reasons:?}"
+        );
+        assert!(reasons[2].contains("not a run record"), "{reasons:?}");
+        assert!(cols.problems.iter().all(|p| p.corrupt));
+        let ids = vec!["aa00".to_string(), "ee04".to_string()];
+        let only = load_columns(&root, Some(&ids), None);
+        assert_eq!(only.run_id, vec!["aa00"]);
+        assert!(only.problems.is_empty());
+        assert!(load_columns(&root, None, Some("other:1")).is_empty());
+        fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn unknown_status_is_rejected() {
+        let body = record("aa00", 0, "{}", "{}").replace("success", "weird");
+        let err = parse_record(body.as_bytes(), "x").unwrap_err();
+        assert!(err.contains("unknown status"), "{err}");
+    }
+}
