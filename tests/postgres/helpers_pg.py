@@ -51,3 +51,14 @@ def record(run_id: str, task_index: int = 0, experiment_id: str = "e:1") -> RunR
         started_at=now,
         finished_at=now,
     )
+
+
+@metalab.operation
+def slow(params, capture):  # type: ignore[no-untyped-def]
+    """Sleeps a little so a server can be stopped while runs are in flight."""
+    import time
+
+    capture.log(f"run {params['i']} starting")
+    time.sleep(0.15)
+    capture.metric("i", params["i"])
+    capture.log(f"run {params['i']} done")
