@@ -127,13 +127,17 @@ def test_store_transfer_cli_block(pg_locator: str, tmp_path: Path) -> None:
     metalab.run(experiment("cli"), store=str(src)).result()
     done = subprocess.run(
         [*METALAB, "store", "import", "--from", str(src), "--to", pg_locator],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert done.returncode == 0, done.stderr
     out = tmp_path / "runs" / "export"
     done = subprocess.run(
         [*METALAB, "store", "export", "--from", pg_locator, "--to", str(out)],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert done.returncode == 0, done.stderr
     _assert_same_tree(src, out)
@@ -142,8 +146,16 @@ def test_store_transfer_cli_block(pg_locator: str, tmp_path: Path) -> None:
 
 def test_service_start_status_stop_native(tmp_path: Path) -> None:
     store_dir = tmp_path / "store"
-    run = lambda *a: subprocess.run([*METALAB, "postgres", *a, "--store", str(store_dir)],  # noqa: E731
-                                    capture_output=True, text=True, check=False, timeout=180)
+
+    def run(*a):
+        return subprocess.run(
+            [*METALAB, "postgres", *a, "--store", str(store_dir)],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=180,
+        )
+
     started = run("start", "--engine", "native")
     try:
         assert started.returncode == 0, started.stderr

@@ -70,13 +70,19 @@ def test_store_factory_block(pg_url: str, tmp_path: Path, monkeypatch: pytest.Mo
     loc = pg_url + "?schema=myschema&artifact_root=/data"
     assert to_locator(create_store(loc)) == loc
     assert create_store(to_locator(create_store(loc))).locator == loc
-    for bad in ("postgresql://u:pw@h:99999/db", "postgresql://h/db?schema=x;drop", "postgresql://h/db?nope=1"):
+    for bad in (
+        "postgresql://u:pw@h:99999/db",
+        "postgresql://h/db?schema=x;drop",
+        "postgresql://h/db?nope=1",
+    ):
         with pytest.raises(LocatorError) as info:
             create_store(bad)
         assert "pw" not in str(info.value).replace("pw@", "***@") or ":***@" in str(info.value)
 
 
-def test_password_in_locator_is_used_but_never_shown(pg_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_password_in_locator_is_used_but_never_shown(
+    pg_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     password = _pgpass_password()
     schema = f"t_{uuid.uuid4().hex}"
     secret_url = pg_url.replace("@", f":{password}@", 1) + f"?schema={schema}"
@@ -106,7 +112,14 @@ def _pgpass_password() -> str:
 
 
 def test_hostile_schema_cannot_inject(pg_url: str) -> None:
-    for hostile in ('x"; DROP TABLE t; --', "Robert'); DROP SCHEMA public;--", "a b", "A", "1abc", "x" * 64):
+    for hostile in (
+        'x"; DROP TABLE t; --',
+        "Robert'); DROP SCHEMA public;--",
+        "a b",
+        "A",
+        "1abc",
+        "x" * 64,
+    ):
         with pytest.raises(LocatorError):
             PostgresStore.from_locator(pg_url + "?schema=" + _q(hostile))
     # Even if validation were bypassed, the name is quoted as one identifier.
@@ -179,7 +192,9 @@ def test_eight_concurrent_processes(pg_locator: str) -> None:
         p.join(120)
     assert [p.exitcode for p in procs] == [0] * 8
     store = create_store(pg_locator)
-    ids = [f"{w:02x}{i:014x}" for w in range(8) for i in range(n)] + [f"ff{i:014x}" for i in range(n)]
+    ids = [f"{w:02x}{i:014x}" for w in range(8) for i in range(n)] + [
+        f"ff{i:014x}" for i in range(n)
+    ]
     assert all(store.completed(ids))
     assert len(store.load_records().records) == 9 * n
     assert store.read_log("ff" + "0" * 14).count("\n") == 8
@@ -219,7 +234,9 @@ def test_cli_output_has_no_password(pg_url: str, tmp_path: Path) -> None:
     try:
         done = subprocess.run(
             [*METALAB, "store", "import", "--from", str(src.root), "--to", dst],
-            capture_output=True, text=True, check=False,
+            capture_output=True,
+            text=True,
+            check=False,
         )
         assert done.returncode == 0, done.stderr
         assert password not in done.stdout + done.stderr and "copied 1 runs" in done.stdout
