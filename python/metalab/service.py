@@ -475,7 +475,7 @@ def serve(service_dir: Path) -> int:
     try:
         _wait_ready("127.0.0.1", port, password, 120.0)
         info = ServiceInfo(
-            host=socket.getfqdn(),
+            host=socket.gethostname(),  # what other nodes of the cluster resolve
             port=port,
             user=DB_USER,
             database=DB_NAME,

@@ -202,3 +202,34 @@ def test_records_and_logs_never_hold_the_password(pg_url: str, tmp_path: Path) -
         store.mark("aa" * 8, RunState.SUCCESS)
     finally:
         store.drop_schema()  # type: ignore[attr-defined]
+
+
+def test_service_as_slurm_job(tmp_path: Path) -> None:
+    from services import require_slurm
+
+    require_slurm()
+    store_dir = tmp_path / "slurm_store"
+    base = [*METALAB, "postgres"]
+    started = subprocess.run(
+        [*base, "start", "--store", str(store_dir), "--slurm", "--timeout", "150"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=200,
+    )
+    try:
+        assert started.returncode == 0, started.stderr
+        info = json.loads((store_dir / "services/postgres/service.json").read_text())
+        assert info["mode"] == "slurm" and info["job_id"]
+        results = metalab.run(experiment("slurmsvc"), store=str(store_dir)).result()
+        assert len(results.successful) == 4
+        results.store.close()
+    finally:
+        stopped = subprocess.run(
+            [*base, "stop", "--store", str(store_dir)],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=120,
+        )
+    assert stopped.returncode == 0, stopped.stderr
