@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from enum import StrEnum
 from typing import Any
 
@@ -99,7 +99,16 @@ class RunRecord:
 
     def to_json(self) -> dict[str, Any]:
         """Return the JSON document stored for this record."""
-        data = asdict(self)
+        # Built field by field: dataclasses.asdict deep-copies every value and was the
+        # largest Python cost of writing a record. Key order is that of asdict.
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data["params"] = dict(self.params)
+        data["metrics"] = dict(self.metrics)
+        data["metric_series"] = {k: [list(p) for p in v] for k, v in self.metric_series.items()}
+        data["error"] = dict(vars(self.error)) if self.error is not None else None
+        data["provenance"] = dict(vars(self.provenance)) if self.provenance else None
+        data["artifacts"] = [asdict(a) for a in self.artifacts]
+        data["derived_errors"] = dict(self.derived_errors)
         data["schema"] = RECORD_SCHEMA
         data["status"] = self.status.value
         data["started_at"] = self.started_at.isoformat() if self.started_at else None

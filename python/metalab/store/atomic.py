@@ -28,9 +28,14 @@ def atomic_write(target: Path, data: bytes, *, mode: int = 0o644, durable: bool 
     Raises:
         OSError: the write failed (disk full, read-only); ``target`` is left untouched.
     """
-    target.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_name(target)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+    try:
+        fd = os.open(tmp, flags, mode)
+    except FileNotFoundError:
+        # Create missing directories only when needed: one syscall less per write.
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(tmp, flags, mode)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)

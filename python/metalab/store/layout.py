@@ -53,11 +53,11 @@ class FileLayout:
 
     def run_dir(self, run_id: str) -> Path:
         """``runs/{id[:2]}/{id}``."""
-        return self.runs_dir / self.shard(run_id) / run_id
+        return self.root.joinpath("runs", run_id[:2], run_id)
 
     def record(self, run_id: str) -> Path:
         """The run's ``record.json``."""
-        return self.run_dir(run_id) / "record.json"
+        return self.root.joinpath("runs", run_id[:2], run_id, "record.json")
 
     def log(self, run_id: str) -> Path:
         """The run's ``run.log``."""
@@ -74,7 +74,7 @@ class FileLayout:
 
     def done_marker(self, run_id: str) -> Path:
         """The success marker of a run."""
-        return self.done_dir / self.shard(run_id) / f"{run_id}.done"
+        return self.root.joinpath("done", run_id[:2], f"{run_id}.done")
 
     @property
     def failed_dir(self) -> Path:
@@ -83,7 +83,7 @@ class FileLayout:
 
     def failed_marker(self, run_id: str) -> Path:
         """The failure marker of a run."""
-        return self.failed_dir / self.shard(run_id) / f"{run_id}.failed"
+        return self.root.joinpath("failed", run_id[:2], f"{run_id}.failed")
 
     @property
     def derived_dir(self) -> Path:
