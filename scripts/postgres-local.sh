@@ -8,6 +8,7 @@
 #   scripts/postgres-local.sh kill      stop it like a crash (pg_ctl -m immediate: no checkpoint)
 #   scripts/postgres-local.sh restart   stop (fast) then start
 #   scripts/postgres-local.sh status    exit 0 if it accepts connections on 127.0.0.1:5432, else 3
+#   scripts/postgres-local.sh pid       print the postmaster's PID (kill -9 it for a hard crash)
 #   scripts/postgres-local.sh url       print METALAB_TEST_POSTGRES_URL=... (no server check)
 #
 # What `setup` does, every step idempotent:
@@ -24,15 +25,18 @@
 #     (all progress messages go to stderr, so `export "$(scripts/postgres-local.sh)"` works).
 #     The URL carries no password: libpq/psycopg read it from ~/.pgpass (or $PGPASSFILE).
 #
-# Fault tests: `scripts/postgres-local.sh kill` (or `stop`) then `scripts/postgres-local.sh start`.
-# The raw equivalents are `pg_ctlcluster 15 main stop -m immediate` / `pg_ctlcluster 15 main start`.
+# Fault tests: `scripts/postgres-local.sh kill` (or `stop`, or `kill -9 $(... pid)`), then
+# `scripts/postgres-local.sh start`, which returns once connections are accepted again (after
+# crash recovery). Raw equivalents: `pg_ctlcluster 15 main stop -m immediate` and
+# `pg_ctlcluster 15 main start` (the latter returns before the server is ready: poll
+# `pg_isready -h 127.0.0.1 -p 5432`).
 set -euo pipefail
 
 PG_HOST=127.0.0.1
-PG_PORT=5432
+PG_PORT=${METALAB_PG_PORT:-5432}
 PG_ROLE=metalab
 PG_DB=metalab
-PG_CLUSTER=main
+PG_CLUSTER=${METALAB_PG_CLUSTER:-main}
 READY_TIMEOUT=${METALAB_PG_READY_TIMEOUT:-60}
 
 log() { printf '[postgres-local] %s\n' "$*" >&2; }
@@ -88,18 +92,6 @@ require_version() {
 
 is_ready() { "$PG_BIN/pg_isready" -q -h "$PG_HOST" -p "$PG_PORT" -t 2; }
 
-wait_ready() {
-    local deadline=$((SECONDS + READY_TIMEOUT))
-    until is_ready; do
-        if [ "$SECONDS" -ge "$deadline" ]; then
-            log "server not ready on $PG_HOST:$PG_PORT after ${READY_TIMEOUT}s; last log lines:"
-            tail -n 40 "/var/log/postgresql/postgresql-$PG_VER-$PG_CLUSTER.log" >&2 || true
-            die "PostgreSQL did not become ready"
-        fi
-        sleep 0.3
-    done
-}
-
 ensure_cluster() {
     if [ ! -f "/etc/postgresql/$PG_VER/$PG_CLUSTER/postgresql.conf" ]; then
         log "creating cluster $PG_VER/$PG_CLUSTER on port $PG_PORT"
@@ -128,11 +120,24 @@ is_running() { pg_ctlcluster "$PG_VER" "$PG_CLUSTER" status >/dev/null 2>&1; }
 do_start() {
     # /run is a tmpfs on real hosts: the socket directory may be gone after a reboot.
     install -d -o postgres -g postgres -m 2775 /var/run/postgresql
-    if ! is_running; then
-        log "starting cluster $PG_VER/$PG_CLUSTER"
-        pg_ctlcluster "$PG_VER" "$PG_CLUSTER" start >&2
-    fi
-    wait_ready
+    # Gate on "accepts connections", not on the pid file, and retry: right after a SIGKILL of
+    # the postmaster its children linger for a moment and a new postmaster refuses to start
+    # (shared memory still in use); a server in crash recovery is running but not ready yet.
+    local deadline=$((SECONDS + READY_TIMEOUT)) next_try=0
+    while ! is_ready; do
+        if [ "$SECONDS" -ge "$next_try" ] && ! is_running; then
+            log "starting cluster $PG_VER/$PG_CLUSTER"
+            pg_ctlcluster "$PG_VER" "$PG_CLUSTER" start >&2 ||
+                log "pg_ctlcluster start exited with $?: trying again shortly"
+            next_try=$((SECONDS + 2))
+        fi
+        if [ "$SECONDS" -ge "$deadline" ]; then
+            log "server not ready on $PG_HOST:$PG_PORT after ${READY_TIMEOUT}s; last log lines:"
+            tail -n 40 "/var/log/postgresql/postgresql-$PG_VER-$PG_CLUSTER.log" >&2 || true
+            die "PostgreSQL did not become ready"
+        fi
+        sleep 0.3
+    done
     log "ready on $PG_HOST:$PG_PORT"
 }
 
@@ -140,10 +145,25 @@ do_stop() {
     local mode=$1
     if is_running; then
         log "stopping cluster $PG_VER/$PG_CLUSTER (-m $mode)"
-        pg_ctlcluster "$PG_VER" "$PG_CLUSTER" stop -m "$mode" >&2
+        pg_ctlcluster "$PG_VER" "$PG_CLUSTER" stop -m "$mode" >&2 || true
     else
         log "cluster $PG_VER/$PG_CLUSTER is not running"
     fi
+    if is_ready; then
+        die "cluster $PG_VER/$PG_CLUSTER still accepts connections after stop"
+    fi
+}
+
+# PID of the running postmaster (for tests that want a real SIGKILL), from postmaster.pid.
+do_pid() {
+    local datadir pid
+    datadir=$(awk -F"'" '/^[[:space:]]*data_directory[[:space:]]*=/ { print $2; exit }' \
+        "/etc/postgresql/$PG_VER/$PG_CLUSTER/postgresql.conf")
+    pid=$(head -n 1 "$datadir/postmaster.pid" 2>/dev/null || true)
+    if [ -z "$pid" ] || ! kill -0 "$pid" 2>/dev/null; then
+        die "no running postmaster for cluster $PG_VER/$PG_CLUSTER"
+    fi
+    printf '%s\n' "$pid"
 }
 
 # The password stored for our role in the pgpass file, or "" if none.
@@ -191,7 +211,7 @@ do_setup() {
 
     log "creating role $PG_ROLE and database $PG_DB (if missing)"
     # Fed on stdin so that the password never shows up in a process listing.
-    runuser -u postgres -- psql -X -q -v ON_ERROR_STOP=1 -d postgres >&2 <<SQL
+    runuser -u postgres -- psql -X -q -v ON_ERROR_STOP=1 -p "$PG_PORT" -d postgres >&2 <<SQL
 \set pw '$pw'
 SELECT 'CREATE ROLE $PG_ROLE' WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '$PG_ROLE')\gexec
 ALTER ROLE $PG_ROLE WITH LOGIN CREATEDB PASSWORD :'pw';
@@ -235,7 +255,11 @@ status)
         exit 3
     fi
     ;;
+pid)
+    require_version
+    do_pid
+    ;;
 url) printf 'METALAB_TEST_POSTGRES_URL=%s\n' "$(url)" ;;
 -h | --help | help) sed -n '2,30p' "$0" ;;
-*) die "unknown command '$cmd' (setup|start|stop|kill|restart|status|url)" ;;
+*) die "unknown command '$cmd' (setup|start|stop|kill|restart|status|pid|url)" ;;
 esac

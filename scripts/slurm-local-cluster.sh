@@ -93,7 +93,7 @@ ensure_munge() {
     # A munged that died uncleanly leaves its socket/pid behind: munged then refuses to start.
     local pid
     pid=$(cat /run/munge/munged.pid 2>/dev/null || true)
-    if [ -n "$pid" ] && ! kill -0 "$pid" 2>/dev/null; then
+    if [ -n "$pid" ] && ! is_prog "$pid" munged; then
         rm -f /run/munge/munged.pid /run/munge/munge.socket.2 /run/munge/munge.socket.2.lock
     fi
     log "starting munged"
@@ -173,10 +173,12 @@ EOF
     log "config $CONF (node $NODE: CPUs=$cpus on $ncpu real cores, RealMemory=${real_mem}MB)"
 }
 
-alive() { # alive PIDFILE
-    local pid
-    pid=$(cat "$1" 2>/dev/null || true)
-    [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null
+# is_prog PID NAME: PID is alive and runs NAME (a pid file may outlive its daemon, and the
+# pid may since belong to something else).
+is_prog() { [ -n "$1" ] && [ "$(cat "/proc/$1/comm" 2>/dev/null || true)" = "$2" ]; }
+
+alive() { # alive NAME PIDFILE
+    is_prog "$(cat "$2" 2>/dev/null || true)" "$1"
 }
 
 stop_daemon() { # stop_daemon NAME PIDFILE
@@ -185,7 +187,7 @@ stop_daemon() { # stop_daemon NAME PIDFILE
     # Daemons of an earlier run whose pid file is gone: only this exact program name.
     pids="$pids $(pgrep -x "$name" || true)"
     for pid in $pids; do
-        kill -0 "$pid" 2>/dev/null || continue
+        is_prog "$pid" "$name" || continue
         log "stopping $name (pid $pid)"
         kill -TERM "$pid" 2>/dev/null || true
         for _ in $(seq 1 50); do
@@ -226,7 +228,7 @@ wait_node() {
         idle | mix | alloc) break ;;
         down* | drain* | drng* | fail* | unk*)
             # ReturnToService=2 usually handles this; resume explicitly once slurmd registered.
-            if [ "$resumed" -eq 0 ] && [ $((SECONDS % 3)) -eq 0 ] && alive "$SLURMD_PID"; then
+            if [ "$resumed" -eq 0 ] && [ $((SECONDS % 3)) -eq 0 ] && alive slurmd "$SLURMD_PID"; then
                 if scontrol update NodeName="$NODE" State=RESUME >/dev/null 2>&1; then
                     resumed=1
                 fi
@@ -258,7 +260,7 @@ do_setup() {
     write_conf
     local hash
     hash=$(sha256sum "$CONF" | cut -d' ' -f1)
-    if [ "$force" -eq 0 ] && alive "$CTLD_PID" && alive "$SLURMD_PID" &&
+    if [ "$force" -eq 0 ] && alive slurmctld "$CTLD_PID" && alive slurmd "$SLURMD_PID" &&
         [ "$(cat "$HASH_FILE" 2>/dev/null || true)" = "$hash" ] && node_usable; then
         log "slurmctld and slurmd already run with this configuration: keeping them"
     else
