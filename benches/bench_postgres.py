@@ -13,6 +13,8 @@ import sys
 import time
 import uuid
 
+import pandas  # noqa: F401 - imported up front so its one-off import is not timed
+
 from metalab.records import RunRecord, RunState
 from metalab.results import load_results
 from metalab.store.bundle import RunBundle
