@@ -1,11 +1,22 @@
-"""Live progress of an experiment: a rich bar when available, plain text otherwise."""
+"""Live progress of an experiment: a rich bar when available, plain text otherwise.
+
+Executors that run tasks in this process tree (threads, process pools) report each run
+as it finishes through :meth:`Progress.record_finished`, in completion order; executors
+whose runs happen elsewhere (SLURM) poll the store and call :meth:`Progress.update`.
+
+The plain-text display writes one self-contained line at most every ``interval`` seconds
+(plus the final line), so it stays readable in CI logs and notebooks where a redrawn bar
+would turn into noise.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
@@ -13,12 +24,16 @@ from metalab.errors import ExperimentError
 
 __all__ = ["Progress", "ProgressSnapshot", "make_progress"]
 
-_METRIC_SPEC = re.compile(r"^(?P<name>[^:]+)(?::(?P<fmt>.+))?$")
+_METRIC_SPEC = re.compile(r"^(?P<name>[^:\s][^:]*?)(?::(?P<fmt>.*))?$")
 
 
 @dataclass
 class ProgressSnapshot:
-    """Counts shown by a progress display."""
+    """Counts shown by a progress display.
+
+    ``completed`` counts successful runs including ``skipped`` ones (done before), the
+    same convention as :class:`metalab.RunStatus`.
+    """
 
     total: int
     completed: int = 0
@@ -33,91 +48,161 @@ class ProgressSnapshot:
         return self.completed + self.failed + self.cancelled
 
 
+def _check_format(spec: str, fmt: str) -> None:
+    # A spec is valid if it formats a float or an int: ".2%" needs a number, "d" an int.
+    for sample in (1.0, 1):
+        try:
+            format(sample, fmt)
+        except (ValueError, TypeError):
+            continue
+        return
+    raise ExperimentError(
+        f"display metric {spec!r} has an invalid format spec {fmt!r}; "
+        f"use a Python format spec such as '.4f', '.2%' or '.3e'"
+    )
+
+
+def _format_seconds(seconds: float) -> str:
+    seconds = round(seconds)
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes:02d}:{secs:02d}"
+
+
+def _rich_wanted() -> bool:
+    # A live bar only makes sense on a terminal or in a notebook; in CI logs rich would
+    # render nothing until the end, so the plain-text lines are used there instead.
+    if "ipykernel" in sys.modules:
+        return True
+    isatty = getattr(sys.stderr, "isatty", None)
+    return bool(isatty and isatty())
+
+
 class Progress:
-    """Progress display options.
+    """Progress display options and state.
 
     Args:
         title: heading of the display.
         display_metrics: metrics to show with their latest value, as ``"name"`` or
             ``"name:format_spec"`` (e.g. ``"loss:.4f"``, ``"accuracy:.2%"``).
-        use_rich: force (True) or refuse (False) rich; ``None`` picks rich when installed.
+        use_rich: force (True) or refuse (False) rich; ``None`` uses rich when it is
+            installed and stderr is a terminal or a notebook, plain text otherwise.
         stream: where the plain-text display writes (default ``sys.stderr``).
-        interval: seconds between plain-text lines.
+        interval: minimum seconds between two plain-text lines.
 
     Raises:
-        ExperimentError: a metric spec or format spec is invalid.
+        ExperimentError: a metric spec or format spec is invalid, or ``interval`` is
+            negative.
     """
 
     def __init__(
         self,
         title: str = "metalab",
-        display_metrics: list[str] | tuple[str, ...] = (),
+        display_metrics: Sequence[str] = (),
         use_rich: bool | None = None,
         stream: TextIO | None = None,
         interval: float = 2.0,
     ) -> None:
-        self.title = title
+        if isinstance(display_metrics, str):
+            raise ExperimentError(
+                f"display_metrics must be a list of strings, got the string {display_metrics!r}"
+            )
+        if not isinstance(interval, int | float) or interval < 0:
+            raise ExperimentError(f"interval must be a non-negative number, got {interval!r}")
+        self.title = str(title)
         self.metric_formats = [self._parse(spec) for spec in display_metrics]
         self.use_rich = use_rich
         self.stream = stream
-        self.interval = interval
+        self.interval = float(interval)
         self._lock = threading.Lock()
         self._snapshot = ProgressSnapshot(total=0)
         self._started = time.monotonic()
         self._renderer: Any = None
-        self._last_line = 0.0
+        self._task: Any = None
+        self._last_line = float("-inf")
+        self._closed = False
 
     @staticmethod
-    def _parse(spec: str) -> tuple[str, str]:
+    def _parse(spec: object) -> tuple[str, str]:
         match = _METRIC_SPEC.fullmatch(spec) if isinstance(spec, str) else None
         if match is None:
             raise ExperimentError(f"display metric {spec!r} must look like 'name' or 'name:.4f'")
         fmt = match.group("fmt") or ""
-        try:
-            format(1.0, fmt)
-        except (ValueError, TypeError) as exc:
-            raise ExperimentError(
-                f"display metric {spec!r} has an invalid format spec {fmt!r}: {exc}"
-            ) from None
-        return match.group("name"), fmt
+        assert isinstance(spec, str)
+        _check_format(spec, fmt)
+        return match.group("name").strip(), fmt
+
+    def __repr__(self) -> str:
+        metrics = [f"{n}:{f}" if f else n for n, f in self.metric_formats]
+        return f"Progress(title={self.title!r}, display_metrics={metrics!r})"
+
+    @property
+    def snapshot(self) -> ProgressSnapshot:
+        """A copy of the current counts and latest metric values."""
+        with self._lock:
+            snap = dataclasses.replace(self._snapshot)
+            snap.latest = dict(self._snapshot.latest)
+            return snap
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self, total: int, skipped: int) -> None:
         """Begin displaying an experiment of ``total`` runs, ``skipped`` already done."""
-        self._snapshot = ProgressSnapshot(total=total, completed=skipped, skipped=skipped)
-        self._started = time.monotonic()
-        want_rich = self.use_rich
-        if want_rich is None or want_rich:
-            try:
-                from rich.progress import (
-                    BarColumn,
-                    MofNCompleteColumn,
-                    TextColumn,
-                    TimeElapsedColumn,
-                    TimeRemainingColumn,
-                )
-                from rich.progress import Progress as RichProgress
-
-                self._renderer = RichProgress(
-                    TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("{task.fields[extra]}"), TimeElapsedColumn(),
-                    TimeRemainingColumn(), transient=False,
-                )
-                self._task = self._renderer.add_task(
-                    self.title, total=total, completed=skipped, extra=self._extra()
-                )
-                self._renderer.start()
-            except ImportError:
-                if want_rich:
-                    raise
-                self._renderer = None
+        with self._lock:
+            self._snapshot = ProgressSnapshot(total=total, completed=skipped, skipped=skipped)
+            self._started = time.monotonic()
+            self._closed = False
+            self._last_line = float("-inf")
+        want = self.use_rich if self.use_rich is not None else _rich_wanted()
+        if want:
+            self._start_rich(required=self.use_rich is True)
         self._emit(force=True)
+
+    def _start_rich(self, required: bool) -> None:
+        try:
+            from rich.console import Console
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+            from rich.progress import Progress as RichProgress
+        except ImportError:
+            if required:
+                raise ExperimentError(
+                    "Progress(use_rich=True) needs the 'rich' package: uv add metalab[rich]"
+                ) from None
+            return
+        console = Console(file=self.stream) if self.stream is not None else None
+        renderer = RichProgress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[extra]}"),
+            TextColumn("{task.fields[rate]}"),
+            TimeElapsedColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
+            console=console,
+            transient=False,
+        )
+        snap = self._snapshot
+        self._task = renderer.add_task(
+            self.title,
+            total=snap.total,
+            completed=snap.finished,
+            extra=self._extra(snap),
+            rate="",
+        )
+        renderer.start()
+        self._renderer = renderer
 
     def update(self, snapshot: ProgressSnapshot) -> None:
         """Replace the counts (used by executors that poll, such as SLURM)."""
         with self._lock:
-            snapshot.latest = snapshot.latest or self._snapshot.latest
-            self._snapshot = snapshot
+            latest = snapshot.latest or self._snapshot.latest
+            self._snapshot = dataclasses.replace(snapshot, latest=dict(latest))
         self._emit()
 
     def record_finished(self, status: str, metrics: dict[str, Any]) -> None:
@@ -130,55 +215,86 @@ class Progress:
                 snap.cancelled += 1
             else:
                 snap.failed += 1
-            snap.latest.update({k: v for k, v in metrics.items()})
+            if self.metric_formats and metrics:
+                snap.latest.update(metrics)
         self._emit()
 
     def close(self) -> None:
-        """Show the final counts and release the display."""
+        """Show the final counts and release the display (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
         self._emit(force=True)
         if self._renderer is not None:
             self._renderer.stop()
             self._renderer = None
 
     # -- rendering ------------------------------------------------------------------------
-    def _extra(self) -> str:
-        snap = self._snapshot
-        parts = [f"ok {snap.completed - snap.skipped}", f"failed {snap.failed}",
-                 f"skipped {snap.skipped}"]
+    def _extra(self, snap: ProgressSnapshot) -> str:
+        parts = [
+            f"completed {snap.completed - snap.skipped}",
+            f"failed {snap.failed}",
+            f"skipped {snap.skipped}",
+        ]
+        if snap.cancelled:
+            parts.append(f"cancelled {snap.cancelled}")
         for name, fmt in self.metric_formats:
             if name in snap.latest:
+                value = snap.latest[name]
                 try:
-                    parts.append(f"{name}={format(snap.latest[name], fmt)}")
+                    shown = format(value, fmt)
                 except (ValueError, TypeError):
-                    parts.append(f"{name}={snap.latest[name]}")
+                    # A metric of another type than the spec expects is still shown.
+                    shown = str(value)
+                parts.append(f"{name}={shown}")
         return " ".join(parts)
+
+    def _rate_eta(self, snap: ProgressSnapshot) -> tuple[float, float | None]:
+        elapsed = max(time.monotonic() - self._started, 1e-9)
+        rate = (snap.finished - snap.skipped) / elapsed
+        remaining = max(snap.total - snap.finished, 0)
+        eta = remaining / rate if rate > 0 else (0.0 if remaining == 0 else None)
+        return rate, eta
 
     def line(self) -> str:
         """The plain-text status line: counts, rate, ETA and chosen metrics."""
-        snap = self._snapshot
-        elapsed = max(time.monotonic() - self._started, 1e-9)
-        done_now = snap.finished - snap.skipped
-        rate = done_now / elapsed
-        remaining = snap.total - snap.finished
-        eta = f"{remaining / rate:.0f}s" if rate > 0 else "?"
-        return (f"{self.title}: {snap.finished}/{snap.total} {self._extra()} "
-                f"{rate:.1f} runs/s eta {eta}")
+        snap = self.snapshot
+        rate, eta = self._rate_eta(snap)
+        pct = 100.0 * snap.finished / snap.total if snap.total else 100.0
+        eta_text = _format_seconds(eta) if eta is not None else "?"
+        return (
+            f"{self.title}: {snap.finished}/{snap.total} ({pct:.0f}%) {self._extra(snap)} "
+            f"| {rate:.1f} runs/s eta {eta_text}"
+        )
 
     def _emit(self, force: bool = False) -> None:
-        if self._renderer is not None:
-            snap = self._snapshot
-            self._renderer.update(self._task, completed=snap.finished, extra=self._extra())
+        renderer = self._renderer
+        if renderer is not None:
+            snap = self.snapshot
+            rate, _ = self._rate_eta(snap)
+            renderer.update(
+                self._task,
+                total=snap.total,
+                completed=snap.finished,
+                extra=self._extra(snap),
+                rate=f"{rate:.1f}/s",
+            )
             return
         now = time.monotonic()
-        if not force and now - self._last_line < self.interval:
-            return
-        self._last_line = now
-        stream = self.stream or sys.stderr
+        with self._lock:
+            if not force and now - self._last_line < self.interval:
+                return
+            self._last_line = now
+        stream = self.stream if self.stream is not None else sys.stderr
         print(self.line(), file=stream, flush=True)
 
 
 def make_progress(progress: bool | Progress | None) -> Progress | None:
-    """Normalise the ``progress=`` argument of :func:`metalab.run`."""
+    """Normalise the ``progress=`` argument of :func:`metalab.run`.
+
+    Raises:
+        ExperimentError: ``progress`` is neither a bool, ``None`` nor a Progress.
+    """
     if progress is None or progress is False:
         return None
     if progress is True:

@@ -61,8 +61,13 @@ _MAX_BARREN_DEATHS = 3
 # ---------------------------------------------------------------------------------------
 # worker side
 # ---------------------------------------------------------------------------------------
-def _worker_main(conn: mpc.Connection) -> None:
+def _worker_main(conn: mpc.Connection, inherited: list[Any] | None = None) -> None:
     """Entry point of a worker process: set up once, then execute tasks as they come."""
+    # A forked child holds copies of the driver's pipe ends; closing them lets the
+    # worker see end-of-file when the driver goes away.
+    for other in inherited or ():
+        with contextlib.suppress(OSError):
+            other.close()
     try:
         _worker_loop(conn)
     except (EOFError, BrokenPipeError, KeyboardInterrupt):
@@ -238,8 +243,14 @@ class _ProcessLaunch(TallyingLaunch):
         parent, child = self._ctx.Pipe(duplex=True)
         label = f"p{self._serial}"
         self._serial += 1
+        inherited = None
+        if not self._hide_main:
+            inherited = [parent, self._wake_r, self._wake_w, *(w.conn for w in self._workers)]
         process = self._ctx.Process(
-            target=_worker_main, args=(child,), daemon=False, name=f"metalab-worker-{label}"
+            target=_worker_main,
+            args=(child, inherited),
+            daemon=False,
+            name=f"metalab-worker-{label}",
         )
         with _main_module_hidden(self._hide_main):
             process.start()
@@ -268,6 +279,8 @@ class _ProcessLaunch(TallyingLaunch):
 
     def _finish(self) -> None:
         for worker in self._workers:
+            with contextlib.suppress(OSError):
+                worker.conn.send(("stop",))
             with contextlib.suppress(OSError):
                 worker.conn.close()
         for worker in self._workers:
@@ -388,6 +401,9 @@ class _ProcessLaunch(TallyingLaunch):
             dropped = [t for t in message[1] if t in worker.outstanding]
             worker.outstanding.clear()
             worker.stopping = False
+            if worker.counted_running and dropped:
+                # Counted as running when its predecessor finished, but never started.
+                self._uncount(worker)
             if dropped:
                 self.skipped_by_cancel(len(dropped))
         elif kind in ("fatal", "init_error"):
@@ -450,12 +466,16 @@ class _ProcessLaunch(TallyingLaunch):
         if worker in self._workers:
             self._workers.remove(worker)
 
-    def _requeue(self, worker: _Worker) -> None:
-        self._retire(worker)
+    def _uncount(self, worker: _Worker) -> None:
         if worker.counted_running:
             with self._lock:
                 self._counts.running -= 1
         worker.counted_running = False
+        worker.started_at = None
+
+    def _requeue(self, worker: _Worker) -> None:
+        self._retire(worker)
+        self._uncount(worker)
         self._queue.extendleft(reversed(worker.outstanding))
         worker.outstanding.clear()
 
