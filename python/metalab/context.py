@@ -52,7 +52,7 @@ class _PathRef(os.PathLike[str]):
         return f"{type(self).__name__}({self.path!r})"
 
     def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and other.path == self.path  # type: ignore[attr-defined]
+        return isinstance(other, _PathRef) and type(other) is type(self) and other.path == self.path
 
     def __hash__(self) -> int:
         return hash((type(self).__name__, self.path))
@@ -108,8 +108,40 @@ class DirPath(_PathRef):
         return {"kind": "dir", "path": self.path, "entries": entries}
 
 
+def _check_value(where: str, value: Any) -> None:
+    if isinstance(value, _PathRef) or is_context_spec(value):
+        return
+    try:
+        fingerprint(value)
+    except ValueError as exc:
+        raise ContextError(
+            f"context field {where!r} holds {value!r}, which is not JSON-like "
+            f"(str, int, float, bool, None, list, dict, FilePath, DirPath or a context "
+            f"spec); load big or complex data inside the operation instead: {exc}"
+        ) from None
+
+
 def context_spec(cls: type[T]) -> type[T]:
-    """Turn a class with annotated fields into a frozen, serialisable context spec."""
+    """Turn a class with annotated fields into a frozen, serialisable context spec.
+
+    Field values must be JSON-like, :class:`FilePath`/:class:`DirPath` or nested context
+    specs, so the spec can be fingerprinted and shipped to workers as JSON; a bad value
+    raises :class:`~metalab.errors.ContextError` naming the field when the spec is built.
+
+    Raises:
+        ContextError: ``cls`` is not a class.
+    """
+    if not isinstance(cls, type):
+        raise ContextError(f"@context_spec decorates a class, got {cls!r}")
+    user_post_init = getattr(cls, "__post_init__", None)
+
+    def __post_init__(self: Any) -> None:
+        for spec_field in dataclasses.fields(self):
+            _check_value(spec_field.name, getattr(self, spec_field.name))
+        if user_post_init is not None:
+            user_post_init(self)
+
+    cls.__post_init__ = __post_init__  # type: ignore[attr-defined]
     frozen = dataclass(frozen=True)(cls)
     setattr(frozen, _SPEC_MARK, True)
     return frozen
@@ -126,16 +158,16 @@ def _field_manifest(name: str, value: Any, resolve: bool) -> Any:
             return value.metadata(name)
         return {"__metalab_path__": value.kind, "path": value.path}
     if is_context_spec(value):
-        return _spec_manifest(value, resolve)
+        return _spec_manifest(value, resolve, prefix=f"{name}.")
     return value
 
 
-def _spec_manifest(spec: Any, resolve: bool) -> dict[str, Any]:
+def _spec_manifest(spec: Any, resolve: bool, prefix: str = "") -> dict[str, Any]:
     cls = type(spec)
     return {
         "__metalab_context__": f"{cls.__module__}:{cls.__qualname__}",
         "fields": {
-            f.name: _field_manifest(f.name, getattr(spec, f.name), resolve)
+            f.name: _field_manifest(prefix + f.name, getattr(spec, f.name), resolve)
             for f in dataclasses.fields(spec)
         },
     }
