@@ -147,7 +147,8 @@ def grid_points(keys: list[str], axes: list[list[Any]]) -> list[tuple[list[int],
     """Every grid point in itertools.product order: (axis positions, params dict)."""
     out = []
     for pos in itertools.product(*[range(len(a)) for a in axes]):
-        out.append((list(pos), {k: axes[i][p] for i, (k, p) in enumerate(zip(keys, pos))}))
+        params = {k: axes[i][p] for i, (k, p) in enumerate(zip(keys, pos, strict=True))}
+        out.append((list(pos), params))
     return out
 
 
@@ -185,12 +186,14 @@ def sample(kind: str, args: tuple[Any, ...], a: int, b: int) -> float | int:
     if kind == "loguniform_int":
         lo, hi = args
         llo, lhi = math.log(float(lo)), math.log(float(hi) + 1.0)
-        v = int(math.floor(math.exp(llo + (lhi - llo) * u)))
+        v = math.floor(math.exp(llo + (lhi - llo) * u))
         return max(lo, min(hi, v))
     raise ValueError(kind)
 
 
-def trial(seed: int, space: list[tuple[str, str, tuple[Any, ...]]], index: int) -> list[float | int]:
+def trial(
+    seed: int, space: list[tuple[str, str, tuple[Any, ...]]], index: int
+) -> list[float | int]:
     return [sample(kind, args, *draw(seed, index, key)) for key, kind, args in space]
 
 

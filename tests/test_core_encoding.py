@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import math
+import random
 import struct
 from typing import Any
 
 import pytest
-import reference as ref
-from core_strategies import floats, values
 from hypothesis import given
 from hypothesis import strategies as st
 
+import reference as ref
+from core_strategies import floats, values
 from metalab import _core
 from metalab.errors import EncodingError
 
@@ -64,8 +65,29 @@ def test_equal_encodings_mean_equal_values(a: Any, b: Any) -> None:
     assert (_core.canonical_encode(a) == _core.canonical_encode(b)) == (tagged(a) == tagged(b))
 
 
+def test_float_text_bulk() -> None:
+    """Random bit patterns, dyadic ties and short decimals, all in one encoding."""
+    rng = random.Random(20240601)
+    xs: list[float] = []
+    for i in range(30_000):
+        kind = i % 3
+        if kind == 0:
+            x = struct.unpack("<d", rng.getrandbits(64).to_bytes(8, "little"))[0]
+        elif kind == 1:
+            x = math.ldexp(rng.randrange(1, 2**53), -rng.randrange(0, 64))
+        else:
+            x = float(f"{rng.randrange(1, 10 ** rng.randrange(1, 18))}e{rng.randrange(-30, 30)}")
+        if math.isfinite(x):
+            xs.append(x)
+    assert _core.canonical_encode(xs) == ref.encode(xs)
+    # The tie Rust's own `{:e}` breaks upwards; Python's repr (and the spec) go to even.
+    assert _core.canonical_encode(8796093022208.0625) == b"f\x00\x00\x00\x148.796093022208062e12"
+
+
 def test_types_never_alias() -> None:
-    encs = [_core.canonical_encode(v) for v in (1, 1.0, True, "1.0", "1", None, False, 0, 0.0, -0.0)]
+    encs = [
+        _core.canonical_encode(v) for v in (1, 1.0, True, "1.0", "1", None, False, 0, 0.0, -0.0)
+    ]
     assert len(set(encs)) == len(encs)
     assert _core.canonical_encode((1, 2)) == _core.canonical_encode([1, 2])
     assert _core.canonical_encode({"b": 1, "a": 2}) == _core.canonical_encode({"a": 2, "b": 1})
@@ -84,7 +106,9 @@ def test_golden_encodings() -> None:
     assert _core.canonical_encode("é") == b"s\x00\x00\x00\x02\xc3\xa9"
     assert _core.canonical_encode([None]) == b"l\x00\x00\x00\x01N"
     assert (
-        _core.canonical_encode({"lr": 0.1, "layers": [64, 64], "act": "relu", "dropout": None}).hex()
+        _core.canonical_encode(
+            {"lr": 0.1, "layers": [64, 64], "act": "relu", "dropout": None}
+        ).hex()
         == "64000000047300000003616374730000000472656c75730000000764726f706f75744e73000000066c61"
         "796572736c0000000269000000000000004069000000000000004073000000026c72660000000431652d31"
     )
@@ -99,7 +123,10 @@ GOLDEN_FINGERPRINTS = [
     (-0.0, "344d9ca1506fff9646245d9cc6ff77d4"),
     (2**64, "572d5947bfc5f205b530ce18349c53e3"),
     (0.1, "9dd33adfa05e1f5bc1157d1283cfaf74"),
-    ({"lr": 0.1, "layers": [64, 64], "act": "relu", "dropout": None}, "6ca284325362d6a8e13b926d0c527865"),
+    (
+        {"lr": 0.1, "layers": [64, 64], "act": "relu", "dropout": None},
+        "6ca284325362d6a8e13b926d0c527865",
+    ),
 ]
 
 

@@ -7,21 +7,22 @@ import math
 from typing import Any
 
 import pytest
-import reference as ref
-from core_strategies import scalars, texts, values
 from hypothesis import given
 from hypothesis import strategies as st
 
+import reference as ref
+from core_strategies import scalars, texts, values
 from metalab import _core
 from metalab.errors import EncodingError, ParamSpecError
 
 
 @st.composite
-def grids(draw: st.DrawFn, max_axes: int = 4, max_len: int = 4) -> tuple[list[str], list[list[Any]]]:
+def grids(
+    draw: st.DrawFn, max_axes: int = 4, max_len: int = 4
+) -> tuple[list[str], list[list[Any]]]:
     keys = draw(st.lists(texts, min_size=1, max_size=max_axes, unique=True))
     axes = [
-        draw(st.lists(values, min_size=1, max_size=max_len, unique_by=ref.encode))
-        for _ in keys
+        draw(st.lists(values, min_size=1, max_size=max_len, unique_by=ref.encode)) for _ in keys
     ]
     return keys, axes
 
@@ -96,7 +97,7 @@ def test_index_errors() -> None:
 
 
 def test_empty_axis_names_key() -> None:
-    with pytest.raises(ParamSpecError, match="'beta'.*empty"):
+    with pytest.raises(ParamSpecError, match=r"'beta'.*empty"):
         _core.GridCore(["alpha", "beta"], [[1], []])
 
 

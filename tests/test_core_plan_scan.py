@@ -8,10 +8,10 @@ import time
 from pathlib import Path
 
 import pytest
-import reference as ref
 from hypothesis import given
 from hypothesis import strategies as st
 
+import reference as ref
 from metalab import _core
 from metalab.errors import StoreError
 
@@ -88,7 +88,7 @@ def test_300k_path_is_fast(tmp_path: Path) -> None:
     # Target < 0.3 s in a release build on 2 cores; generous bound against noisy machines.
     assert elapsed < 1.5, elapsed
 
-    for rid in ids[::7]:
+    for rid in ids[::50]:
         d = tmp_path / rid[:2]
         d.mkdir(exist_ok=True)
         (d / f"{rid}.done").touch()
@@ -98,6 +98,6 @@ def test_300k_path_is_fast(tmp_path: Path) -> None:
     t0 = time.perf_counter()
     n = sum(1 for d in os.scandir(tmp_path) for _ in os.scandir(d.path))
     bare_s = time.perf_counter() - t0
-    assert sum(flags) == n == len(ids[::7])
-    assert flags == [i % 7 == 0 for i in range(len(ids))]
+    assert sum(flags) == n == len(ids[::50])
+    assert flags == [i % 50 == 0 for i in range(len(ids))]
     assert scan_s < max(1.0, 5 * bare_s), (scan_s, bare_s)

@@ -6,10 +6,10 @@ import math
 from typing import Any
 
 import pytest
-import reference as ref
 from hypothesis import given
 from hypothesis import strategies as st
 
+import reference as ref
 from metalab import _core
 from metalab.errors import ParamSpecError
 
@@ -27,7 +27,9 @@ def _ordered(lo: Any, hi: Any, strict: bool) -> tuple[Any, Any]:
 
 @st.composite
 def dims(draw: st.DrawFn, key: str) -> Dim:
-    kind = draw(st.sampled_from(["uniform", "loguniform", "randint", "choice", "normal", "loguniform_int"]))
+    kind = draw(
+        st.sampled_from(["uniform", "loguniform", "randint", "choice", "normal", "loguniform_int"])
+    )
     if kind == "uniform":
         num = st.floats(-1e6, 1e6) | st.integers(-1000, 1000)
         return key, kind, _ordered(draw(num), draw(num), strict=True)
@@ -68,7 +70,9 @@ def test_trials_match_reference(seed: int, space: list[Dim], n: int) -> None:
 
 
 @given(st.integers(I64_MIN, I64_MAX), spaces(), st.integers(1, 2**40), st.data())
-def test_trial_is_pure_function_of_index(seed: int, space: list[Dim], n: int, data: st.DataObject) -> None:
+def test_trial_is_pure_function_of_index(
+    seed: int, space: list[Dim], n: int, data: st.DataObject
+) -> None:
     r = _core.RandomCore(seed, space, n)
     i = data.draw(st.integers(-n, n - 1))
     assert reprs(r.trial(i)) == reprs(ref.trial(seed, space, i % n))

@@ -5,10 +5,10 @@ from __future__ import annotations
 import random
 
 import pytest
-import reference as ref
 from hypothesis import given
 from hypothesis import strategies as st
 
+import reference as ref
 from metalab import _core
 from metalab.errors import SeedSpecError
 
@@ -35,7 +35,9 @@ def test_seeds_match_reference(base: int, rep: int, name: str) -> None:
 @given(bases, replicates, bases, replicates)
 def test_roots_never_alias(b1: int, r1: int, b2: int, r2: int) -> None:
     assert (_core.seed_root(b1, r1) == _core.seed_root(b2, r2)) == ((b1, r1) == (b2, r2))
-    assert (_core.seed_fingerprint(b1, r1) == _core.seed_fingerprint(b2, r2)) == ((b1, r1) == (b2, r2))
+    assert (_core.seed_fingerprint(b1, r1) == _core.seed_fingerprint(b2, r2)) == (
+        (b1, r1) == (b2, r2)
+    )
 
 
 def test_negative_base_does_not_alias_unsigned() -> None:
@@ -49,7 +51,10 @@ GOLDEN_ROOT_42_0 = "313628a54a1fd5f1520548168901569975d8eccf3bcbe9f28078c8421c79
 def test_golden_seeds() -> None:
     root = _core.seed_root(42, 0)
     assert root.hex() == GOLDEN_ROOT_42_0
-    assert _core.seed_root(-1, 3).hex() == "ff225ce0237a35084fdcbf35a3732df093669bb5f494b19442cc22d97c34bf80"
+    assert (
+        _core.seed_root(-1, 3).hex()
+        == "ff225ce0237a35084fdcbf35a3732df093669bb5f494b19442cc22d97c34bf80"
+    )
     assert _core.preprocessing_root(42).hex() == (
         "3ba9b9078e8c3d90b90b779f43524256953b84a9227c04d72aa25259de972623"
     )

@@ -16,7 +16,7 @@ use crate::encoding::{
     put_big_int, put_bool, put_dict, put_float, put_int, put_list_header, put_none, put_str,
     EncodeError, EncodeErrorKind, PathSeg, MAX_DEPTH,
 };
-use crate::fingerprint::{fingerprint_hex, FINGERPRINT_HEX_CHARS};
+use crate::fingerprint::{fingerprint_hex, hex_str, Hex, FINGERPRINT_HEX_CHARS};
 use crate::grid::{Grid, GridError};
 use crate::random::{Arg, Dist, RandomSpace, Sample};
 use crate::{fingerprint, plan, records, scan, seeds, CoreError};
@@ -239,6 +239,14 @@ fn run_id(
     })
 }
 
+/// A Python list of str from stack-held hex ids (one PyUnicode per item, no Rust String).
+fn hex_list<'py>(py: Python<'py>, items: &[Hex]) -> Bound<'py, PyList> {
+    PyList::new_bound(
+        py,
+        items.iter().map(|h| PyString::new_bound(py, hex_str(h))),
+    )
+}
+
 // ---------------------------------------------------------------------------------------
 // Index arguments
 
@@ -368,7 +376,7 @@ impl GridCore {
             .map_err(|e| core_err(py, e))?;
         let grid = &self.grid;
         let fps = py.allow_threads(|| grid.fingerprints(a, b));
-        Ok(PyList::new_bound(py, fps))
+        Ok(hex_list(py, &fps))
     }
 }
 
@@ -569,7 +577,7 @@ fn plan_run_ids<'py>(
     let ids = py
         .allow_threads(|| plan::plan_run_ids(&experiment_id, &context_fp, &params_fps, &seed_fps))
         .map_err(|e| core_err(py, e))?;
-    Ok(PyList::new_bound(py, ids))
+    Ok(hex_list(py, &ids))
 }
 
 #[pyfunction]

@@ -214,9 +214,47 @@ pub fn python_float_repr(x: f64) -> String {
     }
 }
 
-/// The text of a float in the encoding: shortest round-trip digits in `{:e}` form.
+/// The text of a finite float in the encoding, in Rust's `{:e}` layout (`1e0`, `1.5e-3`,
+/// `-0e0`) with the digits of Python's `repr`: the shortest digits that round-trip, the
+/// nearest to `x` among those, and exact ties broken towards an even last digit.
+///
+/// Rust's own `format!("{:e}")` breaks such ties upwards (`8796093022208.0625` gives
+/// `...063e12` where Python gives `...062`), so the digits come from Ryu, which breaks
+/// them to even like Python, and are re-laid out here.
 pub fn float_text(x: f64) -> String {
-    format!("{:e}", x)
+    let mut buf = ryu::Buffer::new();
+    let s = buf.format_finite(x);
+    let (neg, s) = match s.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, s),
+    };
+    let (mant, exp) = match s.split_once(['e', 'E']) {
+        Some((m, e)) => (m, e.parse::<i32>().unwrap_or(0)),
+        None => (s, 0),
+    };
+    let (int_part, frac_part) = mant.split_once('.').unwrap_or((mant, ""));
+    let all: Vec<u8> = int_part.bytes().chain(frac_part.bytes()).collect();
+    let lead = all.iter().take_while(|&&d| d == b'0').count();
+    let digits = &all[lead..];
+    let end = digits.len() - digits.iter().rev().take_while(|&&d| d == b'0').count();
+    let digits = &digits[..end];
+    let mut out = String::with_capacity(digits.len() + 8);
+    if neg {
+        out.push('-');
+    }
+    if digits.is_empty() {
+        out.push_str("0e0");
+        return out;
+    }
+    let point_exp = int_part.len() as i32 - 1 - lead as i32 + exp;
+    out.push(digits[0] as char);
+    if digits.len() > 1 {
+        out.push('.');
+        out.extend(digits[1..].iter().map(|&d| d as char));
+    }
+    out.push('e');
+    out.push_str(&point_exp.to_string());
+    out
 }
 
 /// Writes a u32 big-endian length prefix.
@@ -373,6 +411,27 @@ mod tests {
         assert_eq!(float_text(123456.0), "1.23456e5");
         assert_eq!(float_text(5e-324), "5e-324");
         assert_eq!(float_text(f64::MAX), "1.7976931348623157e308");
+        assert_eq!(float_text(1e-7), "1e-7");
+        assert_eq!(float_text(1e22), "1e22");
+        assert_eq!(float_text(100.0), "1e2");
+        assert_eq!(float_text(0.00123), "1.23e-3");
+        assert_eq!(float_text(-2.5e-300), "-2.5e-300");
+        // An exact tie between two shortest candidates goes to the even digit (like
+        // Python's repr), where `format!("{:e}")` would give "8.796093022208063e12".
+        let tie = (1u64 << 43) as f64 + 0.0625;
+        assert_eq!(float_text(tie), "8.796093022208062e12");
+        for x in [
+            0.1,
+            1.0 / 3.0,
+            123.456,
+            6.02214076e23,
+            5e-324,
+            1e300,
+            4.35e-5,
+        ] {
+            assert_eq!(float_text(x).parse::<f64>().unwrap(), x);
+            assert_eq!(float_text(-x).parse::<f64>().unwrap(), -x);
+        }
     }
 
     #[test]

@@ -67,6 +67,26 @@ pub fn to_hex(bytes: &[u8]) -> String {
     hex::encode(bytes)
 }
 
+/// A fingerprint or run id as 32 lower-case hex ASCII bytes, kept on the stack so bulk
+/// results need no allocation per item.
+pub type Hex = [u8; FINGERPRINT_HEX_CHARS];
+
+/// The hex form of a 16-byte digest.
+pub fn hex_digest(digest: &[u8; FINGERPRINT_BYTES]) -> Hex {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [0u8; FINGERPRINT_HEX_CHARS];
+    for (i, b) in digest.iter().enumerate() {
+        out[2 * i] = DIGITS[(b >> 4) as usize];
+        out[2 * i + 1] = DIGITS[(b & 15) as usize];
+    }
+    out
+}
+
+/// A [`Hex`] as `&str` (always valid: it only holds ASCII hex digits).
+pub fn hex_str(h: &Hex) -> &str {
+    std::str::from_utf8(h).unwrap_or_default()
+}
+
 /// Raw fingerprint of an already-encoded value.
 pub fn fingerprint_raw(encoding: &[u8]) -> [u8; FINGERPRINT_BYTES] {
     blake2b::<FINGERPRINT_BYTES>(&[FP_DOMAIN, encoding])
@@ -140,6 +160,12 @@ mod tests {
         let expected = to_hex(&blake2b::<16>(&[RUN_DOMAIN, &enc]));
         assert_eq!(run_id("exp", "ctx", "p", "s").unwrap(), expected);
         assert_eq!(expected.len(), FINGERPRINT_HEX_CHARS);
+    }
+
+    #[test]
+    fn hex_digest_matches_hex_crate() {
+        let d = blake2b::<16>(&[b"x"]);
+        assert_eq!(hex_str(&hex_digest(&d)), to_hex(&d));
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use rayon::prelude::*;
 
 use crate::encoding::{encode_str, put_len, quote_str};
-use crate::fingerprint::{to_hex, Hasher, FINGERPRINT_BYTES, FP_DOMAIN};
+use crate::fingerprint::{hex_digest, Hasher, Hex, FINGERPRINT_BYTES, FP_DOMAIN};
 use crate::CoreError;
 
 /// Structural problems with a grid spec. `DuplicateValue` carries positions; the caller
@@ -215,13 +215,13 @@ impl Grid {
     }
 
     /// Hex params fingerprints of points `start..stop`, in parallel.
-    pub fn fingerprints(&self, start: u64, stop: u64) -> Vec<String> {
+    pub fn fingerprints(&self, start: u64, stop: u64) -> Vec<Hex> {
         let k = self.values.len();
         (start..stop)
             .into_par_iter()
             .map_init(
                 || vec![0usize; k],
-                |scratch, i| to_hex(&self.fingerprint_raw(i, scratch)),
+                |scratch, i| hex_digest(&self.fingerprint_raw(i, scratch)),
             )
             .collect()
     }
@@ -243,7 +243,7 @@ pub fn check_range(what: &str, len: u64, start: i128, stop: i128) -> Result<(u64
 mod tests {
     use super::*;
     use crate::encoding::{encode, Value};
-    use crate::fingerprint::fingerprint_hex;
+    use crate::fingerprint::{fingerprint_hex, hex_str};
 
     fn enc(v: Value) -> Vec<u8> {
         encode(&v).unwrap()
@@ -298,7 +298,7 @@ mod tests {
             ]);
             let e = enc(d);
             assert_eq!(g.encode_point(i as u64), e);
-            assert_eq!(fp, &fingerprint_hex(&e));
+            assert_eq!(hex_str(fp), fingerprint_hex(&e));
         }
         assert_eq!(g.fingerprints(2, 4), fps[2..4].to_vec());
         assert!(g.fingerprints(3, 3).is_empty());

@@ -12,13 +12,14 @@
 //! cargo fmt --check
 //! cargo clippy --all-targets -- -D warnings                      # with the bindings
 //! cargo clippy --all-targets --no-default-features -- -D warnings
+//! cargo test                                                     # links libpython3.11
 //! cargo test --no-default-features                              # pure core, no libpython
 //! uv sync && uv run pytest tests/test_core_*.py -q              # Python differential tests
+//! HYPOTHESIS_PROFILE=slow uv run pytest tests/test_core_*.py -q # many more examples
 //! ```
 //!
-//! Plain `cargo test` also builds the bindings; it works when libpython3.11 can be linked
-//! and found at run time, but the pure core is what the Rust unit tests cover, so prefer
-//! `--no-default-features`.
+//! The Rust unit tests cover only the pure modules, so both `cargo test` variants run the
+//! same tests; `--no-default-features` is the one to use where libpython cannot be linked.
 
 pub mod encoding;
 pub mod fingerprint;

@@ -5,7 +5,7 @@
 use rayon::prelude::*;
 
 use crate::encoding::encode_str;
-use crate::fingerprint::{run_id_prefix, to_hex};
+use crate::fingerprint::{hex_digest, run_id_prefix, Hex};
 use crate::CoreError;
 
 /// Run ids of all `params_fps.len() * seed_fps.len()` tasks, replicate varying fastest.
@@ -14,7 +14,7 @@ pub fn plan_run_ids(
     context_fp: &str,
     params_fps: &[String],
     seed_fps: &[String],
-) -> Result<Vec<String>, CoreError> {
+) -> Result<Vec<Hex>, CoreError> {
     let too_long = |e| CoreError::Encoding(format!("cannot encode run id input: {:?}", e));
     let prefix = run_id_prefix(experiment_id, context_fp).map_err(too_long)?;
     let p_enc = params_fps
@@ -40,7 +40,7 @@ pub fn plan_run_ids(
         .map(|t| {
             let mut h = prefix.clone();
             h.update(&p_enc[t / r]).update(&s_enc[t % r]);
-            to_hex(&h.finish())
+            hex_digest(&h.finish())
         })
         .collect())
 }
@@ -48,7 +48,7 @@ pub fn plan_run_ids(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fingerprint::run_id;
+    use crate::fingerprint::{hex_str, run_id};
 
     #[test]
     fn matches_run_id_loop() {
@@ -61,6 +61,7 @@ mod tests {
                 want.push(run_id("exp", "ctx", p, s).unwrap());
             }
         }
+        let got: Vec<&str> = got.iter().map(hex_str).collect();
         assert_eq!(got, want);
     }
 

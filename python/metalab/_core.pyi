@@ -1,0 +1,235 @@
+"""Rust core of metalab (built with PyO3): identity, sweep decoding, seeds and scans.
+
+Every byte produced here is specified in ``docs/run-identity.md``. Errors are the classes
+of :mod:`metalab.errors`; messages name the offending value and what was expected.
+"""
+
+from os import PathLike
+from typing import final
+
+__all__ = [
+    "ENCODING_VERSION",
+    "FINGERPRINT_HEX_CHARS",
+    "GridCore",
+    "RandomCore",
+    "__version__",
+    "canonical_encode",
+    "derive_entropy",
+    "derive_seed",
+    "fingerprint",
+    "fingerprint_many",
+    "list_done",
+    "plan_run_ids",
+    "preprocessing_root",
+    "run_id",
+    "scan_done",
+    "seed_fingerprint",
+    "seed_root",
+]
+
+ENCODING_VERSION: int
+"""Version of the canonical encoding (1)."""
+
+FINGERPRINT_HEX_CHARS: int
+"""Length of fingerprints and run ids in hex characters (32, i.e. 128 bits; the chance of
+any collision among 1e8 runs is about 1.5e-23)."""
+
+__version__: str
+"""Version of the Rust crate."""
+
+def canonical_encode(value: object) -> bytes:
+    """Return the canonical encoding v1 of ``value``.
+
+    Accepts None, bool, int (any size), finite float, str, list, tuple, dict with str keys,
+    nested arbitrarily (up to 200 containers deep), plus NumPy scalars, 0-d arrays
+    (``.item()``) and n-d arrays (``.tolist()``). Lists and tuples encode the same; dict
+    entries are sorted by the UTF-8 bytes of their keys; 1, 1.0, True and "1" all differ.
+
+    Raises:
+        metalab.errors.EncodingError: NaN/infinity, a non-str dict key, a str with lone
+            surrogates, an unsupported type, or nesting too deep; the message names the
+            key path below ``value``, e.g. ``value['lr'][2]``.
+    """
+
+def fingerprint(value: object) -> str:
+    """Return the 32-hex-char BLAKE2b-128 fingerprint of ``canonical_encode(value)``.
+
+    Raises:
+        metalab.errors.EncodingError: as :func:`canonical_encode`.
+    """
+
+def fingerprint_many(values: list[object]) -> list[str]:
+    """Return ``[fingerprint(v) for v in values]``; error paths read ``values[i]...``.
+
+    Raises:
+        metalab.errors.EncodingError: as :func:`canonical_encode`.
+    """
+
+def run_id(experiment_id: str, context_fp: str, params_fp: str, seed_fp: str) -> str:
+    """Return the 32-hex-char run id of one (experiment, context, params, seed) quadruple.
+
+    ``hex(BLAKE2b-128(b"metalab.run.v1\\0" + canonical_encode([experiment_id, context_fp,
+    params_fp, seed_fp])))``.
+    """
+
+@final
+class GridCore:
+    """A Cartesian grid of parameter axes, each value canonically encoded once.
+
+    Point ``i`` decodes like ``itertools.product`` (the last axis varies fastest).
+    """
+
+    def __new__(cls, keys: list[str], axes: list[list[object]]) -> GridCore:
+        """Validate and pre-encode a grid; ``axes[k]`` are the values of ``keys[k]``.
+
+        Raises:
+            metalab.errors.ParamSpecError: no axes, ``len(keys) != len(axes)``, a non-str or
+                repeated key, an empty axis (names the key), or two values of one axis with
+                the same canonical encoding (names the key, the value and both positions).
+            metalab.errors.EncodingError: a value cannot be encoded; the path reads
+                ``grid['key'][i]...``.
+        """
+
+    def __len__(self) -> int:
+        """Number of points: the product of the axis lengths (always >= 1)."""
+
+    def indices(self, index: int) -> list[int]:
+        """Per-axis value positions of point ``index`` (key order as given).
+
+        Negative ``index`` counts from the end.
+
+        Raises:
+            IndexError: ``index`` outside ``[-len, len)``.
+        """
+
+    def indices_range(self, start: int, stop: int) -> list[list[int]]:
+        """``[indices(i) for i in range(start, stop)]``.
+
+        Raises:
+            IndexError: unless ``0 <= start <= stop <= len``.
+        """
+
+    def fingerprints(self, start: int, stop: int) -> list[str]:
+        """Params fingerprints of points ``[start, stop)``.
+
+        Item ``i - start`` equals ``fingerprint({key: axes[k][idx_k] ...})`` for point ``i``;
+        computed from the pre-encoded pieces in parallel with the GIL released.
+
+        Raises:
+            IndexError: unless ``0 <= start <= stop <= len``.
+        """
+
+@final
+class RandomCore:
+    """Counter-based random search: trial values are a pure function of
+    ``(seed, index, key)``, so any trial is computed alone, in any order."""
+
+    def __new__(
+        cls,
+        seed: int,
+        space: list[tuple[str, str, tuple[float | int, ...]]],
+        n_trials: int,
+    ) -> RandomCore:
+        """Validate a random-search space.
+
+        ``space`` items are ``(key, kind, args)``:
+
+        * ``("uniform", (lo, hi))`` float in ``[lo, hi]``, ``lo < hi``
+        * ``("loguniform", (lo, hi))`` float, ``0 < lo < hi``
+        * ``("randint", (lo, hi))`` int in ``[lo, hi]`` inclusive, ``lo <= hi``
+        * ``("choice", (n_options,))`` int option INDEX in ``[0, n_options)``
+        * ``("normal", (mu, sigma))`` float, ``sigma > 0``
+        * ``("loguniform_int", (lo, hi))`` int in ``[lo, hi]``, ``1 <= lo <= hi``
+
+        Raises:
+            metalab.errors.ParamSpecError: ``n_trials <= 0``, ``seed`` outside i64, an
+                unknown kind, a wrong number of arguments, a non-finite or non-numeric
+                argument, a float where an int is needed, bad bounds, or a repeated key;
+                the message names the key and the bad value.
+        """
+
+    def __len__(self) -> int:
+        """``n_trials``."""
+
+    def trial(self, index: int) -> list[float | int]:
+        """Raw values of trial ``index`` in space order (negative counts from the end).
+
+        Raises:
+            IndexError: ``index`` outside ``[-n_trials, n_trials)``.
+        """
+
+    def trials(self, start: int, stop: int) -> list[list[float | int]]:
+        """``[trial(i) for i in range(start, stop)]``, computed in parallel.
+
+        Raises:
+            IndexError: unless ``0 <= start <= stop <= n_trials``.
+        """
+
+def seed_fingerprint(base: int, replicate: int) -> str:
+    """``fingerprint({"base": base, "replicate": replicate, "scheme": 1})``.
+
+    Raises:
+        metalab.errors.SeedSpecError: ``base`` outside i64 or ``replicate`` outside
+            ``[0, 2**63)`` (or either not an int).
+    """
+
+def seed_root(base: int, replicate: int) -> bytes:
+    """32-byte root of one replicate (domain ``metalab.seed.replicate.v1``).
+
+    Raises:
+        metalab.errors.SeedSpecError: as :func:`seed_fingerprint`.
+    """
+
+def preprocessing_root(base: int) -> bytes:
+    """32-byte root shared by all replicates of ``base`` (domain
+    ``metalab.seed.preprocessing.v1``); never equal to a replicate root.
+
+    Raises:
+        metalab.errors.SeedSpecError: ``base`` outside i64.
+    """
+
+def derive_seed(root: bytes, name: str) -> int:
+    """Deterministic seed in ``[0, 2**32)`` for ``name`` under a 32-byte ``root``.
+
+    Accepted by ``random.seed``, ``numpy.random.RandomState``, scikit-learn's
+    ``random_state`` and ``torch.manual_seed``.
+
+    Raises:
+        metalab.errors.SeedSpecError: ``root`` is not 32 bytes long.
+    """
+
+def derive_entropy(root: bytes, name: str) -> int:
+    """Deterministic int in ``[0, 2**128)`` for ``numpy.random.default_rng`` or
+    ``random.Random`` (a different domain than :func:`derive_seed`).
+
+    Raises:
+        metalab.errors.SeedSpecError: ``root`` is not 32 bytes long.
+    """
+
+def plan_run_ids(
+    experiment_id: str, context_fp: str, params_fps: list[str], seed_fps: list[str]
+) -> list[str]:
+    """Run ids of all ``len(params_fps) * len(seed_fps)`` tasks.
+
+    Task ``t`` uses ``params_fps[t // R]`` and ``seed_fps[t % R]`` (``R = len(seed_fps)``),
+    so the replicate varies fastest. Computed in parallel with the GIL released.
+    """
+
+def scan_done(done_root: str | PathLike[str], run_ids: list[str]) -> list[bool]:
+    """Whether ``{done_root}/{run_id[:2]}/{run_id}.done`` exists, for each run id.
+
+    Each needed shard directory is listed once (in parallel); a missing ``done_root`` or
+    shard directory means not done. Names starting with ``.`` or not ending in ``.done``
+    never count.
+
+    Raises:
+        metalab.errors.StoreError: ``done_root`` exists but is not a directory, or a
+            directory cannot be read.
+    """
+
+def list_done(done_root: str | PathLike[str]) -> list[str]:
+    """All run ids with a completion marker under ``done_root``, sorted.
+
+    Raises:
+        metalab.errors.StoreError: as :func:`scan_done`.
+    """
