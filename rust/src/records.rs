@@ -17,6 +17,7 @@ use std::cmp::Ordering;
 use std::collections::HashMap;
 use std::fs;
 use std::io::ErrorKind;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
@@ -225,20 +226,54 @@ fn parse_row(data: &[u8], location: &str) -> Result<Row, String> {
     })
 }
 
-fn load_one(path: &Path, experiment_id: Option<&str>) -> Loaded {
-    let location = path.display().to_string();
-    let data = match fs::read(path) {
-        Ok(data) => data,
-        Err(e) if e.kind() == ErrorKind::NotFound => return Loaded::Absent,
-        Err(e) => {
-            return Loaded::Problem(Problem {
-                path: location,
-                reason: format!("unreadable: {e}"),
-                corrupt: false,
-            })
+/// Read a file with one `read` call in the common case (no `stat`, no extra read to see
+/// end-of-file); `complete` is false when that single read filled the buffer or might have
+/// been short, in which case the caller re-reads with `fs::read` before trusting a failure.
+fn read_quick(path: &Path, buffer: &mut Vec<u8>) -> std::io::Result<bool> {
+    const FIRST_READ: usize = 64 * 1024;
+    let mut file = fs::File::open(path)?;
+    buffer.clear();
+    buffer.resize(FIRST_READ, 0);
+    let n = loop {
+        match file.read(&mut buffer[..]) {
+            Ok(n) => break n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
         }
     };
-    match parse_row(&data, &location) {
+    buffer.truncate(n);
+    if n == FIRST_READ {
+        file.read_to_end(buffer)?;
+        return Ok(true);
+    }
+    Ok(false)
+}
+
+fn load_one(path: &Path, experiment_id: Option<&str>, buffer: &mut Vec<u8>) -> Loaded {
+    let location = path.display().to_string();
+    let unreadable = |e: std::io::Error| {
+        Loaded::Problem(Problem {
+            path: location.clone(),
+            reason: format!("unreadable: {e}"),
+            corrupt: false,
+        })
+    };
+    let complete = match read_quick(path, buffer) {
+        Ok(complete) => complete,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Loaded::Absent,
+        Err(e) => return unreadable(e),
+    };
+    let mut parsed = parse_row(buffer, &location);
+    if parsed.is_err() && !complete {
+        // A single read may in principle return less than the whole file: confirm the
+        // failure on the complete contents before calling the record corrupt.
+        match fs::read(path) {
+            Ok(data) => parsed = parse_row(&data, &location),
+            Err(e) if e.kind() == ErrorKind::NotFound => return Loaded::Absent,
+            Err(e) => return unreadable(e),
+        }
+    }
+    match parsed {
         Ok(row) => match experiment_id {
             Some(wanted) if row.experiment_id != wanted => Loaded::Absent,
             _ => Loaded::Row(Box::new(row)),
@@ -354,7 +389,7 @@ pub fn load_columns(
     let loaded: Vec<Loaded> = paths
         .par_iter()
         .with_min_len(64)
-        .map(|p| load_one(p, experiment_id))
+        .map_init(Vec::new, |buffer, p| load_one(p, experiment_id, buffer))
         .collect();
     let mut out = Columns::default();
     let mut rows = Vec::with_capacity(loaded.len());
