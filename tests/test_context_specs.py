@@ -97,10 +97,10 @@ def test_missing_directory_names_nested_field(tmp_path: Path) -> None:
     data = tmp_path / "a.csv"
     data.write_text("x\n")
     spec = Outer(inner=DataContext(metalab.FilePath(str(data))), folder=metalab.DirPath("gone"))
-    with pytest.raises(ContextError, match="'folder'.*gone"):
+    with pytest.raises(ContextError, match=r"'folder'.*gone"):
         resolve_context(spec)
     spec = Outer(inner=DataContext(metalab.FilePath("gone.csv")), folder=metalab.DirPath("."))
-    with pytest.raises(ContextError, match="'inner.dataset'"):
+    with pytest.raises(ContextError, match=r"'inner\.dataset'"):
         resolve_context(spec)
 
 
