@@ -23,16 +23,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import Measurement, measure, print_table
-
 import metalab
+from _common import Measurement, measure, print_table
 from metalab.plan import RunPlan
 from metalab.store.file import FileStore
 
 
 def _experiment(genes: int, values: int, replicates: int, operation: Any = None) -> Any:
     return metalab.Experiment(
-        name="scale", version="0.1", context={"atlas": "v1"},
+        name="scale",
+        version="0.1",
+        context={"atlas": "v1"},
         operation=operation or (lambda: None),
         params=metalab.grid(gene=list(range(genes)), expr_val=list(range(values))),
         seeds=metalab.seeds(base=42, replicates=replicates),
@@ -70,22 +71,28 @@ def _write_chunk(args: tuple[str, str, int, int, int, int]) -> None:
         gene, rest = divmod(task, values * replicates)
         expr_val, replicate = divmod(rest, replicates)
         doc = dict(template)
-        doc.update(run_id=run_id, task_index=task, replicate=replicate,
-                   params={"gene": gene, "expr_val": expr_val},
-                   metrics={"score": gene * 0.5, "loss": 1.0 / (1 + expr_val),
-                            "steps": expr_val})
+        doc.update(
+            run_id=run_id,
+            task_index=task,
+            replicate=replicate,
+            params={"gene": gene, "expr_val": expr_val},
+            metrics={"score": gene * 0.5, "loss": 1.0 / (1 + expr_val), "steps": expr_val},
+        )
         directory = runs / run_id[:2] / run_id
         directory.mkdir(parents=True, exist_ok=True)
         (directory / "record.json").write_bytes(json.dumps(doc).encode())
 
 
-def generate_store(root: Path, template: dict[str, Any], total: int, values: int,
-                   replicates: int) -> None:
+def generate_store(
+    root: Path, template: dict[str, Any], total: int, values: int, replicates: int
+) -> None:
     """Write ``total`` record.json files cloned from a real record (2 processes)."""
     text = json.dumps(template)
     step = 10_000
-    chunks = [(str(root), text, s, min(s + step, total), values, replicates)
-              for s in range(0, total, step)]
+    chunks = [
+        (str(root), text, s, min(s + step, total), values, replicates)
+        for s in range(0, total, step)
+    ]
     with multiprocessing.get_context("fork").Pool(2) as pool:
         pool.map(_write_chunk, chunks)
 
@@ -113,8 +120,12 @@ print(json.dumps({"seconds": seconds, "rss_mb": rss, "rows": rows}))
 
 
 def _child(root: Path, mode: str) -> dict[str, Any]:
-    out = subprocess.run([sys.executable, "-c", _LOAD_CHILD, str(root), mode],
-                         check=True, capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-c", _LOAD_CHILD, str(root), mode],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -128,8 +139,14 @@ def main(quick: bool = False) -> list[Measurement]:
     tmp = Path(tempfile.mkdtemp(prefix="metalab-scale-"))
     try:
         # (1) plan
-        rows.append(measure("(1) plan: RunPlan(...).run_ids", total,
-                            lambda: RunPlan(exp).run_ids, target="<= 0.3 s, <= 200 MB"))
+        rows.append(
+            measure(
+                "(1) plan: RunPlan(...).run_ids",
+                total,
+                lambda: RunPlan(exp).run_ids,
+                target="<= 0.3 s, <= 200 MB",
+            )
+        )
         plan = RunPlan(exp)
         run_ids = plan.run_ids
         store = FileStore(tmp / "status")
@@ -138,8 +155,12 @@ def main(quick: bool = False) -> list[Measurement]:
         _touch_markers(store.layout.failed_dir, run_ids[1:1000:2], ".failed")
 
         # (2) resume check
-        resume = measure("(2) resume check: store.completed(plan)", total,
-                         lambda: store.completed(run_ids), target="<= 0.3 s")
+        resume = measure(
+            "(2) resume check: store.completed(plan)",
+            total,
+            lambda: store.completed(run_ids),
+            target="<= 0.3 s",
+        )
         assert sum(store.completed(run_ids)) == len(done_ids)
         rows.append(resume)
 
@@ -152,8 +173,7 @@ def main(quick: bool = False) -> list[Measurement]:
             failed = _scandir_ids(store.layout.failed_dir, ".failed")
             return sum(r in done for r in run_ids), sum(r in failed for r in run_ids)
 
-        scan = measure("(3) status scan: completed + failed", total, status,
-                       target="<= 2x floor")
+        scan = measure("(3) status scan: completed + failed", total, status, target="<= 2x floor")
         bare = measure("    floor: bare os.scandir + set lookups", total, floor)
         assert status() == floor()
         scan.floor_seconds = bare.median
@@ -168,16 +188,20 @@ def main(quick: bool = False) -> list[Measurement]:
             handle = metalab.run(write_exp, store=str(target))
             assert handle.result() is not None and handle.status.completed == writes
 
-        writing = measure("(4) record writing, default executor", writes, write,
-                          target=">= 2000 records/s", trace_memory=False)
+        writing = measure(
+            "(4) record writing, default executor",
+            writes,
+            write,
+            target=">= 2000 records/s",
+            trace_memory=False,
+        )
         rate = writes / writing.median
         writing.extra["records_per_s"] = rate
         writing.target = f">= 2000 records/s (got {rate:.0f}/s)"
         rows.append(writing)
 
         # (5) load_results + to_dataframe of `total` stored records
-        template = json.loads(next((tmp / "write-0" / "runs").glob("*/*/record.json"))
-                              .read_bytes())
+        template = json.loads(next((tmp / "write-0" / "runs").glob("*/*/record.json")).read_bytes())
         big = tmp / "big"
         started = time.perf_counter()
         generate_store(big, template, total, values, replicates)
@@ -185,19 +209,29 @@ def main(quick: bool = False) -> list[Measurement]:
         loads = [_child(big, "load") for _ in range(3)]
         floors = [_child(big, "floor") for _ in range(3)]
         assert all(r["rows"] == total for r in loads + floors), (loads, floors)
-        load = Measurement("(5) load_results + to_dataframe", total,
-                           [r["seconds"] for r in loads], max(r["rss_mb"] for r in loads),
-                           target="<= 5 s, <= 2 GB RSS",
-                           extra={"generate_s": generated, "rss_is_process_peak": True})
-        read_floor = Measurement("    floor: read every record.json, 1 pass", total,
-                                 [r["seconds"] for r in floors],
-                                 max(r["rss_mb"] for r in floors))
+        load = Measurement(
+            "(5) load_results + to_dataframe",
+            total,
+            [r["seconds"] for r in loads],
+            max(r["rss_mb"] for r in loads),
+            target="<= 5 s, <= 2 GB RSS",
+            extra={"generate_s": generated, "rss_is_process_peak": True},
+        )
+        read_floor = Measurement(
+            "    floor: read every record.json, 1 pass",
+            total,
+            [r["seconds"] for r in floors],
+            max(r["rss_mb"] for r in floors),
+        )
         load.floor_seconds = read_floor.median
         rows += [load, read_floor]
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    print_table(f"scale benchmark: {genes} x {values} grid x {replicates} replicates = "
-                f"{total} runs (peak MB: traced Python memory; stage 5: process RSS)", rows)
+    print_table(
+        f"scale benchmark: {genes} x {values} grid x {replicates} replicates = "
+        f"{total} runs (peak MB: traced Python memory; stage 5: process RSS)",
+        rows,
+    )
     return rows
 
 

@@ -23,7 +23,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import Measurement, peak_rss_mb  # noqa: E402
+from _common import Measurement, peak_rss_mb
 
 SUITES = ("bench_plan", "bench_scale", "bench_executors", "bench_postgres", "bench_slurm")
 RESULTS = Path(__file__).resolve().parent.parent / "bench-results" / "results.json"
@@ -37,7 +37,7 @@ def _run_suite(name: str, quick: bool) -> tuple[list[Measurement], str]:
         module = importlib.import_module(name)
         rows = module.main(quick)
         return list(rows or []), ""
-    except BaseException as exc:  # noqa: BLE001 - one suite must not stop the others
+    except BaseException as exc:
         if isinstance(exc, KeyboardInterrupt):
             raise
         traceback.print_exc()
@@ -58,10 +58,13 @@ def main(quick: bool = False) -> list[dict[str, Any]]:
             results.append({"suite": name, "stage": "(error)", "error": error})
         print(f"[{name}] {time.perf_counter() - started:.1f}s {error}", flush=True)
 
-    print(f"\nall benchmarks ({'quick' if quick else 'full'}); peak RSS of this process "
-          f"{peak_rss_mb():.0f} MB")
-    header = (f"{'suite':<16} {'stage':<46} {'size':>8} {'median':>9} {'peak MB':>8} "
-              f"{'floor':>9}  target")
+    print(
+        f"\nall benchmarks ({'quick' if quick else 'full'}); peak RSS of this process "
+        f"{peak_rss_mb():.0f} MB"
+    )
+    header = (
+        f"{'suite':<16} {'stage':<46} {'size':>8} {'median':>9} {'peak MB':>8} {'floor':>9}  target"
+    )
     print(header)
     print("-" * len(header))
     for r in results:
@@ -69,14 +72,24 @@ def main(quick: bool = False) -> list[dict[str, Any]]:
             print(f"{r['suite']:<16} {'ERROR: ' + r['error']}")
             continue
         floor = f"{r['floor_s']:.3f}s" if r.get("floor_s") is not None else ""
-        print(f"{r['suite']:<16} {r['stage'][:46]:<46} {r['size']:>8} {r['median_s']:>8.3f}s "
-              f"{r['peak_mb']:>8.1f} {floor:>9}  {r.get('target', '')}")
+        print(
+            f"{r['suite']:<16} {r['stage'][:46]:<46} {r['size']:>8} {r['median_s']:>8.3f}s "
+            f"{r['peak_mb']:>8.1f} {floor:>9}  {r.get('target', '')}"
+        )
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({
-        "date": dt.datetime.now(dt.UTC).isoformat(), "quick": quick,
-        "python": platform.python_version(), "machine": platform.platform(),
-        "results": results,
-    }, indent=2, default=str))
+    RESULTS.write_text(
+        json.dumps(
+            {
+                "date": dt.datetime.now(dt.UTC).isoformat(),
+                "quick": quick,
+                "python": platform.python_version(),
+                "machine": platform.platform(),
+                "results": results,
+            },
+            indent=2,
+            default=str,
+        )
+    )
     print(f"\nwrote {RESULTS}")
     return results
 

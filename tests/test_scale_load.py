@@ -39,8 +39,15 @@ def reference(root: Path) -> dict[str, Any]:
     docs.sort(key=lambda d: (d["experiment_id"], d["task_index"]))
     out: dict[str, Any] = {
         key: [d.get(key) for d in docs]
-        for key in ("run_id", "experiment_id", "status", "task_index", "replicate",
-                    "duration_s", "started_at")
+        for key in (
+            "run_id",
+            "experiment_id",
+            "status",
+            "task_index",
+            "replicate",
+            "duration_s",
+            "started_at",
+        )
     }
     for section, decode in (("params", lambda v: v), ("metrics", decode_metric)):
         names = list(dict.fromkeys(k for d in docs for k in (d.get(section) or {})))
@@ -78,13 +85,20 @@ def assert_matches(root: Path) -> None:
 # -- generated stores ------------------------------------------------------------------------
 
 _scalars = st.one_of(
-    st.none(), st.booleans(), st.integers(-(2**63), 2**63 - 1),
-    st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=8),
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**63), 2**63 - 1),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=8),
 )
-_param_values = st.one_of(_scalars, st.lists(_scalars, max_size=3),
-                          st.dictionaries(st.text(max_size=3), _scalars, max_size=2))
+_param_values = st.one_of(
+    _scalars,
+    st.lists(_scalars, max_size=3),
+    st.dictionaries(st.text(max_size=3), _scalars, max_size=2),
+)
 _metric_values = st.one_of(
-    st.integers(-(2**53), 2**53), st.floats(allow_nan=False, allow_infinity=False),
+    st.integers(-(2**53), 2**53),
+    st.floats(allow_nan=False, allow_infinity=False),
     st.sampled_from(["NaN", "Infinity", "-Infinity"]),
 )
 _keys = st.sampled_from(["lr", "batch", "depth", "name", "x"])
@@ -101,7 +115,9 @@ def stores(draw: Any) -> list[tuple[str, bytes]]:
             "run_id": run_id,
             "experiment_id": draw(st.sampled_from(["a:1", "b:2"])),
             "status": draw(st.sampled_from(["success", "failed", "cancelled", "running"])),
-            "context_fingerprint": "c", "params_fingerprint": "p", "seed_fingerprint": "s",
+            "context_fingerprint": "c",
+            "params_fingerprint": "p",
+            "seed_fingerprint": "s",
             "params": draw(st.dictionaries(_keys, _param_values, max_size=4)),
             "task_index": draw(st.integers(0, 10**6)) * 100 + index,
             "replicate": draw(st.integers(0, 5)),
@@ -148,12 +164,25 @@ def test_rust_columns_equal_python_reference(files: list[tuple[str, bytes]]) -> 
 
 def test_problems_name_path_and_reason_and_drop_done_marker(tmp_path: Path) -> None:
     store = FileStore(tmp_path)
-    good = {"run_id": "ab" * 16, "experiment_id": "e:1", "status": "success",
-            "context_fingerprint": "c", "params_fingerprint": "p", "seed_fingerprint": "s",
-            "params": {"x": 1}, "task_index": 0, "replicate": 0}
-    _write_store(tmp_path, [("ab" * 16, json.dumps(good).encode()),
-                            ("cd" * 16, b'{"run_id": "trunc'),
-                            ("ef" * 16, b"[]")])
+    good = {
+        "run_id": "ab" * 16,
+        "experiment_id": "e:1",
+        "status": "success",
+        "context_fingerprint": "c",
+        "params_fingerprint": "p",
+        "seed_fingerprint": "s",
+        "params": {"x": 1},
+        "task_index": 0,
+        "replicate": 0,
+    }
+    _write_store(
+        tmp_path,
+        [
+            ("ab" * 16, json.dumps(good).encode()),
+            ("cd" * 16, b'{"run_id": "trunc'),
+            ("ef" * 16, b"[]"),
+        ],
+    )
     for run_id in ("ab" * 16, "cd" * 16, "ef" * 16):
         store.mark(run_id, metalab.records.RunState.SUCCESS)
     results = metalab.load_results(tmp_path)
@@ -179,7 +208,10 @@ def both(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Results, Resu
         capture.metric("odd", math.nan if params["depth"] == 1 else math.inf)
 
     exp = metalab.Experiment(
-        name="cmp", version="1", context={}, operation=op,
+        name="cmp",
+        version="1",
+        context={},
+        operation=op,
         params=metalab.grid(lr=[0.1, 0.2, 0.3], depth=[1, 2]),
         seeds=metalab.seeds(base=1, replicates=2),
     )
@@ -197,8 +229,13 @@ def test_columnar_results_match_record_results(both: tuple[Results, Results]) ->
     assert fast[3].record == slow[3].record and fast[-1].params == slow[-1].params
     assert [r.run_id for r in fast.successful] == [r.run_id for r in slow.successful]
     assert [r.run_id for r in fast.failed] == [r.run_id for r in slow.failed]
-    for criteria in ({"lr": 0.2}, {"depth": 2, "status": "success"}, {"score": 0.4},
-                     {"replicate": 1}, {"nothing": 3}):
+    for criteria in (
+        {"lr": 0.2},
+        {"depth": 2, "status": "success"},
+        {"score": 0.4},
+        {"replicate": 1},
+        {"nothing": 3},
+    ):
         assert [r.run_id for r in fast.filter(**criteria)] == [
             r.run_id for r in slow.filter(**criteria)
         ], criteria
@@ -207,7 +244,7 @@ def test_columnar_results_match_record_results(both: tuple[Results, Results]) ->
     assert [r.run_id for r in fast[2:5]] == [r.run_id for r in slow[2:5]]
     pd = pytest.importorskip("pandas")
     pd.testing.assert_frame_equal(fast.to_dataframe(), slow.to_dataframe())
-    pd.testing.assert_frame_equal(fast.successful.to_dataframe(),
-                                  slow.successful.to_dataframe())
-    pd.testing.assert_frame_equal(fast.to_dataframe(include_params=False),
-                                  slow.to_dataframe(include_params=False))
+    pd.testing.assert_frame_equal(fast.successful.to_dataframe(), slow.successful.to_dataframe())
+    pd.testing.assert_frame_equal(
+        fast.to_dataframe(include_params=False), slow.to_dataframe(include_params=False)
+    )

@@ -5,7 +5,7 @@ of :mod:`metalab.errors`; messages name the offending value and what was expecte
 """
 
 from os import PathLike
-from typing import final
+from typing import Any, final
 
 __all__ = [
     "ENCODING_VERSION",
@@ -232,4 +232,21 @@ def list_done(done_root: str | PathLike[str]) -> list[str]:
 
     Raises:
         metalab.errors.StoreError: as :func:`scan_done`.
+    """
+
+def load_record_columns(
+    root: str | PathLike[str],
+    run_ids: list[str] | None = None,
+    experiment_id: str | None = None,
+) -> dict[str, Any]:
+    """Read the FileStore records under ``root`` in parallel and return them as columns.
+
+    Reads ``runs/*/*/record.json`` (or only the records of ``run_ids``; missing files are
+    skipped), keeps those of ``experiment_id`` when given, ordered by (experiment id, task
+    index). Keys: ``run_id``, ``experiment_id``, ``status``, ``task_index``,
+    ``replicate``, ``duration_s``, ``started_at`` (one list each); ``params`` and
+    ``metrics``: lists of ``(name, values, explicit_null_rows, first_row, position)``
+    with ``None`` where a record lacks the key (metric strings ``"NaN"``, ``"Infinity"``,
+    ``"-Infinity"`` become floats); ``problems``: ``(path, reason, corrupt)`` for files
+    that could not be read (``corrupt=False``) or are not valid records (``True``).
     """

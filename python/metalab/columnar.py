@@ -19,7 +19,7 @@ from typing import Any, overload
 from metalab import _core
 from metalab.errors import StoreError
 from metalab.records import RunRecord, RunState
-from metalab.results import ResultTable, Results, Run
+from metalab.results import Results, ResultTable, Run
 from metalab.store.base import LoadProblem, Store
 
 __all__ = ["ColumnTable", "ColumnarResults", "LazyRun", "load_columns", "results_from_store"]
@@ -115,7 +115,7 @@ class LazyRun(Run):
         self._derived: dict[str, Any] | None = None
         self._record: RunRecord | None = None
 
-    @property  # type: ignore[override]
+    @property
     def record(self) -> RunRecord:
         """The full record (read from the store once).
 
@@ -351,7 +351,7 @@ class ColumnarResults(Results):
             entry: dict[str, Any] = dict(zip(keys, group_key, strict=True))
             entry["runs"] = len(rows)
             present = [(c, c.first_in(rows)) for c in metrics]
-            for column, first in sorted(
+            for column, _first in sorted(
                 ((c, f) for c, f in present if f is not None), key=lambda cf: cf[1]
             ):
                 values = [
@@ -379,7 +379,8 @@ def load_columns(
     ``problems`` (``(path, reason, corrupt)``).
     """
     ids = list(run_ids) if run_ids is not None else None
-    return _core.load_record_columns(root, ids, experiment_id)
+    data: dict[str, Any] = _core.load_record_columns(root, ids, experiment_id)
+    return data
 
 
 def results_from_store(
