@@ -285,3 +285,26 @@ def test_empty_launch_finishes(tmp_path: Path) -> None:
     handle = metalab.run(exp, store=tmp_path / "s", executor=ProcessExecutor(2))
     assert handle.result(10) is not None
     assert handle.status.skipped == 3
+
+
+class _Bomb:
+    """Pickles fine, but unpickling it raises: stands for a worker-side import failure."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        import operator
+
+        return (operator.truediv, (1, 0))
+
+
+def test_worker_that_cannot_rebuild_the_experiment_stops_the_launch(tmp_path: Path) -> None:
+    bomb = _Bomb()
+
+    @metalab.operation
+    def doomed(capture: Any) -> None:
+        capture.metric("x", id(bomb))
+
+    handle = metalab.run(_exp(doomed, 4), store=tmp_path / "s", executor=ProcessExecutor(2))
+    with pytest.raises(metalab.MetalabError, match="could not rebuild the experiment"):
+        handle.result(timeout=30)
+    status = handle.status
+    assert status.running == 0 and status.completed == 0
