@@ -178,17 +178,22 @@ def test_notebook_defined_spec_reaches_spawned_workers(
             import metalab
 
             @metalab.context_spec
+            class Scaling:
+                scale: float = 2.0
+
+            @metalab.context_spec
             class CellContext:
                 words: metalab.FilePath
-                scale: float = 2.0
+                scaling: Scaling
 
             @metalab.operation
             def op(context, capture):
                 text = open(str(context.words)).read()
-                capture.metric("n", len(text.split()) * context.scale)
+                capture.metric("n", len(text.split()) * context.scaling.scale)
 
             exp = metalab.Experiment(
-                name="cell", version="1", context=CellContext(metalab.FilePath("words.txt")),
+                name="cell", version="1",
+                context=CellContext(metalab.FilePath("words.txt"), Scaling()),
                 operation=op, params=metalab.grid(i=[0, 1]), seeds=metalab.seeds(base=0),
             )
             """

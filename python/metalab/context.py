@@ -7,10 +7,12 @@ metadata (size, mtime, inode) — O(1) in the file's size — and are computed l
 
 from __future__ import annotations
 
+import base64
 import copy
 import dataclasses
 import importlib
 import os
+import sys
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -162,15 +164,32 @@ def _field_manifest(name: str, value: Any, resolve: bool) -> Any:
     return value
 
 
+def _importable(cls: type[Any]) -> bool:
+    module = sys.modules.get(cls.__module__)
+    if module is None or cls.__module__ == "__main__" or getattr(module, "__spec__", 1) is None:
+        return False
+    target: Any = module
+    for part in cls.__qualname__.split("."):
+        target = getattr(target, part, None)
+    return target is cls
+
+
 def _spec_manifest(spec: Any, resolve: bool, prefix: str = "") -> dict[str, Any]:
     cls = type(spec)
-    return {
+    manifest: dict[str, Any] = {
         "__metalab_context__": f"{cls.__module__}:{cls.__qualname__}",
         "fields": {
             f.name: _field_manifest(prefix + f.name, getattr(spec, f.name), resolve)
             for f in dataclasses.fields(spec)
         },
     }
+    if prefix and not resolve and not _importable(cls):
+        # A nested spec class from a script or notebook cannot be imported by a worker:
+        # its code (never the data, which stays JSON) travels along by value.
+        import cloudpickle
+
+        manifest["__metalab_class__"] = base64.b64encode(cloudpickle.dumps(cls)).decode()
+    return manifest
 
 
 def resolve_context(context: Any) -> str:
@@ -211,6 +230,10 @@ def context_from_json(data: dict[str, Any], cls: type[Any] | None = None) -> Any
     """
     if "__metalab_plain__" in data:
         return data["__metalab_plain__"]
+    if cls is None and "__metalab_class__" in data:
+        import pickle
+
+        cls = pickle.loads(base64.b64decode(data["__metalab_class__"]))
     if cls is None:
         module_name, _, qualname = data["__metalab_context__"].partition(":")
         target: Any = importlib.import_module(module_name)
