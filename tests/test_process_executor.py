@@ -308,3 +308,26 @@ def test_worker_that_cannot_rebuild_the_experiment_stops_the_launch(tmp_path: Pa
         handle.result(timeout=30)
     status = handle.status
     assert status.running == 0 and status.completed == 0
+
+
+def test_workers_dying_at_start_up_do_not_blame_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every worker dies before it is ready: the launch gives up with a clear error
+    # instead of failing each run or respawning forever.
+    import metalab.executors.process as process_module
+
+    def die(conn: Any, inherited: Any = None) -> None:
+        os._exit(3)
+
+    monkeypatch.setattr(process_module, "_worker_main", die)
+    handle = metalab.run(
+        _exp(square, 6),
+        store=tmp_path / "s",
+        executor=ProcessExecutor(2, mp_context="fork"),
+    )
+    with pytest.raises(metalab.MetalabError, match="keep dying"):
+        handle.result(timeout=30)
+    status = handle.status
+    assert status.failed == 0 and status.running == 0 and status.completed == 0
+    assert status.cancelled == 6

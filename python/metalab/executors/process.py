@@ -93,6 +93,7 @@ def _worker_loop(conn: mpc.Connection) -> None:
     except BaseException as exc:  # reported to the driver, which stops
         conn.send(("init_error", type(exc).__name__, str(exc), traceback.format_exc()))
         return
+    conn.send(("ready",))
     worker_id = worker_identity(executor_name, label)
     pending: collections.deque[int] = collections.deque()
     while True:
@@ -156,6 +157,7 @@ class _Worker:
     outstanding: collections.deque[int] = field(default_factory=collections.deque)
     started_at: float | None = None
     counted_running: bool = False
+    ready: bool = False
     stopping: bool = False
     dead: bool = False
 
@@ -255,16 +257,18 @@ class _ProcessLaunch(TallyingLaunch):
         with _main_module_hidden(self._hide_main):
             process.start()
         child.close()
-        parent.send(
-            (
-                "init",
-                self._spec_text,
-                self.job.store.locator,
-                self._derived,
-                self._executor.name,
-                label,
+        # A child that died at once is noticed through its sentinel, not here.
+        with contextlib.suppress(OSError):
+            parent.send(
+                (
+                    "init",
+                    self._spec_text,
+                    self.job.store.locator,
+                    self._derived,
+                    self._executor.name,
+                    label,
+                )
             )
-        )
         self._workers.append(_Worker(process, parent, label))
 
     def _dispatch(self) -> None:
@@ -348,7 +352,7 @@ class _ProcessLaunch(TallyingLaunch):
             except OSError:
                 self._queue.extendleft(reversed(chunk))
                 continue
-            if not worker.outstanding:
+            if not worker.outstanding and worker.ready:
                 self._begin_next(worker)
             worker.outstanding.extend(chunk)
 
@@ -384,7 +388,12 @@ class _ProcessLaunch(TallyingLaunch):
 
     def _on_message(self, worker: _Worker, message: tuple[Any, ...]) -> None:
         kind = message[0]
-        if kind == "done":
+        if kind == "ready":
+            # The timeout clock starts now: interpreter start-up is not the run's time.
+            worker.ready = True
+            if worker.outstanding and not worker.stopping:
+                self._begin_next(worker)
+        elif kind == "done":
             _, task_index, status, metrics, err_type, err_message = message
             self._barren_deaths = 0
             if worker.outstanding and worker.outstanding[0] == task_index:
@@ -484,6 +493,11 @@ class _ProcessLaunch(TallyingLaunch):
         if worker.dead:
             return
         self._retire(worker)
+        if not worker.ready:
+            # It died while starting up: no run of its chunk began, so none is blamed.
+            self._uncount(worker)
+            self._queue.extendleft(reversed(worker.outstanding))
+            worker.outstanding.clear()
         if not worker.outstanding:
             if not worker.stopping and worker.process.exitcode != 0:
                 self._barren_deaths += 1
