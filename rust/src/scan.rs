@@ -7,6 +7,7 @@
 
 use std::collections::HashSet;
 use std::fs;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::io::ErrorKind;
 use std::path::Path;
 
@@ -43,16 +44,16 @@ pub fn read_shard(root: &Path, shard: &str) -> Result<Vec<String>, CoreError> {
     let mut ids = Vec::new();
     for entry in entries {
         let entry = entry.map_err(|e| store_err(&dir, e))?;
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
-        if name.starts_with('.') {
-            continue;
-        }
-        let Some(id) = name.strip_suffix(MARKER_SUFFIX) else {
+        // One allocation per marker: the OsString itself becomes the id.
+        let Ok(mut name) = entry.file_name().into_string() else {
             continue;
         };
-        if !id.is_empty() && shard_of(id) == shard {
-            ids.push(id.to_string());
+        if name.starts_with('.') || !name.ends_with(MARKER_SUFFIX) {
+            continue;
+        }
+        name.truncate(name.len() - MARKER_SUFFIX.len());
+        if !name.is_empty() && shard_of(&name) == shard {
+            ids.push(name);
         }
     }
     Ok(ids)
@@ -75,14 +76,97 @@ pub fn scan_done(root: &Path, run_ids: &[String]) -> Result<Vec<bool>, CoreError
     if run_ids.is_empty() || !check_root(root)? {
         return Ok(vec![false; run_ids.len()]);
     }
-    let shards: HashSet<&str> = run_ids.iter().map(|r| shard_of(r)).collect();
-    let shards: Vec<&str> = shards.into_iter().filter(|s| !s.is_empty()).collect();
-    let found = shards
+    // List each needed shard once, in parallel. Ids that are 32 lower-case hex digits (all
+    // run ids) are compared as u128s, anything else as strings. The ids are then checked
+    // in their own order, which keeps memory access sequential on large inputs.
+    let shards = needed_shards(run_ids);
+    let listed = shards
         .par_iter()
         .map(|s| read_shard(root, s))
         .collect::<Result<Vec<_>, _>>()?;
-    let done: HashSet<&str> = found.iter().flatten().map(|s| s.as_str()).collect();
-    Ok(run_ids.iter().map(|r| done.contains(r.as_str())).collect())
+    let mut hex_done: HashSet<u128, BuildIdHasher> = HashSet::default();
+    let mut other_done: HashSet<String> = HashSet::new();
+    for name in listed.into_iter().flatten() {
+        match hex_key(&name) {
+            Some(k) => {
+                hex_done.insert(k);
+            }
+            None => {
+                other_done.insert(name);
+            }
+        }
+    }
+    Ok(run_ids
+        .par_iter()
+        .with_min_len(4096)
+        .map(|r| match hex_key(r) {
+            Some(k) => hex_done.contains(&k),
+            None => other_done.contains(r.as_str()),
+        })
+        .collect())
+}
+
+/// The distinct non-empty shard names of `run_ids`; two-ASCII-byte shards (all run ids)
+/// are collected through a 64 Ki-entry table instead of hashing every id.
+fn needed_shards(run_ids: &[String]) -> Vec<&str> {
+    let mut seen = vec![false; 1 << 16];
+    let mut out = Vec::new();
+    let mut others: HashSet<&str> = HashSet::new();
+    for r in run_ids {
+        let b = r.as_bytes();
+        if b.len() >= 2 && b[0].is_ascii() && b[1].is_ascii() {
+            let slot = (b[0] as usize) << 8 | b[1] as usize;
+            if !seen[slot] {
+                seen[slot] = true;
+                out.push(&r[..2]);
+            }
+        } else if !r.is_empty() && others.insert(shard_of(r)) {
+            out.push(shard_of(r));
+        }
+    }
+    out
+}
+
+/// Hashes the u128 keys of hex run ids (BLAKE2 outputs, already uniform) with one
+/// multiply instead of SipHash; other input falls back to FNV-1a.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ b as u64).wrapping_mul(0x100_0000_01b3);
+        }
+    }
+
+    fn write_u128(&mut self, v: u128) {
+        let x = (v as u64) ^ ((v >> 64) as u64).rotate_left(32);
+        self.0 = x.wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(29);
+    }
+}
+
+type BuildIdHasher = BuildHasherDefault<IdHasher>;
+
+/// The value of a 32-digit lower-case hex id (the run-id format); `None` for anything
+/// else. Injective on the ids it accepts, so comparing keys equals comparing strings.
+pub fn hex_key(id: &str) -> Option<u128> {
+    if id.len() != 32 {
+        return None;
+    }
+    let mut v: u128 = 0;
+    for b in id.bytes() {
+        let d = match b {
+            b'0'..=b'9' => b - b'0',
+            b'a'..=b'f' => b - b'a' + 10,
+            _ => return None,
+        };
+        v = (v << 4) | d as u128;
+    }
+    Some(v)
 }
 
 /// Every run id with a marker under `done_root`, sorted.
@@ -174,6 +258,24 @@ mod tests {
         let e = scan_done(&f, &["abcd".to_string()]).unwrap_err();
         assert!(e.to_string().contains("not a directory"));
         fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn hex_ids_and_other_ids_mix() {
+        let root = tmpdir("d");
+        let hex = "0123456789abcdef0123456789abcdef".to_string();
+        let upper = "0123456789ABCDEF0123456789ABCDEF".to_string();
+        touch(&root, &format!("01/{hex}.done"));
+        touch(&root, "zz/zzz.done");
+        let ids = vec![hex.clone(), upper, "zzz".to_string(), "zzy".to_string()];
+        assert_eq!(
+            scan_done(&root, &ids).unwrap(),
+            vec![true, false, true, false]
+        );
+        assert_eq!(hex_key(&hex), Some(0x0123456789abcdef0123456789abcdef));
+        assert_eq!(hex_key("0123456789ABCDEF0123456789abcdef"), None);
+        assert_eq!(hex_key("abc"), None);
+        fs::remove_dir_all(&root).unwrap();
     }
 
     #[test]
