@@ -185,13 +185,14 @@ write_pgpass() {
         mktemp "$f.XXXXXX"
     )
     {
+        # Our lines first (some tests read the password from the first line): any database
+        # (tests may create their own), via both loopback spellings.
+        printf '%s:%s:*:%s:%s\n' "127.0.0.1" "$PG_PORT" "$PG_ROLE" "$pw"
+        printf '%s:%s:*:%s:%s\n' "localhost" "$PG_PORT" "$PG_ROLE" "$pw"
         if [ -f "$f" ]; then
             awk -F: -v p="$PG_PORT" -v u="$PG_ROLE" \
                 '!(($1 == "127.0.0.1" || $1 == "localhost") && $2 == p && $4 == u)' "$f"
         fi
-        # Any database (the tests may create their own), via both loopback spellings.
-        printf '%s:%s:*:%s:%s\n' "127.0.0.1" "$PG_PORT" "$PG_ROLE" "$pw"
-        printf '%s:%s:*:%s:%s\n' "localhost" "$PG_PORT" "$PG_ROLE" "$pw"
     } >"$tmp"
     mv -f "$tmp" "$f"
     log "password for role $PG_ROLE stored in $f"
