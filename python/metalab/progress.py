@@ -168,6 +168,7 @@ class Progress:
                 TimeRemainingColumn,
             )
             from rich.progress import Progress as RichProgress
+            from rich.text import Text
         except ImportError:
             if required:
                 raise ExperimentError(
@@ -175,11 +176,19 @@ class Progress:
                 ) from None
             return
         console = Console(file=self.stream) if self.stream is not None else None
-        renderer = RichProgress(
+        owner = self
+
+        class _TwoLineProgress(RichProgress):
+            # Counts and metrics get a line of their own so the bar keeps its width in
+            # an 80-column terminal instead of being squeezed into ellipses.
+            def get_renderables(self) -> Any:
+                yield self.make_tasks_table(self.tasks)
+                yield Text("  " + owner._extra(owner.snapshot), overflow="fold")
+
+        renderer = _TwoLineProgress(
             TextColumn("[bold]{task.description}"),
-            BarColumn(),
+            BarColumn(bar_width=24),
             MofNCompleteColumn(),
-            TextColumn("{task.fields[extra]}"),
             TextColumn("{task.fields[rate]}"),
             TimeElapsedColumn(),
             TextColumn("eta"),
@@ -189,11 +198,7 @@ class Progress:
         )
         snap = self._snapshot
         self._task = renderer.add_task(
-            self.title,
-            total=snap.total,
-            completed=snap.finished,
-            extra=self._extra(snap),
-            rate="",
+            self.title, total=snap.total, completed=snap.finished, rate=""
         )
         renderer.start()
         self._renderer = renderer
@@ -273,11 +278,7 @@ class Progress:
             snap = self.snapshot
             rate, _ = self._rate_eta(snap)
             renderer.update(
-                self._task,
-                total=snap.total,
-                completed=snap.finished,
-                extra=self._extra(snap),
-                rate=f"{rate:.1f}/s",
+                self._task, total=snap.total, completed=snap.finished, rate=f"{rate:.1f}/s"
             )
             return
         now = time.monotonic()
