@@ -331,3 +331,26 @@ def test_workers_dying_at_start_up_do_not_blame_runs(
     status = handle.status
     assert status.failed == 0 and status.running == 0 and status.completed == 0
     assert status.cancelled == 6
+
+
+@metalab.operation
+def forever(params: dict[str, Any], capture: Any) -> None:
+    time.sleep(60)
+
+
+def test_second_cancel_kills_running_runs(tmp_path: Path) -> None:
+    handle = metalab.run(
+        _exp(forever, 6), store=tmp_path / "s", executor=ProcessExecutor(2, mp_context="fork")
+    )
+    deadline = time.monotonic() + 10
+    while handle.status.running < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    started = time.monotonic()
+    handle.cancel()
+    handle.cancel()
+    results = handle.result(timeout=10)
+    assert time.monotonic() - started < 8
+    status = handle.status
+    assert (status.running, status.completed, status.cancelled) == (0, 0, 6)
+    stopped = [r for r in results if r.status is RunState.CANCELLED]
+    assert len(stopped) == 2 and "second handle.cancel()" in stopped[0].error.message

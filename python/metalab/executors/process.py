@@ -209,9 +209,14 @@ class _ProcessLaunch(TallyingLaunch):
         self._serial = 0
         self._barren_deaths = 0
         self._cancel_handled = False
+        self._cancel_requests = 0
+        self._force_handled = False
 
     # -- public -------------------------------------------------------------------------
     def cancel(self) -> None:
+        """Stop scheduling; a second call also kills running runs (recorded cancelled)."""
+        with self._lock:
+            self._cancel_requests += 1
         super().cancel()
         with contextlib.suppress(OSError):
             self._wake_w.send_bytes(b"c")
@@ -305,6 +310,8 @@ class _ProcessLaunch(TallyingLaunch):
         while True:
             if self.is_cancelled and not self._cancel_handled:
                 self._handle_cancel()
+            if self._cancel_requests > 1 and not self._force_handled:
+                self._force_cancel()
             if not self.is_cancelled:
                 self._feed()
             busy = [w for w in self._workers if w.outstanding or w.stopping]
@@ -375,6 +382,17 @@ class _ProcessLaunch(TallyingLaunch):
                 worker.conn.send(("stop",))
             except OSError:
                 continue
+
+    def _force_cancel(self) -> None:
+        self._force_handled = True
+        for worker in list(self._workers):
+            if worker.dead or not worker.outstanding:
+                continue
+            worker.process.kill()
+            worker.process.join(timeout=5)
+            self._drain(worker)
+            reason = KeyboardInterrupt("run stopped by a second handle.cancel()")
+            self._on_death(worker, reason, RunState.CANCELLED)
 
     def _drain(self, worker: _Worker) -> None:
         while not worker.dead:
@@ -488,7 +506,9 @@ class _ProcessLaunch(TallyingLaunch):
         self._queue.extendleft(reversed(worker.outstanding))
         worker.outstanding.clear()
 
-    def _on_death(self, worker: _Worker, reason: BaseException | None) -> None:
+    def _on_death(
+        self, worker: _Worker, reason: BaseException | None, state: RunState = RunState.FAILED
+    ) -> None:
         """A worker died or was killed: fail its current run, re-queue the rest."""
         if worker.dead:
             return
@@ -522,7 +542,7 @@ class _ProcessLaunch(TallyingLaunch):
         if not worker.counted_running:
             self.started()
         worker.counted_running = False
-        record = self._fail(task_index, reason, worker)
+        record = self._fail(task_index, reason, worker, state)
         if rest:
             if self.is_cancelled:
                 self.skipped_by_cancel(len(rest))
@@ -532,7 +552,9 @@ class _ProcessLaunch(TallyingLaunch):
             return
         self.finished(record)
 
-    def _fail(self, task_index: int, reason: BaseException, worker: _Worker) -> RunRecord | None:
+    def _fail(
+        self, task_index: int, reason: BaseException, worker: _Worker, state: RunState
+    ) -> RunRecord | None:
         plan, store = self.job.plan, self.job.store
         task = plan.task(task_index)
         # The worker may have persisted the run just before dying; that record stands.
@@ -540,7 +562,7 @@ class _ProcessLaunch(TallyingLaunch):
         if existing is not None:
             return existing
         worker_id = worker_identity(self._executor.name, worker.label)
-        record = failure_record(plan, task, reason, self._executor.name, worker_id)
+        record = failure_record(plan, task, reason, self._executor.name, worker_id, state)
         persist(store, record)
         return record
 
@@ -583,6 +605,10 @@ class ProcessExecutor(Executor):
         mp_context: start method, ``"spawn"`` (default, safe everywhere), ``"fork"`` or
             ``"forkserver"``.
         chunk_size: task indices sent to a worker at a time (default: automatic).
+
+    ``handle.cancel()`` stops scheduling: queued runs are counted cancelled and running
+    ones finish. Calling it a second time also kills the running ones, which are then
+    recorded ``cancelled``.
 
     Raises:
         ExecutorError: an argument is invalid.
