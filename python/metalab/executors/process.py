@@ -68,6 +68,10 @@ def _worker_main(conn: mpc.Connection, inherited: list[Any] | None = None) -> No
     for other in inherited or ():
         with contextlib.suppress(OSError):
             other.close()
+    # Ctrl-C in a terminal reaches the whole process group; only the driver decides what
+    # happens next (its exit kills the workers, and unfinished runs stay unrecorded so
+    # resume re-runs them), so workers do not react to it themselves.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         _worker_loop(conn)
     except (EOFError, BrokenPipeError, KeyboardInterrupt):
