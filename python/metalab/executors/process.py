@@ -215,6 +215,7 @@ class _ProcessLaunch(TallyingLaunch):
         self._cancel_handled = False
         self._cancel_requests = 0
         self._force_handled = False
+        self._shutting_down = False
 
     # -- public -------------------------------------------------------------------------
     def cancel(self) -> None:
@@ -227,6 +228,7 @@ class _ProcessLaunch(TallyingLaunch):
 
     def shutdown(self) -> None:
         """Kill every worker now (interpreter exit)."""
+        self._shutting_down = True
         super().cancel()
         for worker in list(self._workers):
             with contextlib.suppress(Exception):
@@ -517,6 +519,10 @@ class _ProcessLaunch(TallyingLaunch):
         if worker.dead:
             return
         self._retire(worker)
+        if self._shutting_down:
+            # Killed by us on the way out: unfinished runs stay unrecorded, so resume
+            # simply runs them again rather than reporting crashes that did not happen.
+            return
         if not worker.ready:
             # It died while starting up: no run of its chunk began, so none is blamed.
             self._uncount(worker)
