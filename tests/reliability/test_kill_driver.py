@@ -53,13 +53,17 @@ def test_kill_driver_then_resume_completes_exactly(tmp_path: Path, executor: str
     proc = subprocess.Popen(
         [sys.executable, str(script), str(store), executor], start_new_session=True
     )
-    deadline = time.monotonic() + 60
-    while _done_count(store) < 25:
-        assert proc.poll() is None, "driver finished before it could be killed"
-        assert time.monotonic() < deadline, "driver made no progress"
-        time.sleep(0.01)
-    os.killpg(proc.pid, signal.SIGKILL)  # the driver and any worker processes it started
-    proc.wait()
+    try:
+        deadline = time.monotonic() + 60
+        while _done_count(store) < 25:
+            assert proc.poll() is None, "driver finished before it could be killed"
+            assert time.monotonic() < deadline, "driver made no progress"
+            time.sleep(0.01)
+    finally:
+        # The driver and any worker processes it started; also on a failed assertion,
+        # so no driver outlives the test.
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
     killed_at = _done_count(store)
     assert 25 <= killed_at < 100
 
