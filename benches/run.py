@@ -44,6 +44,17 @@ def _run_suite(name: str, quick: bool) -> tuple[list[Measurement], str]:
         return [], f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
 
 
+def _as_dict(row: Any) -> dict[str, Any]:
+    """A Measurement, a dict or any other row (a tuple...) as a JSON-ready dict."""
+    if hasattr(row, "as_dict"):
+        return dict(row.as_dict())
+    if isinstance(row, dict):
+        return dict(row)
+    if isinstance(row, tuple | list) and row:
+        return {"stage": str(row[0]), "value": [str(v) for v in row[1:]]}
+    return {"stage": str(row)}
+
+
 def main(quick: bool = False) -> list[dict[str, Any]]:
     """Run all suites, print the combined table and write the JSON results."""
     results: list[dict[str, Any]] = []
@@ -51,9 +62,7 @@ def main(quick: bool = False) -> list[dict[str, Any]]:
         started = time.perf_counter()
         rows, error = _run_suite(name, quick)
         for row in rows:
-            entry = row.as_dict()
-            entry["suite"] = name
-            results.append(entry)
+            results.append({**_as_dict(row), "suite": name})
         if error:
             results.append({"suite": name, "stage": "(error)", "error": error})
         print(f"[{name}] {time.perf_counter() - started:.1f}s {error}", flush=True)
@@ -70,6 +79,9 @@ def main(quick: bool = False) -> list[dict[str, Any]]:
     for r in results:
         if "error" in r:
             print(f"{r['suite']:<16} {'ERROR: ' + r['error']}")
+            continue
+        if "median_s" not in r:
+            print(f"{r['suite']:<16} {r['stage'][:46]:<46} {' '.join(r.get('value', []))}")
             continue
         floor = f"{r['floor_s']:.3f}s" if r.get("floor_s") is not None else ""
         print(
