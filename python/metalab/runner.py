@@ -295,4 +295,5 @@ def _discover_service(store: Store) -> Store:
         return store
     from metalab.service import store_from_service_file
 
-    return store_from_service_file(service, store)
+    discovered: Store = store_from_service_file(service, store)
+    return discovered
