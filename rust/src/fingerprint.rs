@@ -144,6 +144,38 @@ mod tests {
     }
 
     #[test]
+    fn golden_vectors() {
+        // Same vectors as docs/run-identity.md and tests/test_core_encoding.py.
+        let d = Value::Dict(vec![
+            ("lr".into(), Value::Float(0.1)),
+            (
+                "layers".into(),
+                Value::List(vec![Value::Int(64), Value::Int(64)]),
+            ),
+            ("act".into(), Value::Str("relu".into())),
+            ("dropout".into(), Value::None),
+        ]);
+        assert_eq!(
+            fingerprint_hex(&encode(&d).unwrap()),
+            "6ca284325362d6a8e13b926d0c527865"
+        );
+        assert_eq!(
+            fingerprint_hex(&encode(&Value::None).unwrap()),
+            "a12301538aeef45bfd8b781ed8b2b255"
+        );
+        assert_eq!(
+            run_id(
+                "exp1",
+                "3ca24cd42a9182c035389262f9d64b5b",
+                "ee798fca16cca60c9b0a0ede9fd6c2ce",
+                "57c32735e06edd2a6323d938d74968b7"
+            )
+            .unwrap(),
+            "94183226a8c801a4849633c4cf237a4f"
+        );
+    }
+
+    #[test]
     fn split_updates_equal_one_shot() {
         assert_eq!(blake2b::<16>(&[b"ab", b"c"]), blake2b::<16>(&[b"abc"]));
     }

@@ -114,8 +114,8 @@ impl Dist {
                 if lo >= hi {
                     return Err(err(format!(
                         "bounds lo = {}, hi = {}: expected lo < hi",
-                        python_float_repr(lo),
-                        python_float_repr(hi)
+                        arg_repr(&args[0]),
+                        arg_repr(&args[1])
                     )));
                 }
                 if kind == "uniform" {
@@ -124,7 +124,7 @@ impl Dist {
                     if lo <= 0.0 {
                         return Err(err(format!(
                             "lo = {}: expected 0 < lo < hi",
-                            python_float_repr(lo)
+                            arg_repr(&args[0])
                         )));
                     }
                     Ok(Dist::LogUniform { lo, hi })
@@ -164,7 +164,7 @@ impl Dist {
                 if sigma <= 0.0 {
                     return Err(err(format!(
                         "sigma = {}: expected sigma > 0",
-                        python_float_repr(sigma)
+                        arg_repr(&args[1])
                     )));
                 }
                 Ok(Dist::Normal { mu, sigma })
@@ -341,6 +341,7 @@ mod tests {
         use Arg::*;
         let msg = |r: Result<Dist, CoreError>| r.unwrap_err().to_string();
         assert!(msg(parse("uniform", &[Float(2.5), Float(1.0)])).contains("2.5"));
+        assert!(msg(parse("uniform", &[Int(2), Int(1)])).contains("lo = 2, hi = 1"));
         assert!(msg(parse("loguniform", &[Float(0.0), Float(1.0)])).contains("lo = 0.0"));
         assert!(msg(parse("randint", &[Int(5), Int(4)])).contains("lo = 5"));
         assert!(msg(parse("randint", &[Float(0.5), Int(4)])).contains("0.5"));
@@ -403,6 +404,38 @@ mod tests {
         assert_ne!(other.trial(0), s.trial(0));
         assert_eq!(s.resolve(-1).unwrap(), 9);
         assert!(s.resolve(10).is_err());
+    }
+
+    #[test]
+    fn golden_draw_and_exact_kinds() {
+        // Same vectors as docs/run-identity.md and tests/test_core_random.py.
+        assert_eq!(draw(42, 0, "lr"), (0xd3846a18f34cbaa8, 0x6ba1cf7d93013ce1));
+        let dims = vec![
+            ("dropout".to_string(), Dist::Uniform { lo: 0.0, hi: 0.5 }),
+            ("layers".to_string(), Dist::RandInt { lo: 1, hi: 8 }),
+            ("act".to_string(), Dist::Choice { n: 3 }),
+        ];
+        let s = RandomSpace::new(42, dims, 3).unwrap();
+        assert_eq!(
+            s.trials(0, 3),
+            vec![
+                vec![
+                    Sample::Float(0.4467659394977371),
+                    Sample::Int(1),
+                    Sample::Int(2)
+                ],
+                vec![
+                    Sample::Float(0.25188533766433197),
+                    Sample::Int(8),
+                    Sample::Int(0)
+                ],
+                vec![
+                    Sample::Float(0.2827731254488711),
+                    Sample::Int(4),
+                    Sample::Int(2)
+                ],
+            ]
+        );
     }
 
     #[test]

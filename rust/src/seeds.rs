@@ -109,6 +109,29 @@ mod tests {
     }
 
     #[test]
+    fn golden_vectors() {
+        // Same vectors as docs/run-identity.md and tests/test_core_seeds.py.
+        let root = seed_root(42, 0).unwrap();
+        assert_eq!(
+            crate::fingerprint::to_hex(&root),
+            "313628a54a1fd5f1520548168901569975d8eccf3bcbe9f28078c8421c79dad3"
+        );
+        assert_eq!(
+            crate::fingerprint::to_hex(&preprocessing_root(42)),
+            "3ba9b9078e8c3d90b90b779f43524256953b84a9227c04d72aa25259de972623"
+        );
+        assert_eq!(
+            seed_fingerprint(42, 0).unwrap(),
+            "57c32735e06edd2a6323d938d74968b7"
+        );
+        assert_eq!(derive_seed(&root, "torch").unwrap(), 220852492);
+        assert_eq!(
+            derive_entropy(&root, "numpy").unwrap(),
+            49977533823087154431904618171070037705
+        );
+    }
+
+    #[test]
     fn bad_inputs() {
         let e = seed_root(0, -1).unwrap_err().to_string();
         assert!(e.contains("replicate = -1"), "{e}");
