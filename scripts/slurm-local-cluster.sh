@@ -15,18 +15,24 @@
 #      127.0.0.1, declaring CPUs=max(nproc, $METALAB_SLURM_CPUS or 8) cores (accepted thanks
 #      to SlurmdParameters=config_overrides, so that e.g. 4 array tasks run at once on a
 #      2-core machine), RealMemory = total memory minus a 4 GiB margin, DefMemPerCPU so that jobs
-#      without --mem do not take the whole node, MaxArraySize=100001, MaxJobCount=200000,
+#      without --mem do not take the whole node, $METALAB_SLURM_GPUS (default 2, >= 1) fake
+#      GPUs (GRES gpu backed by placeholder files, /etc/slurm/gres.conf) so that jobs asking
+#      for GPUs are scheduled (they get no device), MaxArraySize=100001, MaxJobCount=200000,
 #      fast scheduling, partition `debug` (default), no accounting (sacct does not work:
 #      use squeue / scontrol show job); jobs run as the submitting user (root here) on the
 #      same filesystem, so a job may use the submitter's Python/venv directly;
 #   4. (re)starts slurmctld and slurmd when they are not both running with this exact config
 #      (killing stale daemons by their pid), waits until sinfo shows the node idle (or
-#      mix/alloc), resuming it if it came up down/drained; on timeout prints the logs;
+#      mix/alloc), resuming it if it came up down/drained; on timeout prints the logs.
+#      Saved jobs are kept when a live controller is restarted for a new config, and cleared
+#      when no controller was running (their processes are gone) or with --restart;
 #   5. runs a smoke job: `srun -N1 true`.
 # Logs: /var/log/slurm/slurmctld.log and /var/log/slurm/slurmd.log.
 set -euo pipefail
 
 CPUS_WANTED=${METALAB_SLURM_CPUS:-8}
+GPUS=${METALAB_SLURM_GPUS:-2}
+FAKE_GPU_DIR=/var/lib/slurm/metalab-fake-gpu
 MEM_MARGIN_MB=${METALAB_SLURM_MEM_MARGIN_MB:-4096}
 READY_TIMEOUT=${METALAB_SLURM_READY_TIMEOUT:-60}
 CONF=/etc/slurm/slurm.conf
@@ -119,6 +125,23 @@ write_conf() {
     def_mem=$((real_mem / cpus))
 
     install -d -m 0755 /etc/slurm "$LOGDIR" /var/spool/slurmctld /var/spool/slurmd
+    # Fake GPUs: lets jobs asking --gpus/--gres=gpu be scheduled here (no real device).
+    # slurmd counts GPUs by their File= entries (without them it reports 0 and the node is
+    # drained as INVALID_REG), so point it at plain placeholder files.
+    local gres_tmp g
+    install -d -m 0755 "$FAKE_GPU_DIR"
+    for g in $(seq 0 $((GPUS - 1))); do
+        [ -e "$FAKE_GPU_DIR/gpu$g" ] || : >"$FAKE_GPU_DIR/gpu$g"
+    done
+    gres_tmp=$(mktemp /etc/slurm/gres.conf.XXXXXX)
+    printf '%s\n' '# Written by metalab scripts/slurm-local-cluster.sh: fake GPUs (plain files).' \
+        "NodeName=$NODE Name=gpu File=$FAKE_GPU_DIR/gpu[0-$((GPUS - 1))]" >"$gres_tmp"
+    chmod 0644 "$gres_tmp"
+    if cmp -s "$gres_tmp" /etc/slurm/gres.conf; then
+        rm -f "$gres_tmp"
+    else
+        mv -f "$gres_tmp" /etc/slurm/gres.conf
+    fi
     local tmp
     tmp=$(mktemp /etc/slurm/slurm.conf.XXXXXX)
     cat >"$tmp" <<EOF
@@ -152,6 +175,7 @@ SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
 DefMemPerCPU=$def_mem
 SlurmdParameters=config_overrides
+GresTypes=gpu
 ReturnToService=2
 MaxArraySize=100001
 MaxJobCount=200000
@@ -161,7 +185,7 @@ InactiveLimit=0
 SlurmctldTimeout=30
 SlurmdTimeout=30
 MessageTimeout=20
-NodeName=$NODE NodeAddr=127.0.0.1 NodeHostname=$NODE CPUs=$cpus Boards=1 SocketsPerBoard=1 CoresPerSocket=$cpus ThreadsPerCore=1 RealMemory=$real_mem State=UNKNOWN
+NodeName=$NODE NodeAddr=127.0.0.1 NodeHostname=$NODE CPUs=$cpus Boards=1 SocketsPerBoard=1 CoresPerSocket=$cpus ThreadsPerCore=1 RealMemory=$real_mem Gres=gpu:$GPUS State=UNKNOWN
 PartitionName=debug Nodes=$NODE Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO
 EOF
     chmod 0644 "$tmp"
@@ -212,11 +236,19 @@ node_usable() {
 }
 
 start_daemons() {
+    local clear=$1
     stop_daemon slurmd "$SLURMD_PID"
     stop_daemon slurmctld "$CTLD_PID"
-    log "starting slurmctld (state cleared) and slurmd"
-    # -c: forget jobs of an earlier incarnation (their processes died with the old daemons).
-    /usr/sbin/slurmctld -c -i
+    if [ "$clear" -eq 1 ]; then
+        # No controller was running (fresh machine, reboot, end of a session, --restart): its
+        # saved jobs belong to processes that are gone, so forget them rather than rerun them.
+        log "starting slurmctld (saved state cleared) and slurmd"
+        /usr/sbin/slurmctld -c -i
+    else
+        # A live controller restarted for a new config: keep its jobs (running steps survive).
+        log "starting slurmctld (saved state kept) and slurmd"
+        /usr/sbin/slurmctld -i
+    fi
     /usr/sbin/slurmd
 }
 
@@ -259,12 +291,14 @@ do_setup() {
     ensure_munge
     write_conf
     local hash
-    hash=$(sha256sum "$CONF" | cut -d' ' -f1)
+    hash=$(cat "$CONF" /etc/slurm/gres.conf | sha256sum | cut -d' ' -f1)
     if [ "$force" -eq 0 ] && alive slurmctld "$CTLD_PID" && alive slurmd "$SLURMD_PID" &&
         [ "$(cat "$HASH_FILE" 2>/dev/null || true)" = "$hash" ] && node_usable; then
         log "slurmctld and slurmd already run with this configuration: keeping them"
     else
-        start_daemons
+        local clear=1
+        if [ "$force" -eq 0 ] && alive slurmctld "$CTLD_PID"; then clear=0; fi
+        start_daemons "$clear"
         printf '%s\n' "$hash" >"$HASH_FILE"
     fi
     wait_node
