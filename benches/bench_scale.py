@@ -78,15 +78,15 @@ def _write_chunk(args: tuple[str, str, int, int, int, int]) -> None:
             params={"gene": gene, "expr_val": expr_val},
             metrics={"score": gene * 0.5, "loss": 1.0 / (1 + expr_val), "steps": expr_val},
         )
-        directory = runs / run_id[:2] / run_id
+        directory = runs / run_id[:2]
         directory.mkdir(parents=True, exist_ok=True)
-        (directory / "record.json").write_bytes(json.dumps(doc).encode())
+        (directory / f"{run_id}.json").write_bytes(json.dumps(doc).encode())
 
 
 def generate_store(
     root: Path, template: dict[str, Any], total: int, values: int, replicates: int
 ) -> None:
-    """Write ``total`` record.json files cloned from a real record (2 processes)."""
+    """Write ``total`` record files cloned from a real record (2 processes)."""
     text = json.dumps(template)
     step = 10_000
     chunks = [
@@ -109,10 +109,11 @@ if mode == "load":
 else:
     rows = 0
     for shard in os.scandir(os.path.join(root, "runs")):
-        for run in os.scandir(shard.path):
-            with open(os.path.join(run.path, "record.json"), "rb") as handle:
-                handle.read()
-            rows += 1
+        for entry in os.scandir(shard.path):
+            if entry.name.endswith(".json"):
+                with open(entry.path, "rb") as handle:
+                    handle.read()
+                rows += 1
 seconds = time.perf_counter() - start
 rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 print(json.dumps({"seconds": seconds, "rss_mb": rss, "rows": rows}))
@@ -201,7 +202,7 @@ def main(quick: bool = False) -> list[Measurement]:
         rows.append(writing)
 
         # (5) load_results + to_dataframe of `total` stored records
-        template = json.loads(next((tmp / "write-0" / "runs").glob("*/*/record.json")).read_bytes())
+        template = json.loads(next((tmp / "write-0" / "runs").glob("*/*.json")).read_bytes())
         big = tmp / "big"
         started = time.perf_counter()
         generate_store(big, template, total, values, replicates)
@@ -218,7 +219,7 @@ def main(quick: bool = False) -> list[Measurement]:
             extra={"generate_s": generated, "rss_is_process_peak": True},
         )
         read_floor = Measurement(
-            "    floor: read every record.json, 1 pass",
+            "    floor: read every record file, 1 pass",
             total,
             [r["seconds"] for r in floors],
             max(r["rss_mb"] for r in floors),

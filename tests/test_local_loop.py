@@ -140,7 +140,7 @@ def test_record_fields_and_provenance() -> None:
     assert prov.code_hash == metalab.operation(op.func).code_hash
     assert prov.python and prov.metalab == metalab.__version__ and prov.host
     assert prov.executor == "thread" and str(prov.pid) in prov.worker_id
-    stored = json.loads(next(Path("runs/exp/runs").glob("*/*/record.json")).read_text())
+    stored = json.loads(next(Path("runs/exp/runs").glob("*/*.json")).read_text())
     assert stored["status"] == "success"
     assert dt.datetime.fromisoformat(stored["started_at"]).tzinfo is not None
 
@@ -245,7 +245,7 @@ def test_non_finite_metrics_use_the_documented_encoding() -> None:
     (run,) = metalab.run(_exp(op, params=metalab.grid(x=[1]))).result()
     assert math.isnan(run.metrics["nan"]) and run.metrics["inf"] == math.inf
     assert run.metrics["ninf"] == -math.inf and run.metric_series("inf") == [(0, math.inf)]
-    raw = next(Path("runs/exp/runs").glob("*/*/record.json")).read_text()
+    raw = next(Path("runs/exp/runs").glob("*/*.json")).read_text()
     assert '"NaN"' in raw and '"Infinity"' in raw and "-Infinity" in raw
     json.loads(raw, parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))
 
@@ -313,7 +313,7 @@ def test_corrupt_record_is_reported_and_rerun_on_resume() -> None:
         capture.metric("x", params["x"])
 
     first = metalab.run(_exp(op)).result()
-    victim = Path("runs/exp/runs") / first[1].run_id[:2] / first[1].run_id / "record.json"
+    victim = Path("runs/exp/runs") / first[1].run_id[:2] / f"{first[1].run_id}.json"
     victim.write_text('{"run_id": "trunc')
     loaded = metalab.load_results("runs/exp")
     assert len(loaded) == 2

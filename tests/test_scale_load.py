@@ -28,7 +28,7 @@ def reference(root: Path) -> dict[str, Any]:
     """What load_record_columns must return, computed with json + record_codec."""
     docs = []
     problems = []
-    for path in sorted(root.glob("runs/*/*/record.json")):
+    for path in sorted(root.glob("runs/*/*.json")):
         data = path.read_bytes()
         try:
             decode_record(data, str(path))
@@ -148,9 +148,9 @@ def stores(draw: Any) -> list[tuple[str, bytes]]:
 
 def _write_store(root: Path, files: list[tuple[str, bytes]]) -> None:
     for run_id, data in files:
-        directory = root / "runs" / run_id[:2] / run_id
+        directory = root / "runs" / run_id[:2]
         directory.mkdir(parents=True, exist_ok=True)
-        (directory / "record.json").write_bytes(data)
+        (directory / f"{run_id}.json").write_bytes(data)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -187,7 +187,7 @@ def test_problems_name_path_and_reason_and_drop_done_marker(tmp_path: Path) -> N
         store.mark(run_id, metalab.records.RunState.SUCCESS)
     results = metalab.load_results(tmp_path)
     assert len(results) == 1
-    reasons = {Path(p.location).parent.name: p.reason for p in results.problems}
+    reasons = {Path(p.location).name.removesuffix(".json"): p.reason for p in results.problems}
     assert str(store.layout.record("cd" * 16)) + ": not valid JSON" in reasons["cd" * 16]
     assert reasons["ef" * 16].endswith("expected a JSON object")
     assert store.completed(["ab" * 16, "cd" * 16, "ef" * 16]) == [True, False, False]

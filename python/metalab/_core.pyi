@@ -241,7 +241,7 @@ def load_record_columns(
 ) -> dict[str, Any]:
     """Read the FileStore records under ``root`` in parallel and return them as columns.
 
-    Reads ``runs/*/*/record.json`` (or only the records of ``run_ids``; missing files are
+    Reads ``runs/*/*.json`` (or only the records of ``run_ids``; missing files are
     skipped), keeps those of ``experiment_id`` when given, ordered by (experiment id, task
     index). Keys: ``run_id``, ``experiment_id``, ``status``, ``task_index``,
     ``replicate``, ``duration_s``, ``started_at`` (one list each); ``params`` and

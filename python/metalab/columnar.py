@@ -1,10 +1,10 @@
 """Results backed by columns: loading 300,000 FileStore records without 300,000 objects.
 
-:func:`load_columns` asks the Rust core to read every ``record.json`` in parallel and
-return one list per field (``run_id``, ``status``, ...), per parameter and per metric.
+:func:`load_columns` asks the Rust core to read every record file (``runs/*/*.json``) in
+parallel and return one list per field (``run_id``, ``status``, ...), per parameter and per metric.
 :class:`ColumnarResults` is a :class:`~metalab.results.Results` that answers
 ``to_dataframe()``, ``table()``, ``filter()``, ``successful``, ``summary()`` from those
-columns, and materialises a :class:`~metalab.results.Run` (reading its record.json) only
+columns, and materialises a :class:`~metalab.results.Run` (reading its record file) only
 when one is indexed or iterated. See "Loading at scale" in ``docs/storage.md``.
 """
 

@@ -1,6 +1,6 @@
 //! Columnar loading of FileStore run records.
 //!
-//! `load_columns` lists `{root}/runs/*/*/record.json` (or the record files of given run
+//! `load_columns` lists `{root}/runs/*/*.json` (or the record files of given run
 //! ids), reads and parses them in parallel and returns one column per record field, per
 //! parameter key and per metric name. Rows are ordered by (experiment id, task index).
 //! Files that cannot be read or parsed are returned as problems (path + reason) instead
@@ -310,17 +310,32 @@ fn sorted_dirs(dir: &Path) -> Vec<PathBuf> {
     found
 }
 
-/// Paths of every `runs/{shard}/{run_id}/record.json` under `root` (sorted).
+/// Record files (`{run_id}.json`, not hidden) directly inside one shard directory, sorted.
+fn record_files(shard: &Path) -> Vec<PathBuf> {
+    let mut found: Vec<PathBuf> = match fs::read_dir(shard) {
+        Ok(entries) => entries
+            .filter_map(Result::ok)
+            .filter(|e| {
+                let name = e.file_name();
+                let name = name.to_string_lossy();
+                name.ends_with(".json")
+                    && !name.starts_with('.')
+                    && e.file_type().map(|t| t.is_file()).unwrap_or(false)
+            })
+            .map(|e| e.path())
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    found.sort();
+    found
+}
+
+/// Paths of every `runs/{shard}/{run_id}.json` under `root` (sorted).
 pub fn record_paths(root: &Path) -> Vec<PathBuf> {
     let shards = sorted_dirs(&root.join("runs"));
     shards
         .par_iter()
-        .map(|shard| {
-            sorted_dirs(shard)
-                .into_iter()
-                .map(|run| run.join("record.json"))
-                .collect::<Vec<_>>()
-        })
+        .map(|shard| record_files(shard))
         .collect::<Vec<_>>()
         .into_iter()
         .flatten()
@@ -334,8 +349,7 @@ pub fn record_paths_of(root: &Path, run_ids: &[String]) -> Vec<PathBuf> {
         .iter()
         .map(|id| {
             runs.join(crate::scan::shard_of(id))
-                .join(id)
-                .join("record.json")
+                .join(format!("{id}.json"))
         })
         .collect()
 }
@@ -444,9 +458,9 @@ mod tests {
     }
 
     fn write(root: &Path, run_id: &str, body: &str) {
-        let dir = root.join("runs").join(&run_id[..2]).join(run_id);
+        let dir = root.join("runs").join(&run_id[..2]);
         fs::create_dir_all(&dir).unwrap();
-        fs::write(dir.join("record.json"), body).unwrap();
+        fs::write(dir.join(format!("{run_id}.json")), body).unwrap();
     }
 
     fn temp_root(name: &str) -> PathBuf {

@@ -76,7 +76,7 @@ def test_kill_driver_then_resume_completes_exactly(tmp_path: Path, executor: str
     ).stdout
     assert "DONE 100" in out
     assert _done_count(store) == 100
-    records = [json.loads(p.read_bytes()) for p in store.glob("runs/*/*/record.json")]
+    records = [json.loads(p.read_bytes()) for p in store.glob("runs/*/*.json")]
     assert len(records) == 100 and {r["status"] for r in records} == {"success"}
     assert sorted(r["task_index"] for r in records) == list(range(100))
     visible_junk = [

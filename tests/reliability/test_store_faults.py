@@ -50,7 +50,7 @@ def test_disk_full_mid_experiment_is_a_clear_error_and_resume_finishes(
     assert all(r.status.value == "success" for r in done_before)
     assert 0 < len(done_before) < 20
     # Nothing half-written: every record on disk parses, no visible temporary file.
-    for path in store.glob("runs/*/*/record.json"):
+    for path in store.glob("runs/*/*.json"):
         json.loads(path.read_bytes())
     assert not [p for p in store.rglob("*.tmp") if not p.name.startswith(".")]
 

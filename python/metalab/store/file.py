@@ -178,9 +178,9 @@ class FileStore(Store):
         paths = []
         for shard in sorted(os.scandir(runs_dir), key=lambda e: e.name):
             if shard.is_dir() and not shard.name.startswith("."):
-                for run in os.scandir(shard.path):
-                    if run.is_dir() and not run.name.startswith("."):
-                        paths.append(Path(run.path) / "record.json")
+                for entry in os.scandir(shard.path):
+                    if FileLayout.run_id_of_record(entry.name) is not None:
+                        paths.append(Path(entry.path))
         return paths
 
     def load_records(
@@ -199,7 +199,7 @@ class FileStore(Store):
                 record = decode_record(data, str(path))
             except StoreError as exc:
                 loaded.problems.append(LoadProblem(str(path), str(exc)))
-                self._forget_completion(path.parent.name)
+                self._forget_completion(path.name.removesuffix(".json"))
                 continue
             if experiment_id is None or record.experiment_id == experiment_id:
                 loaded.records.append(record)
@@ -219,7 +219,9 @@ class FileStore(Store):
         for location, reason, corrupt in data.pop("problems"):
             problems.append(LoadProblem(location, reason))
             if corrupt:
-                self._forget_completion(Path(location).parent.name)
+                run_id = FileLayout.run_id_of_record(Path(location).name)
+                if run_id is not None:
+                    self._forget_completion(run_id)
         return data, problems
 
     def _forget_completion(self, run_id: str) -> None:

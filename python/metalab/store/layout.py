@@ -48,24 +48,36 @@ class FileLayout:
 
     @property
     def runs_dir(self) -> Path:
-        """Directory holding one sub-directory per run, sharded."""
+        """Directory of run records, logs and artifact folders, sharded."""
         return self.root / "runs"
 
     def run_dir(self, run_id: str) -> Path:
-        """``runs/{id[:2]}/{id}``."""
+        """``runs/{id[:2]}/{id}/``: the run's artifacts (created only when it has some)."""
         return self.root.joinpath("runs", run_id[:2], run_id)
 
     def record(self, run_id: str) -> Path:
-        """The run's ``record.json``."""
-        return self.root.joinpath("runs", run_id[:2], run_id, "record.json")
+        """``runs/{id[:2]}/{id}.json``: the run's record.
+
+        Records sit directly in the shard directory, not in a per-run directory: creating
+        a directory costs several times more than creating a file on common file systems,
+        and most runs have no artifacts.
+        """
+        return self.root.joinpath("runs", run_id[:2], f"{run_id}.json")
+
+    @staticmethod
+    def run_id_of_record(file_name: str) -> str | None:
+        """The run ID of a record file name, or ``None`` for anything else."""
+        if file_name.endswith(".json") and not file_name.startswith("."):
+            return file_name[: -len(".json")]
+        return None
 
     def log(self, run_id: str) -> Path:
-        """The run's ``run.log``."""
-        return self.run_dir(run_id) / "run.log"
+        """``runs/{id[:2]}/{id}.log``: the run's log."""
+        return self.root.joinpath("runs", run_id[:2], f"{run_id}.log")
 
     def artifact(self, run_id: str, file_name: str) -> Path:
-        """An artifact file of the run."""
-        return self.run_dir(run_id) / "artifacts" / file_name
+        """``runs/{id[:2]}/{id}/{file}``: an artifact file of the run."""
+        return self.root.joinpath("runs", run_id[:2], run_id, file_name)
 
     @property
     def done_dir(self) -> Path:

@@ -85,9 +85,10 @@ def _file_run_ids(store: FileStore, experiment_id: str | None) -> list[str]:
     if runs_dir.is_dir():
         for shard in os.scandir(runs_dir):
             if shard.is_dir() and not shard.name.startswith("."):
-                found.update(
-                    e.name for e in os.scandir(shard.path) if e.is_dir() and e.name[0] != "."
-                )
+                for entry in os.scandir(shard.path):
+                    run_id = store.layout.run_id_of_record(entry.name)
+                    if run_id is not None:
+                        found.add(run_id)
     if experiment_id is None:
         for root in (store.layout.done_dir, store.layout.failed_dir, store.layout.derived_dir):
             if root.is_dir():
