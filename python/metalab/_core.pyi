@@ -250,3 +250,14 @@ def load_record_columns(
     ``"-Infinity"`` become floats); ``problems``: ``(path, reason, corrupt)`` for files
     that could not be read (``corrupt=False``) or are not valid records (``True``).
     """
+
+def record_columns_from_docs(
+    docs: list[tuple[str, str]],
+    experiment_id: str | None = None,
+) -> dict[str, Any]:
+    """Parse in-memory record documents ``(location, json_text)`` into columns, in parallel.
+
+    Same result layout as :func:`load_record_columns`; a document that is not a valid
+    record becomes a problem ``(location, reason, True)``. Used by stores that fetch the
+    record texts in one query (PostgreSQL).
+    """

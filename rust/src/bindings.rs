@@ -675,6 +675,22 @@ fn load_record_columns<'py>(
     let cols = py.allow_threads(|| {
         records::load_columns(&root, run_ids.as_deref(), experiment_id.as_deref())
     });
+    columns_to_dict(py, &cols)
+}
+
+/// Parse in-memory record documents `(location, json_text)` into columns (GIL released).
+#[pyfunction]
+#[pyo3(signature = (docs, experiment_id=None))]
+fn record_columns_from_docs<'py>(
+    py: Python<'py>,
+    docs: Vec<(String, String)>,
+    experiment_id: Option<String>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let cols = py.allow_threads(|| records::columns_from_docs(&docs, experiment_id.as_deref()));
+    columns_to_dict(py, &cols)
+}
+
+fn columns_to_dict<'py>(py: Python<'py>, cols: &records::Columns) -> PyResult<Bound<'py, PyDict>> {
     let out = PyDict::new_bound(py);
     out.set_item("run_id", PyList::new_bound(py, &cols.run_id))?;
     out.set_item("experiment_id", PyList::new_bound(py, &cols.experiment_id))?;
@@ -716,5 +732,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(scan_done, m)?)?;
     m.add_function(wrap_pyfunction!(list_done, m)?)?;
     m.add_function(wrap_pyfunction!(load_record_columns, m)?)?;
+    m.add_function(wrap_pyfunction!(record_columns_from_docs, m)?)?;
     Ok(())
 }

@@ -405,6 +405,35 @@ pub fn load_columns(
         .with_min_len(64)
         .map_init(Vec::new, |buffer, p| load_one(p, experiment_id, buffer))
         .collect();
+    assemble(loaded)
+}
+
+/// Parse record documents already in memory (e.g. fetched from PostgreSQL) into columns.
+///
+/// `docs` holds `(location, JSON text)` pairs; the location names a document in problems.
+pub fn columns_from_docs(docs: &[(String, String)], experiment_id: Option<&str>) -> Columns {
+    let loaded: Vec<Loaded> = docs
+        .par_iter()
+        .with_min_len(64)
+        .map(
+            |(location, text)| match parse_row(text.as_bytes(), location) {
+                Ok(row) => match experiment_id {
+                    Some(wanted) if row.experiment_id != wanted => Loaded::Absent,
+                    _ => Loaded::Row(Box::new(row)),
+                },
+                Err(reason) => Loaded::Problem(Problem {
+                    path: location.clone(),
+                    reason,
+                    corrupt: true,
+                }),
+            },
+        )
+        .collect();
+    assemble(loaded)
+}
+
+/// Sort parsed rows by (experiment, task) and lay them out as columns.
+fn assemble(loaded: Vec<Loaded>) -> Columns {
     let mut out = Columns::default();
     let mut rows = Vec::with_capacity(loaded.len());
     for item in loaded {

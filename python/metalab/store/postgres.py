@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from metalab import _core
 from metalab.errors import StoreError, StoreUnavailableError
 from metalab.records import ArtifactInfo, RunRecord, RunState
 from metalab.store.atomic import atomic_write
@@ -456,6 +457,20 @@ class PostgresStore(Store):
                 where = f"{self.locator}#records/{run_id}"
                 loaded.problems.append(LoadProblem(where, f"not a run record ({exc!r})"))
         return loaded
+
+    def load_columns(
+        self, experiment_id: str | None = None, run_ids: Iterable[str] | None = None
+    ) -> tuple[dict[str, Any], list[LoadProblem]]:
+        """Fetch record texts in one query and parse them into columns in parallel (Rust).
+
+        The same columnar form as ``FileStore.load_columns``: ``load_results`` builds
+        lazily materialised runs from it instead of one RunRecord per row.
+        """
+        prefix = f"{self.locator}#records/"
+        docs = [(prefix + run_id, doc) for run_id, doc in self.record_docs(experiment_id, run_ids)]
+        data = _core.record_columns_from_docs(docs, experiment_id)
+        problems = [LoadProblem(where, reason) for where, reason, _ in data.pop("problems")]
+        return data, problems
 
     def get_artifact(self, run_id: str, info: ArtifactInfo) -> bytes:
         return self.get_artifact_file(run_id, info.file)
