@@ -117,3 +117,26 @@ def test_store_root_that_is_a_file_is_rejected(tmp_path: Path) -> None:
     target.write_text("x")
     with pytest.raises(StoreError, match="not a directory"):
         FileStore(target)
+
+
+def test_blobs_are_private_and_foreign_writable_blobs_are_refused(tmp_path: Path) -> None:
+    from metalab.errors import UnsafeLoadError
+
+    store = FileStore(tmp_path / "s")
+    store.put_blob("spec-x:1.json", b"{}")
+    path = store.layout.blob("spec-x:1.json")
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert store.get_blob("spec-x:1.json") == b"{}"
+    path.chmod(0o666)
+    with pytest.raises(UnsafeLoadError, match="refusing to load"):
+        store.get_blob("spec-x:1.json")
+
+
+def test_reconnect_refuses_a_tampered_spec(tmp_path: Path) -> None:
+    from metalab.errors import UnsafeLoadError
+
+    metalab.run(_experiment(3), store=tmp_path / "s").result()
+    for blob in (tmp_path / "s" / "blobs").iterdir():
+        blob.chmod(0o664)
+    with pytest.raises(UnsafeLoadError, match="only its owner can write"):
+        metalab.reconnect(tmp_path / "s")

@@ -11,12 +11,13 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import stat
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from metalab import _core
-from metalab.errors import StoreError
+from metalab.errors import StoreError, UnsafeLoadError
 from metalab.records import ArtifactInfo, RunRecord, RunState
 from metalab.store.atomic import atomic_write
 from metalab.store.base import LoadedRecords, LoadProblem, Store
@@ -111,13 +112,32 @@ class FileStore(Store):
         return manifests
 
     def put_blob(self, key: str, data: bytes) -> None:
-        self._write(self.layout.blob(key), data)
+        # Blobs carry pickled code (operations shipped by value): owner-only from creation.
+        atomic_write(self.layout.blob(key), data, mode=0o600, durable=self.durable)
 
     def get_blob(self, key: str) -> bytes | None:
+        """Return a blob, refusing one that someone else could have written.
+
+        Workers unpickle operations from blobs, so a blob owned by another user or
+        writable by group/others would let them run code in your account.
+
+        Raises:
+            UnsafeLoadError: the blob is not owned by this user or is group/other-writable.
+        """
+        path = self.layout.blob(key)
         try:
-            return self.layout.blob(key).read_bytes()
+            fd = os.open(path, os.O_RDONLY)
         except FileNotFoundError:
             return None
+        with os.fdopen(fd, "rb") as handle:
+            st = os.fstat(handle.fileno())
+            if st.st_uid != os.getuid() or st.st_mode & 0o022:
+                raise UnsafeLoadError(
+                    f"refusing to load {str(path)!r}: owned by uid {st.st_uid} with mode "
+                    f"{stat.filemode(st.st_mode)}; expected a file of uid {os.getuid()} "
+                    f"that only its owner can write (it may contain pickled code)"
+                )
+            return handle.read()
 
     # -- run write path ---------------------------------------------------------------
     def open_log(self, run_id: str) -> _FileLogSink:
