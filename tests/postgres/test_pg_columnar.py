@@ -27,7 +27,9 @@ def test_columnar_load_equals_record_load(pg_locator: str) -> None:
     exp = metalab.Experiment(
         "pgcol", "1", {}, op, metalab.grid(x=[0, 1, 2, 3]), metalab.seeds(1, replicates=2)
     )
-    metalab.run(exp, store=pg_locator).result()
+    handle = metalab.run(exp, store=pg_locator)
+    handle.result()
+    handle.store.close()
     fast = metalab.load_results(pg_locator)
     assert isinstance(fast, ColumnarResults) and not fast.problems
     store = create_store(pg_locator)
@@ -46,3 +48,5 @@ def test_columnar_load_equals_record_load(pg_locator: str) -> None:
     assert [r.params for r in fast.successful] == [r.params for r in slow.successful]
     only = metalab.load_results(pg_locator, experiment_id="other:1")
     assert len(only) == 0
+    for opened in (fast.store, store, only.store):
+        opened.close()
