@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import weakref
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -57,6 +58,16 @@ class _PostgresLogSink:
 
     def close(self) -> None:
         """Nothing is buffered, so nothing to flush."""
+
+
+def _close_pool_soon(pool: Any, owner_pid: int) -> None:
+    if os.getpid() != owner_pid:
+        return  # inherited through fork: the parent owns these connections
+    closer = threading.Thread(target=pool.close, name="metalab-pool-close", daemon=True)
+    closer.start()
+    if threading.current_thread() is not threading.main_thread():
+        return
+    closer.join(timeout=5.0)
 
 
 class PostgresStore(Store):
@@ -128,6 +139,10 @@ class PostgresStore(Store):
             )
             pool.open(wait=False)
             self._pool, self._pool_pid = pool, pid
+            # Close the pool when the store is dropped or at exit, from a fresh thread:
+            # left to its own __del__, a pool collected on one of its worker threads
+            # tries to join that thread and fails.
+            weakref.finalize(self, _close_pool_soon, pool, pid)
             return pool
 
     def _run(self, op: Callable[[Any], T]) -> T:
