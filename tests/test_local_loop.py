@@ -322,3 +322,46 @@ def test_corrupt_record_is_reported_and_rerun_on_resume() -> None:
     calls.clear()
     again = metalab.run(_exp(op)).result()
     assert calls == [2] and len(again.successful) == 3 and not again.problems
+
+
+def test_cancel_stops_scheduling_and_leaves_nothing_running() -> None:
+    import threading
+
+    started = threading.Event()
+
+    @metalab.operation
+    def slow(params, capture):
+        started.set()
+        import time
+
+        time.sleep(0.05)
+        capture.metric("x", params["x"])
+
+    handle = metalab.run(_exp(slow, params=metalab.grid(x=list(range(40)))))
+    assert started.wait(5)
+    handle.cancel()
+    results = handle.result(timeout=10)
+    status = handle.status
+    assert status.running == 0 and status.pending == 0 and status.is_complete
+    assert status.cancelled > 0 and status.completed == len(results) < 40
+    assert status.completed + status.cancelled == 40
+    # A later resume runs exactly the cancelled runs.
+    again = metalab.run(_exp(slow, params=metalab.grid(x=list(range(40)))))
+    assert again.status.skipped == status.completed
+    assert len(again.result().successful) == 40
+
+
+def test_unpicklable_operation_runs_in_process_but_not_in_other_processes() -> None:
+    import threading
+
+    lock = threading.Lock()
+
+    @metalab.operation
+    def guarded(params, capture):
+        with lock:
+            capture.metric("x", params["x"])
+
+    results = metalab.run(_exp(guarded)).result()
+    assert len(results.successful) == 3
+    with pytest.raises(ExperimentError, match="cannot be serialised"):
+        metalab.run(_exp(guarded, name="other"), executor=metalab.ProcessExecutor(1))

@@ -252,9 +252,7 @@ def run(
     if dry_run:
         return _dry_run(plan, target, runner, todo, skipped)
     target.put_manifest(exp.experiment_id, _manifest(plan, target, runner, len(todo)))
-    spec = experiment_to_spec(exp)
-    spec["context_fingerprint"] = plan.context_fp
-    target.put_blob(spec_key(exp.experiment_id), json.dumps(spec).encode())
+    _save_spec(exp, plan, target, runner)
     if display is not None:
         display.start(plan.total, skipped)
     job = Job(plan, target, todo, fns, timeout, _progress_callback(display))
@@ -268,6 +266,30 @@ def run(
     target.put_blob(launch_key(exp.experiment_id), json.dumps(pointer).encode())
     target.put_blob(launch_key(), json.dumps(pointer).encode())
     return RunHandle(plan, target, launch, skipped, display)
+
+
+def _save_spec(exp: Experiment, plan: RunPlan, store: Store, executor: Executor) -> None:
+    """Store the worker spec (workers and reconnect rebuild the experiment from it).
+
+    In-process executors need no spec, so an operation that closes over something
+    unpicklable (a lock, an open connection) still runs there; only reconnect is lost.
+
+    Raises:
+        ExperimentError: the executor ships the experiment and it cannot be serialised.
+    """
+    try:
+        spec = experiment_to_spec(exp)
+    except Exception as exc:
+        if executor.ships_experiment:
+            raise ExperimentError(
+                f"{executor!r} runs operations in other processes, but experiment "
+                f"{exp.experiment_id} cannot be serialised for them: {type(exc).__name__}: "
+                f"{exc}. Make the operation and context picklable (no locks, open files or "
+                f"connections captured), or use ThreadExecutor"
+            ) from exc
+        return
+    spec["context_fingerprint"] = plan.context_fp
+    store.put_blob(spec_key(exp.experiment_id), json.dumps(spec).encode())
 
 
 def _dry_run(

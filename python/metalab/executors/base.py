@@ -72,6 +72,8 @@ class Executor(ABC):
     """Runs the tasks of a job somewhere."""
 
     name: str = "executor"
+    ships_experiment: bool = True
+    """True when runs execute in other processes that rebuild the experiment from a spec."""
 
     @abstractmethod
     def launch(self, job: Job) -> Launch:

@@ -26,6 +26,7 @@ class ThreadExecutor(Executor):
     """
 
     name = "thread"
+    ships_experiment = False
 
     def __init__(self, max_workers: int = 1) -> None:
         if isinstance(max_workers, bool) or not isinstance(max_workers, int) or max_workers < 1:
