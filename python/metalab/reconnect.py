@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
 from typing import Any
 
 from metalab.errors import StoreError
-from metalab.executors.base import Launch
+from metalab.executors.base import Launch, LaunchCounts
 from metalab.plan import RunPlan
 from metalab.progress import make_progress
 from metalab.runner import RunHandle, launch_key, spec_key
@@ -43,9 +45,45 @@ def reconnect(store: Any, experiment_id: str | None = None, progress: Any = None
     return RunHandle(plan, target, launch, skipped=done if launch is None else 0, progress=display)
 
 
+class _EndedLaunch(Launch):
+    """A local launch whose driver process is gone: nothing runs any more.
+
+    Status comes from the store's markers; unfinished runs stay pending until a new
+    ``run(..., resume=True)`` executes them, and ``result()`` returns at once.
+    """
+
+    def counts(self) -> LaunchCounts:
+        return LaunchCounts()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return True
+
+    def cancel(self) -> None:
+        """Nothing is running, so nothing to cancel."""
+
+    @property
+    def tracks_store(self) -> bool:
+        return True
+
+
+def _driver_alive(pointer: dict[str, Any]) -> bool:
+    host, pid = pointer.get("driver_host"), pointer.get("driver_pid")
+    if host != socket.gethostname() or not isinstance(pid, int):
+        return True  # cannot tell from here: keep watching the store
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _reattach(pointer: dict[str, Any], store: Any) -> Launch | None:
     if pointer.get("executor") == "slurm":
         from metalab.executors.slurm import reattach
 
         return reattach(pointer, store)
+    if not _driver_alive(pointer):
+        return _EndedLaunch()
     return None

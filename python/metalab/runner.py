@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -261,6 +263,8 @@ def run(
         "experiment_id": exp.experiment_id,
         "executor": runner.name,
         "launched_at": utc_now().isoformat(),
+        "driver_host": socket.gethostname(),
+        "driver_pid": os.getpid(),
         **getattr(launch, "reconnect_info", {}),
     }
     target.put_blob(launch_key(exp.experiment_id), json.dumps(pointer).encode())

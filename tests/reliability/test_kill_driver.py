@@ -67,6 +67,14 @@ def test_kill_driver_then_resume_completes_exactly(tmp_path: Path, executor: str
     killed_at = _done_count(store)
     assert 25 <= killed_at < 100
 
+    # Reconnecting sees the dead driver: result() returns what finished, without waiting.
+    handle = metalab.reconnect(store)
+    partial = handle.result(timeout=10)
+    status = handle.status
+    assert status.completed == killed_at and status.running == 0
+    assert status.pending == 100 - killed_at - status.failed
+    assert len(partial.successful) == killed_at
+
     out = subprocess.run(
         [sys.executable, str(script), str(store), "thread"],
         capture_output=True,
