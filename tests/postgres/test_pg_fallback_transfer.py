@@ -72,12 +72,13 @@ def test_fallback_survives_postgres_dying_mid_experiment(pg_locator: str, tmp_pa
     try:
         killer.start()
         handle = metalab.run(exp, store=store)
+        killer.join()  # read results once the server is back, as a user would
         results = handle.result()
-        killer.join()
     finally:
         killer.join()
         # Whatever happened, leave the shared server running for everyone else.
         subprocess.run([str(PG_SCRIPT), "start"], check=False, capture_output=True)
+    assert not results.problems
     assert len(results.successful) == n
     in_fallback = FileStore(backup).load_records().records
     assert in_fallback, "the outage should have sent some runs to the fallback"
@@ -233,3 +234,13 @@ def test_service_as_slurm_job(tmp_path: Path) -> None:
             timeout=120,
         )
     assert stopped.returncode == 0, stopped.stderr
+
+
+def test_fallback_reports_an_unreachable_primary_when_loading(tmp_path: Path) -> None:
+    # Port 1 on loopback refuses connections at once: the primary is "down".
+    primary = create_store("postgresql://nobody@127.0.0.1:1/none?connect_timeout=1")
+    store = FallbackStore(primary, str(tmp_path / "backup"))
+    loaded = store.load_records()
+    assert loaded.records == []
+    (problem,) = loaded.problems
+    assert "primary store unreachable" in problem.reason

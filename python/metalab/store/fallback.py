@@ -21,7 +21,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from metalab.errors import LocatorError, StoreUnavailableError
 from metalab.records import ArtifactInfo, RunRecord, RunState
-from metalab.store.base import LoadedRecords, LogSink, Store
+from metalab.store.base import LoadedRecords, LoadProblem, LogSink, Store
 from metalab.store.locator import create_store
 from metalab.store.postgres_config import mask_locator
 
@@ -163,10 +163,14 @@ class FallbackStore(Store):
                 result = fallback_result
         return result  # type: ignore[return-value]
 
-    def _read(self, op: Callable[[Store], T]) -> tuple[T | None, T]:
-        """Return ``(primary result or None when unreachable, fallback result)``."""
+    def _read(self, op: Callable[[Store], T], *, force: bool = False) -> tuple[T | None, T]:
+        """Return ``(primary result or None when unreachable, fallback result)``.
+
+        ``force`` tries the primary even within the back-off after a failure (for bulk
+        reads, where one attempt is cheap next to silently missing its records).
+        """
         primary: T | None = None
-        if self.primary_usable():
+        if force or self.primary_usable():
             try:
                 primary = op(self.primary)
             except StoreUnavailableError:
@@ -247,9 +251,16 @@ class FallbackStore(Store):
         self, experiment_id: str | None = None, run_ids: Iterable[str] | None = None
     ) -> LoadedRecords:
         ids = None if run_ids is None else list(run_ids)
-        primary, fallback = self._read(lambda s: s.load_records(experiment_id, ids))
+        primary, fallback = self._read(lambda s: s.load_records(experiment_id, ids), force=True)
         merged: dict[str, RunRecord] = {}
         problems = list(fallback.problems)
+        if primary is None:
+            problems.append(
+                LoadProblem(
+                    self.primary.locator,
+                    "primary store unreachable: only records in the fallback were loaded",
+                )
+            )
         for loaded in (primary, fallback):
             if loaded is None:
                 continue
