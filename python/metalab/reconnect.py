@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import socket
 from typing import Any
 
@@ -12,6 +11,7 @@ from metalab.executors.base import Launch, LaunchCounts
 from metalab.plan import RunPlan
 from metalab.progress import make_progress
 from metalab.runner import RunHandle, launch_key, spec_key
+from metalab.service import pid_alive
 from metalab.spec import experiment_from_spec
 from metalab.store.locator import create_store
 
@@ -70,13 +70,7 @@ def _driver_alive(pointer: dict[str, Any]) -> bool:
     host, pid = pointer.get("driver_host"), pointer.get("driver_pid")
     if host != socket.gethostname() or not isinstance(pid, int):
         return True  # cannot tell from here: keep watching the store
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return pid_alive(pid)
 
 
 def _reattach(pointer: dict[str, Any], store: Any) -> Launch | None:

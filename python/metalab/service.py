@@ -458,7 +458,7 @@ def serve(service_dir: Path) -> int:
     password = _password(service_dir)
     data_dir = _data_dir(service_dir)
     _initdb(bin_dir, data_dir, password, remote=True)
-    if not _pid_alive(_postmaster_pid(data_dir)):
+    if not pid_alive(_postmaster_pid(data_dir)):
         # A job killed hard leaves a stale pid file; the node (and pid space) may differ.
         (data_dir / "postmaster.pid").unlink(missing_ok=True)
     port = _free_port()
@@ -495,7 +495,8 @@ def serve(service_dir: Path) -> int:
 
 
 # -- status / stop --------------------------------------------------------------------
-def _pid_alive(pid: int | None) -> bool:
+def pid_alive(pid: int | None) -> bool:
+    """True when a process ``pid`` exists on this host (``None`` or 0: False)."""
     if not pid:
         return False
     try:

@@ -7,6 +7,7 @@ completion marker is only ever written after the record it vouches for is durabl
 
 from __future__ import annotations
 
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -14,7 +15,7 @@ from typing import Any, Protocol
 
 from metalab.records import ArtifactInfo, RunRecord, RunState
 
-__all__ = ["LoadProblem", "LoadedRecords", "LogSink", "Store"]
+__all__ = ["LoadProblem", "LoadedRecords", "LogSink", "Store", "select_manifests"]
 
 
 class LogSink(Protocol):
@@ -41,6 +42,26 @@ class LoadedRecords:
 
     records: list[RunRecord] = field(default_factory=list)
     problems: list[LoadProblem] = field(default_factory=list)
+
+
+def select_manifests(
+    documents: Iterable[bytes | str], experiment_id: str | None
+) -> list[dict[str, Any]]:
+    """Parse manifest documents, keep those of ``experiment_id``, oldest first.
+
+    Unparsable documents are skipped: a manifest documents a launch, it is never needed
+    to read or resume runs.
+    """
+    manifests = []
+    for document in documents:
+        try:
+            manifest = json.loads(document)
+        except ValueError:
+            continue
+        if experiment_id is None or manifest.get("experiment_id") == experiment_id:
+            manifests.append(manifest)
+    manifests.sort(key=lambda m: str(m.get("submitted_at", "")))
+    return manifests
 
 
 class Store(ABC):

@@ -12,7 +12,7 @@ import datetime as dt
 import json
 import os
 import stat
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +20,20 @@ from metalab import _core
 from metalab.errors import StoreError, UnsafeLoadError
 from metalab.records import ArtifactInfo, RunRecord, RunState
 from metalab.store.atomic import atomic_write
-from metalab.store.base import LoadedRecords, LoadProblem, Store
+from metalab.store.base import LoadedRecords, LoadProblem, Store, select_manifests
 from metalab.store.layout import FileLayout
 from metalab.store.record_codec import decode_record, encode_record
 
 __all__ = ["FileStore"]
+
+
+def _readable(paths: Iterable[Path]) -> Iterator[bytes]:
+    """Contents of the given files, skipping any that vanish or cannot be read."""
+    for path in sorted(paths):
+        try:
+            yield path.read_bytes()
+        except OSError:
+            continue
 
 
 class _FileLogSink:
@@ -100,16 +109,7 @@ class FileStore(Store):
         directory = self.layout.experiments_dir
         if not directory.is_dir():
             return []
-        manifests = []
-        for path in sorted(directory.glob("*.json")):
-            try:
-                manifest = json.loads(path.read_bytes())
-            except (OSError, ValueError):
-                continue
-            if experiment_id is None or manifest.get("experiment_id") == experiment_id:
-                manifests.append(manifest)
-        manifests.sort(key=lambda m: str(m.get("submitted_at", "")))
-        return manifests
+        return select_manifests(_readable(directory.glob("*.json")), experiment_id)
 
     def put_blob(self, key: str, data: bytes) -> None:
         # Blobs carry pickled code (operations shipped by value): owner-only from creation.

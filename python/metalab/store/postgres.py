@@ -20,7 +20,7 @@ from metalab import _core
 from metalab.errors import StoreError, StoreUnavailableError
 from metalab.records import ArtifactInfo, RunRecord, RunState
 from metalab.store.atomic import atomic_write
-from metalab.store.base import LoadedRecords, LoadProblem, Store
+from metalab.store.base import LoadedRecords, LoadProblem, Store, select_manifests
 from metalab.store.postgres_config import PostgresConfig, redact
 from metalab.store.record_codec import decode_record, encode_record, record_from_dict
 
@@ -58,6 +58,34 @@ class _PostgresLogSink:
 
     def close(self) -> None:
         """Nothing is buffered, so nothing to flush."""
+
+
+RECORD_UPSERT = (
+    "INSERT INTO {s}.records (run_id, experiment_id, status, task_index, replicate, "
+    "started_at, finished_at, record, doc) "
+    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s) "
+    "ON CONFLICT (run_id) DO UPDATE SET experiment_id = EXCLUDED.experiment_id, "
+    "status = EXCLUDED.status, task_index = EXCLUDED.task_index, "
+    "replicate = EXCLUDED.replicate, started_at = EXCLUDED.started_at, "
+    "finished_at = EXCLUDED.finished_at, record = EXCLUDED.record, "
+    "doc = EXCLUDED.doc, updated_at = now()"
+)
+"""Idempotent upsert of one record row (``{s}`` is the quoted schema)."""
+
+
+def record_row(record: RunRecord, doc: str) -> tuple[Any, ...]:
+    """The parameters of :data:`RECORD_UPSERT` for ``record`` with exact JSON text ``doc``."""
+    return (
+        record.run_id,
+        record.experiment_id,
+        record.status.value,
+        record.task_index,
+        record.replicate,
+        record.started_at,
+        record.finished_at,
+        doc,
+        doc,
+    )
 
 
 def _close_pool_soon(pool: Any, owner_pid: int) -> None:
@@ -234,16 +262,8 @@ class PostgresStore(Store):
         return [(str(e), str(t), str(d)) for e, t, d in rows]
 
     def list_manifests(self, experiment_id: str | None = None) -> list[dict[str, Any]]:
-        manifests = []
-        for _, _, doc in self.manifest_docs(None):
-            try:
-                manifest = json.loads(doc)
-            except ValueError:
-                continue
-            if experiment_id is None or manifest.get("experiment_id") == experiment_id:
-                manifests.append(manifest)
-        manifests.sort(key=lambda m: str(m.get("submitted_at", "")))
-        return manifests
+        docs = (doc for _, _, doc in self.manifest_docs(experiment_id))
+        return select_manifests(docs, experiment_id)
 
     def put_blob(self, key: str, data: bytes) -> None:
         query = self._q(
@@ -357,27 +377,8 @@ class PostgresStore(Store):
 
     def put_record_doc(self, record: RunRecord, doc: str) -> None:
         """Upsert a record given its exact encoded JSON text ``doc``."""
-        query = self._q(
-            "INSERT INTO {s}.records (run_id, experiment_id, status, task_index, replicate, "
-            "started_at, finished_at, record, doc) "
-            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s) "
-            "ON CONFLICT (run_id) DO UPDATE SET experiment_id = EXCLUDED.experiment_id, "
-            "status = EXCLUDED.status, task_index = EXCLUDED.task_index, "
-            "replicate = EXCLUDED.replicate, started_at = EXCLUDED.started_at, "
-            "finished_at = EXCLUDED.finished_at, record = EXCLUDED.record, "
-            "doc = EXCLUDED.doc, updated_at = now()"
-        )
-        params = (
-            record.run_id,
-            record.experiment_id,
-            record.status.value,
-            record.task_index,
-            record.replicate,
-            record.started_at,
-            record.finished_at,
-            doc,
-            doc,
-        )
+        query = self._q(RECORD_UPSERT)
+        params = record_row(record, doc)
 
         def op(conn: Any) -> None:
             # The record commits without waiting for fsync; the (synchronous) marker

@@ -16,7 +16,7 @@ from metalab.errors import StoreError
 from metalab.records import RunState
 from metalab.store.atomic import atomic_write
 from metalab.store.bundle import ArtifactBlob, RunBundle
-from metalab.store.postgres import PostgresStore
+from metalab.store.postgres import RECORD_UPSERT, PostgresStore, record_row
 from metalab.store.record_codec import decode_record
 
 __all__ = ["read_bundles", "write_bundles"]
@@ -65,19 +65,7 @@ def write_bundles(store: PostgresStore, bundles: Sequence[RunBundle]) -> None:
     for bundle in bundles:
         if bundle.record_doc is not None:
             record = decode_record(bundle.record_doc.encode(), f"record of {bundle.run_id}")
-            record_rows.append(
-                (
-                    record.run_id,
-                    record.experiment_id,
-                    record.status.value,
-                    record.task_index,
-                    record.replicate,
-                    record.started_at,
-                    record.finished_at,
-                    bundle.record_doc,
-                    bundle.record_doc,
-                )
-            )
+            record_rows.append(record_row(record, bundle.record_doc))
         if bundle.marker is not None:
             marker_rows.append((bundle.run_id, RunState(bundle.marker).value))
         if bundle.derived_doc is not None:
@@ -100,16 +88,7 @@ def write_bundles(store: PostgresStore, bundles: Sequence[RunBundle]) -> None:
         with conn.transaction(), conn.cursor() as cur:
             if record_rows:
                 cur.executemany(
-                    q(
-                        "INSERT INTO {s}.records (run_id, experiment_id, status, task_index, "
-                        "replicate, started_at, finished_at, record, doc) "
-                        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s) "
-                        "ON CONFLICT (run_id) DO UPDATE SET "
-                        "experiment_id = EXCLUDED.experiment_id, status = EXCLUDED.status, "
-                        "task_index = EXCLUDED.task_index, replicate = EXCLUDED.replicate, "
-                        "started_at = EXCLUDED.started_at, finished_at = EXCLUDED.finished_at, "
-                        "record = EXCLUDED.record, doc = EXCLUDED.doc, updated_at = now()"
-                    ),
+                    q(RECORD_UPSERT),
                     record_rows,
                 )
             if marker_rows:
