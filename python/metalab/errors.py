@@ -12,6 +12,7 @@ The hierarchy, so you can see at a glance what to catch::
     ├── StoreError                       a store cannot be read or written
     │   ├── LocatorError (ValueError)    a store locator is unknown or malformed
     │   ├── CorruptRecordError           a stored file cannot be parsed
+    │   │   └── UnsafeNameError          a name read from a store would escape its folder
     │   └── StoreUnavailableError        the backend cannot be reached right now
     ├── ExecutorError                    an executor cannot run or submit work
     │   └── SlurmError                   sbatch/squeue/scancel failed
@@ -19,7 +20,9 @@ The hierarchy, so you can see at a glance what to catch::
     ├── RunTimeoutError (TimeoutError)   a run exceeded its time limit
     ├── WorkerCrashedError               a worker process died while running
     ├── ServiceError                     the PostgreSQL service manager failed
-    └── UnsafeLoadError                  loading a pickle was not explicitly allowed
+    └── UnsafeLoadError                  code or config could not be proven to come from you
+        ├── UntrustedFileError           a file is foreign-owned or group/other-writable
+        └── SignatureError               a pickled payload's HMAC does not verify
 
 Errors whose cause is bad input also subclass :class:`ValueError`, so code that already
 catches ``ValueError`` keeps working.
@@ -40,11 +43,14 @@ __all__ = [
     "RunTimeoutError",
     "SeedSpecError",
     "ServiceError",
+    "SignatureError",
     "SlurmConfigError",
     "SlurmError",
     "StoreError",
     "StoreUnavailableError",
     "UnsafeLoadError",
+    "UnsafeNameError",
+    "UntrustedFileError",
     "WorkerCrashedError",
 ]
 
@@ -121,4 +127,53 @@ class ServiceError(MetalabError):
 
 
 class UnsafeLoadError(MetalabError):
-    """Loading a pickled artifact needs an explicit opt-in (``allow_pickle=True``)."""
+    """Something that would run code or redirect work cannot be proven to come from you.
+
+    Loading a pickled artifact needs an explicit opt-in (``allow_pickle=True``); the
+    subclasses cover files and payloads that another user could have written.
+    """
+
+
+class UntrustedFileError(UnsafeLoadError):
+    """A file metalab would trust (a blob, a ``service.json``) is not safely yours.
+
+    Trusted files must be owned by the current user and not writable by group or others.
+
+    Attributes:
+        path: the refused file.
+        owner_uid: its owner's uid.
+        mode: its permission bits.
+    """
+
+    def __init__(self, message: str, *, path: str, owner_uid: int, mode: int) -> None:
+        super().__init__(message)
+        self.path = path
+        self.owner_uid = owner_uid
+        self.mode = mode
+
+
+class SignatureError(UnsafeLoadError):
+    """A payload carrying pickled code failed its HMAC check and was not unpickled.
+
+    It was written by another account (or altered after it was written); re-run the
+    launch from the submitting account.
+
+    Attributes:
+        what: which payload (a blob key or an artifact name).
+    """
+
+    def __init__(self, message: str, *, what: str) -> None:
+        super().__init__(message)
+        self.what = what
+
+
+class UnsafeNameError(CorruptRecordError, ValueError):
+    """A name read from a store (run ID, artifact file, manifest) would escape its folder.
+
+    Attributes:
+        name: the refused name.
+    """
+
+    def __init__(self, message: str, *, name: str) -> None:
+        super().__init__(message)
+        self.name = name
