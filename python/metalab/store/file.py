@@ -11,18 +11,18 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import stat
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from metalab import _core
-from metalab.errors import StoreError, UnsafeLoadError
+from metalab.errors import StoreError
 from metalab.records import ArtifactInfo, RunRecord, RunState
 from metalab.store.atomic import atomic_write
 from metalab.store.base import LoadedRecords, LoadProblem, Store, select_manifests
 from metalab.store.layout import FileLayout
 from metalab.store.record_codec import decode_record, encode_record
+from metalab.trust import read_trusted
 
 __all__ = ["FileStore"]
 
@@ -122,22 +122,9 @@ class FileStore(Store):
         writable by group/others would let them run code in your account.
 
         Raises:
-            UnsafeLoadError: the blob is not owned by this user or is group/other-writable.
+            UntrustedFileError: the blob is a symlink, foreign-owned or group/other-writable.
         """
-        path = self.layout.blob(key)
-        try:
-            fd = os.open(path, os.O_RDONLY)
-        except FileNotFoundError:
-            return None
-        with os.fdopen(fd, "rb") as handle:
-            st = os.fstat(handle.fileno())
-            if st.st_uid != os.getuid() or st.st_mode & 0o022:
-                raise UnsafeLoadError(
-                    f"refusing to load {str(path)!r}: owned by uid {st.st_uid} with mode "
-                    f"{stat.filemode(st.st_mode)}; expected a file of uid {os.getuid()} "
-                    f"that only its owner can write (it may contain pickled code)"
-                )
-            return handle.read()
+        return read_trusted(self.layout.blob(key), "blob")
 
     # -- run write path ---------------------------------------------------------------
     def open_log(self, run_id: str) -> _FileLogSink:
