@@ -42,12 +42,14 @@ def verify_trusted(
     forbidden = 0o077 if private else 0o022
     if st.st_uid == os.getuid() and not st.st_mode & forbidden:
         return
-    expected = "readable and writable only by" if private else "writable only by"
+    expected = (
+        "that only its owner can read or write" if private else "that only its owner can write"
+    )
     raise UntrustedFileError(
         f"refusing to load {what} {str(path)!r}: owned by {describe_owner(st.st_uid)} with mode "
-        f"{stat.filemode(st.st_mode)}; metalab trusts only files owned by "
-        f"{describe_owner(os.getuid())} and {expected} their owner, since another user "
-        f"could have written it. Remove it, or recreate it from this account.",
+        f"{stat.filemode(st.st_mode)}; expected a file of {describe_owner(os.getuid())} "
+        f"{expected}, since another user could have written it. Remove it, or "
+        f"recreate it from this account.",
         path=str(path),
         owner_uid=st.st_uid,
         mode=stat.S_IMODE(st.st_mode),
