@@ -12,7 +12,7 @@ from metalab.plan import RunPlan
 from metalab.progress import make_progress
 from metalab.runner import RunHandle, launch_key, spec_key
 from metalab.service import pid_alive
-from metalab.spec import experiment_from_spec
+from metalab.spec import experiment_from_spec, spec_from_bytes
 from metalab.store.locator import create_store
 
 __all__ = ["reconnect"]
@@ -25,6 +25,8 @@ def reconnect(store: Any, experiment_id: str | None = None, progress: Any = None
 
     Raises:
         StoreError: the store records no launch (of ``experiment_id``).
+        SignatureError: the stored spec was not sealed by this account (another user or
+            role wrote or altered it); nothing of it was unpickled.
     """
     target = create_store(store)
     pointer_blob = target.get_blob(launch_key(experiment_id))
@@ -32,10 +34,14 @@ def reconnect(store: Any, experiment_id: str | None = None, progress: Any = None
         which = f"experiment {experiment_id!r}" if experiment_id else "any experiment"
         raise StoreError(f"store {target.locator} has no launch of {which} to reconnect to")
     pointer = json.loads(pointer_blob)
-    spec_blob = target.get_blob(spec_key(pointer["experiment_id"]))
+    experiment = pointer["experiment_id"]
+    spec_blob = target.get_blob(spec_key(experiment))
     if spec_blob is None:
-        raise StoreError(f"store {target.locator} lacks the spec of {pointer['experiment_id']}")
-    spec = json.loads(spec_blob)
+        raise StoreError(f"store {target.locator} lacks the spec of {experiment}")
+    # The spec carries pickled code: refused unless this account sealed it.
+    spec = spec_from_bytes(
+        spec_blob, experiment, f"spec blob {spec_key(experiment)!r} of {target.locator}"
+    )
     plan = RunPlan(experiment_from_spec(spec), context_fp=spec["context_fingerprint"])
     launch = _reattach(pointer, target)
     display = make_progress(progress)

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, overload
 
-from metalab.capture.serializers import deserialize
+from metalab.capture.serializers import AllowPickle, deserialize
 from metalab.derived import apply_derived
 from metalab.records import RunRecord, RunState
 from metalab.store.base import LoadProblem, Store
@@ -73,12 +73,20 @@ class Run:
             raise KeyError(f"run {self.run_id} has no stepped metric {name!r} (has: {known})")
         return sorted((int(s), v) for s, v in self.record.metric_series[name])
 
-    def artifact(self, name: str, *, allow_pickle: bool = False) -> Any:
+    def artifact(self, name: str, *, allow_pickle: AllowPickle = False) -> Any:
         """Load an artifact back into the object that was captured.
+
+        Args:
+            name: the artifact's name.
+            allow_pickle: for a pickle artifact: ``True`` loads it if this account wrote
+                it (its seal verifies); ``"unverified"`` loads any pickle, running the
+                code of whoever wrote it (e.g. one stored before pickles were sealed).
 
         Raises:
             KeyError: no artifact ``name``.
             UnsafeLoadError: the artifact is a pickle and ``allow_pickle`` is False.
+            SignatureError: ``allow_pickle=True`` and another account wrote or altered
+                the pickle; it was not unpickled.
         """
         infos = {a.name: a for a in self.record.artifacts}
         if name not in infos:
@@ -87,7 +95,7 @@ class Run:
         data = self._store.get_artifact(self.run_id, info)
         if info.kind == "png":
             return data
-        return deserialize(info.kind, data, allow_pickle=allow_pickle)
+        return deserialize(info.kind, data, allow_pickle=allow_pickle, name=name)
 
     @property
     def log(self) -> str:

@@ -6,13 +6,14 @@ import json
 import os
 import socket
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from metalab import _core
 from metalab.context import context_to_json
-from metalab.errors import ExperimentError, StoreError
+from metalab.errors import ExperimentError, StoreError, UnsafeLoadError
 from metalab.execution import DerivedFn
 from metalab.executors.base import Executor, Job, Launch, LaunchCounts
 from metalab.executors.thread import ThreadExecutor
@@ -21,7 +22,7 @@ from metalab.plan import RunPlan
 from metalab.progress import Progress, ProgressSnapshot, make_progress
 from metalab.records import RunRecord, utc_now
 from metalab.results import Results
-from metalab.spec import experiment_to_spec
+from metalab.spec import experiment_to_spec, spec_to_bytes
 from metalab.store.base import Store
 from metalab.store.locator import create_store
 
@@ -280,6 +281,7 @@ def _save_spec(exp: Experiment, plan: RunPlan, store: Store, executor: Executor)
 
     Raises:
         ExperimentError: the executor ships the experiment and it cannot be serialised.
+        UnsafeLoadError: the executor ships the experiment and the signing key is unsafe.
     """
     try:
         spec = experiment_to_spec(exp)
@@ -293,7 +295,15 @@ def _save_spec(exp: Experiment, plan: RunPlan, store: Store, executor: Executor)
             ) from exc
         return
     spec["context_fingerprint"] = plan.context_fp
-    store.put_blob(spec_key(exp.experiment_id), json.dumps(spec).encode())
+    try:
+        # Sealed: workers and reconnect refuse a spec this account did not write.
+        blob = spec_to_bytes(spec, exp.experiment_id)
+    except UnsafeLoadError as exc:
+        if executor.ships_experiment:
+            raise
+        warnings.warn(f"no reconnect for this launch: {exc}", RuntimeWarning, stacklevel=3)
+        return
+    store.put_blob(spec_key(exp.experiment_id), blob)
 
 
 def _dry_run(

@@ -13,7 +13,6 @@ runs what is missing.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import sys
@@ -73,7 +72,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run this array task's block of runs; return the process exit status.
 
     Exit status 0 when every run of the block was executed (whatever its outcome), 1 when
-    the task was terminated, 2 on a usage or spec error.
+    the task was terminated, 2 on a usage or spec error, 3 when the spec or derived blob
+    fails its signature check (:mod:`metalab.signing`): then nothing is unpickled or run.
     """
     args = _parse(argv)
     array_env = os.environ.get("SLURM_ARRAY_TASK_ID")
@@ -89,21 +89,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 2
 
+    from metalab.errors import UnsafeLoadError
     from metalab.execution import execute_task, worker_identity
     from metalab.plan import RunPlan
     from metalab.runner import spec_key
-    from metalab.spec import experiment_from_spec
+    from metalab.spec import experiment_from_spec, spec_from_bytes
     from metalab.store.locator import create_store
 
     store = create_store(args.store)
-    spec_blob = store.get_blob(spec_key(args.experiment))
+    key = spec_key(args.experiment)
+    spec_blob = store.get_blob(key)
     if spec_blob is None:
         print(
             f"metalab.worker: store {store.locator} has no spec of {args.experiment}",
             file=sys.stderr,
         )
         return 2
-    spec = json.loads(spec_blob)
+    try:
+        # Both blobs carry code: checked against this account's key before any unpickling.
+        spec = spec_from_bytes(spec_blob, args.experiment, f"spec blob {key!r} of {store.locator}")
+        derived = _load_derived(store, args.derived)
+    except UnsafeLoadError as exc:
+        print(
+            f"metalab.worker: refusing to run {args.experiment}, nothing was executed: "
+            f"{type(exc).__name__}: {exc}",
+            file=sys.stderr,
+        )
+        store.close()
+        return 3
     plan = RunPlan(experiment_from_spec(spec), context_fp=spec["context_fingerprint"])
 
     todo: Sequence[int] | None = None
@@ -117,12 +130,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             return 2
         todo = decode_task_list(data)
-    derived: list[Any] = []
-    if args.derived:
-        import pickle
-
-        data = store.get_blob(args.derived)
-        derived = pickle.loads(data) if data is not None else []
 
     indices = select_tasks(array_task, args.offset, args.runs_per_task, todo, plan.total)
     done = store.completed([plan.task(t).run_id for t in indices])
@@ -155,6 +162,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         store.close()
     return 0
+
+
+def _load_derived(store: Any, key: str | None) -> list[Any]:
+    """The submission's derived-metric functions (none without ``--derived``).
+
+    Raises:
+        SignatureError: the blob was not sealed by this account for ``key``.
+    """
+    if not key:
+        return []
+    from metalab.spec import derived_from_bytes
+
+    data = store.get_blob(key)
+    return derived_from_bytes(data, key) if data is not None else []
 
 
 def _install_timeout() -> None:

@@ -5,6 +5,13 @@ pandas DataFrame (``.json``, pandas "table" orient that keeps dtypes), raw bytes
 (``.bin``), and JSON-able values (``.json``). Anything else needs ``kind="pickle"``
 explicitly, and reading a pickle back needs ``allow_pickle=True``: unpickling runs
 arbitrary code, so metalab never does it implicitly from a shared store.
+
+A pickle artifact is sealed (:mod:`metalab.signing`) for its artifact name when written,
+so ``allow_pickle=True`` means "pickles this account wrote": one written or altered by
+anyone else (a co-user of the store) is refused with :class:`SignatureError` before it is
+unpickled. ``allow_pickle="unverified"`` is the explicit way to load a pickle that cannot
+be verified (stored by a metalab without signing, or by a colleague): it runs the
+writer's code as you.
 """
 
 from __future__ import annotations
@@ -13,13 +20,18 @@ import io
 import json
 import pickle
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from metalab.errors import CaptureError, UnsafeLoadError
+from metalab.signing import open_sealed, seal, unseal_unverified
 
-__all__ = ["KINDS", "Serialized", "deserialize", "serialize"]
+__all__ = ["KINDS", "AllowPickle", "Serialized", "deserialize", "serialize"]
 
 KINDS = ("numpy", "npz", "pandas", "bytes", "json", "pickle")
+
+AllowPickle = bool | Literal["unverified"]
+"""``False`` (refuse pickles), ``True`` (pickles sealed by this account) or
+``"unverified"`` (any pickle: runs whoever wrote it's code)."""
 
 
 @dataclass(frozen=True)
@@ -52,16 +64,20 @@ def _auto_kind(obj: object) -> str:
 
 
 def serialize(name: str, obj: Any, kind: str | None = None) -> Serialized:
-    """Serialize ``obj`` with ``kind`` (or the automatic choice).
+    """Serialize ``obj`` with ``kind`` (or the automatic choice); pickles are sealed.
 
     Raises:
         CaptureError: ``kind`` is unknown or ``obj`` cannot be stored with it.
+        UnsafeLoadError: ``kind="pickle"`` and the signing key cannot be used safely.
     """
     chosen = kind or _auto_kind(obj)
     if chosen not in KINDS:
         raise CaptureError(f"artifact {name!r}: unknown kind {chosen!r}; expected one of {KINDS}")
     try:
-        return _SERIALIZERS[chosen](obj)
+        packed = _SERIALIZERS[chosen](obj)
+        if chosen == "pickle":  # carries code: sealed, see the module docstring
+            packed = Serialized(packed.kind, packed.ext, seal(packed.data, _purpose(name)))
+        return packed
     except CaptureError:
         raise
     except (TypeError, ValueError, AttributeError) as exc:
@@ -120,12 +136,27 @@ _SERIALIZERS = {
 }
 
 
-def deserialize(kind: str, data: bytes, *, allow_pickle: bool = False) -> Any:
+def _purpose(name: str) -> str:
+    return f"artifact:{name}"
+
+
+def deserialize(
+    kind: str, data: bytes, *, allow_pickle: AllowPickle = False, name: str | None = None
+) -> Any:
     """Read back bytes produced by :func:`serialize`.
+
+    Args:
+        kind: the artifact's kind.
+        data: its stored bytes.
+        allow_pickle: see :data:`AllowPickle`; only consulted for ``kind="pickle"``.
+        name: the artifact's name, needed to verify a pickle (its seal is bound to it).
 
     Raises:
         UnsafeLoadError: ``kind`` is ``"pickle"`` and ``allow_pickle`` is False.
-        CaptureError: ``kind`` is unknown.
+        SignatureError: ``allow_pickle=True`` and the pickle was not sealed by this account
+            as artifact ``name`` (another account wrote or altered it); not unpickled.
+        CaptureError: ``kind`` is unknown, ``allow_pickle`` is not one of its values, or a
+            pickle is to be verified without ``name``.
     """
     if kind == "numpy":
         import numpy as np
@@ -145,10 +176,26 @@ def deserialize(kind: str, data: bytes, *, allow_pickle: bool = False) -> Any:
     if kind == "json":
         return json.loads(data)
     if kind == "pickle":
-        if not allow_pickle:
-            raise UnsafeLoadError(
-                "this artifact is a pickle; unpickling runs arbitrary code, so only load it "
-                "from a store you trust, with run.artifact(name, allow_pickle=True)"
-            )
-        return pickle.loads(data)
+        return pickle.loads(_pickle_payload(data, allow_pickle, name))
     raise CaptureError(f"unknown artifact kind {kind!r}; expected one of {KINDS}")
+
+
+def _pickle_payload(data: bytes, allow_pickle: AllowPickle, name: str | None) -> bytes:
+    """The pickle bytes to load, once ``allow_pickle`` and the seal allow it."""
+    if allow_pickle is False:
+        raise UnsafeLoadError(
+            "this artifact is a pickle; unpickling runs arbitrary code, so only load it "
+            "from a store you trust, with run.artifact(name, allow_pickle=True)"
+        )
+    if allow_pickle == "unverified":
+        return unseal_unverified(data)
+    if allow_pickle is not True:
+        raise CaptureError(
+            f"allow_pickle must be False, True or 'unverified', got {allow_pickle!r}"
+        )
+    if name is None:
+        raise CaptureError(
+            "deserialize() of a pickle with allow_pickle=True needs name=<artifact name>: "
+            "its signature is bound to the name"
+        )
+    return open_sealed(data, _purpose(name), f"pickle artifact {name!r}")

@@ -16,7 +16,6 @@ on resume. Shards and ``max_concurrent``: see :mod:`metalab.executors.slurm_scri
 from __future__ import annotations
 
 import array
-import json
 import secrets
 import shlex
 import shutil
@@ -242,9 +241,10 @@ class SlurmExecutor(Executor):
         if not prepared.identity and prepared.shards:
             store.put_blob(tasks_key(submission), encode_task_list(prepared.todo))
         if job.derived_metrics and prepared.shards:
-            import cloudpickle
+            from metalab.spec import derived_to_bytes
 
-            store.put_blob(derived_key(submission), cloudpickle.dumps(list(job.derived_metrics)))
+            key = derived_key(submission)  # sealed: workers refuse functions we did not write
+            store.put_blob(key, derived_to_bytes(job.derived_metrics, key))
         if prepared.output_dir is not None and prepared.shards:
             import os
 
@@ -510,15 +510,17 @@ def reattach(pointer: dict[str, Any], store: Store) -> SlurmLaunch:
 
     Raises:
         StoreError: the spec or the task list of the submission is missing.
+        SignatureError: the spec was not sealed by this account; it was not unpickled.
     """
     from metalab.errors import StoreError
     from metalab.runner import spec_key
-    from metalab.spec import experiment_from_spec
+    from metalab.spec import experiment_from_spec, spec_from_bytes
 
-    spec_blob = store.get_blob(spec_key(pointer["experiment_id"]))
+    experiment = pointer["experiment_id"]
+    spec_blob = store.get_blob(spec_key(experiment))
     if spec_blob is None:
-        raise StoreError(f"store {store.locator} lacks the spec of {pointer['experiment_id']}")
-    spec = json.loads(spec_blob)
+        raise StoreError(f"store {store.locator} lacks the spec of {experiment}")
+    spec = spec_from_bytes(spec_blob, experiment, f"spec blob of {experiment} in {store.locator}")
     plan = RunPlan(experiment_from_spec(spec), context_fp=spec["context_fingerprint"])
     submission = pointer["submission"]
     todo: Sequence[int] | None = None
