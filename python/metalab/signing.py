@@ -261,19 +261,20 @@ def open_sealed(blob: bytes, purpose: str, what: str) -> bytes:
             raise
         raise _refuse(what, f"this account has no signing key ({exc})", path) from None
     payload = blob[_HEADER_LEN:]
-    if hmac.compare_digest(mac, _mac(key, purpose, payload)):
-        return payload
     ours = _key_id(key)
+    # Every byte counts: the key id must be ours too, not only the MAC right.
     if not hmac.compare_digest(key_id, ours):
         reason = (
             f"it was sealed with another key (key id {key_id.decode('ascii', 'replace')}; "
             f"this account's is {ours.decode()})"
         )
-    else:
+    elif not hmac.compare_digest(mac, _mac(key, purpose, payload)):
         reason = (
             f"its signature does not match its contents (altered after sealing, or sealed "
             f"as something other than {purpose!r})"
         )
+    else:
+        return payload
     raise _refuse(what, reason, path)
 
 

@@ -106,8 +106,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 2
     try:
-        # Both blobs carry code: checked against this account's key before any unpickling.
+        # Both blobs carry code: each is checked against this account's key before it is
+        # unpickled (the derived functions after the spec, whose sys_path they may need).
         spec = spec_from_bytes(spec_blob, args.experiment, f"spec blob {key!r} of {store.locator}")
+        plan = RunPlan(experiment_from_spec(spec), context_fp=spec["context_fingerprint"])
         derived = _load_derived(store, args.derived)
     except UnsafeLoadError as exc:
         print(
@@ -117,7 +119,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         store.close()
         return 3
-    plan = RunPlan(experiment_from_spec(spec), context_fp=spec["context_fingerprint"])
 
     todo: Sequence[int] | None = None
     if args.tasks:
