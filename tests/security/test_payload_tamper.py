@@ -11,27 +11,25 @@ allows); PostgreSQL, where rows have no owner, is in ``tests/postgres/test_pg_bl
 
 from __future__ import annotations
 
-import base64
-import json
-import os
-import pathlib
 import pickle
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 import metalab
 from metalab.errors import CaptureError, SignatureError
-from metalab.executors.slurm import derived_key
-from metalab.executors.slurm_config import SlurmConfig
-from metalab.executors.slurm_script import render_script
-from metalab.plan import RunPlan
 from metalab.runner import spec_key
 from metalab.signing import KEY_FILE_ENV
-from metalab.spec import derived_to_bytes, experiment_to_spec, spec_to_bytes
 from metalab.store.file import FileStore
+from payload_attacks import (
+    Touch,
+    evil_spec,
+    experiment,
+    overwrite_in_place,
+    run_worker,
+    write_submission,
+    y_plus_one,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -41,48 +39,6 @@ def key_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     directory.mkdir(mode=0o700)
     monkeypatch.setenv(KEY_FILE_ENV, str(directory / "signing.key"))
     return directory / "signing.key"
-
-
-class Touch:
-    """Unpickling this creates ``path``: proof that attacker-chosen code ran."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def __reduce__(self) -> tuple[object, tuple[object, ...]]:
-        return (pathlib.Path.touch, (pathlib.Path(self.path),))
-
-
-def evil_spec(blob: bytes, marker: Path) -> bytes:
-    """The attacker's rewrite of a spec blob: same spec, operation replaced, no valid seal."""
-    text = blob.split(b"\n", 1)[1] if blob.startswith(b"metalab-sealed") else blob
-    spec = json.loads(text)
-    spec["operation"] = base64.b64encode(pickle.dumps(Touch(marker))).decode()
-    return json.dumps(spec).encode()
-
-
-@metalab.operation
-def square(params, capture):  # type: ignore[no-untyped-def]
-    """A legitimate operation."""
-    capture.metric("y", params["x"] ** 2)
-
-
-def experiment() -> metalab.Experiment:
-    return metalab.Experiment(
-        name="tamper",
-        version="1",
-        context={},
-        operation=square,
-        params=metalab.grid(x=[1, 2, 3]),
-        seeds=metalab.seeds(base=1, replicates=1),
-    )
-
-
-def overwrite_in_place(path: Path, data: bytes) -> None:
-    """Rewrite a file without changing its owner or mode (FileStore's check still passes)."""
-    with open(path, "r+b") as handle:
-        handle.truncate(0)
-        handle.write(data)
 
 
 def test_reconnect_refuses_a_spec_rewritten_in_place(tmp_path: Path) -> None:
@@ -97,46 +53,10 @@ def test_reconnect_refuses_a_spec_rewritten_in_place(tmp_path: Path) -> None:
     assert not marker.exists()
 
 
-def _write_submission(store: FileStore, derived: list[object] | None = None) -> str | None:
-    """What the driver stores before sbatch: the sealed spec (and derived functions)."""
-    exp = experiment()
-    spec = experiment_to_spec(exp)
-    spec["context_fingerprint"] = RunPlan(exp).context_fp
-    store.put_blob(spec_key(exp.experiment_id), spec_to_bytes(spec, exp.experiment_id))
-    if derived is None:
-        return None
-    key = derived_key("T1")
-    store.put_blob(key, derived_to_bytes(derived, key))
-    return key
-
-
-def _run_worker(store: FileStore, derived: str | None) -> subprocess.CompletedProcess[str]:
-    """Run array task 0 with exactly the batch script the SLURM executor submits."""
-    script = render_script(
-        SlurmConfig(runs_per_task=3),
-        python=sys.executable,
-        store_locator=store.locator,
-        experiment_id="tamper:1",
-        offset=0,
-        tasks_key=None,
-        derived_key=derived,
-        job_name="metalab-tamper",
-    )
-    env = {**os.environ, "SLURM_ARRAY_TASK_ID": "0", "SLURM_ARRAY_JOB_ID": "42"}
-    return subprocess.run(
-        ["bash", "-c", script], env=env, capture_output=True, text=True, timeout=120
-    )
-
-
-def y_plus_one(run: object) -> dict[str, float]:
-    """A legitimate derived metric."""
-    return {"y1": run.metrics["y"] + 1}  # type: ignore[attr-defined]
-
-
 def test_worker_runs_an_untampered_submission(tmp_path: Path) -> None:
     store = FileStore(tmp_path / "store")
-    key = _write_submission(store, [y_plus_one])
-    done = _run_worker(store, key)
+    key = write_submission(store, [y_plus_one])
+    done = run_worker(store, key)
     assert done.returncode == 0, done.stderr
     results = metalab.load_results(store)
     assert sorted(r.derived["y1"] for r in results) == [2, 5, 10]
@@ -144,11 +64,11 @@ def test_worker_runs_an_untampered_submission(tmp_path: Path) -> None:
 
 def test_worker_refuses_a_tampered_spec_and_runs_nothing(tmp_path: Path) -> None:
     store = FileStore(tmp_path / "store")
-    _write_submission(store)
+    write_submission(store)
     blob_path = store.layout.blob(spec_key("tamper:1"))
     marker = tmp_path / "pwned"
     overwrite_in_place(blob_path, evil_spec(blob_path.read_bytes(), marker))
-    done = _run_worker(store, None)
+    done = run_worker(store, None)
     assert done.returncode == 3
     assert "SignatureError" in done.stderr and "nothing was executed" in done.stderr
     assert "re-run the launch from the submitting account" in done.stderr
@@ -158,11 +78,11 @@ def test_worker_refuses_a_tampered_spec_and_runs_nothing(tmp_path: Path) -> None
 
 def test_worker_refuses_a_tampered_derived_blob_and_runs_nothing(tmp_path: Path) -> None:
     store = FileStore(tmp_path / "store")
-    key = _write_submission(store, [y_plus_one])
+    key = write_submission(store, [y_plus_one])
     assert key is not None
     marker = tmp_path / "pwned"
     overwrite_in_place(store.layout.blob(key), pickle.dumps([Touch(marker)]))
-    done = _run_worker(store, key)
+    done = run_worker(store, key)
     assert done.returncode == 3
     assert f"blob {key!r}" in done.stderr and "SignatureError" in done.stderr
     assert not marker.exists()
@@ -171,11 +91,11 @@ def test_worker_refuses_a_tampered_derived_blob_and_runs_nothing(tmp_path: Path)
 
 def test_a_valid_derived_blob_cannot_stand_in_for_the_spec(tmp_path: Path) -> None:
     store = FileStore(tmp_path / "store")
-    key = _write_submission(store, [y_plus_one])
+    key = write_submission(store, [y_plus_one])
     assert key is not None
     spec_path = store.layout.blob(spec_key("tamper:1"))
     overwrite_in_place(spec_path, store.layout.blob(key).read_bytes())  # sealed by us
-    done = _run_worker(store, None)
+    done = run_worker(store, None)
     assert done.returncode == 3 and "does not match its contents" in done.stderr
 
 
