@@ -1,148 +1,94 @@
 """A managed PostgreSQL server for metalab: local (Docker/Podman or native) or a SLURM job.
 
-State lives in a *service directory* (default ``~/.metalab/postgres``, or
-``{store}/services/postgres`` with ``--store``):
+This module is the public face: start, status, stop, and the store a service file
+advertises. The files of a *service directory* (default ``~/.metalab/postgres``, or
+``{store}/services/postgres`` with ``--store``) and what they hold are described in
+:mod:`metalab.service_files`; running PostgreSQL's own binaries, as the unprivileged
+``postgres`` user when invoked as root, and where its data then lives, in
+:mod:`metalab.service_native`.
 
-``service.json`` (mode 0600)
-    host, port, user, database, password, data_dir, pid, mode, job_id — what workers read
-    to connect (``metalab.run`` finds it next to a FileStore and switches to PostgreSQL).
-``pgpass`` (mode 0600)
-    the same password in libpq's passfile format; store locators point at it with
-    ``passfile=`` so they never carry the password themselves.
-
-Both files are created with mode 0600 from the first byte (never chmod-ed afterwards).
-PostgreSQL refuses to run as root, so when invoked as root the server runs as the
-unprivileged ``postgres`` user (``Popen(user=...)``, the same setuid that runuser does).
+A service file is obeyed only when it, its ``pgpass`` and its directory belong to you
+and cannot be written by group or others: in a shared store anyone else could otherwise
+redirect your runs to a database they own. Such a file is refused with
+:class:`~metalab.errors.UntrustedFileError` naming it, its owner and its mode.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
-import secrets
 import shlex
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import tempfile
+import threading
 import time
-from dataclasses import asdict, dataclass
+import warnings
 from pathlib import Path
 from typing import Any
 
 from metalab.errors import ServiceError
-from metalab.store.atomic import atomic_write
+from metalab.service_files import (
+    DB_NAME,
+    DB_USER,
+    SERVICE_FILE,
+    ServiceDir,
+    ServiceInfo,
+    default_service_dir,
+)
+from metalab.service_native import (
+    UNPRIVILEGED_USER,
+    find_bin_dir,
+    free_port,
+    pid_alive,
+    run_checked,
+    serve_foreground,
+    start_native,
+    stop_native,
+    wait_ready,
+)
+from metalab.trust import open_trusted, open_trusted_dir
 
 __all__ = [
+    "DB_NAME",
+    "DB_USER",
+    "UNPRIVILEGED_USER",
     "ServiceInfo",
+    "container_engine",
     "default_service_dir",
+    "discover_service",
+    "find_bin_dir",
+    "pid_alive",
+    "read_service",
+    "sbatch_script",
+    "serve",
     "service_status",
     "start_service",
     "stop_service",
     "store_from_service_file",
 ]
 
-DB_USER = "metalab"
-DB_NAME = "metalab"
-UNPRIVILEGED_USER = "postgres"
 _IMAGE = "docker.io/library/postgres:16"
 
-
-@dataclass
-class ServiceInfo:
-    """The content of ``service.json``."""
-
-    host: str
-    port: int
-    user: str
-    database: str
-    password: str
-    data_dir: str
-    pid: int | None
-    mode: str  # "native", "docker", "podman" or "slurm"
-    job_id: str | None = None
-    container: str | None = None
-
-    def __repr__(self) -> str:  # never show the password
-        return (
-            f"ServiceInfo(mode={self.mode!r}, host={self.host!r}, port={self.port}, "
-            f"user={self.user!r}, database={self.database!r}, pid={self.pid}, "
-            f"job_id={self.job_id!r})"
-        )
-
-    def describe(self) -> str:
-        """A one-line, password-free description."""
-        where = f"{self.user}@{self.host}:{self.port}/{self.database}"
-        extra = f" job {self.job_id}" if self.job_id else f" pid {self.pid}" if self.pid else ""
-        return f"PostgreSQL ({self.mode}{extra}) at {where}"
-
-
-def default_service_dir(store: str | os.PathLike[str] | None = None) -> Path:
-    """``{store}/services/postgres`` for a store, else ``~/.metalab/postgres``."""
-    if store is not None:
-        return Path(store).expanduser().absolute() / "services" / "postgres"
-    return Path.home() / ".metalab" / "postgres"
-
-
-def _service_file(service_dir: Path) -> Path:
-    return service_dir / "service.json"
-
-
-def _write_secret(path: Path, text: str) -> None:
-    # atomic_write creates the temporary file with this mode: never readable by others.
-    atomic_write(path, text.encode(), mode=0o600)
+# Service files already announced by this process (one line each, however many runs).
+_announced: set[str] = set()
+_announced_lock = threading.Lock()
 
 
 def read_service(service_dir: Path) -> ServiceInfo | None:
-    """Return the service described in ``service_dir``, or ``None``."""
-    try:
-        data = json.loads(_service_file(service_dir).read_text())
-    except FileNotFoundError:
-        return None
-    except ValueError as exc:
-        raise ServiceError(f"{_service_file(service_dir)} is not valid JSON: {exc}") from None
-    known = set(ServiceInfo.__dataclass_fields__)
-    return ServiceInfo(**{k: v for k, v in data.items() if k in known})
-
-
-def _password(service_dir: Path) -> str:
-    """Reuse the password of an existing data dir, else generate one (kept in pgpass)."""
-    passfile = service_dir / "pgpass"
-    try:
-        for line in passfile.read_text().splitlines():
-            if line.startswith("*:*:*:"):
-                return line.rsplit(":", 1)[1]
-    except FileNotFoundError:
-        pass
-    password = secrets.token_hex(24)  # hex: nothing to escape in pgpass or conninfo
-    _write_secret(passfile, f"*:*:*:{DB_USER}:{password}\n")
-    return password
-
-
-# -- discovery ------------------------------------------------------------------------
-def find_bin_dir() -> Path:
-    """Directory of the native server binaries (``PATH``, then /usr/lib/postgresql/*/bin).
+    """Return the service described in ``service_dir``, or ``None``.
 
     Raises:
-        ServiceError: PostgreSQL is not installed.
+        UntrustedFileError: the directory or its ``service.json`` could have been
+            written by another user.
+        ServiceError: the file is not a metalab service file.
     """
-    found = shutil.which("pg_ctl")
-    if found and shutil.which("initdb"):
-        return Path(found).parent
-    candidates = sorted(
-        Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"),
-        key=lambda p: int(p.parent.parent.name) if p.parent.parent.name.isdigit() else 0,
-    )
-    if not candidates:
-        raise ServiceError(
-            "no PostgreSQL server binaries (pg_ctl, initdb) on PATH or in "
-            "/usr/lib/postgresql/*/bin; install postgresql or a container engine"
-        )
-    return candidates[-1].parent
+    service = ServiceDir.open(service_dir)
+    if service is None:
+        return None
+    with service:
+        return service.read_info()
 
 
 def container_engine() -> str | None:
@@ -159,139 +105,6 @@ def container_engine() -> str | None:
     return None
 
 
-def _free_port() -> int:
-    # Not 5432, so a managed server never collides with a system/CI server.
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("", 0))
-        return int(sock.getsockname()[1])
-
-
-def _as_server_user() -> dict[str, Any]:
-    """Popen arguments that drop root to the unprivileged server user (else nothing)."""
-    if os.geteuid() != 0:
-        return {}
-    return {"user": UNPRIVILEGED_USER, "group": UNPRIVILEGED_USER, "extra_groups": []}
-
-
-def _server_ids() -> tuple[int, int] | None:
-    if os.geteuid() != 0:
-        return None
-    import pwd
-
-    try:
-        entry = pwd.getpwnam(UNPRIVILEGED_USER)
-    except KeyError:
-        raise ServiceError(
-            f"running as root needs the unprivileged user {UNPRIVILEGED_USER!r} "
-            "(PostgreSQL refuses to run as root)"
-        ) from None
-    return entry.pw_uid, entry.pw_gid
-
-
-def _data_dir(service_dir: Path) -> Path:
-    """``{service_dir}/data``, or a per-service directory the server user can reach."""
-    ids = _server_ids()
-    preferred = service_dir / "data"
-    if ids is None:
-        return preferred
-    probe = subprocess.run(
-        ["test", "-x", str(service_dir)], check=False, capture_output=True, **_as_server_user()
-    )
-    if probe.returncode == 0:
-        return preferred
-    # e.g. /root is 0700: keep the data where the postgres user can reach it.
-    digest = hashlib.sha256(str(service_dir).encode()).hexdigest()[:12]
-    return Path("/var/tmp/metalab-postgres") / digest / "data"
-
-
-def _run_checked(cmd: list[str], what: str, **kwargs: Any) -> str:
-    done = subprocess.run(cmd, capture_output=True, text=True, check=False, **kwargs)
-    if done.returncode != 0:
-        raise ServiceError(f"{what} failed ({done.returncode}): {done.stderr.strip()[-2000:]}")
-    return str(done.stdout)
-
-
-def _initdb(bin_dir: Path, data_dir: Path, password: str, remote: bool) -> None:
-    """Create the cluster (once) with password authentication for every connection."""
-    ids = _server_ids()
-    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    if ids is not None:
-        os.chown(data_dir, *ids)  # only the data dir itself, never its parents
-    if (data_dir / "PG_VERSION").exists():
-        return
-    fd, pwfile = tempfile.mkstemp(prefix="metalab-pw-")  # created 0600
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(password + "\n")
-        if ids is not None:
-            os.chown(pwfile, *ids)
-        _run_checked(
-            [
-                str(bin_dir / "initdb"),
-                "-D",
-                str(data_dir),
-                "-U",
-                DB_USER,
-                f"--pwfile={pwfile}",
-                "--auth-local=scram-sha-256",
-                "--auth-host=scram-sha-256",
-                "-E",
-                "UTF8",
-            ],
-            "initdb",
-            **_as_server_user(),
-        )
-    finally:
-        os.unlink(pwfile)
-    if remote:
-        # SLURM workers connect from other nodes: accept them, always with a password.
-        with open(data_dir / "pg_hba.conf", "a", encoding="utf-8") as hba:
-            hba.write("host all all 0.0.0.0/0 scram-sha-256\nhost all all ::/0 scram-sha-256\n")
-    with open(data_dir / "postgresql.conf", "a", encoding="utf-8") as conf:
-        conf.write("max_connections = 300\nunix_socket_directories = ''\n")
-
-
-def _server_options(port: int, remote: bool) -> list[str]:
-    listen = "*" if remote else "127.0.0.1"
-    return ["-p", str(port), "-c", f"listen_addresses={listen}"]
-
-
-def _wait_ready(host: str, port: int, password: str, timeout: float) -> None:
-    """Wait until the server accepts a password login; create the database."""
-    import psycopg
-
-    deadline = time.monotonic() + timeout
-    last = ""
-    while time.monotonic() < deadline:
-        try:
-            with psycopg.connect(
-                host=host,
-                port=port,
-                user=DB_USER,
-                password=password,
-                dbname="postgres",
-                connect_timeout=3,
-                autocommit=True,
-            ) as conn:
-                exists = conn.execute(
-                    "SELECT 1 FROM pg_database WHERE datname = %s", (DB_NAME,)
-                ).fetchone()
-                if exists is None:
-                    conn.execute(f'CREATE DATABASE "{DB_NAME}"')
-                return
-        except psycopg.Error as exc:
-            last = str(exc).replace(password, "***")
-            time.sleep(0.5)
-    raise ServiceError(f"PostgreSQL on {host}:{port} did not become ready: {last}")
-
-
-def _postmaster_pid(data_dir: Path) -> int | None:
-    try:
-        return int((data_dir / "postmaster.pid").read_text().split("\n", 1)[0])
-    except (OSError, ValueError):
-        return None
-
-
 # -- start ----------------------------------------------------------------------------
 def start_service(
     service_dir: Path,
@@ -305,7 +118,8 @@ def start_service(
     """Start PostgreSQL and write ``service.json``; return what it holds.
 
     Args:
-        service_dir: where service.json, pgpass and (usually) the data live.
+        service_dir: where service.json, pgpass and (usually) the data live; missing
+            directories are created 0700.
         slurm: submit the server as a SLURM job instead of starting it here.
         port: TCP port (default: a free one, never 5432).
         engine: "auto" (Docker/Podman when an engine answers), "native", "docker", "podman".
@@ -314,72 +128,38 @@ def start_service(
 
     Raises:
         ServiceError: a server is already running there, or it could not be started.
+        UntrustedFileError: the service directory (or its data directory) exists but is
+            not safely yours, or a path component is a symlink another user planted.
     """
-    service_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    current = read_service(service_dir)
-    if current is not None and service_status(service_dir)[0]:
-        raise ServiceError(f"already running: {current.describe()} ({service_dir})")
-    _service_file(service_dir).unlink(missing_ok=True)
-    if slurm:
-        return _start_slurm(service_dir, sbatch_args or [], timeout)
-    chosen = container_engine() if engine == "auto" else (None if engine == "native" else engine)
-    if chosen:
-        return _start_container(service_dir, chosen, port or _free_port(), timeout)
-    return _start_native(service_dir, port or _free_port(), timeout)
+    with ServiceDir.create(service_dir) as service:
+        current = service.read_info()
+        if current is not None and _accepting(current):
+            raise ServiceError(f"already running: {current.describe()} ({service.path})")
+        service.unlink(SERVICE_FILE)
+        if slurm:
+            return _start_slurm(service, sbatch_args or [], timeout)
+        chosen = container_engine() if engine == "auto" else engine
+        if chosen not in (None, "native"):
+            return _start_container(service, chosen, port or free_port(), timeout)
+        return start_native(service, port or free_port(), timeout)
 
 
-def _start_native(service_dir: Path, port: int, timeout: float) -> ServiceInfo:
-    bin_dir = find_bin_dir()
-    password = _password(service_dir)
-    data_dir = _data_dir(service_dir)
-    _initdb(bin_dir, data_dir, password, remote=False)
-    log_file = data_dir / "metalab-postgres.log"
-    options = " ".join(shlex.quote(o) for o in _server_options(port, remote=False))
-    _run_checked(
-        [
-            str(bin_dir / "pg_ctl"),
-            "-D",
-            str(data_dir),
-            "-l",
-            str(log_file),
-            "-o",
-            options,
-            "-w",
-            "-t",
-            str(int(timeout)),
-            "start",
-        ],
-        "pg_ctl start",
-        **_as_server_user(),
+def _start_container(service: ServiceDir, engine: str, port: int, timeout: float) -> ServiceInfo:
+    password = service.password()
+    data_dir = service.file("data")
+    data_fd = open_trusted_dir(
+        data_dir, "PostgreSQL data directory", create=True, dir_fd=service.fd
     )
-    _wait_ready("127.0.0.1", port, password, timeout)
-    info = ServiceInfo(
-        host="127.0.0.1",
-        port=port,
-        user=DB_USER,
-        database=DB_NAME,
-        password=password,
-        data_dir=str(data_dir),
-        pid=_postmaster_pid(data_dir),
-        mode="native",
-    )
-    _write_secret(_service_file(service_dir), json.dumps(asdict(info), indent=2))
-    return info
-
-
-def _start_container(service_dir: Path, engine: str, port: int, timeout: float) -> ServiceInfo:
-    password = _password(service_dir)
-    data_dir = service_dir / "data"
-    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    name = "metalab-postgres-" + hashlib.sha256(str(service_dir).encode()).hexdigest()[:12]
-    env_file = service_dir / "container.env"
+    if data_fd is not None:
+        os.close(data_fd)
+    name = "metalab-postgres-" + hashlib.sha256(str(service.path).encode()).hexdigest()[:12]
     # The password goes through a 0600 env file, not the command line (visible in ps).
-    _write_secret(
-        env_file,
-        f"POSTGRES_USER={DB_USER}\nPOSTGRES_PASSWORD={password}\nPOSTGRES_DB={DB_NAME}\n",
+    service.write(
+        "container.env",
+        f"POSTGRES_USER={DB_USER}\nPOSTGRES_PASSWORD={password}\nPOSTGRES_DB={DB_NAME}\n".encode(),
     )
     subprocess.run([engine, "rm", "-f", name], capture_output=True, check=False)
-    _run_checked(
+    run_checked(
         [
             engine,
             "run",
@@ -387,7 +167,7 @@ def _start_container(service_dir: Path, engine: str, port: int, timeout: float) 
             "--name",
             name,
             "--env-file",
-            str(env_file),
+            str(service.file("container.env")),
             "-p",
             f"127.0.0.1:{port}:5432",
             "-v",
@@ -396,7 +176,7 @@ def _start_container(service_dir: Path, engine: str, port: int, timeout: float) 
         ],
         f"{engine} run",
     )
-    _wait_ready("127.0.0.1", port, password, timeout)
+    wait_ready("127.0.0.1", port, password, timeout)
     info = ServiceInfo(
         host="127.0.0.1",
         port=port,
@@ -408,7 +188,7 @@ def _start_container(service_dir: Path, engine: str, port: int, timeout: float) 
         mode=engine,
         container=name,
     )
-    _write_secret(_service_file(service_dir), json.dumps(asdict(info), indent=2))
+    service.write_info(info)
     return info
 
 
@@ -426,14 +206,14 @@ def sbatch_script(service_dir: Path, python: str = sys.executable) -> str:
     )
 
 
-def _start_slurm(service_dir: Path, sbatch_args: list[str], timeout: float) -> ServiceInfo:
-    script = service_dir / "postgres.sbatch"
-    atomic_write(script, sbatch_script(service_dir).encode(), mode=0o700)
-    out = _run_checked(["sbatch", "--parsable", *sbatch_args, str(script)], "sbatch")
+def _start_slurm(service: ServiceDir, sbatch_args: list[str], timeout: float) -> ServiceInfo:
+    service.write("postgres.sbatch", sbatch_script(service.path).encode(), mode=0o700)
+    script = service.file("postgres.sbatch")
+    out = run_checked(["sbatch", "--parsable", *sbatch_args, str(script)], "sbatch")
     job_id = out.strip().split(";", 1)[0]
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        info = read_service(service_dir)
+        info = service.read_info()
         if info is not None and info.job_id == job_id:
             return info
         state = subprocess.run(
@@ -444,8 +224,8 @@ def _start_slurm(service_dir: Path, sbatch_args: list[str], timeout: float) -> S
         time.sleep(1.0)
     subprocess.run(["scancel", job_id], capture_output=True, check=False)
     raise ServiceError(
-        f"SLURM job {job_id} did not publish {_service_file(service_dir)} within {timeout:.0f}s; "
-        f"see {service_dir}/slurm-{job_id}.out"
+        f"SLURM job {job_id} did not publish {service.file(SERVICE_FILE)} within "
+        f"{timeout:.0f}s; see {service.path}/slurm-{job_id}.out"
     )
 
 
@@ -453,66 +233,20 @@ def serve(service_dir: Path) -> int:
     """Run PostgreSQL in the foreground (inside a SLURM job) until it stops or is told to.
 
     Writes ``service.json`` once the server accepts connections and removes it on exit.
+
+    Raises:
+        ServiceError: the service directory does not exist.
+        UntrustedFileError: it is not safely yours.
     """
-    bin_dir = find_bin_dir()
-    password = _password(service_dir)
-    data_dir = _data_dir(service_dir)
-    _initdb(bin_dir, data_dir, password, remote=True)
-    if not pid_alive(_postmaster_pid(data_dir)):
-        # A job killed hard leaves a stale pid file; the node (and pid space) may differ.
-        (data_dir / "postmaster.pid").unlink(missing_ok=True)
-    port = _free_port()
-    proc = subprocess.Popen(
-        [str(bin_dir / "postgres"), "-D", str(data_dir), *_server_options(port, remote=True)],
-        **_as_server_user(),
-    )
-
-    def shutdown(signum: int, frame: Any) -> None:
-        proc.send_signal(signal.SIGINT)  # PostgreSQL's "fast" shutdown
-
-    signal.signal(signal.SIGTERM, shutdown)
-    signal.signal(signal.SIGINT, shutdown)
-    try:
-        _wait_ready("127.0.0.1", port, password, 120.0)
-        info = ServiceInfo(
-            host=socket.gethostname(),  # what other nodes of the cluster resolve
-            port=port,
-            user=DB_USER,
-            database=DB_NAME,
-            password=password,
-            data_dir=str(data_dir),
-            pid=proc.pid,
-            mode="slurm",
-            job_id=os.environ.get("SLURM_JOB_ID"),
-        )
-        _write_secret(_service_file(service_dir), json.dumps(asdict(info), indent=2))
-        return proc.wait()
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            proc.wait(timeout=60)
-        _service_file(service_dir).unlink(missing_ok=True)
+    service = ServiceDir.open(service_dir)
+    if service is None:
+        raise ServiceError(f"no service directory {service_dir}")
+    with service:
+        return serve_foreground(service)
 
 
 # -- status / stop --------------------------------------------------------------------
-def pid_alive(pid: int | None) -> bool:
-    """True when a process ``pid`` exists on this host (``None`` or 0: False)."""
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def service_status(service_dir: Path) -> tuple[bool, ServiceInfo | None]:
-    """Return ``(accepting connections, service info or None)``."""
-    info = read_service(service_dir)
-    if info is None:
-        return False, None
+def _accepting(info: ServiceInfo) -> bool:
     import psycopg
 
     try:
@@ -526,8 +260,21 @@ def service_status(service_dir: Path) -> tuple[bool, ServiceInfo | None]:
         ) as conn:
             conn.execute("SELECT 1")
     except psycopg.Error:
-        return False, info
-    return True, info
+        return False
+    return True
+
+
+def service_status(service_dir: Path) -> tuple[bool, ServiceInfo | None]:
+    """Return ``(accepting connections, service info or None)``.
+
+    Raises:
+        UntrustedFileError: the service file could have been written by another user
+            (it is not used: no connection is attempted).
+    """
+    info = read_service(service_dir)
+    if info is None:
+        return False, None
+    return _accepting(info), info
 
 
 def stop_service(service_dir: Path, timeout: float = 60.0) -> ServiceInfo | None:
@@ -535,59 +282,37 @@ def stop_service(service_dir: Path, timeout: float = 60.0) -> ServiceInfo | None
 
     Raises:
         ServiceError: it could not be stopped.
+        UntrustedFileError: the service file could have been written by another user
+            (nothing it names is signalled, cancelled or stopped).
     """
-    info = read_service(service_dir)
-    if info is None:
+    service = ServiceDir.open(service_dir)
+    if service is None:
         return None
-    if info.mode == "slurm" and info.job_id:
-        _run_checked(["scancel", "--signal=TERM", "--full", info.job_id], "scancel")
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and _service_file(service_dir).exists():
-            time.sleep(0.5)
-        _run_checked(["scancel", info.job_id], "scancel")
-    elif info.container:
-        engine = info.mode
-        subprocess.run([engine, "stop", info.container], capture_output=True, check=False)
-        subprocess.run([engine, "rm", "-f", info.container], capture_output=True, check=False)
-    else:
-        data_dir = Path(info.data_dir)
-        if (data_dir / "postmaster.pid").exists():
-            _run_checked(
-                [
-                    str(find_bin_dir() / "pg_ctl"),
-                    "-D",
-                    str(data_dir),
-                    "-m",
-                    "fast",
-                    "-w",
-                    "-t",
-                    str(int(timeout)),
-                    "stop",
-                ],
-                "pg_ctl stop",
-                **_as_server_user(),
-            )
-    _service_file(service_dir).unlink(missing_ok=True)
+    with service:
+        info = service.read_info()
+        if info is None:
+            return None
+        if info.mode == "slurm" and info.job_id:
+            run_checked(["scancel", "--signal=TERM", "--full", info.job_id], "scancel")
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline and service.exists(SERVICE_FILE):
+                time.sleep(0.5)
+            run_checked(["scancel", info.job_id], "scancel")
+        elif info.container:
+            engine = info.mode
+            subprocess.run([engine, "stop", info.container], capture_output=True, check=False)
+            subprocess.run([engine, "rm", "-f", info.container], capture_output=True, check=False)
+        else:
+            stop_native(info, timeout)
+        service.unlink(SERVICE_FILE)
     return info
 
 
-def store_from_service_file(path: str | os.PathLike[str], file_store: Any = None) -> Any:
-    """Build the PostgresStore advertised by a ``service.json``.
-
-    The password stays in the service directory's 0600 ``pgpass`` file, referenced by
-    the locator's ``passfile=``, so the locator (shipped to workers) never contains it.
-    Large artifacts go under ``{file_store}/artifacts`` when a FileStore is given.
-    """
+# -- the store a service file advertises ----------------------------------------------
+def _postgres_store(info: ServiceInfo, passfile: Path, file_store: Any) -> Any:
     from metalab.store.postgres import PostgresStore
     from metalab.store.postgres_config import PostgresConfig
 
-    service_file = Path(path)
-    info = read_service(service_file.parent)
-    if info is None:
-        raise ServiceError(f"no service file at {service_file}")
-    passfile = service_file.parent / "pgpass"
-    if not passfile.exists():
-        _write_secret(passfile, f"*:*:*:{info.user}:{info.password}\n")
     root = getattr(file_store, "root", None)
     config = PostgresConfig(
         host=info.host,
@@ -598,6 +323,74 @@ def store_from_service_file(path: str | os.PathLike[str], file_store: Any = None
         libpq=(("passfile", str(passfile)),),
     )
     return PostgresStore(config)
+
+
+def _trusted_service(service_file: Path) -> tuple[ServiceInfo, Path]:
+    """The info of a trusted service file and the path of its trusted ``pgpass``."""
+    service = ServiceDir.open(service_file.parent)
+    if service is None:
+        raise ServiceError(f"no service file at {service_file}")
+    with service:
+        info = service.read_info()
+        if info is None:
+            raise ServiceError(f"no service file at {service_file}")
+        return info, service.ensure_passfile(info)
+
+
+def store_from_service_file(path: str | os.PathLike[str], file_store: Any = None) -> Any:
+    """Build the PostgresStore advertised by a ``service.json``.
+
+    The password stays in the service directory's 0600 ``pgpass`` file, referenced by
+    the locator's ``passfile=``, so the locator (shipped to workers) never contains it.
+    Large artifacts go under ``{file_store}/artifacts`` when a FileStore is given.
+
+    Raises:
+        ServiceError: there is no service file at ``path``, or it is malformed.
+        UntrustedFileError: the file, its ``pgpass`` or its directory is not yours or
+            is writable by group/others (another user could have written it).
+    """
+    info, passfile = _trusted_service(Path(path))
+    return _postgres_store(info, passfile, file_store)
+
+
+def discover_service(file_store: Any) -> Any | None:
+    """The PostgresStore advertised next to a FileStore, or ``None`` when there is none.
+
+    Looks for ``{root}/services/postgres/service.json``; when one is used, says so once
+    per process (a :class:`UserWarning` naming the file and host/port, never the password).
+
+    Raises:
+        UntrustedFileError: a service file is there but is not safely yours; nothing
+            was connected to.
+    """
+    service_file = default_service_dir(file_store.root) / SERVICE_FILE
+    try:
+        os.lstat(service_file)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    # Judge the file itself first so that a refusal names it; the checks that count are
+    # the ones below, made through the verified directory's descriptor.
+    fd = open_trusted(service_file, "service file")
+    if fd is None:
+        return None
+    os.close(fd)
+    info, passfile = _trusted_service(service_file)
+    store = _postgres_store(info, passfile, file_store)
+    _announce(service_file, info, file_store.root)
+    return store
+
+
+def _announce(service_file: Path, info: ServiceInfo, root: Path) -> None:
+    with _announced_lock:
+        if str(service_file) in _announced:
+            return
+        _announced.add(str(service_file))
+    warnings.warn(
+        f"metalab: using {info.describe()}, advertised by {service_file}, instead of the "
+        f"FileStore at {root}",
+        UserWarning,
+        stacklevel=5,  # the caller of metalab.run
+    )
 
 
 def _main(argv: list[str]) -> int:
