@@ -232,6 +232,8 @@ def run(
         ExperimentError: ``exp`` is not an Experiment or an argument is invalid.
         ContextError: a context FilePath/DirPath is missing (before any run starts).
         LocatorError: the store locator is unknown or malformed.
+        UntrustedFileError: the FileStore's directory holds a service file that another
+            user could have written (``{store}/services/postgres/service.json``).
     """
     if not isinstance(exp, Experiment):
         raise ExperimentError(f"run() needs a metalab.Experiment, got {type(exp).__name__}")
@@ -321,15 +323,17 @@ def _dry_run(
 
 
 def _discover_service(store: Store) -> Store:
-    """Swap a FileStore for the PostgreSQL service advertised in its directory, if any."""
+    """Swap a FileStore for the PostgreSQL service advertised in its directory, if any.
+
+    Raises:
+        UntrustedFileError: a service file is there that another user could have written
+            (it would redirect the runs to their database); nothing has run yet.
+    """
     from metalab.store.file import FileStore
 
     if not isinstance(store, FileStore):
         return store
-    service = store.root / "services" / "postgres" / "service.json"
-    if not service.is_file():
-        return store
-    from metalab.service import store_from_service_file
+    from metalab.service import discover_service
 
-    discovered: Store = store_from_service_file(service, store)
-    return discovered
+    discovered: Store | None = discover_service(store)
+    return store if discovered is None else discovered
