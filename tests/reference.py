@@ -76,15 +76,44 @@ def quote(s: str) -> str:
     return out + "'"
 
 
+# NumPy kinds whose .item()/.tolist() is exactly the value (bool, ints, floats <= 64 bits,
+# str, objects); datetime64/timedelta64 (-> bare ints), complex, bytes, void and longdouble
+# are refused.
+NUMPY_KINDS = "biufUO"
+_UNCHANGED = object()
+
+
 def _normalise_numpy(v: Any) -> Any:
+    """The plain form of a NumPy value, or _UNCHANGED if ``v`` is not an accepted one."""
     if type(v).__module__ != "numpy":
-        return None
-    ndim = getattr(v, "ndim", None)
+        return _UNCHANGED
+    ndim, dtype = getattr(v, "ndim", None), getattr(v, "dtype", None)
+    kind, size = getattr(dtype, "kind", ""), getattr(dtype, "itemsize", 0)
+    if kind not in NUMPY_KINDS or len(kind) != 1 or (kind == "f" and size > 8):
+        return _UNCHANGED
     if ndim == 0 and hasattr(v, "item"):
         return v.item()
     if isinstance(ndim, int) and ndim > 0 and hasattr(v, "tolist"):
         return v.tolist()
-    return None
+    return _UNCHANGED
+
+
+def plain(v: Any) -> Any:
+    """``v`` with NumPy values replaced (after ``encode(v)`` succeeded): mirrors to_plain."""
+    if v is None or isinstance(v, bool):
+        return v
+    if isinstance(v, (int, float, str)):
+        if type(v).__module__ != "numpy":
+            return v
+        return next(t(v) for t in (int, float, str) if isinstance(v, t))
+    if isinstance(v, list):
+        return [plain(x) for x in v]
+    if isinstance(v, tuple):
+        return tuple(plain(x) for x in v)
+    if isinstance(v, dict):
+        return {k: plain(x) for k, x in v.items()}
+    norm = _normalise_numpy(v)
+    return v if norm is _UNCHANGED else plain(norm)
 
 
 def encode(v: Any, path: str = "value", depth: int = 0) -> bytes:
@@ -125,7 +154,7 @@ def encode(v: Any, path: str = "value", depth: int = 0) -> bytes:
         body = b"".join(b"s" + u32(len(k)) + k + x for k, x in pairs)
         return b"d" + u32(len(pairs)) + body
     norm = _normalise_numpy(v)
-    if norm is not None:
+    if norm is not _UNCHANGED:
         if depth >= MAX_DEPTH:
             raise RefEncodingError(f"too deep at {path}")
         return encode(norm, path, depth + 1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import struct
@@ -12,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import reference as ref
-from core_strategies import floats, values
+from core_strategies import floats, scalars, texts, values
 from metalab import _core
 from metalab.errors import EncodingError
 
@@ -243,3 +244,145 @@ def test_numpy_normalised() -> None:
         assert _core.canonical_encode(npv) == ref.encode(npv)
     with pytest.raises(EncodingError, match=r"value\[1\]"):
         _core.fingerprint([0, np.float64("nan")])
+
+
+# --- numpy values vs their Python equivalents and the oracle ----------------------------
+
+try:
+    import numpy
+except ImportError:  # pragma: no cover - numpy is part of the dev environment (all extras)
+    numpy = None  # type: ignore[assignment]
+
+needs_numpy = pytest.mark.skipif(numpy is None, reason="needs numpy")
+
+_INT_TYPES = ("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64")
+
+
+def _int_pair(name: str) -> st.SearchStrategy[tuple[Any, Any]]:
+    info = numpy.iinfo(name)
+    return st.integers(int(info.min), int(info.max)).map(lambda n: (numpy.dtype(name).type(n), n))
+
+
+def _numpy_leaves() -> st.SearchStrategy[tuple[Any, Any]]:
+    """(NumPy value, the Python value it must count as), the second built without NumPy."""
+    f64 = st.floats(allow_nan=False, allow_infinity=False)
+    f32 = st.floats(width=32, allow_nan=False, allow_infinity=False)
+    f16 = st.floats(width=16, allow_nan=False, allow_infinity=False)
+    small_ints = st.lists(st.integers(-(2**63), 2**63 - 1), max_size=4)
+    return st.one_of(
+        *[_int_pair(name) for name in _INT_TYPES],
+        f64.map(lambda x: (numpy.float64(x), x)),
+        f32.map(lambda x: (numpy.float32(x), x)),
+        f16.map(lambda x: (numpy.float16(x), x)),
+        st.booleans().map(lambda b: (numpy.bool_(b), b)),
+        texts.map(lambda s: (numpy.str_(s), s)),
+        f64.map(lambda x: (numpy.array(x), x)),  # 0-d arrays count as their scalar
+        st.integers(-(2**63), 2**63 - 1).map(lambda n: (numpy.array(n, dtype=numpy.int64), n)),
+        small_ints.map(lambda xs: (numpy.array(xs, dtype=numpy.int64), xs)),
+        st.lists(st.booleans(), max_size=4).map(lambda xs: (numpy.array(xs, dtype=bool), xs)),
+        st.lists(f64, min_size=1, max_size=3).map(
+            lambda xs: (numpy.array([xs, xs]), [list(xs), list(xs)])
+        ),
+        # Object arrays hold NumPy scalars of their own: normalised all the way down.
+        st.lists(st.integers(-100, 100), max_size=3).map(
+            lambda xs: (numpy.array([numpy.int16(x) for x in xs] + ["a"], dtype=object), [*xs, "a"])
+        ),
+    )
+
+
+def _pairs(inner: st.SearchStrategy[tuple[Any, Any]]) -> st.SearchStrategy[tuple[Any, Any]]:
+    def as_dict(items: dict[str, tuple[Any, Any]]) -> tuple[Any, Any]:
+        return {k: a for k, (a, _) in items.items()}, {k: b for k, (_, b) in items.items()}
+
+    return st.one_of(
+        st.lists(inner, max_size=4).map(lambda ps: ([a for a, _ in ps], [b for _, b in ps])),
+        st.lists(inner, max_size=3).map(
+            lambda ps: (tuple(a for a, _ in ps), tuple(b for _, b in ps))
+        ),
+        st.dictionaries(texts, inner, max_size=4).map(as_dict),
+    )
+
+
+numpy_pairs: st.SearchStrategy[tuple[Any, Any]] = st.deferred(
+    lambda: st.recursive(
+        st.one_of(_numpy_leaves(), scalars.map(lambda v: (v, v))), _pairs, max_leaves=12
+    )
+)
+
+
+def _exact(v: Any) -> Any:
+    """A comparison key that tells types apart (np.float64(1) vs 1.0, tuple vs list)."""
+    if isinstance(v, list | tuple):
+        return (type(v).__name__, tuple(_exact(x) for x in v))
+    if isinstance(v, dict):
+        return ("dict", tuple((k, _exact(x)) for k, x in v.items()))
+    if isinstance(v, float):
+        return (type(v).__name__, v.hex())
+    return (type(v).__name__, v)
+
+
+@needs_numpy
+@given(numpy_pairs)
+def test_numpy_values_encode_like_their_python_values(pair: tuple[Any, Any]) -> None:
+    with_numpy, plain = pair
+    expected = ref.encode(plain)
+    assert _core.canonical_encode(with_numpy) == expected
+    assert ref.encode(with_numpy) == expected
+    assert _core.fingerprint(with_numpy) == _core.fingerprint(plain)
+
+
+@needs_numpy
+@given(numpy_pairs)
+def test_to_plain_gives_python_values_matching_the_oracle(pair: tuple[Any, Any]) -> None:
+    with_numpy, plain = pair
+    out = _core.to_plain(with_numpy, "params")
+    assert _exact(out) == _exact(plain) == _exact(ref.plain(with_numpy))
+    assert _core.canonical_encode(out) == _core.canonical_encode(with_numpy)
+    json.dumps(out, allow_nan=False)  # JSON-ready: no TypeError for NumPy leftovers
+
+
+@given(values)
+def test_to_plain_keeps_values_without_numpy_as_they_are(v: Any) -> None:
+    assert _core.to_plain(v) is v
+
+
+@needs_numpy
+def test_numpy_scalars_fingerprint_like_python_golden() -> None:
+    assert _core.fingerprint(numpy.float64(0.5)) == _core.fingerprint(0.5)
+    assert _core.fingerprint(numpy.int64(3)) == _core.fingerprint(3)
+    assert _core.fingerprint(numpy.bool_(True)) == _core.fingerprint(True)
+    assert _core.fingerprint(numpy.array(0.5)) == _core.fingerprint(0.5)
+    assert _core.fingerprint(numpy.arange(3)) == GOLDEN_ARANGE_FP == ref.fingerprint([0, 1, 2])
+    assert type(_core.to_plain(numpy.float64(0.5))) is float  # a float subclass made exact
+    assert type(_core.to_plain(numpy.str_("a"))) is str
+
+
+GOLDEN_ARANGE_FP = _core.fingerprint([0, 1, 2])
+
+
+def _refused_numpy() -> list[Any]:
+    if numpy is None:
+        return []
+    return [
+        numpy.datetime64("2020-01-01T00:00:00.000000000"),  # .item() is a bare int of ns
+        numpy.datetime64("NaT"),  # .item() is None
+        numpy.timedelta64(5, "ns"),
+        numpy.complex128(1 + 2j),
+        numpy.longdouble(0.5),  # .item() is a longdouble again
+        numpy.bytes_(b"x"),
+        numpy.array([numpy.datetime64("2020-01-01T00:00:00.000000000")]),
+        numpy.array([(1, 2.0)], dtype=[("a", "i4"), ("b", "f8")]),  # fields would be lost
+    ]
+
+
+@needs_numpy
+@pytest.mark.parametrize("bad", _refused_numpy(), ids=lambda v: f"{type(v).__name__}")
+def test_numpy_kinds_without_an_exact_python_value_are_refused(bad: Any) -> None:
+    for call in (_core.canonical_encode, _core.fingerprint, _core.to_plain):
+        with pytest.raises(EncodingError) as info:
+            call({"k": [1, bad]})
+        message = str(info.value)
+        assert f"'{type(bad).__name__}' at value['k'][1]" in message, message
+        assert "NumPy bool, integer, float" in message
+    with pytest.raises(ref.RefEncodingError):
+        ref.encode({"k": [1, bad]})

@@ -28,6 +28,7 @@ __all__ = [
     "seed_fingerprint",
     "seed_root",
 ]
+    "to_plain",
 
 ENCODING_VERSION: int
 """Version of the canonical encoding (1)."""
@@ -43,9 +44,11 @@ def canonical_encode(value: object) -> bytes:
     """Return the canonical encoding v1 of ``value``.
 
     Accepts None, bool, int (any size), finite float, str, list, tuple, dict with str keys,
-    nested arbitrarily (up to 200 containers deep), plus NumPy scalars, 0-d arrays
-    (``.item()``) and n-d arrays (``.tolist()``). Lists and tuples encode the same; dict
-    entries are sorted by the UTF-8 bytes of their keys; 1, 1.0, True and "1" all differ.
+    nested arbitrarily (up to 200 containers deep), plus NumPy bool, integer, float (up to
+    64 bits), str and object values: scalars and 0-d arrays as ``.item()``, n-d arrays as
+    ``.tolist()``. Other NumPy kinds (datetime64, timedelta64, complex, bytes, void,
+    longdouble) are refused. Lists and tuples encode the same; dict entries are sorted by
+    the UTF-8 bytes of their keys; 1, 1.0, True and "1" all differ.
 
     Raises:
         metalab.errors.EncodingError: NaN/infinity, a non-str dict key, a str with lone
@@ -54,6 +57,18 @@ def canonical_encode(value: object) -> bytes:
     """
 
 def fingerprint(value: object) -> str:
+def to_plain(value: object, root: str = "value") -> Any:
+    """Return ``value`` with every NumPy value replaced by the Python value it encodes as.
+
+    Containers are rebuilt only where something inside them changed (tuples stay tuples,
+    dicts keep their order); a value without NumPy parts is returned as the same object.
+    The result has the same canonical encoding as ``value`` and is JSON-serialisable.
+
+    Raises:
+        metalab.errors.EncodingError: as :func:`canonical_encode`, with the key path
+            below ``root``.
+    """
+
     """Return the 32-hex-char BLAKE2b-128 fingerprint of ``canonical_encode(value)``.
 
     Raises:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from metalab.errors import ContextError
-from metalab.identity import fingerprint
+from metalab.identity import fingerprint, to_plain
 
 __all__ = [
     "DirPath",
@@ -161,7 +161,7 @@ def _field_manifest(name: str, value: Any, resolve: bool) -> Any:
         return {"__metalab_path__": value.kind, "path": value.path}
     if is_context_spec(value):
         return _spec_manifest(value, resolve, prefix=f"{name}.")
-    return value
+    return to_plain(value)  # JSON-ready (NumPy values as Python ones), same fingerprint
 
 
 def _importable(cls: type[Any]) -> bool:
@@ -209,10 +209,10 @@ def context_to_json(context: Any) -> dict[str, Any] | None:
     if is_context_spec(context):
         return _spec_manifest(context, resolve=False)
     try:
-        fingerprint(context)
+        plain = to_plain(context)  # NumPy values as Python ones: same fingerprint, JSON-ready
     except ValueError:
         return None
-    return {"__metalab_plain__": context}
+    return {"__metalab_plain__": plain}
 
 
 def _rebuild_field(value: Any) -> Any:

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from metalab.errors import ExperimentError
-from metalab.identity import experiment_id
+from metalab.identity import experiment_id, to_plain
 from metalab.operation import Operation, operation
 from metalab.params.base import ParamSource
 from metalab.seeds import SeedPlan
@@ -36,6 +36,8 @@ class Experiment:
 
     Raises:
         ExperimentError: a name/version is not path-safe, or an argument has the wrong type.
+        EncodingError: ``metadata`` holds a value JSON cannot store (NaN, an object, a
+            set...); the message names its path, e.g. ``metadata['groups'][1]``.
     """
 
     def __init__(
@@ -77,7 +79,9 @@ class Experiment:
                 raise ExperimentError(f"Experiment tag {tag!r} must be a str")
         if metadata is not None and not isinstance(metadata, dict):
             raise ExperimentError(f"Experiment metadata must be a dict, got {metadata!r}")
-        self.metadata: dict[str, Any] = dict(metadata or {})
+        # Checked now, before anything is written: the manifest and the worker spec store
+        # it as JSON. NumPy values become the Python values they equal.
+        self.metadata: dict[str, Any] = dict(to_plain(dict(metadata or {}), "metadata"))
 
     @property
     def experiment_id(self) -> str:

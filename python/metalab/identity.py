@@ -20,6 +20,7 @@ __all__ = [
     "fingerprint_many",
     "hash_bytes",
     "run_id",
+    "to_plain",
 ]
 
 FINGERPRINT_HEX_CHARS: int = _core.FINGERPRINT_HEX_CHARS
@@ -33,6 +34,22 @@ def canonical_encode(value: Any) -> bytes:
             no canonical form; the message names its key path.
     """
     return _core.canonical_encode(value)
+
+
+def to_plain(value: Any, root: str = "value") -> Any:
+    """Return ``value`` with NumPy scalars and arrays replaced by plain Python values.
+
+    ``np.int64(3)`` becomes ``3``, ``np.float64(0.5)`` ``0.5``, ``np.bool_(True)`` ``True``,
+    a 0-d array its scalar and an n-d array nested lists: exactly what the canonical
+    encoding already treats them as, so fingerprints and run IDs do not change. The
+    result is JSON-serialisable; containers without NumPy values inside are returned as
+    they are (tuples stay tuples, dicts keep their order).
+
+    Raises:
+        EncodingError: as :func:`canonical_encode`; the path starts at ``root``
+            (e.g. ``metadata['batch'][2]``).
+    """
+    return _core.to_plain(value, root)
 
 
 def fingerprint(value: Any) -> str:

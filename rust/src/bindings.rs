@@ -98,16 +98,36 @@ impl EncErr {
     }
 }
 
-/// NumPy scalars and 0-d arrays -> `.item()`, n-d arrays -> `.tolist()`; None otherwise.
+/// NumPy kinds whose `.item()` / `.tolist()` is exactly the value: bool, signed and unsigned
+/// integers, floats up to 64 bits, str, and object arrays (their items are encoded in turn).
+///
+/// The others are refused rather than normalised: `.item()` of a `datetime64[ns]` or a
+/// `timedelta64` is a bare int (it would alias the int param it is not), of `NaT` None, of a
+/// `longdouble` the `longdouble` itself, and complex, bytes and void have no encoding.
+const NUMPY_KINDS: &str = "biufUO";
+
+/// NumPy bool/integer/float scalars and 0-d arrays -> `.item()`, n-d arrays -> `.tolist()`;
+/// None for anything else (the caller reports it as unsupported).
 fn numpy_normalise<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyAny>>> {
     let module = obj.get_type().getattr("__module__")?;
     if module.extract::<&str>().ok() != Some("numpy") {
         return Ok(None);
     }
-    let ndim = match obj.getattr("ndim") {
-        Ok(n) => n.extract::<i64>().unwrap_or(-1),
-        Err(_) => return Ok(None),
+    let (Ok(ndim), Ok(dtype)) = (obj.getattr("ndim"), obj.getattr("dtype")) else {
+        return Ok(None);
     };
+    let ndim = ndim.extract::<i64>().unwrap_or(-1);
+    let kind = dtype
+        .getattr("kind")
+        .and_then(|k| k.extract::<String>())
+        .unwrap_or_default();
+    let itemsize = dtype
+        .getattr("itemsize")
+        .and_then(|s| s.extract::<usize>())
+        .unwrap_or(0);
+    if kind.len() != 1 || !NUMPY_KINDS.contains(kind.as_str()) || (kind == "f" && itemsize > 8) {
+        return Ok(None);
+    }
     if ndim == 0 && obj.hasattr("item")? {
         Ok(Some(obj.call_method0("item")?))
     } else if ndim > 0 && obj.hasattr("tolist")? {
@@ -196,6 +216,99 @@ fn encode_root(obj: &Bound<'_, PyAny>, root: &str) -> PyResult<Vec<u8>> {
     let mut out = Vec::new();
     encode_obj(obj, &mut out, 0).map_err(|e| e.into_py(obj.py(), root))?;
     Ok(out)
+}
+
+/// The plain-Python form of an already validated value: NumPy values replaced by what they
+/// encode as, containers rebuilt only where something inside them changed (so an ordinary
+/// value comes back as the very same object). `None` means "unchanged".
+///
+/// The dispatch order is `encode_obj`'s, so the result always encodes to the same bytes.
+fn plain_obj<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyAny>>> {
+    let py = obj.py();
+    if obj.is_none() || obj.is_instance_of::<PyBool>() {
+        return Ok(None);
+    }
+    if obj.is_instance_of::<PyInt>()
+        || obj.is_instance_of::<PyFloat>()
+        || obj.is_instance_of::<PyString>()
+    {
+        // `numpy.float64` and `numpy.str_` subclass float and str: made exact, so an
+        // operation sees the same type in-process as after a worker's JSON round trip.
+        // Other subclasses (IntEnum, ...) are the user's own types and stay.
+        let module = obj.get_type().getattr("__module__")?;
+        if module.extract::<&str>().ok() != Some("numpy") {
+            return Ok(None);
+        }
+        let exact = if obj.is_instance_of::<PyInt>() {
+            py.get_type_bound::<PyInt>().call1((obj,))?
+        } else if obj.is_instance_of::<PyFloat>() {
+            py.get_type_bound::<PyFloat>().call1((obj,))?
+        } else {
+            py.get_type_bound::<PyString>().call1((obj,))?
+        };
+        return Ok(Some(exact));
+    }
+    if let Ok(l) = obj.downcast::<PyList>() {
+        let items = plain_items(l.iter())?;
+        return Ok(items.map(|v| PyList::new_bound(py, v).into_any()));
+    }
+    if let Ok(t) = obj.downcast::<PyTuple>() {
+        let items = plain_items(t.iter())?;
+        return Ok(items.map(|v| PyTuple::new_bound(py, v).into_any()));
+    }
+    if let Ok(d) = obj.downcast::<PyDict>() {
+        let mut changed = false;
+        let mut entries = Vec::with_capacity(d.len());
+        for (k, v) in d.iter() {
+            match plain_obj(&v)? {
+                Some(p) => {
+                    changed = true;
+                    entries.push((k, p));
+                }
+                None => entries.push((k, v)),
+            }
+        }
+        if !changed {
+            return Ok(None);
+        }
+        let out = PyDict::new_bound(py);
+        for (k, v) in entries {
+            out.set_item(k, v)?;
+        }
+        return Ok(Some(out.into_any()));
+    }
+    match numpy_normalise(obj)? {
+        // An object array's `.tolist()` may still hold NumPy scalars.
+        Some(norm) => Ok(Some(plain_obj(&norm)?.unwrap_or(norm))),
+        None => Ok(None),
+    }
+}
+
+/// The items of a sequence in plain form, or `None` if none of them changed.
+fn plain_items<'py>(
+    items: impl Iterator<Item = Bound<'py, PyAny>>,
+) -> PyResult<Option<Vec<Bound<'py, PyAny>>>> {
+    let mut changed = false;
+    let mut out = Vec::new();
+    for item in items {
+        match plain_obj(&item)? {
+            Some(p) => {
+                changed = true;
+                out.push(p);
+            }
+            None => out.push(item),
+        }
+    }
+    Ok(changed.then_some(out))
+}
+
+/// to_plain(value, root="value") -> Any
+#[pyfunction]
+#[pyo3(signature = (value, root = "value"))]
+fn to_plain<'py>(value: &Bound<'py, PyAny>, root: &str) -> PyResult<Bound<'py, PyAny>> {
+    // Validating first keeps one rule for "encodable" and gives errors their key path.
+    encode_root(value, root)?;
+    Ok(plain_obj(value)?.unwrap_or_else(|| value.clone()))
 }
 
 /// canonical_encode(value) -> bytes
@@ -734,4 +847,5 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(load_record_columns, m)?)?;
     m.add_function(wrap_pyfunction!(record_columns_from_docs, m)?)?;
     Ok(())
+    m.add_function(wrap_pyfunction!(to_plain, m)?)?;
 }

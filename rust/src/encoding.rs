@@ -113,7 +113,8 @@ impl EncodeError {
                 path
             ),
             EncodeErrorKind::Unsupported { type_name } => format!(
-                "cannot encode value of type '{}' at {}: expected None, bool, int, float, str, list, tuple or dict with str keys",
+                "cannot encode value of type '{}' at {}: expected None, bool, int, float, str, list, tuple or dict with str keys \
+                 (NumPy bool, integer, float up to 64 bits and str values, and arrays of them, count as those)",
                 type_name, path
             ),
             EncodeErrorKind::NonStrKey {
@@ -522,6 +523,20 @@ mod tests {
             ok = Value::List(vec![ok]);
         }
         assert!(encode(&ok).is_ok());
+    }
+
+    #[test]
+    fn unsupported_message_lists_accepted_types() {
+        let e = EncodeError::new(EncodeErrorKind::Unsupported {
+            type_name: "datetime64".into(),
+        })
+        .within(PathSeg::Key("when".into()));
+        let m = e.message("params");
+        assert!(m.contains("'datetime64' at params['when']"), "{m}");
+        assert!(
+            m.contains("dict with str keys (NumPy bool, integer, float"),
+            "{m}"
+        );
     }
 
     #[test]

@@ -7,8 +7,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from metalab.errors import ParamSpecError
-from metalab.identity import canonical_encode
+from metalab.errors import EncodingError, ParamSpecError
+from metalab.identity import canonical_encode, to_plain
 
 __all__ = [
     "Choice",
@@ -28,18 +28,36 @@ __all__ = [
 ]
 
 
+def unwrap_numpy(value: object) -> object:
+    """A NumPy scalar as the Python value it equals (``np.int64(3)`` -> ``3``), else ``value``."""
+    if type(value).__module__ != "numpy":
+        return value
+    try:
+        return to_plain(value)
+    except EncodingError:  # datetime64, complex, ...: left for the caller to refuse
+        return value
+
+
 def _finite(kind: str, name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    number = unwrap_numpy(value)
+    if isinstance(number, bool) or not isinstance(number, int | float):
         raise ParamSpecError(f"{kind}() {name} must be a number, got {value!r}")
-    if not math.isfinite(value):
+    if not math.isfinite(number):
         raise ParamSpecError(f"{kind}() {name} must be finite, got {value!r}")
-    return float(value)
+    return float(number)
 
 
 def _integer(kind: str, name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
+    number = unwrap_numpy(value)
+    if isinstance(number, bool) or not isinstance(number, int):
         raise ParamSpecError(f"{kind}() {name} must be an int, got {value!r}")
-    return value
+    return number
+
+
+def _plain_fields(dist: Distribution, *names: str) -> None:
+    """Store NumPy-typed bounds as Python numbers (specs are JSON; frozen dataclasses)."""
+    for name in names:
+        object.__setattr__(dist, name, unwrap_numpy(getattr(dist, name)))
 
 
 class Distribution:
@@ -69,6 +87,7 @@ class Uniform(Distribution):
     kind = "uniform"
 
     def __post_init__(self) -> None:
+        _plain_fields(self, "low", "high")
         low, high = _finite("uniform", "low", self.low), _finite("uniform", "high", self.high)
         if not low < high:
             raise ParamSpecError(f"uniform() needs low < high, got low={low!r}, high={high!r}")
@@ -86,6 +105,7 @@ class LogUniform(Distribution):
     kind = "loguniform"
 
     def __post_init__(self) -> None:
+        _plain_fields(self, "low", "high")
         low, high = _finite("loguniform", "low", self.low), _finite("loguniform", "high", self.high)
         if low <= 0:
             raise ParamSpecError(f"loguniform() needs low > 0, got low={low!r}")
@@ -105,6 +125,7 @@ class Normal(Distribution):
     kind = "normal"
 
     def __post_init__(self) -> None:
+        _plain_fields(self, "mu", "sigma")
         _finite("normal", "mu", self.mu)
         if _finite("normal", "sigma", self.sigma) <= 0:
             raise ParamSpecError(f"normal() needs sigma > 0, got sigma={self.sigma!r}")
@@ -122,6 +143,7 @@ class RandInt(Distribution):
     kind = "randint"
 
     def __post_init__(self) -> None:
+        _plain_fields(self, "low", "high")
         low, high = _integer("randint", "low", self.low), _integer("randint", "high", self.high)
         if low > high:
             raise ParamSpecError(f"randint() needs low <= high, got low={low!r}, high={high!r}")
@@ -139,6 +161,7 @@ class LogUniformInt(Distribution):
     kind = "loguniform_int"
 
     def __post_init__(self) -> None:
+        _plain_fields(self, "low", "high")
         low = _integer("loguniform_int", "low", self.low)
         high = _integer("loguniform_int", "high", self.high)
         if low < 1:
@@ -169,6 +192,8 @@ class Choice(Distribution):
             if encoded in seen:
                 raise ParamSpecError(f"choice() lists the option {option!r} more than once")
             seen[encoded] = option
+        # NumPy options (choice(np.arange(3))) become the Python values they encode as.
+        self.options = [to_plain(option) for option in self.options]
 
     def core_args(self) -> tuple[int, ...]:
         return (len(self.options),)

@@ -7,6 +7,7 @@ from typing import Any
 
 from metalab import _core
 from metalab.errors import ParamSpecError
+from metalab.identity import to_plain
 from metalab.params.base import ParamSource
 
 __all__ = ["GridSource", "grid"]
@@ -21,8 +22,11 @@ class GridSource(ParamSource):
 
     def __init__(self, axes: dict[str, list[Any]]) -> None:
         self._keys = list(axes)
-        self._axes = [list(values) for values in axes.values()]
-        self._core = _core.GridCore(self._keys, self._axes)
+        raw = [list(values) for values in axes.values()]
+        self._core = _core.GridCore(self._keys, raw)  # validates; errors name grid['key'][i]
+        # NumPy values become the Python values they fingerprint as, so the spec and the
+        # manifest are plain JSON and operations see the same types on every executor.
+        self._axes = [to_plain(values) for values in raw]
 
     def __len__(self) -> int:
         return len(self._core)
@@ -68,6 +72,8 @@ def grid(**axes: Iterable[Any]) -> GridSource:
     """Sweep the Cartesian product of the given axes.
 
     Example: ``grid(learning_rate=[0.001, 0.01, 0.1], batch_size=[32, 64])`` has 6 entries.
+    An axis may be a NumPy array (``grid(x=np.arange(3))``); NumPy values are taken as the
+    Python values they equal (``np.int64(3)`` as ``3``), with the same run IDs.
 
     Raises:
         ParamSpecError: no axes, an axis is a string/dict/non-iterable, an axis is empty,

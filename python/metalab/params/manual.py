@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from metalab.errors import ParamSpecError
-from metalab.identity import fingerprint_many
+from metalab.identity import fingerprint_many, to_plain
 from metalab.params.base import ParamSource
 
 __all__ = ["ManualSource", "manual"]
@@ -17,8 +17,9 @@ class ManualSource(ParamSource):
     """A fixed list of parameter dicts, fingerprinted once at construction."""
 
     def __init__(self, cases: list[dict[str, Any]]) -> None:
-        self._cases = cases
-        self._fingerprints = fingerprint_many(cases)
+        self._fingerprints = fingerprint_many(cases)  # validates; errors name values[i]
+        # Plain Python values (NumPy scalars unwrapped), identical fingerprints.
+        self._cases = [to_plain(case) for case in cases]
 
     def __len__(self) -> int:
         return len(self._cases)

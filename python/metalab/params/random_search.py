@@ -7,7 +7,7 @@ from typing import Any
 from metalab import _core
 from metalab.errors import ParamSpecError
 from metalab.params.base import ParamSource
-from metalab.params.distributions import Distribution, distribution_from_spec
+from metalab.params.distributions import Distribution, distribution_from_spec, unwrap_numpy
 
 __all__ = ["RandomSource", "random"]
 
@@ -80,8 +80,9 @@ def random(space: dict[str, Distribution], n_trials: int, seed: int = 0) -> Rand
                 f"random() space[{key!r}] is {dist!r}; expected a distribution such as "
                 f"metalab.uniform(0, 1) or metalab.choice([...])"
             )
-    if isinstance(n_trials, bool) or not isinstance(n_trials, int) or n_trials <= 0:
+    count, base = unwrap_numpy(n_trials), unwrap_numpy(seed)  # np.int64(20) counts as 20
+    if isinstance(count, bool) or not isinstance(count, int) or count <= 0:
         raise ParamSpecError(f"random() n_trials must be a positive int, got {n_trials!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int):
+    if isinstance(base, bool) or not isinstance(base, int):
         raise ParamSpecError(f"random() seed must be an int, got {seed!r}")
-    return RandomSource(space, n_trials, seed)
+    return RandomSource(space, count, base)
