@@ -1,18 +1,27 @@
-"""``metalab store export|import``: copy runs between file and PostgreSQL stores."""
+"""``metalab store export|import|clean``: copy runs between stores, sweep leftovers.
+
+Exit codes: 0 done; 1 failed (nothing or only part was done, the message says why);
+3 (``EXIT_SKIPPED``) done, but some items of the source were unsafe and were skipped —
+each one is printed as a ``warning:`` line on stderr.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 from metalab.cli import register_command
 from metalab.errors import MetalabError
 from metalab.store.postgres_config import redact
 
-__all__ = ["add_store_command"]
+__all__ = ["EXIT_SKIPPED", "add_store_command"]
+
+#: Exit code of an export/import that copied everything except skipped unsafe items.
+EXIT_SKIPPED = 3
 
 
-def _run(args: argparse.Namespace) -> int:
+def _transfer(args: argparse.Namespace) -> int:
     from metalab.store.transfer import export_store, import_from_filestore
 
     try:
@@ -25,13 +34,63 @@ def _run(args: argparse.Namespace) -> int:
     except (MetalabError, OSError) as exc:
         print(f"metalab store {args.store_action}: {redact(str(exc))}", file=sys.stderr)
         return 1
+    for line in report.skipped:
+        print(f"warning: skipped {redact(line)}", file=sys.stderr)
     print(redact(str(report)))
+    if report.skipped:
+        print(
+            f"metalab store {args.store_action}: {len(report.skipped)} unsafe items were "
+            f"skipped (listed above); everything else was copied",
+            file=sys.stderr,
+        )
+        return EXIT_SKIPPED
     return 0
 
 
+def _size(count: int) -> str:
+    return f"{count / 1e6:.1f} MB" if count >= 100_000 else f"{count} bytes"
+
+
+def _clean(args: argparse.Namespace) -> int:
+    from metalab.store.file import FileStore
+    from metalab.store.locator import create_store
+
+    try:
+        store = create_store(args.store)
+        if not isinstance(store, FileStore):
+            raise MetalabError(f"{store!r} is not a FileStore: only file stores have temporaries")
+        if not store.root.is_dir():
+            raise MetalabError(f"no store at {str(store.root)!r}")
+        sweep = store.clean_temporaries(dry_run=args.dry_run)
+    except (MetalabError, OSError) as exc:
+        print(f"metalab store clean: {redact(str(exc))}", file=sys.stderr)
+        return 1
+    if args.json:
+        doc = {
+            "store": str(store.root),
+            "dry_run": args.dry_run,
+            "removed": len(sweep.removed),
+            "bytes_freed": sweep.bytes_freed,
+            "kept": sweep.kept,
+            "files": [{"path": path, "bytes": size} for path, size in sweep.removed],
+            "errors": sweep.errors,
+        }
+        print(json.dumps(doc, indent=2))
+    else:
+        verb = "would remove" if args.dry_run else "removed"
+        print(
+            f"{verb} {len(sweep.removed)} stale temporaries of dead writers "
+            f"({_size(sweep.bytes_freed)}) from {store.root}; kept {sweep.kept} of live "
+            f"writers or of writers on other hosts younger than 24 h"
+        )
+        for error in sweep.errors:
+            print(f"warning: {error}", file=sys.stderr)
+    return 1 if sweep.errors else 0
+
+
 def add_store_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add ``store export`` and ``store import`` to the CLI."""
-    parser = sub.add_parser("store", help="copy runs between stores")
+    """Add ``store export``, ``store import`` and ``store clean`` to the CLI."""
+    parser = sub.add_parser("store", help="copy runs between stores, clean up a store")
     actions = parser.add_subparsers(dest="store_action", required=True)
     for name, help_text, src_help, dst_help in (
         (
@@ -47,11 +106,27 @@ def add_store_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
             "destination store locator",
         ),
     ):
-        action = actions.add_parser(name, help=help_text)
+        action = actions.add_parser(
+            name,
+            help=help_text,
+            epilog=f"Unsafe names in the source are skipped with a warning; the exit code "
+            f"is then {EXIT_SKIPPED}.",
+        )
         action.add_argument("--from", dest="source", required=True, help=src_help)
         action.add_argument("--to", dest="destination", required=True, help=dst_help)
         action.add_argument("--experiment", default=None, help="only this experiment ID")
-        action.set_defaults(handler=_run)
+        action.set_defaults(handler=_transfer)
+    clean = actions.add_parser(
+        "clean",
+        help="remove temporary files left by killed writers",
+        description="Remove the hidden temporaries of writes whose process is dead (one "
+        "walk of the store). A temporary of a live process is kept; one written on another "
+        "host is removed only when it is older than 24 hours.",
+    )
+    clean.add_argument("store", help="FileStore directory or file:// locator")
+    clean.add_argument("--dry-run", action="store_true", help="report, remove nothing")
+    clean.add_argument("--json", action="store_true", help="print the report as JSON")
+    clean.set_defaults(handler=_clean)
 
 
 register_command(add_store_command)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sys
 import time
 import warnings
 from collections.abc import Sequence
@@ -261,6 +262,8 @@ def run(
     display = make_progress(progress)
     if dry_run:
         return _dry_run(plan, target, runner, todo, skipped)
+    if resume and todo:
+        _clean_temporaries(target, [run_ids[t] for t in todo])
     target.put_manifest(exp.experiment_id, _manifest(plan, target, runner, len(todo)))
     _save_spec(exp, plan, target, runner)
     if display is not None:
@@ -325,6 +328,29 @@ def _dry_run(
             f"with {executor!r} into {store.locator}"
         )
     return RunHandle(plan, store, None, skipped)
+
+
+def _clean_temporaries(store: Store, run_ids: list[str]) -> None:
+    """Remove what killed writers of the runs about to re-run left behind (FileStore).
+
+    Only where those runs write is searched, so the cost follows the work to redo.
+    Cleaning is housekeeping: a failure is a warning, never a reason not to run.
+    """
+    from metalab.store.file import FileStore
+
+    if not isinstance(store, FileStore):
+        return
+    try:
+        sweep = store.clean_temporaries(run_ids)
+    except OSError as exc:
+        warnings.warn(f"could not clean stale temporaries: {exc}", RuntimeWarning, stacklevel=3)
+        return
+    if sweep.removed:
+        print(
+            f"metalab: removed {len(sweep.removed)} stale temporaries of killed writers "
+            f"({sweep.bytes_freed} bytes) from {store.root}",
+            file=sys.stderr,
+        )
 
 
 def _discover_service(store: Store) -> Store:

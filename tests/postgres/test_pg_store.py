@@ -138,7 +138,7 @@ def _q(text: str) -> str:
 def test_contract_artifacts_logs_derived_blobs(pg_locator: str, tmp_path: Path) -> None:
     store = create_store(pg_locator)
     assert isinstance(store, PostgresStore)
-    rid = "cd" * 8
+    rid = "cd" * 16  # a run ID as metalab makes them: 32 hex characters
     small = store.put_artifact(rid, "small", b"abc", "bytes", ".bin", {"k": 1})
     big_data = os.urandom(2 * 1024 * 1024)
     big = store.put_artifact(rid, "big", big_data, "bytes", ".bin", {})
@@ -228,7 +228,7 @@ def test_load_uses_sql_filter(pg_locator: str) -> None:
 def test_cli_output_has_no_password(pg_url: str, tmp_path: Path) -> None:
     password = _pgpass_password()
     src = FileStore(tmp_path / "src")
-    src.put_record(record("ee" * 8))
+    src.put_record(record("ee" * 16))
     schema = f"t_{uuid.uuid4().hex}"
     dst = pg_url.replace("@", f":{password}@", 1) + f"?schema={schema}"
     try:

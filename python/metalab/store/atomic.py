@@ -1,21 +1,122 @@
-"""Crash-safe file writes: write a uniquely named temporary sibling, then rename."""
+"""Crash-safe file writes (temporary sibling + rename) and the cleanup of their leftovers.
+
+A writer killed between creating its temporary and renaming it leaves the temporary
+behind (a killed artifact write can leave hundreds of megabytes). The temporary's name
+therefore says who wrote it — host, PID and the PID's start time — so a later sweep can
+tell a dead writer's leftover from a live writer's file in progress without asking
+anyone: one read of ``/proc/{pid}/stat`` per writer, no subprocess.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 import secrets
+import socket
+import stat
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["atomic_write", "temp_name"]
+__all__ = [
+    "STALE_FOREIGN_AGE",
+    "SweepReport",
+    "TempInfo",
+    "atomic_write",
+    "parse_temp_name",
+    "sweep_temporaries",
+    "temp_name",
+    "writer_alive",
+]
+
+#: A temporary whose writer cannot be checked from here (another host, another PID
+#: namespace, an older metalab) is removed only when it has not changed for this long:
+#: no single file write takes a day.
+STALE_FOREIGN_AGE = 24 * 3600.0
+
+# .{target}.{host}.{pid}.{scope}-{start}.{random}.tmp ; host has no '.', so the target
+# (which may contain dots) is everything before the last five fields.
+_TEMP = re.compile(
+    r"\.(?P<target>.+)\.(?P<host>[A-Za-z0-9_\-]{1,40})\.(?P<pid>[0-9]{1,10})"
+    r"\.(?P<scope>[0-9a-f]{8})-(?P<start>[0-9]{1,20})\.[0-9a-f]{8}\.tmp"
+)
+# Temporaries of metalab before writer identities: .{target}.{pid}.{random}.tmp
+_LEGACY_TEMP = re.compile(r"\.(?P<target>.+)\.(?P<pid>[0-9]{1,10})\.[0-9a-f]{8}\.tmp")
+
+
+@dataclass(frozen=True)
+class _Writer:
+    host: str
+    pid: int
+    scope: str
+    start: int
+
+
+def _host_token() -> str:
+    # Hostnames may hold dots (which separate the fields) or, rarely, anything at all.
+    return re.sub(r"[^A-Za-z0-9\-]", "_", socket.gethostname())[:40] or "unknown"
+
+
+def _scope_token() -> str:
+    """8 hex characters naming this kernel boot and PID namespace.
+
+    A PID is only meaningful within one boot and one PID namespace (containers on one
+    host can share a hostname and a file system but not PIDs).
+    """
+    parts = []
+    for path in ("/proc/sys/kernel/random/boot_id", "/proc/self/ns/pid"):
+        try:
+            parts.append(Path(path).read_text() if "boot" in path else os.readlink(path))
+        except OSError:
+            parts.append("")
+    return hashlib.blake2b("\0".join(parts).encode(), digest_size=4).hexdigest()
+
+
+def _start_ticks(pid: int) -> int | None:
+    """Start time of process ``pid`` in clock ticks since boot; ``None`` if it is gone.
+
+    Returns 0 where ``/proc`` does not exist (then only the PID's existence is checked).
+    """
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            data = handle.read()
+    except FileNotFoundError:
+        if not os.path.isdir("/proc/self"):
+            return 0
+        return None
+    except OSError:
+        return 0
+    # The command name (field 2) may contain spaces and ')': the fields after the last
+    # ')' are well-formed; starttime is field 22, the 20th after the name.
+    return int(data[data.rindex(b")") + 2 :].split()[19])
+
+
+_current: tuple[int, _Writer] | None = None
+
+
+def _me() -> _Writer:
+    global _current
+    pid = os.getpid()
+    if _current is None or _current[0] != pid:  # recomputed in a forked child
+        _current = (pid, _Writer(_host_token(), pid, _scope_token(), _start_ticks(pid) or 0))
+    return _current[1]
 
 
 def temp_name(target: Path) -> Path:
     """Return a hidden, writer-unique temporary sibling of ``target``.
 
-    The name carries the PID and random bits so concurrent writers on a shared file
-    system (SLURM array tasks) never share a temporary file.
+    The name carries the writer's host, PID and PID start time (so :func:`writer_alive`
+    can tell whether the writer still runs) and random bits, so concurrent writers on a
+    shared file system (SLURM array tasks) never share a temporary file.
     """
-    return target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    me = _me()
+    writer = f"{me.host}.{me.pid}.{me.scope}-{me.start}"
+    # The writer fields add up to ~85 characters; keep the whole name within the usual
+    # 255-byte limit even for long targets (the random bits keep it unique).
+    base = target.name[:160]
+    return target.with_name(f".{base}.{writer}.{secrets.token_hex(4)}.tmp")
 
 
 def atomic_write(target: Path, data: bytes, *, mode: int = 0o644, durable: bool = False) -> None:
@@ -52,3 +153,142 @@ def atomic_write(target: Path, data: bytes, *, mode: int = 0o644, durable: bool 
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+
+
+@dataclass(frozen=True)
+class TempInfo:
+    """Who wrote a temporary file, as its name says (``host``/``pid`` may be unknown)."""
+
+    target: str
+    host: str | None
+    pid: int
+    scope: str | None
+    start: int | None
+
+
+def parse_temp_name(name: str) -> TempInfo | None:
+    """The writer encoded in a temporary's file name, or ``None`` if it is not one."""
+    found = _TEMP.fullmatch(name)
+    if found is not None:
+        return TempInfo(
+            found["target"],
+            found["host"],
+            int(found["pid"]),
+            found["scope"],
+            int(found["start"]),
+        )
+    legacy = _LEGACY_TEMP.fullmatch(name)
+    if legacy is not None:
+        return TempInfo(legacy["target"], None, int(legacy["pid"]), None, None)
+    return None
+
+
+def writer_alive(info: TempInfo) -> bool | None:
+    """Whether the writer of a temporary still runs; ``None`` when this host cannot tell.
+
+    ``None`` for a writer on another host, in another boot or PID namespace, or from a
+    metalab that did not record one. A PID that now belongs to a process started at
+    another time (PID reuse) counts as dead.
+    """
+    me = _me()
+    if info.host != me.host or info.scope != me.scope or info.start is None:
+        return None
+    ticks = _start_ticks(info.pid)
+    if ticks is None:
+        return False
+    if ticks == 0 or info.start == 0:  # no /proc: existence is all we can check
+        try:
+            os.kill(info.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    return ticks == info.start
+
+
+@dataclass
+class SweepReport:
+    """What a sweep of temporaries found: stale files (removed unless a dry run), kept ones."""
+
+    removed: list[tuple[str, int]] = field(default_factory=list)
+    kept: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def bytes_freed(self) -> int:
+        """Total size of the stale temporaries."""
+        return sum(size for _, size in self.removed)
+
+
+_AliveCache = dict[tuple[str | None, str | None, int, int | None], bool | None]
+
+
+def _is_stale(info: TempInfo, mtime: float, now: float, max_age: float, cache: _AliveCache) -> bool:
+    # One liveness check per writer, however many temporaries it left.
+    key = (info.host, info.scope, info.pid, info.start)
+    if key not in cache:
+        cache[key] = writer_alive(info)
+    alive = cache[key]
+    if alive is None:
+        return now - mtime > max_age
+    return not alive
+
+
+def sweep_temporaries(
+    tops: Iterable[Path],
+    *,
+    descend: Callable[[str, str], bool] | None = None,
+    dry_run: bool = False,
+    max_age: float = STALE_FOREIGN_AGE,
+) -> SweepReport:
+    """Remove temporaries of dead writers below each directory of ``tops``.
+
+    One walk: each directory is listed once, symbolic links are never followed, and files
+    are removed relative to their directory's descriptor, so a directory swapped for a
+    link during the walk cannot redirect a removal. Only names :func:`parse_temp_name`
+    recognises are considered; a live writer's temporary is kept, as is one whose writer
+    cannot be checked from this host until it is ``max_age`` seconds old.
+
+    Args:
+        tops: directories to walk (missing ones are skipped).
+        descend: ``descend(dir_path, name)`` says whether to enter subdirectory ``name``
+            of ``dir_path`` (default: every one).
+        dry_run: report what would be removed, remove nothing.
+        max_age: age in seconds after which an uncheckable writer's temporary is stale.
+    """
+    report = SweepReport()
+    cache: _AliveCache = {}
+    now = time.time()
+    for top in tops:
+        if not top.is_dir():
+            continue
+        for dir_path, dir_names, file_names, dir_fd in os.fwalk(top, follow_symlinks=False):
+            if descend is not None:
+                dir_names[:] = [d for d in dir_names if descend(dir_path, d)]
+            for name in file_names:
+                if name[0] != "." or not name.endswith(".tmp"):
+                    continue
+                info = parse_temp_name(name)
+                if info is None:
+                    continue
+                try:
+                    st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+                except FileNotFoundError:  # renamed or removed since the listing
+                    continue
+                if not stat.S_ISREG(st.st_mode) or not _is_stale(
+                    info, st.st_mtime, now, max_age, cache
+                ):
+                    report.kept += 1
+                    continue
+                path = os.path.join(dir_path, name)
+                if not dry_run:
+                    try:
+                        os.unlink(name, dir_fd=dir_fd)
+                    except FileNotFoundError:
+                        continue
+                    except OSError as exc:
+                        report.errors.append(f"cannot remove {path}: {exc.strerror}")
+                        continue
+                report.removed.append((path, st.st_size))
+    return report

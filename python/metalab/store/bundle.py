@@ -23,7 +23,12 @@ class ArtifactBlob:
 
 @dataclass
 class RunBundle:
-    """The stored state of one run (absent parts are ``None``/empty)."""
+    """The stored state of one run (absent parts are ``None``/empty).
+
+    ``problems`` lists parts that were refused while reading the source (a symbolic
+    link, an artifact path outside its folder), one line each; the transfer reports
+    them and copies the rest.
+    """
 
     run_id: str
     record_doc: str | None = None
@@ -31,3 +36,4 @@ class RunBundle:
     log: str = ""
     derived_doc: str | None = None
     artifacts: list[ArtifactBlob] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)

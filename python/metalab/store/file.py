@@ -18,9 +18,9 @@ from typing import Any
 from metalab import _core
 from metalab.errors import StoreError
 from metalab.records import ArtifactInfo, RunRecord, RunState
-from metalab.store.atomic import atomic_write
+from metalab.store.atomic import STALE_FOREIGN_AGE, SweepReport, atomic_write, sweep_temporaries
 from metalab.store.base import LoadedRecords, LoadProblem, Store, select_manifests
-from metalab.store.layout import FileLayout
+from metalab.store.layout import FileLayout, NoFollowReader, check_run_id
 from metalab.store.record_codec import decode_record, encode_record
 from metalab.trust import read_trusted
 
@@ -237,11 +237,57 @@ class FileStore(Store):
         self.layout.done_marker(run_id).unlink(missing_ok=True)
 
     def get_artifact(self, run_id: str, info: ArtifactInfo) -> bytes:
+        """Return an artifact's bytes, read without following any link inside the store.
+
+        Raises:
+            KeyError: the artifact file is missing.
+            UnsafeNameError: the record names a file outside the run's folder
+                (``../../etc/passwd``), or the file (or a folder on the way) is a
+                symbolic link: whoever can write the store could point it anywhere.
+        """
         path = self.layout.artifact(run_id, info.file)
-        try:
-            return path.read_bytes()
-        except FileNotFoundError:
-            raise KeyError(f"artifact {info.name!r} of run {run_id} is missing: {path}") from None
+        with NoFollowReader(self.root) as reader:
+            data = reader.read(path)
+        if data is None:
+            raise KeyError(f"artifact {info.name!r} of run {run_id} is missing: {path}")
+        return data
+
+    def clean_temporaries(
+        self,
+        run_ids: Iterable[str] | None = None,
+        *,
+        dry_run: bool = False,
+        max_age: float = STALE_FOREIGN_AGE,
+    ) -> SweepReport:
+        """Remove temporary files left by killed writers (see :mod:`metalab.store.atomic`).
+
+        A temporary of a live writer is kept, as is one whose writer cannot be checked
+        from this host (another node) until it is ``max_age`` seconds old.
+
+        Args:
+            run_ids: search only where these runs write (what a resume re-runs) plus
+                manifests and blobs, instead of walking the whole store.
+            dry_run: report what would be removed, remove nothing.
+            max_age: seconds after which an uncheckable writer's temporary is stale.
+
+        Raises:
+            UnsafeNameError: an entry of ``run_ids`` is not a run ID.
+        """
+        if run_ids is None:
+            return sweep_temporaries(self.layout.data_dirs, dry_run=dry_run, max_age=max_age)
+        ids = {check_run_id(run_id) for run_id in run_ids}
+        # One run per shard names the shard's directories (a Path per run would cost
+        # more than the sweep itself at 100,000 runs).
+        shards = {run_id[:2]: run_id for run_id in ids}
+        tops = {self.layout.experiments_dir, self.layout.blobs_dir}
+        for run_id in shards.values():
+            tops.update(self.layout.shard_dirs(run_id))
+        return sweep_temporaries(
+            sorted(tops),
+            descend=lambda _parent, name: name in ids,
+            dry_run=dry_run,
+            max_age=max_age,
+        )
 
     def read_log(self, run_id: str) -> str:
         try:

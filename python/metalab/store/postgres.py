@@ -17,10 +17,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from metalab import _core
-from metalab.errors import StoreError, StoreUnavailableError
+from metalab.errors import StoreError, StoreUnavailableError, UnsafeNameError
 from metalab.records import ArtifactInfo, RunRecord, RunState
 from metalab.store.atomic import atomic_write
 from metalab.store.base import LoadedRecords, LoadProblem, Store, select_manifests
+from metalab.store.layout import NoFollowReader, check_file_name, shared_artifact_relative
 from metalab.store.postgres_config import PostgresConfig, redact
 from metalab.store.record_codec import decode_record, encode_record, record_from_dict
 
@@ -37,7 +38,6 @@ except ImportError as _exc:  # pragma: no cover - depends on the install
 __all__ = ["PostgresStore"]
 
 T = TypeVar("T")
-_SAFE_FILE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
 
 
 class _PostgresLogSink:
@@ -310,13 +310,33 @@ class PostgresStore(Store):
         self._run(op)
 
     def _artifact_path(self, run_id: str, file_name: str) -> tuple[str, Path]:
-        if not set(file_name) <= _SAFE_FILE or file_name.startswith("."):
-            raise StoreError(f"unsafe artifact file name {file_name!r}")
-        if not set(run_id) <= _SAFE_FILE or run_id.startswith("."):
-            raise StoreError(f"unsafe run id {run_id!r}")
-        relative = f"{self.config.schema}/{run_id[:2]}/{run_id}/{file_name}"
+        relative = shared_artifact_relative(self.config.schema, run_id, file_name)
         assert self.config.artifact_root is not None
         return relative, Path(self.config.artifact_root) / relative
+
+    def read_artifact_path(self, run_id: str, file_name: str, path: object) -> bytes | None:
+        """Read an artifact kept under artifact_root, given its row's ``path`` column.
+
+        The column is written by whoever can write the table, so it is never used as a
+        path: it must equal the path this store derives from the run ID and file name,
+        and the file is read without following symbolic links. ``None`` if it is gone.
+
+        Raises:
+            UnsafeNameError: the row's path, run ID or file name points elsewhere, or
+                the file is a symbolic link.
+            StoreError: the store has no artifact_root.
+        """
+        if not self.config.artifact_root:
+            raise StoreError(f"artifact {file_name!r} of run {run_id} is a file but no root set")
+        relative, target = self._artifact_path(run_id, file_name)
+        if path != relative:
+            raise UnsafeNameError(
+                f"refusing artifact {file_name!r} of run {run_id}: its row points at "
+                f"{path!r}, expected {relative!r} under artifact_root",
+                name=str(path),
+            )
+        with NoFollowReader(Path(self.config.artifact_root)) as reader:
+            return reader.read(target)
 
     def put_artifact(
         self, run_id: str, name: str, data: bytes, kind: str, ext: str, meta: dict[str, Any]
@@ -357,7 +377,10 @@ class PostgresStore(Store):
 
         Raises:
             KeyError: no such artifact, or its file under artifact_root is gone.
+            UnsafeNameError: the file name (e.g. from a tampered record) is not a plain
+                file name, or the row points outside the run's folder.
         """
+        check_file_name(file_name)
         query = self._q("SELECT data, path FROM {s}.artifacts WHERE run_id = %s AND file = %s")
         row = self._run(lambda conn: conn.execute(query, (run_id, file_name)).fetchone())
         if row is None:
@@ -367,10 +390,10 @@ class PostgresStore(Store):
             return bytes(data)
         if not self.config.artifact_root:
             raise KeyError(f"artifact {file_name!r} of run {run_id} is a file but no root is set")
-        try:
-            return (Path(self.config.artifact_root) / str(path)).read_bytes()
-        except FileNotFoundError:
-            raise KeyError(f"artifact {file_name!r} of run {run_id} is missing: {path}") from None
+        found = self.read_artifact_path(run_id, file_name, path)
+        if found is None:
+            raise KeyError(f"artifact {file_name!r} of run {run_id} is missing: {path}")
+        return found
 
     def put_record(self, record: RunRecord) -> None:
         self.put_record_doc(record, encode_record(record).decode())

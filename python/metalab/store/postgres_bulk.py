@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
-from metalab.errors import StoreError
+from metalab.errors import StoreError, UnsafeNameError
 from metalab.records import RunState
 from metalab.store.atomic import atomic_write
 from metalab.store.bundle import ArtifactBlob, RunBundle
@@ -48,12 +47,15 @@ def read_bundles(store: PostgresStore, run_ids: Sequence[str]) -> list[RunBundle
     log_rows, art_rows = store._run(op)
     for run_id, text in log_rows:
         bundles[run_id].log = str(text)
-    root = store.config.artifact_root
     for run_id, file, name, kind, data, path in art_rows:
         if data is None:
-            if not root:
-                raise StoreError(f"artifact {file!r} of run {run_id} is a file but no root set")
-            data = (Path(root) / str(path)).read_bytes()
+            try:
+                data = store.read_artifact_path(run_id, str(file), path)
+            except UnsafeNameError as exc:  # a tampered row: skip it, copy the rest
+                bundles[run_id].problems.append(f"artifact of run {run_id}: {exc}")
+                continue
+            if data is None:
+                raise StoreError(f"artifact {file!r} of run {run_id} is missing: {path}")
         bundles[run_id].artifacts.append(ArtifactBlob(str(file), str(name), str(kind), data))
     return [bundles[run_id] for run_id in ids]
 

@@ -14,15 +14,24 @@ import os
 import sys
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TextIO
 
-from metalab.errors import StoreError
+from metalab.errors import StoreError, UnsafeLoadError, UnsafeNameError
 from metalab.records import RunState
 from metalab.store.atomic import atomic_write
 from metalab.store.base import Store
 from metalab.store.bundle import ArtifactBlob, RunBundle
 from metalab.store.file import FileStore
+from metalab.store.layout import (
+    NoFollowReader,
+    check_blob_key,
+    check_experiment_id,
+    check_file_name,
+    check_run_id,
+    check_stamp,
+)
 from metalab.store.locator import create_store
 from metalab.store.record_codec import decode_record
 
@@ -43,13 +52,20 @@ class TransferReport:
     manifests: int = 0
     blobs: int = 0
     seconds: float = 0.0
+    #: One line per item not copied because a name or file in the source was unsafe
+    #: (a run ID, artifact file, manifest or blob key that could point outside the
+    #: destination, or a symbolic link); the rest was copied.
+    skipped: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
-        return (
+        text = (
             f"copied {self.runs} runs ({self.records} records, {self.artifacts} artifacts), "
             f"{self.manifests} manifests and {self.blobs} blobs from {self.source} to "
             f"{self.destination} in {self.seconds:.1f} s"
         )
+        if self.skipped:
+            text += f"; skipped {len(self.skipped)} unsafe items"
+        return text
 
 
 class _Progress:
@@ -80,20 +96,20 @@ class _Progress:
 
 # -- FileStore side -------------------------------------------------------------------
 def _file_run_ids(store: FileStore, experiment_id: str | None) -> list[str]:
+    """Every name in the store that claims to be a run (validated later, by the caller)."""
     runs_dir = store.layout.runs_dir
     found: set[str] = set()
     if runs_dir.is_dir():
         for shard in os.scandir(runs_dir):
-            if shard.is_dir() and not shard.name.startswith("."):
+            if shard.is_dir(follow_symlinks=False) and not shard.name.startswith("."):
                 for entry in os.scandir(shard.path):
-                    run_id = store.layout.run_id_of_record(entry.name)
-                    if run_id is not None:
-                        found.add(run_id)
+                    if entry.name.endswith(".json") and not entry.name.startswith("."):
+                        found.add(entry.name[: -len(".json")])
     if experiment_id is None:
         for root in (store.layout.done_dir, store.layout.failed_dir, store.layout.derived_dir):
             if root.is_dir():
                 for shard in os.scandir(root):
-                    if shard.is_dir():
+                    if shard.is_dir(follow_symlinks=False):
                         found.update(
                             e.name.rsplit(".", 1)[0]
                             for e in os.scandir(shard.path)
@@ -102,43 +118,68 @@ def _file_run_ids(store: FileStore, experiment_id: str | None) -> list[str]:
         return sorted(found)
     selected = []
     for run_id in sorted(found):
-        record = store.get_record(run_id)
+        try:
+            record = store.get_record(run_id)
+        except UnsafeNameError:
+            selected.append(run_id)  # reported as skipped by the caller
+            continue
         if record is not None and record.experiment_id == experiment_id:
             selected.append(run_id)
     return selected
 
 
-def _read_text(path: os.PathLike[str]) -> str | None:
+def _read_part(reader: NoFollowReader, bundle: RunBundle, path: Path, what: str) -> str | None:
+    """Text of one file of a run, or ``None``; a symlinked file is noted, not followed."""
     try:
-        with open(path, encoding="utf-8", newline="") as handle:
-            return handle.read()
-    except FileNotFoundError:
+        data = reader.read(path)
+    except UnsafeNameError as exc:
+        bundle.problems.append(f"{what} of run {bundle.run_id}: {exc}")
         return None
+    # newline="" semantics: the text is kept byte-exact, "\r\n" included.
+    return None if data is None else data.decode("utf-8")
 
 
-def _file_bundle(store: FileStore, run_id: str) -> RunBundle:
+def _file_bundle(store: FileStore, reader: NoFollowReader, run_id: str) -> RunBundle:
     layout = store.layout
-    bundle = RunBundle(run_id, record_doc=_read_text(layout.record(run_id)))
+    bundle = RunBundle(run_id)
+    bundle.record_doc = _read_part(reader, bundle, layout.record(run_id), "record")
     if layout.done_marker(run_id).exists():
         bundle.marker = RunState.SUCCESS.value
     else:
-        failed = _read_text(layout.failed_marker(run_id))
+        failed = _read_part(reader, bundle, layout.failed_marker(run_id), "failure marker")
         if failed is not None:
             bundle.marker = failed.strip() or RunState.FAILED.value
-    bundle.log = _read_text(layout.log(run_id)) or ""
-    bundle.derived_doc = _read_text(layout.derived(run_id))
+    bundle.log = _read_part(reader, bundle, layout.log(run_id), "log") or ""
+    bundle.derived_doc = _read_part(reader, bundle, layout.derived(run_id), "derived metrics")
     names: dict[str, tuple[str, str]] = {}
     if bundle.record_doc is not None:
         record = decode_record(bundle.record_doc.encode(), str(layout.record(run_id)))
         names = {a.file: (a.name, a.kind) for a in record.artifacts}
-    art_dir = layout.artifact(run_id, "x").parent
-    if art_dir.is_dir():
-        for entry in sorted(os.scandir(art_dir), key=lambda e: e.name):
-            if entry.is_file() and not entry.name.startswith("."):
-                name, kind = names.get(entry.name, (entry.name.split(".", 1)[0], ""))
-                with open(entry.path, "rb") as handle:
-                    data = handle.read()
-                bundle.artifacts.append(ArtifactBlob(entry.name, name, kind, data))
+        for file_name in names:
+            try:
+                check_file_name(file_name)
+            except UnsafeNameError as exc:  # copied as data, but the user must know
+                bundle.problems.append(f"record of run {run_id} lists an artifact: {exc}")
+    try:
+        entries = reader.list_dir(layout.run_dir(run_id))
+    except UnsafeNameError as exc:
+        bundle.problems.append(f"artifacts of run {run_id}: {exc}")
+        entries = []
+    for file_name, is_link in entries:
+        try:
+            if is_link:
+                raise UnsafeNameError(
+                    f"{str(layout.run_dir(run_id) / file_name)!r} is a symbolic link; "
+                    f"metalab does not follow links inside a store",
+                    name=file_name,
+                )
+            data = reader.read(layout.artifact(run_id, file_name))
+        except UnsafeNameError as exc:
+            bundle.problems.append(f"artifact of run {run_id}: {exc}")
+            continue
+        if data is not None:
+            name, kind = names.get(file_name, (file_name.split(".", 1)[0], ""))
+            bundle.artifacts.append(ArtifactBlob(file_name, name, kind, data))
     return bundle
 
 
@@ -160,26 +201,34 @@ def _write_file_bundle(store: FileStore, bundle: RunBundle) -> None:
         store.mark(run_id, RunState(bundle.marker))
 
 
-def _file_manifests(store: FileStore, experiment_id: str | None) -> list[tuple[str, str, str]]:
+def _file_manifests(
+    store: FileStore, experiment_id: str | None, skipped: list[str]
+) -> list[tuple[str, str, str]]:
     directory = store.layout.experiments_dir
     out: list[tuple[str, str, str]] = []
-    if not directory.is_dir():
-        return out
-    for path in sorted(directory.glob("*.json")):
-        doc = _read_text(path)
-        if doc is None:
-            continue
-        try:
-            exp = str(json.loads(doc).get("experiment_id", ""))
-        except (ValueError, AttributeError):
-            exp = ""
-        stem = path.stem
-        if exp and stem.startswith(exp + "_"):
-            stamp = stem[len(exp) + 1 :]
-        else:
-            exp, _, stamp = stem.rpartition("_")
-        if experiment_id is None or exp == experiment_id:
-            out.append((exp, stamp, doc))
+    with NoFollowReader(store.root) as reader:
+        for file_name, _ in reader.list_dir(directory):
+            if not file_name.endswith(".json"):
+                continue
+            try:
+                data = reader.read(directory / file_name)
+            except UnsafeNameError as exc:  # a symlink: it names a file elsewhere
+                skipped.append(f"manifest: {exc}")
+                continue
+            if data is None:
+                continue
+            doc = data.decode("utf-8")
+            try:
+                exp = str(json.loads(doc).get("experiment_id", ""))
+            except (ValueError, AttributeError):
+                exp = ""
+            stem = file_name[: -len(".json")]
+            if exp and stem.startswith(exp + "_"):
+                stamp = stem[len(exp) + 1 :]
+            else:
+                exp, _, stamp = stem.rpartition("_")
+            if experiment_id is None or exp == experiment_id:
+                out.append((exp, stamp, doc))
     return out
 
 
@@ -203,7 +252,8 @@ def _run_ids(store: Store, experiment_id: str | None) -> list[str]:
 
 def _read(store: Store, run_ids: Sequence[str]) -> list[RunBundle]:
     if isinstance(store, FileStore):
-        return [_file_bundle(store, run_id) for run_id in run_ids]
+        with NoFollowReader(store.root) as reader:
+            return [_file_bundle(store, reader, run_id) for run_id in run_ids]
     from metalab.store.postgres_bulk import read_bundles
 
     return read_bundles(store, run_ids)  # type: ignore[arg-type]
@@ -222,9 +272,11 @@ def _write(store: Store, bundles: Sequence[RunBundle]) -> None:
     write_bundles(store, bundles)
 
 
-def _manifests(store: Store, experiment_id: str | None) -> list[tuple[str, str, str]]:
+def _manifests(
+    store: Store, experiment_id: str | None, skipped: list[str]
+) -> list[tuple[str, str, str]]:
     if isinstance(store, FileStore):
-        return _file_manifests(store, experiment_id)
+        return _file_manifests(store, experiment_id, skipped)
     return store.manifest_docs(experiment_id)  # type: ignore[attr-defined, no-any-return]
 
 
@@ -242,6 +294,25 @@ def _blob_keys(store: Store, experiment_id: str | None) -> list[str]:
     return [k for k in keys if experiment_id in k]
 
 
+def _screen(bundle: RunBundle, skipped: list[str]) -> None:
+    """Drop the artifacts of a bundle whose file names are unsafe; note every problem.
+
+    Artifact names come from the source's rows or listings, written by whoever can write
+    that store: a name like ``../../x`` must never reach the destination's paths.
+    """
+    skipped.extend(bundle.problems)
+    bundle.problems.clear()
+    kept = []
+    for art in bundle.artifacts:
+        try:
+            check_file_name(art.file)
+        except UnsafeNameError as exc:
+            skipped.append(f"artifact of run {bundle.run_id}: {exc}")
+            continue
+        kept.append(art)
+    bundle.artifacts[:] = kept
+
+
 def _batches(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -255,6 +326,11 @@ def transfer(
 ) -> TransferReport:
     """Copy every run (or one experiment's) with manifests and blobs from ``src`` to ``dst``.
 
+    Names read from the source (run IDs, artifact files, manifest names, blob keys) are
+    validated before they become paths; an unsafe one, a symbolic link inside a source
+    FileStore, or a blob that cannot be trusted is skipped and listed in
+    ``report.skipped`` (one line each) while everything else is copied.
+
     Args:
         src: source store, locator or path.
         dst: destination store, locator or path.
@@ -267,18 +343,36 @@ def transfer(
     source, target = create_store(src), create_store(dst)
     started = time.monotonic()
     report = TransferReport(source.locator, target.locator)
-    for exp, stamp, doc in _manifests(source, experiment_id):
+    skipped = report.skipped
+    for exp, stamp, doc in _manifests(source, experiment_id, skipped):
+        try:
+            check_experiment_id(exp)
+            check_stamp(stamp)
+        except UnsafeNameError as exc:
+            skipped.append(f"manifest: {exc}")
+            continue
         _put_manifest(target, exp, stamp, doc)
         report.manifests += 1
     for key in _blob_keys(source, experiment_id):
-        data = source.get_blob(key)
+        try:
+            data = source.get_blob(check_blob_key(key))
+        except (UnsafeNameError, UnsafeLoadError) as exc:
+            skipped.append(f"blob: {exc}")
+            continue
         if data is not None:
             target.put_blob(key, data)
             report.blobs += 1
-    run_ids = _run_ids(source, experiment_id)
+    run_ids = []
+    for run_id in _run_ids(source, experiment_id):
+        try:
+            run_ids.append(check_run_id(run_id))
+        except UnsafeNameError as exc:
+            skipped.append(f"run: {exc}")
     bar = _Progress(len(run_ids), progress)
     for chunk in _batches(run_ids, _BATCH):
         bundles = _read(source, chunk)
+        for bundle in bundles:
+            _screen(bundle, skipped)
         _write(target, bundles)
         report.runs += len(bundles)
         report.records += sum(b.record_doc is not None for b in bundles)
