@@ -49,6 +49,7 @@ from metalab.execution import execute_task, failure_record, persist, worker_iden
 from metalab.executors.base import Executor, Job, Launch, TallyingLaunch
 from metalab.records import ErrorInfo, RunRecord, RunState
 from metalab.spec import experiment_to_spec
+from metalab.store.credentials import Credential, credentials_of
 
 __all__ = ["ProcessExecutor"]
 
@@ -85,14 +86,21 @@ def _worker_main(conn: mpc.Connection, inherited: list[Any] | None = None) -> No
 def _worker_loop(conn: mpc.Connection) -> None:
     from metalab.plan import RunPlan
     from metalab.spec import experiment_from_spec
+    from metalab.store import credentials
     from metalab.store.locator import create_store
 
+    # The store's passwords come first, over this private pipe (never argv or environ).
+    _, handed_over = conn.recv()
     _, spec_text, locator, derived_blob, executor_name, label = conn.recv()
     try:
+        credentials.install(handed_over)
         spec = json.loads(spec_text)
         experiment = experiment_from_spec(spec)
         plan = RunPlan(experiment, context_fp=spec["context_fingerprint"])
         store = create_store(locator)
+        # A refused login stops here, before any run executes (a FallbackStore would
+        # otherwise send every record to its fallback).
+        credentials.verify_login(store)
         derived = cloudpickle.loads(derived_blob) if derived_blob else ()
     except BaseException as exc:  # reported to the driver, which stops
         conn.send(("init_error", type(exc).__name__, str(exc), traceback.format_exc()))
@@ -209,6 +217,7 @@ class _ProcessLaunch(TallyingLaunch):
         self._chunk = executor.chunk_size or max(1, min(32, total // (self._target * 4) or 1))
         self._wake_r, self._wake_w = self._ctx.Pipe(duplex=False)
         self._spec_text = ""
+        self._credentials: list[Credential] = []
         self._derived = b""
         self._serial = 0
         self._barren_deaths = 0
@@ -244,6 +253,7 @@ class _ProcessLaunch(TallyingLaunch):
         spec = experiment_to_spec(job.plan.experiment)
         spec["context_fingerprint"] = job.plan.context_fp
         self._spec_text = json.dumps(spec)
+        self._credentials = credentials_of(job.store)
         self._derived = cloudpickle.dumps(list(job.derived_metrics)) if job.derived_metrics else b""
         for _ in range(self._target):
             self._spawn()
@@ -270,6 +280,7 @@ class _ProcessLaunch(TallyingLaunch):
         child.close()
         # A child that died at once is noticed through its sentinel, not here.
         with contextlib.suppress(OSError):
+            parent.send(("credentials", self._credentials))
             parent.send(
                 (
                     "init",
@@ -471,7 +482,8 @@ class _ProcessLaunch(TallyingLaunch):
         if message[0] == "init_error":
             _, name, text, tb = message
             error: BaseException = ExecutorError(
-                f"worker {worker.label} could not rebuild the experiment: {name}: {text}\n{tb}"
+                f"worker {worker.label} could not rebuild the experiment or open its store: "
+                f"{name}: {text}\n{tb}"
             )
         else:
             _, task_index, name, text, tb = message

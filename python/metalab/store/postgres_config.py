@@ -4,6 +4,8 @@ A locator looks like ``postgresql://user@host:5432/db?schema=s&artifact_root=/da
 The password may come from the locator, ``PGPASSWORD``, ``~/.pgpass`` (or a ``passfile=``
 parameter) or a ``service=`` entry of ``pg_service.conf``; whichever it is, it is never
 printed: :meth:`PostgresConfig.locator` drops it and :func:`redact` masks it in any text.
+A password given in the locator reaches worker processes out of band
+(:mod:`metalab.store.credentials`).
 """
 
 from __future__ import annotations
@@ -13,9 +15,10 @@ import re
 import threading
 from dataclasses import dataclass, field, replace
 from typing import Any
-from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
+from urllib.parse import parse_qsl, quote, quote_plus, unquote, urlencode, urlsplit
 
 from metalab.errors import LocatorError
+from metalab.store.credentials import handed_over_password
 
 __all__ = [
     "DEFAULT_SCHEMA",
@@ -50,8 +53,19 @@ _LIBPQ_PARAMS = (
 _METALAB_PARAMS = ("schema", "artifact_root", "pool_size", "inline_limit")
 _SECRETS: set[str] = set()
 _SECRETS_LOCK = threading.Lock()
-_URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^:/@\s]*:)[^@\s]*(?=@)")
-_KV_PASSWORD = re.compile(r"(?P<head>password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&]+)", re.I)
+_URL_START = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://")
+# ``password=`` (a query parameter, a libpq keyword, PGPASSWORD=, sslpassword=): a quoted
+# value, else everything up to the next '&' or the end of the line. A password may hold
+# spaces, so a libpq "password=x host=h" string loses "host=h" too: the safe direction.
+_KV_PASSWORD = re.compile(r"(?P<head>password\s*=\s*)('(?:[^'\\]|\\.)*'|[^&\n]*)", re.I)
+# A locator nested in another one's query (fallback://?primary=postgresql%3A%2F%2F...).
+_NESTED_LOCATOR = re.compile(r"%3A%2F%2F", re.I)
+_ASCII_NUMBER = re.compile(r"[0-9]+")
+_FORM = "postgresql://[user[:password]@]host[:port]/dbname[?param=value&...]"
+_ENCODE_HINT = (
+    "percent-encode '/', '?', '#', '%' and spaces in the user name and password, e.g. "
+    "urllib.parse.quote(password, safe='')"
+)
 
 
 def remember_secret(secret: str | None) -> None:
@@ -63,18 +77,47 @@ def remember_secret(secret: str | None) -> None:
 
 
 def redact(text: str) -> str:
-    """Return ``text`` with known passwords and URL/keyword passwords replaced by ``***``."""
+    """Return ``text`` with passwords replaced by ``***``.
+
+    Masked are: every password seen so far (also in its percent-encoded forms), the
+    password of any ``scheme://user:password@host`` URL and any ``password=`` value.
+    """
     with _SECRETS_LOCK:
         secrets = sorted(_SECRETS, key=len, reverse=True)
     for secret in secrets:
-        text = text.replace(secret, "***")
-    text = _URL_PASSWORD.sub(lambda m: m.group("head") + "***", text)
+        for form in (secret, quote(secret, safe=""), quote_plus(secret, safe="")):
+            text = text.replace(form, "***")
+    text = "\n".join(_mask_url_password(line) for line in text.split("\n"))
     return _KV_PASSWORD.sub(lambda m: m.group("head") + "***", text)
 
 
+def _mask_url_password(line: str) -> str:
+    """Mask what may be a URL password in one line: from the first ':' after the first
+    ``scheme://`` to the line's last '@'.
+
+    This is where ``urlsplit`` finds the password (it splits the userinfo at its *last*
+    '@'), and it also covers a password typed with '@', ':', spaces, '/' or '#' left
+    unencoded. An '@' later on (``?application_name=me@lab``) masks more than needed:
+    the safe direction for text that may hold a password.
+    """
+    start = _URL_START.search(line)
+    if start is None:
+        return line
+    at = line.rfind("@", start.end())
+    colon = line.find(":", start.end(), at) if at >= 0 else -1
+    if colon < 0:
+        return line
+    return line[: colon + 1] + "***" + line[at:]
+
+
 def mask_locator(locator: str) -> str:
-    """Return ``locator`` with any password masked (for error messages)."""
-    return redact(locator)
+    """Return ``locator`` with any password masked (for error messages).
+
+    A locator nested in another's query (``fallback://?primary=postgresql%3A%2F%2F...``)
+    is shown decoded, so that its password is found and masked too.
+    """
+    text = unquote(locator) if _NESTED_LOCATOR.search(locator) else locator
+    return redact(text)
 
 
 class _RedactFilter(logging.Filter):
@@ -109,6 +152,26 @@ def validate_schema(schema: str) -> str:
     return schema
 
 
+def _refuse_ambiguous_userinfo(locator: str, netloc: str, shown: str) -> None:
+    """Refuse ``scheme://u:se/cr#t@host/db``-style locators (a password with an unencoded
+    '/', '?' or '#' ends the host part early, so "host:port" would be made of it).
+
+    Raises:
+        LocatorError: no '@' in the host part, but one after it with a ':' before it.
+    """
+    rest = locator.split("://", 1)[-1]
+    at = rest.rfind("@")
+    if "@" in netloc or at < 0 or ":" not in rest[:at]:
+        return
+    colon = rest.index(":")
+    remember_secret(rest[colon + 1 : at])  # most likely a password: masked from now on
+    raise LocatorError(
+        f"PostgreSQL locator {shown!r} is ambiguous: an '@' follows the host part. If what "
+        f"precedes it is user:password, {_ENCODE_HINT}; if the '@' belongs to a parameter "
+        f"value, write it as %40"
+    )
+
+
 @dataclass(frozen=True)
 class PostgresConfig:
     """Everything needed to connect, minus nothing: ``password`` is kept but never shown."""
@@ -138,14 +201,21 @@ class PostgresConfig:
         Raises:
             LocatorError: malformed locator (the message shows it with the password masked).
         """
+        # Masked before anything can fail: no error below may show the password.
         shown = mask_locator(locator)
         try:
             parts = urlsplit(locator)
-            port = parts.port
             password = unquote(parts.password) if parts.password is not None else None
+            port = parts.port
         except ValueError as exc:
-            raise LocatorError(f"malformed PostgreSQL locator {shown!r}: {exc}") from None
+            # urlsplit's own messages quote parts of the netloc, which may hold a password
+            # split at an unencoded '/' ("Port could not be cast ... 'sec'"): not shown.
+            what = "the port must be a number in 0-65535" if "Port" in str(exc) else _FORM
+            raise LocatorError(
+                f"malformed PostgreSQL locator {shown!r}: {what}; {_ENCODE_HINT}"
+            ) from None
         remember_secret(password)
+        _refuse_ambiguous_userinfo(locator, parts.netloc, shown)
         shown = mask_locator(locator)
         if parts.scheme.lower() not in ("postgresql", "postgres"):
             raise LocatorError(f"not a PostgreSQL locator: {shown!r}")
@@ -173,18 +243,19 @@ class PostgresConfig:
             elif key in ("schema", "artifact_root"):
                 values[key] = value or None
             elif key in ("pool_size", "inline_limit"):
-                try:
-                    number = int(value)
-                except ValueError:
-                    number = -1
+                # int() would also take ' 5', '+5', '1_0' and non-ASCII digits.
+                number = int(value) if _ASCII_NUMBER.fullmatch(value) else -1
                 if number < (1 if key == "pool_size" else 0):
                     raise LocatorError(f"PostgreSQL locator {shown!r}: bad {key}={value!r}")
                 values[key] = number
             elif key in ("host", "user", "dbname"):
                 values[key] = value or None
             elif key == "port":
-                if not value.isdigit():
-                    raise LocatorError(f"PostgreSQL locator {shown!r}: bad port={value!r}")
+                if not _ASCII_NUMBER.fullmatch(value):  # str.isdigit() admits '٥٤٣٢'
+                    raise LocatorError(
+                        f"PostgreSQL locator {shown!r}: bad port={value!r}; expected ASCII "
+                        f"digits 0-9"
+                    )
                 values["port"] = int(value)
             elif key in _LIBPQ_PARAMS:
                 libpq[key] = value
@@ -195,6 +266,11 @@ class PostgresConfig:
                 )
         if values.get("schema") is None:
             values.pop("schema", None)
+        if values["password"] is None:
+            # In a worker: the driver's password for this login, handed over out of band.
+            values["password"] = handed_over_password(
+                values["host"], values["port"], values["dbname"], values["user"]
+            )
         try:
             return cls(libpq=tuple(sorted(libpq.items())), **values)
         except LocatorError as exc:
