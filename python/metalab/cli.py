@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _load_commands() -> None:
     import importlib
 
-    for module in ("metalab.cli_store", "metalab.cli_postgres"):
+    for module in ("metalab.cli_store", "metalab.cli_postgres", "metalab.cli_inspect"):
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as exc:

@@ -42,6 +42,12 @@ class ErrorInfo:
     message: str
     traceback: str = ""
 
+    def __str__(self) -> str:
+        """``Type: message``, then the traceback as real lines (repr keeps the fields)."""
+        head = f"{self.type}: {self.message}" if self.message else self.type
+        trace = self.traceback.rstrip("\n")
+        return f"{head}\n{trace}" if trace else head
+
 
 @dataclass
 class Provenance:
