@@ -19,11 +19,16 @@ exact bytes carry an HMAC-SHA256 made with a secret key that only your account c
   unpickled. A payload you sealed for one purpose (derived functions, an artifact) cannot
   be swapped in for another (a spec), nor the spec of one experiment for another's: the
   purpose and its name are inside the MAC. What a co-user *can* still do is delete or
-  garble payloads (your runs then stop with that error instead of running), and copy one
-  of your payloads back over a newer one of the same name (your own code, older).
+  garble payloads (your runs then stop with that error instead of running), and replay
+  one of your own payloads under the same name (an older spec of the same experiment,
+  the same-named pickle artifact of another run): your code, never theirs.
 * **Anyone who can read your key file** can forge payloads as you. It is created ``0600``
-  on first use, and metalab refuses a key file (or its directory) that is foreign-owned
-  or open to others (:mod:`metalab.trust`). ``root`` can always run code as you.
+  on first use, and metalab refuses a key file that is foreign-owned or readable or
+  writable by others, in a directory that is foreign-owned or writable by others
+  (:mod:`metalab.trust`). ``root`` can always run code as you.
+* **You, loading someone else's pickles** (a colleague's store, artifacts stored before
+  pickles were sealed): refused unless you say ``allow_pickle="unverified"``, which runs
+  the writer's code as you.
 
 The key
 -------
@@ -46,6 +51,7 @@ import contextlib
 import hashlib
 import hmac
 import os
+import re
 import secrets
 from pathlib import Path
 
@@ -74,6 +80,7 @@ _ID_HEX = 16
 _MAC_HEX = 64
 _HEADER_LEN = len(MAGIC) + _ID_HEX + 1 + _MAC_HEX + 1
 _DOMAIN = b"metalab-seal-v1\x00"
+_HEX_ID = re.compile(rb"[0-9a-f]{%d}" % _ID_HEX)
 
 
 def key_path() -> Path:
@@ -156,6 +163,21 @@ def _create_key(path: Path) -> None:
             os.close(dir_fd)
 
 
+def _read_key(path: Path, *, create: bool) -> bytes | None:
+    """The key stored at ``path`` (made first when ``create``), or None if there is none."""
+    _check_directory(path.parent, create=create)
+    data = read_trusted(path, "signing key", private=True)
+    if data is None and create:
+        try:
+            _create_key(path)
+        except OSError as exc:
+            raise UnsafeLoadError(
+                f"cannot create the metalab signing key {str(path)!r}: {exc.strerror or exc}"
+            ) from None
+        data = read_trusted(path, "signing key", private=True)
+    return None if data is None else _parse_key(data, path)
+
+
 def load_key(*, create: bool = True) -> bytes:
     """Return this account's signing key, creating it (0600) on first use.
 
@@ -170,22 +192,13 @@ def load_key(*, create: bool = True) -> bytes:
             does not exist.
     """
     path = key_path()
-    _check_directory(path.parent, create=create)
-    data = read_trusted(path, "signing key", private=True)
-    if data is None and create:
-        try:
-            _create_key(path)
-        except OSError as exc:
-            raise UnsafeLoadError(
-                f"cannot create the metalab signing key {str(path)!r}: {exc.strerror or exc}"
-            ) from None
-        data = read_trusted(path, "signing key", private=True)
-    if data is None:
+    key = _read_key(path, create=create)
+    if key is None:
         raise UnsafeLoadError(
             f"there is no metalab signing key at {str(path)!r}, so nothing sealed by this "
             f"account can be checked"
         )
-    return _parse_key(data, path)
+    return key
 
 
 def _key_id(key: bytes) -> bytes:
@@ -254,19 +267,17 @@ def open_sealed(blob: bytes, purpose: str, what: str) -> bytes:
     key_id, mac = blob[len(MAGIC) : id_end], blob[id_end + 1 : _HEADER_LEN - 1]
     if len(blob) < _HEADER_LEN or blob[id_end : id_end + 1] != b" " or blob[_HEADER_LEN - 1] != 10:
         raise _refuse(what, "its signature header is malformed", path)
-    try:
-        key = load_key(create=False)
-    except UnsafeLoadError as exc:
-        if type(exc) is not UnsafeLoadError:  # an untrusted key file: say exactly that
-            raise
-        raise _refuse(what, f"this account has no signing key ({exc})", path) from None
+    key = _read_key(path, create=False)
+    if key is None:
+        raise _refuse(what, f"this account has no signing key at {str(path)!r} yet", path)
     payload = blob[_HEADER_LEN:]
     ours = _key_id(key)
     # Every byte counts: the key id must be ours too, not only the MAC right.
     if not hmac.compare_digest(key_id, ours):
+        # The stored id is the writer's choice: shown only when it is plain hex.
+        shown = key_id.decode() if _HEX_ID.fullmatch(key_id) else repr(key_id)
         reason = (
-            f"it was sealed with another key (key id {key_id.decode('ascii', 'replace')}; "
-            f"this account's is {ours.decode()})"
+            f"it was sealed with another key (key id {shown}; this account's is {ours.decode()})"
         )
     elif not hmac.compare_digest(mac, _mac(key, purpose, payload)):
         reason = (
