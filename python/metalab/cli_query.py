@@ -15,7 +15,6 @@ import dataclasses
 import json
 import string
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from metalab import _core
@@ -71,28 +70,50 @@ class CommandError(Exception):
         self.candidates = list(candidates)
 
 
-@dataclass
 class ExperimentView:
     """One experiment of a store, as its manifests describe it.
 
     ``run_ids`` are those of the latest launch (``None`` when its manifest cannot be
     turned into a plan); ``plans`` holds the run IDs of every distinct launch, for
-    resolving run IDs that an older launch (other params or context) produced.
+    resolving run IDs that an older launch (other params or context) produced. Both are
+    computed on first use: listing experiments computes no run ID.
     """
 
-    experiment_id: str
-    name: str
-    version: str
-    launches: int
-    latest: dict[str, Any]
-    last_activity: str | None
-    run_ids: list[str] | None
-    plans: list[list[str]] = field(default_factory=list)
+    def __init__(self, experiment_id: str, manifests: Sequence[dict[str, Any]]) -> None:
+        latest = manifests[-1]  # list_manifests returns them oldest first
+        name, _, version = experiment_id.partition(":")
+        stamps = [str(m["submitted_at"]) for m in manifests if m.get("submitted_at")]
+        self.experiment_id = experiment_id
+        self.name = str(latest.get("name", name))
+        self.version = str(latest.get("version", version))
+        self.launches = len(manifests)
+        self.last_activity = max(stamps) if stamps else None
+        distinct: dict[str, dict[str, Any]] = {}
+        for manifest in reversed(manifests):  # the latest launch's plan first
+            distinct.setdefault(_plan_key(manifest), manifest)
+        self._distinct = list(distinct.values())
+        self._plans: dict[int, list[str] | None] = {}
+
+    def _plan(self, index: int) -> list[str] | None:
+        if index not in self._plans:
+            self._plans[index] = _run_ids_of(self._distinct[index])
+        return self._plans[index]
+
+    @property
+    def run_ids(self) -> list[str] | None:
+        """Run IDs of the latest launch, in task order."""
+        return self._plan(0)
+
+    @property
+    def plans(self) -> list[list[str]]:
+        """Run IDs of every distinct launch (latest first) that describes a plan."""
+        return [ids for i in range(len(self._distinct)) if (ids := self._plan(i)) is not None]
 
     @property
     def total(self) -> int | None:
         """Number of runs of the latest launch's plan (``None`` when unknown)."""
-        return None if self.run_ids is None else len(self.run_ids)
+        ids = self.run_ids
+        return None if ids is None else len(ids)
 
 
 def _plan_key(manifest: dict[str, Any]) -> str:
@@ -127,29 +148,7 @@ def experiments(store: Store, experiment_id: str | None = None) -> list[Experime
         eid = manifest.get("experiment_id")
         if isinstance(eid, str):
             grouped.setdefault(eid, []).append(manifest)
-    views = []
-    for eid in sorted(grouped):
-        manifests = grouped[eid]  # oldest first (list_manifests' order)
-        latest = manifests[-1]
-        distinct: dict[str, dict[str, Any]] = {}
-        for manifest in reversed(manifests):
-            distinct.setdefault(_plan_key(manifest), manifest)
-        plans = [ids for m in distinct.values() if (ids := _run_ids_of(m)) is not None]
-        stamps = [str(m["submitted_at"]) for m in manifests if m.get("submitted_at")]
-        name, _, version = eid.partition(":")
-        views.append(
-            ExperimentView(
-                experiment_id=eid,
-                name=str(latest.get("name", name)),
-                version=str(latest.get("version", version)),
-                launches=len(manifests),
-                latest=latest,
-                last_activity=max(stamps) if stamps else None,
-                run_ids=_run_ids_of(latest),
-                plans=plans,
-            )
-        )
-    return views
+    return [ExperimentView(eid, grouped[eid]) for eid in sorted(grouped)]
 
 
 def marker_counts(store: Store, run_ids: Sequence[str]) -> dict[str, int]:
