@@ -466,6 +466,12 @@ def test_status_watch_refreshes_until_complete(
     slow_launch: tuple[str, subprocess.Popen[str]], capsys: pytest.CaptureFixture[str]
 ) -> None:
     path, proc = slow_launch
+    last = metalab.reconnect(path).run_ids[-1]
+    code, doc = cli_json(capsys, "show", path, last)
+    assert code == 0 and doc["status"] == "unfinished" and doc["record"] is None
+    assert doc["experiment_id"] == "slow:1"
+    code, out, _ = cli(capsys, "show", path, last[:10])
+    assert code == 0 and "none yet: the run has not finished" in out
     code, out, _ = cli(capsys, "status", path, "--watch", "0.3")
     assert code == 0 and proc.wait(timeout=30) == 0
     lines = out.splitlines()

@@ -17,12 +17,14 @@ Exit codes, the same for every command::
     130  interrupted (Ctrl-C): one line on stderr, no traceback
 
 ``--json`` prints exactly one JSON document on stdout (strict JSON: NaN and infinities are
-``null``); on an error it is ``{"error": {"exit_code", "message", "candidates"}}``. Keys:
+``null``); on an error it is ``{"error": {"exit_code", "message", "candidates"}}`` (argparse
+usage errors print only the usage, on stderr). Keys:
 
 - ``ls``: ``store``, ``experiments``: list of ``experiment_id``, ``name``, ``version``,
   ``launches`` (manifests), ``total`` (runs of the latest launch), ``counts``
   (``success``, ``failed``, ``pending``: not finished or never run) and
-  ``last_activity`` (ISO time of the latest launch).
+  ``last_activity`` (ISO time of the latest launch: stores keep no per-run write time
+  that could be read without opening every record).
 - ``status``: ``store``, ``experiment_id``, ``executor``, ``launched_at``,
   ``slurm_job_ids`` (or null), ``source`` (``"launch"``: :func:`metalab.reconnect`;
   ``"markers"``: no reconnectable launch, counts from markers), ``note``, ``status``
@@ -40,6 +42,7 @@ Exit codes, the same for every command::
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import socket
 import sys
@@ -95,6 +98,7 @@ _EPILOG = (
 _SHOW_TAIL = 20
 Payload = dict[str, Any]
 Command = Callable[[Store, argparse.Namespace, Screen | None], tuple[Payload, int]]
+Render = Callable[[Payload, Screen], None]
 
 
 # -- shared plumbing --------------------------------------------------------------------
@@ -118,7 +122,7 @@ def _fail(args: argparse.Namespace, code: int, message: str, candidates: list[st
     return code
 
 
-def _handler(command: Command, render: Callable[[Payload, Screen], None]) -> Any:
+def _handler(command: Command, render: Render) -> Callable[[argparse.Namespace], int]:
     """Wrap a command: open the store, print its payload, map errors to exit codes."""
 
     def handle(args: argparse.Namespace) -> int:
@@ -153,9 +157,7 @@ def _handler(command: Command, render: Callable[[Payload, Screen], None]) -> Any
     return handle
 
 
-def _emit(
-    payload: Payload, screen: Screen | None, render: Callable[[Payload, Screen], None]
-) -> None:
+def _emit(payload: Payload, screen: Screen | None, render: Render) -> None:
     if screen is None:
         print(redact(json_document(payload)), flush=True)
     else:
@@ -359,7 +361,7 @@ def _positive_float(text: str) -> float:
         value = float(text)
     except ValueError:
         value = -1.0
-    if not value > 0:
+    if not (value > 0 and math.isfinite(value)):
         raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
     return value
 
@@ -373,7 +375,7 @@ def _count(text: str) -> int:
 def add_inspect_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``ls``, ``status``, ``show``, ``logs`` and ``cancel`` to the CLI."""
 
-    def command(name: str, help_text: str, run: Command, render: Any) -> argparse.ArgumentParser:
+    def command(name: str, help_text: str, run: Command, render: Render) -> argparse.ArgumentParser:
         parser = sub.add_parser(name, help=help_text, description=help_text, epilog=_EPILOG)
         parser.add_argument("store", metavar="STORE", help="store path or locator")
         parser.add_argument("--json", action="store_true", help="print one JSON document")
