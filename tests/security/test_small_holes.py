@@ -11,13 +11,18 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, assume, example, given, settings
+from hypothesis import strategies as st
 
 import metalab
-from metalab.errors import EncodingError
+from metalab.errors import EncodingError, LocatorError
 from metalab.plan import RunPlan
+from metalab.store import create_store, to_locator
+from metalab.store.postgres_config import _SECRETS, _SECRETS_LOCK, redact
 
 
 def _exp(params: Any, metadata: dict[str, Any] | None = None, context: Any = None) -> Any:
@@ -130,3 +135,112 @@ def test_unserialisable_metadata_fails_before_anything_is_written(tmp_path: Path
 def test_numpy_values_without_a_python_equal_are_encoding_errors(make: Any, path: str) -> None:
     with pytest.raises(EncodingError, match=path):
         make()
+
+
+# -- locator errors never show a password -----------------------------------------------
+
+_PRINTABLE = st.characters(categories=("L", "M", "N", "P", "S", "Zs"))
+_SPECIALS = st.sampled_from(list("@:/ %#?&=+;'\"\\[]"))
+passwords = st.text(st.one_of(_SPECIALS, _PRINTABLE), min_size=3, max_size=24)
+
+_TEMPLATES = (
+    "postgresql://u:{pw}@host:99999/db",  # bad port
+    "postgresql://u:{pw}@host/db?bogus=1",  # unknown parameter
+    "postgresql://u:{pw}@host/db",  # may parse: then repr/locator are checked
+    "postgresql://u:{pw}@host:5432/db?schema=Bad-Schema",
+    "postgresql://u:{qpw}@host:99999/db",  # the same, percent-encoded
+    "postgresql://u:{qpw}@host/db?bogus=1",
+    "postgresql://u:{qpw}@host/db",
+    "postgresql://u@host/db?password={qpw}&pool_size=0",
+    "postgres://u:{pw}@[::1/db",  # broken IPv6 literal
+    "postgressql://u:{pw}@host/db",  # misspelt scheme
+    "fallback://?primary=postgresql%3A%2F%2Fu%3A{qqpw}%40h%2Fdb&fallback=%2Ftmp%2Fx&bogus=1",
+)
+
+
+def _texts(locator: str) -> list[str]:
+    """Every text a user can see for ``locator``: the error, or the store's repr/locator."""
+    try:
+        store = create_store(locator)
+    except LocatorError as exc:
+        return [str(exc), repr(exc)]
+    texts = [repr(store), store.locator, to_locator(store)]
+    config = getattr(store, "config", None)
+    return texts + ([repr(config), str(config), config.locator()] if config else [])
+
+
+def _fill(template: str, pw: str) -> str:
+    qpw = quote(pw, safe="")
+    return template.format(pw=pw, qpw=qpw, qqpw=quote(qpw, safe=""))
+
+
+def _fixed_text() -> str:
+    """What the messages say whatever the password: a password inside it proves nothing."""
+    return "\n".join(t for template in _TEMPLATES for t in _texts(_fill(template, "Zq9")))
+
+
+@pytest.fixture(scope="module")
+def fixed_text() -> str:
+    return _fixed_text()
+
+
+@given(pw=passwords)
+@example(pw="se@cr3t")
+@example(pw="se cr3t")
+@example(pw="p/ss#w%rd:x")
+@example(pw="12/x")
+@example(pw="a@b:c d/e#f%g?h")
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_no_locator_error_or_repr_contains_the_password(pw: str, fixed_text: str) -> None:
+    assume(pw not in fixed_text and "Zq9" not in pw)
+    forms = {pw, quote(pw, safe=""), repr(pw)[1:-1]}
+    with _SECRETS_LOCK:  # a password remembered from an earlier example must not help
+        remembered = set(_SECRETS)
+        _SECRETS.clear()
+    try:
+        for template in _TEMPLATES:
+            for text in _texts(_fill(template, pw)):
+                leaked = [form for form in forms if form in text]
+                assert not leaked, f"{template}: {text!r} shows {leaked}"
+    finally:
+        with _SECRETS_LOCK:
+            _SECRETS.update(remembered)
+
+
+def test_password_locator_errors_say_how_to_fix_them() -> None:
+    with pytest.raises(LocatorError) as info:
+        create_store("postgresql://u:se@cr3t@host:99999/db")
+    assert "cr3t" not in str(info.value) and "postgresql://u:***@host:99999/db" in str(info.value)
+    with pytest.raises(LocatorError, match="ambiguous") as info:
+        create_store("postgresql://u:se/cr3t@host/db")
+    assert "cr3t" not in str(info.value) and "quote(password, safe='')" in str(info.value)
+    assert "se cr3t" not in redact("could not connect to postgresql://u:se cr3t@host/db")
+    assert redact("PGPASSWORD=se cr3t psql") == "PGPASSWORD=***"
+
+
+# -- file: locators that name no usable directory ----------------------------------------
+
+
+@pytest.mark.parametrize("locator", ["file:///", "file:////", "file:///tmp/..", "/", Path("/")])
+def test_filesystem_root_is_not_a_store(locator: Any) -> None:
+    with pytest.raises(LocatorError, match=r"filesystem root.*file:///abs/path"):
+        create_store(locator)
+
+
+@pytest.mark.parametrize(
+    "locator", ["file:relative", "file:runs/exp", "file:/abs", "postgresql:db"]
+)
+def test_scheme_without_slashes_is_refused(
+    locator: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(LocatorError, match="lacks '//'"):
+        create_store(locator)
+    assert list(tmp_path.iterdir()) == []  # no folder named "file:relative"
+
+
+def test_accepted_file_forms_still_work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert create_store(f"file://{tmp_path}/a").locator == (tmp_path / "a").as_uri()
+    assert create_store("runs/exp").locator == (tmp_path / "runs" / "exp").as_uri()
+    assert create_store("exp:1").locator == (tmp_path / "exp:1").as_uri()  # not a scheme

@@ -2,6 +2,9 @@
 
 ``./runs/exp`` and ``file:///abs/path`` name a :class:`FileStore`;
 ``postgresql://user@host:5432/db?schema=s&artifact_root=/data`` a PostgreSQL store.
+The filesystem root is never a store, and ``file:relative`` (no ``//``) is refused
+rather than taken as a folder named ``file:relative``. Error messages show locators with
+any password masked.
 """
 
 from __future__ import annotations
@@ -16,10 +19,13 @@ from urllib.parse import unquote, urlsplit
 from metalab.errors import LocatorError
 from metalab.store.base import Store
 from metalab.store.file import FileStore
+from metalab.store.postgres_config import mask_locator
 
 __all__ = ["create_store", "register_scheme", "to_locator"]
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://")
+_SCHEME_NO_SLASHES = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*):(?!//)")
+_FILE_FORMS = "expected file:///abs/path or a plain path such as ./runs/exp or /data/runs"
 _FACTORIES: dict[str, Callable[[str], Store]] = {}
 
 
@@ -29,16 +35,32 @@ def register_scheme(scheme: str, factory: Callable[[str], Store]) -> None:
 
 
 def _file_store(locator: str) -> Store:
+    shown = mask_locator(locator)
     parts = urlsplit(locator)
     if parts.netloc not in ("", "localhost"):
         raise LocatorError(
-            f"file locator {locator!r} names host {parts.netloc!r}; expected file:///abs/path"
+            f"file locator {shown!r} names host {mask_locator(parts.netloc)!r}; {_FILE_FORMS}"
         )
     if parts.query or parts.fragment:
-        raise LocatorError(f"file locator {locator!r} must not have a query or fragment")
+        raise LocatorError(f"file locator {shown!r} must not have a query or fragment")
     path = unquote(parts.path)
     if not path:
-        raise LocatorError(f"file locator {locator!r} has no path")
+        raise LocatorError(f"file locator {shown!r} has no path; {_FILE_FORMS}")
+    return _directory_store(path, shown)
+
+
+def _directory_store(path: str, shown: str) -> Store:
+    """A FileStore at ``path``, unless that is the filesystem root.
+
+    Raises:
+        LocatorError: ``path`` is ``/`` (also spelt ``//``, ``/.``, ``/..``...): a store
+            there would spread ``runs/``, ``done/`` and ``experiments/`` over the root.
+    """
+    if os.path.normpath(path) in ("/", "//"):
+        raise LocatorError(
+            f"store locator {shown!r} names the filesystem root; {_FILE_FORMS} "
+            f"naming a directory for this store"
+        )
     return FileStore(path)
 
 
@@ -69,7 +91,8 @@ def create_store(locator: Any) -> Store:
     if isinstance(locator, Store):
         return locator
     if isinstance(locator, Path | os.PathLike):
-        return FileStore(os.fspath(locator))
+        path = os.fspath(locator)
+        return _directory_store(path if isinstance(path, str) else os.fsdecode(path), str(path))
     if not isinstance(locator, str):
         raise LocatorError(
             f"store must be a path, a locator string or a Store, got {type(locator).__name__}"
@@ -77,16 +100,23 @@ def create_store(locator: Any) -> Store:
     text = locator.strip()
     if not text:
         raise LocatorError("store locator is empty; expected a path or scheme://...")
+    shown = mask_locator(text)
     match = _SCHEME.match(text)
     if match is None:
         if "://" in text or "\x00" in text:
-            raise LocatorError(f"malformed store locator {locator!r}")
-        return FileStore(text)
+            raise LocatorError(f"malformed store locator {shown!r}")
+        bare = _SCHEME_NO_SLASHES.match(text)
+        if bare is not None and bare.group(1).lower() in _FACTORIES:
+            # "file:relative" would silently become a folder named "file:relative".
+            scheme = bare.group(1).lower()
+            expected = _FILE_FORMS if scheme == "file" else f"expected {scheme}://..."
+            raise LocatorError(f"store locator {shown!r} lacks '//' after '{scheme}:'; {expected}")
+        return _directory_store(text, shown)
     scheme = match.group(1).lower()
     factory = _FACTORIES.get(scheme)
     if factory is None:
         known = ", ".join(sorted(_FACTORIES))
-        raise LocatorError(f"unknown store scheme {scheme!r} in {locator!r}; known: {known}")
+        raise LocatorError(f"unknown store scheme {scheme!r} in {shown!r}; known: {known}")
     return factory(text)
 
 

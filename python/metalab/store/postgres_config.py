@@ -205,9 +205,12 @@ class PostgresConfig:
         shown = mask_locator(locator)
         try:
             parts = urlsplit(locator)
+            _refuse_ambiguous_userinfo(locator, parts.netloc, shown)
             password = unquote(parts.password) if parts.password is not None else None
             port = parts.port
         except ValueError as exc:
+            if isinstance(exc, LocatorError):
+                raise
             # urlsplit's own messages quote parts of the netloc, which may hold a password
             # split at an unencoded '/' ("Port could not be cast ... 'sec'"): not shown.
             what = "the port must be a number in 0-65535" if "Port" in str(exc) else _FORM
@@ -215,7 +218,6 @@ class PostgresConfig:
                 f"malformed PostgreSQL locator {shown!r}: {what}; {_ENCODE_HINT}"
             ) from None
         remember_secret(password)
-        _refuse_ambiguous_userinfo(locator, parts.netloc, shown)
         shown = mask_locator(locator)
         if parts.scheme.lower() not in ("postgresql", "postgres"):
             raise LocatorError(f"not a PostgreSQL locator: {shown!r}")
