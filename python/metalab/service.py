@@ -84,11 +84,25 @@ def read_service(service_dir: Path) -> ServiceInfo | None:
             written by another user.
         ServiceError: the file is not a metalab service file.
     """
-    service = ServiceDir.open(service_dir)
+    service = _open_existing(service_dir)
     if service is None:
         return None
     with service:
         return service.read_info()
+
+
+def _open_existing(service_dir: Path) -> ServiceDir | None:
+    """The service directory, verified; ``None`` if it does not exist.
+
+    When a ``service.json`` is there it is judged first, by itself, so that a refusal
+    names the file that would have redirected the work. The checks that count come
+    after, made through the verified directory's descriptor.
+    """
+    with contextlib.suppress(NotADirectoryError):  # ServiceDir.open names the culprit
+        fd = open_trusted(Path(service_dir) / SERVICE_FILE, "service file")
+        if fd is not None:
+            os.close(fd)
+    return ServiceDir.open(service_dir)
 
 
 def container_engine() -> str | None:
@@ -285,7 +299,7 @@ def stop_service(service_dir: Path, timeout: float = 60.0) -> ServiceInfo | None
         UntrustedFileError: the service file could have been written by another user
             (nothing it names is signalled, cancelled or stopped).
     """
-    service = ServiceDir.open(service_dir)
+    service = _open_existing(service_dir)
     if service is None:
         return None
     with service:
@@ -327,7 +341,7 @@ def _postgres_store(info: ServiceInfo, passfile: Path, file_store: Any) -> Any:
 
 def _trusted_service(service_file: Path) -> tuple[ServiceInfo, Path]:
     """The info of a trusted service file and the path of its trusted ``pgpass``."""
-    service = ServiceDir.open(service_file.parent)
+    service = _open_existing(service_file.parent)
     if service is None:
         raise ServiceError(f"no service file at {service_file}")
     with service:
@@ -368,12 +382,6 @@ def discover_service(file_store: Any) -> Any | None:
         os.lstat(service_file)
     except (FileNotFoundError, NotADirectoryError):
         return None
-    # Judge the file itself first so that a refusal names it; the checks that count are
-    # the ones below, made through the verified directory's descriptor.
-    fd = open_trusted(service_file, "service file")
-    if fd is None:
-        return None
-    os.close(fd)
     info, passfile = _trusted_service(service_file)
     store = _postgres_store(info, passfile, file_store)
     _announce(service_file, info, file_store.root)

@@ -60,8 +60,9 @@ __all__ = [
 ]
 
 UNPRIVILEGED_USER = "postgres"
+#: Where root's scratch data directories go: sticky and world-writable like /tmp, but
+#: not emptied at boot. (Read at each call, so tests can point it at a fresh directory.)
 SCRATCH_ROOT = Path("/var/tmp")
-_LEGACY_SCRATCH = SCRATCH_ROOT / "metalab-postgres"
 _DATA = "PostgreSQL data directory"
 
 
@@ -149,10 +150,11 @@ def _data_subdir(parent_fd: int, path: Path, ids: tuple[int, int] | None) -> int
 def _adopt_legacy(service_path: Path, ids: tuple[int, int]) -> tuple[Path, int] | None:
     """The predictable data directory of earlier versions, if provably root's own."""
     digest = hashlib.sha256(str(service_path).encode()).hexdigest()[:12]
-    data = _LEGACY_SCRATCH / digest / "data"
+    legacy = SCRATCH_ROOT / "metalab-postgres"
+    data = legacy / digest / "data"
     what = "earlier scratch directory"
     try:
-        top = open_trusted_dir(_LEGACY_SCRATCH, what)
+        top = open_trusted_dir(legacy, what)
         if top is None:
             return None
         with _closing(top):
