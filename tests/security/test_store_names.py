@@ -303,7 +303,7 @@ def as_attacker(url: str, schema: str, statement: str, *args: object) -> None:
 
     with psycopg.connect(url) as conn:
         conn.execute(f"SET search_path TO {schema}")
-        assert conn.execute(statement, args).rowcount >= 1  # type: ignore[arg-type]
+        assert conn.execute(statement, args).rowcount >= 1
 
 
 def test_postgres_rows_pointing_outside_are_skipped_by_export(

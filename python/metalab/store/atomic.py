@@ -89,8 +89,11 @@ def _start_ticks(pid: int) -> int | None:
     except OSError:
         return 0
     # The command name (field 2) may contain spaces and ')': the fields after the last
-    # ')' are well-formed; starttime is field 22, the 20th after the name.
-    return int(data[data.rindex(b")") + 2 :].split()[19])
+    # ')' are well-formed: state is field 3, starttime field 22 (the 20th after the name).
+    fields = data[data.rindex(b")") + 2 :].split()
+    if fields[0] in (b"Z", b"X"):  # a zombie writes nothing more: its parent has not reaped it
+        return None
+    return int(fields[19])
 
 
 _current: tuple[int, _Writer] | None = None
@@ -238,57 +241,94 @@ def _is_stale(info: TempInfo, mtime: float, now: float, max_age: float, cache: _
 def sweep_temporaries(
     tops: Iterable[Path],
     *,
-    descend: Callable[[str, str], bool] | None = None,
+    descend: Callable[[str], bool] | None = None,
     dry_run: bool = False,
     max_age: float = STALE_FOREIGN_AGE,
 ) -> SweepReport:
     """Remove temporaries of dead writers below each directory of ``tops``.
 
-    One walk: each directory is listed once, symbolic links are never followed, and files
-    are removed relative to their directory's descriptor, so a directory swapped for a
-    link during the walk cannot redirect a removal. Only names :func:`parse_temp_name`
+    One walk: each directory is listed once, symbolic links are never followed (every
+    directory is opened relative to its parent with ``O_NOFOLLOW``), and files are
+    removed relative to their directory's descriptor, so a directory swapped for a link
+    during the walk cannot redirect a removal. Only names :func:`parse_temp_name`
     recognises are considered; a live writer's temporary is kept, as is one whose writer
     cannot be checked from this host until it is ``max_age`` seconds old.
 
     Args:
         tops: directories to walk (missing ones are skipped).
-        descend: ``descend(dir_path, name)`` says whether to enter subdirectory ``name``
-            of ``dir_path`` (default: every one).
+        descend: ``descend(name)`` says whether to enter a subdirectory called ``name``
+            (default: every one).
         dry_run: report what would be removed, remove nothing.
         max_age: age in seconds after which an uncheckable writer's temporary is stale.
     """
-    report = SweepReport()
-    cache: _AliveCache = {}
-    now = time.time()
+    sweep = _Sweep(SweepReport(), {}, time.time(), max_age, dry_run, descend)
     for top in tops:
-        if not top.is_dir():
+        try:
+            fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except (FileNotFoundError, NotADirectoryError):
             continue
-        for dir_path, dir_names, file_names, dir_fd in os.fwalk(top, follow_symlinks=False):
-            if descend is not None:
-                dir_names[:] = [d for d in dir_names if descend(dir_path, d)]
-            for name in file_names:
-                if name[0] != "." or not name.endswith(".tmp"):
-                    continue
-                info = parse_temp_name(name)
-                if info is None:
-                    continue
+        sweep.walk(fd, str(top))
+    return sweep.report
+
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+@dataclass
+class _Sweep:
+    report: SweepReport
+    cache: _AliveCache
+    now: float
+    max_age: float
+    dry_run: bool
+    descend: Callable[[str], bool] | None
+
+    def walk(self, dir_fd: int, dir_path: str) -> None:
+        """Sweep the directory open as ``dir_fd`` (closed here) and its subdirectories."""
+        subdirs = []
+        try:
+            # os.scandir on a descriptor: no path strings built per entry, and the
+            # entry types come with the listing (no stat per entry).
+            with os.scandir(dir_fd) as entries:
+                for entry in entries:
+                    name = entry.name
+                    if name[0] == "." and name.endswith(".tmp"):
+                        self.consider(dir_fd, dir_path, name)
+                    elif entry.is_dir(follow_symlinks=False) and (
+                        self.descend is None or self.descend(name)
+                    ):
+                        subdirs.append(name)
+            for name in subdirs:
                 try:
-                    st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-                except FileNotFoundError:  # renamed or removed since the listing
+                    child = os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
+                except OSError:  # gone, swapped for a link, or not ours to read
                     continue
-                if not stat.S_ISREG(st.st_mode) or not _is_stale(
-                    info, st.st_mtime, now, max_age, cache
-                ):
-                    report.kept += 1
-                    continue
-                path = os.path.join(dir_path, name)
-                if not dry_run:
-                    try:
-                        os.unlink(name, dir_fd=dir_fd)
-                    except FileNotFoundError:
-                        continue
-                    except OSError as exc:
-                        report.errors.append(f"cannot remove {path}: {exc.strerror}")
-                        continue
-                report.removed.append((path, st.st_size))
-    return report
+                self.walk(child, os.path.join(dir_path, name))
+        except OSError as exc:
+            self.report.errors.append(f"cannot list {dir_path}: {exc.strerror}")
+        finally:
+            os.close(dir_fd)
+
+    def consider(self, dir_fd: int, dir_path: str, name: str) -> None:
+        info = parse_temp_name(name)
+        if info is None:
+            return
+        try:
+            st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        except FileNotFoundError:  # renamed or removed since the listing
+            return
+        if not stat.S_ISREG(st.st_mode) or not _is_stale(
+            info, st.st_mtime, self.now, self.max_age, self.cache
+        ):
+            self.report.kept += 1
+            return
+        path = os.path.join(dir_path, name)
+        if not self.dry_run:
+            try:
+                os.unlink(name, dir_fd=dir_fd)
+            except FileNotFoundError:
+                return
+            except OSError as exc:
+                self.report.errors.append(f"cannot remove {path}: {exc.strerror}")
+                return
+        self.report.removed.append((path, st.st_size))

@@ -277,14 +277,18 @@ class FileStore(Store):
             return sweep_temporaries(self.layout.data_dirs, dry_run=dry_run, max_age=max_age)
         ids = {check_run_id(run_id) for run_id in run_ids}
         # One run per shard names the shard's directories (a Path per run would cost
-        # more than the sweep itself at 100,000 runs).
+        # more than the sweep itself at 100,000 runs). Done markers are created in place,
+        # never through a temporary, so their shards (half the entries of a half-done
+        # store) are left to the full sweep.
         shards = {run_id[:2]: run_id for run_id in ids}
         tops = {self.layout.experiments_dir, self.layout.blobs_dir}
         for run_id in shards.values():
-            tops.update(self.layout.shard_dirs(run_id))
+            tops.update(
+                d for d in self.layout.shard_dirs(run_id) if d.parent != self.layout.done_dir
+            )
         return sweep_temporaries(
             sorted(tops),
-            descend=lambda _parent, name: name in ids,
+            descend=ids.__contains__,
             dry_run=dry_run,
             max_age=max_age,
         )
