@@ -18,7 +18,10 @@ import signal
 import sys
 from collections.abc import Sequence
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from metalab.store.base import Store
 
 __all__ = ["main", "select_tasks"]
 
@@ -52,6 +55,9 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--tasks", default=None, help="blob key of the task list")
     parser.add_argument("--derived", default=None, help="blob key of derived-metric functions")
     parser.add_argument("--timeout", type=float, default=None, help="per-run limit (s)")
+    parser.add_argument(
+        "--passfile", default=None, help="password file of the store's logins (a path only)"
+    )
     parser.add_argument(
         "--array-task", type=int, default=None, help="array index (default: $SLURM_ARRAY_TASK_ID)"
     )
@@ -94,9 +100,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from metalab.plan import RunPlan
     from metalab.runner import spec_key
     from metalab.spec import experiment_from_spec, spec_from_bytes
-    from metalab.store.locator import create_store
 
-    store = create_store(args.store)
+    store = _open_store(args.store, args.passfile)
+    if store is None:
+        return 2
     key = spec_key(args.experiment)
     spec_blob = store.get_blob(key)
     if spec_blob is None:
@@ -177,6 +184,29 @@ def _load_derived(store: Any, key: str | None) -> list[Any]:
 
     data = store.get_blob(key)
     return derived_from_bytes(data, key) if data is not None else []
+
+
+def _open_store(locator: str, passfile: str | None) -> Store | None:
+    """The store, logged in with the submission's passwords; None (reason printed) if not.
+
+    The login is checked here, before anything runs: a task that cannot write its records
+    must say why in its log rather than run operations in vain (or, behind a
+    FallbackStore, send every record to the fallback).
+    """
+    from metalab.errors import MetalabError
+    from metalab.store import credentials
+    from metalab.store.locator import create_store
+
+    try:
+        if passfile is not None:
+            credentials.install(credentials.read_passfile(passfile))
+        store = create_store(locator)
+        credentials.verify_login(store)
+    except MetalabError as exc:
+        message = f"metalab.worker: cannot open the store, nothing was executed: {exc}"
+        print(message, file=sys.stderr)
+        return None
+    return store
 
 
 def _install_timeout() -> None:

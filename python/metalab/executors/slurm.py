@@ -16,6 +16,7 @@ on resume. Shards and ``max_concurrent``: see :mod:`metalab.executors.slurm_scri
 from __future__ import annotations
 
 import array
+import os
 import secrets
 import shlex
 import shutil
@@ -27,21 +28,23 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from metalab.errors import ExecutorError, SlurmError, WorkerCrashedError
 from metalab.execution import failure_record, persist, worker_identity
 from metalab.executors.base import Executor, Job, Launch, LaunchCounts
 from metalab.executors.slurm_config import SlurmConfig
+from metalab.executors.slurm_paths import SubmissionPaths, last_line
 from metalab.executors.slurm_script import (
     Shard,
-    escape_output_path,
     plan_shards,
     render_script,
     sbatch_options,
 )
 from metalab.plan import RunPlan
 from metalab.records import RunState
+from metalab.store import credentials
 from metalab.store.base import Store
 
 __all__ = [
@@ -137,7 +140,9 @@ class _Submission:
     identity: bool
     shards: list[Shard]
     scripts: list[str]
-    output_dir: str | None
+    paths: SubmissionPaths
+    secrets: list[credentials.Credential]
+    """Passwords of the store's logins, written to the password file at submission."""
 
 
 class SlurmExecutor(Executor):
@@ -169,7 +174,9 @@ class SlurmExecutor(Executor):
         identity = len(todo) == plan.total  # todo is a sorted subset: same size => all
         k = self.config.runs_per_task
         shards = plan_shards(-(-len(todo) // k), self.config)
-        output_dir = _log_dir(store, submission)
+        paths = SubmissionPaths.of(store, submission, os.getcwd())
+        secrets = credentials.credentials_of(store)
+        passfile = str(paths.passfile) if secrets else None
         scripts = [
             render_script(
                 self.config,
@@ -181,15 +188,14 @@ class SlurmExecutor(Executor):
                 derived_key=derived_key(submission) if job.derived_metrics else None,
                 timeout=job.timeout,
                 job_name=f"metalab-{plan.experiment.name}",
+                passfile=passfile,
             )
             for shard in shards
         ]
-        return _Submission(submission, todo, identity, shards, scripts, output_dir)
+        return _Submission(submission, todo, identity, shards, scripts, paths, secrets)
 
     def _sbatch_argv(self, prepared: _Submission, shard: Shard, after_job: str | None) -> list[str]:
-        output = None
-        if prepared.output_dir is not None:
-            output = f"{escape_output_path(prepared.output_dir)}/shard{shard.number}-%a.out"
+        output = prepared.paths.output(shard.number)
         return ["sbatch", *sbatch_options(shard, output, after_job)]
 
     def describe(self, plan: RunPlan, store: Store, todo: list[int]) -> None:
@@ -206,6 +212,11 @@ class SlurmExecutor(Executor):
         )
         if not prepared.identity:
             print(f"  task list: blob {tasks_key('<submission>')} ({4 * len(todo)} bytes)")
+        paths = prepared.paths
+        if prepared.secrets:
+            print(f"  passwords: file {paths.passfile} (mode 0600, removed when finished)")
+        if paths.log_target != paths.log_dir:
+            print(f"  logs: {paths.log_dir} (through the alias {paths.log_target})")
         for shard in prepared.shards:
             wait = f", after array {shard.after}" if shard.after is not None else ""
             print(
@@ -245,12 +256,10 @@ class SlurmExecutor(Executor):
 
             key = derived_key(submission)  # sealed: workers refuse functions we did not write
             store.put_blob(key, derived_to_bytes(job.derived_metrics, key))
-        if prepared.output_dir is not None and prepared.shards:
-            import os
-
-            os.makedirs(prepared.output_dir, exist_ok=True)
         job_ids: list[str] = []
         try:
+            if prepared.shards:
+                prepared.paths.create(prepared.secrets)
             for shard in prepared.shards:
                 after = job_ids[shard.after] if shard.after is not None else None
                 argv = self._sbatch_argv(prepared, shard, after)
@@ -273,6 +282,7 @@ class SlurmExecutor(Executor):
         except BaseException:
             if job_ids:
                 _run_tool(["scancel", *job_ids])
+            prepared.paths.release()
             raise
         return SlurmLaunch(
             store=store,
@@ -284,15 +294,8 @@ class SlurmExecutor(Executor):
             runs_per_task=self.config.runs_per_task,
             todo=None if prepared.identity else prepared.todo,
             n_todo=len(prepared.todo),
+            submit_dir=prepared.paths.submit_dir,
         )
-
-
-def _log_dir(store: Store, submission: str) -> str | None:
-    """Directory for the array tasks' stdout/stderr: in a FileStore, else SLURM's default."""
-    root = getattr(store, "root", None)
-    if root is None:
-        return None
-    return str(root / "slurm" / "logs" / submission)
 
 
 class SlurmLaunch(Launch):
@@ -307,6 +310,8 @@ class SlurmLaunch(Launch):
         todo: task indices of the submission, or None for all tasks of the plan.
         n_todo: number of tasks in the submission.
         cancelled: the submission was cancelled before (reconnecting).
+        submit_dir: where sbatch ran, for the logs of stores that keep none (SLURM's
+            default ``slurm-<job>_<index>.out`` there); None when not known.
     """
 
     def __init__(
@@ -320,6 +325,7 @@ class SlurmLaunch(Launch):
         todo: Sequence[int] | None,
         n_todo: int,
         cancelled: bool = False,
+        submit_dir: str | None = None,
     ) -> None:
         self.store = store
         self.plan = plan
@@ -340,6 +346,7 @@ class SlurmLaunch(Launch):
         for _job, offset, count in shards:
             self._unresolved.update(range(offset, offset + count))
         self._global_of = {job: offset for job, offset, _count in shards}
+        self.paths = SubmissionPaths.of(store, submission, submit_dir)
 
     @property
     def tracks_store(self) -> bool:
@@ -362,6 +369,18 @@ class SlurmLaunch(Launch):
             "n_todo": self.n_todo,
             "tasks_key": None if self._todo is None else tasks_key(self.submission),
         }
+
+    def log_path(self, global_task: int) -> Path | None:
+        """Where the stdout/stderr of global array task ``global_task`` goes, if known.
+
+        ``{store}/slurm/logs/<submission>/shard<n>-<index>.out`` for a FileStore (written
+        through a private alias when sbatch cannot name that directory), else SLURM's
+        default file in the directory sbatch ran in.
+        """
+        for number, (job, offset, count) in enumerate(self.shards):
+            if offset <= global_task < offset + count:
+                return self.paths.log_path(number, job, global_task - offset)
+        return None
 
     # -- mapping --------------------------------------------------------------------------
     def _task_indices(self, global_task: int) -> list[int]:
@@ -429,20 +448,22 @@ class SlurmLaunch(Launch):
         """Account for array tasks that left the queue; unfinished runs crashed."""
         if not gone:
             return
-        tasks = [self.plan.task(t) for g in gone for t in self._task_indices(g)]
-        run_ids = [task.run_id for task in tasks]
+        owners = [(g, self.plan.task(t)) for g in gone for t in self._task_indices(g)]
+        run_ids = [task.run_id for _g, task in owners]
         completed = self.store.completed(run_ids)
         failed = self.store.failed(run_ids)
-        for task, is_done, is_failed in zip(tasks, completed, failed, strict=True):
+        for (g, task), is_done, is_failed in zip(owners, completed, failed, strict=True):
             if is_done or is_failed:
                 continue
             if self._cancelled:
                 self._cancelled_runs += 1
                 continue
-            self._record_crash(task)
+            self._record_crash(task, g)
         self._unresolved.difference_update(gone)
+        if not self._unresolved:
+            self.paths.release()  # no task of ours can start any more
 
-    def _record_crash(self, task: Any) -> None:
+    def _record_crash(self, task: Any, global_task: int) -> None:
         existing = self.store.get_record(task.run_id)
         if existing is not None and existing.status in (
             RunState.SUCCESS,
@@ -452,10 +473,18 @@ class SlurmLaunch(Launch):
             # The task died between record and marker: the durable record is the truth.
             self.store.mark(task.run_id, existing.status)
             return
+        log = self.log_path(global_task)
+        last = last_line(log) if log is not None else None
+        where = f"its log is {str(log)!r}" if log is not None else "see its SLURM log"
+        # The worker's own reason (e.g. a refused login) or slurmstepd's (oom-kill, time
+        # limit) when the log ends with one, rather than a guess.
+        why = "killed, out of memory or out of time?"
+        if last is not None:
+            known = last.startswith(("metalab.worker:", "slurmstepd:"))
+            why = f"its log ends with: {last}" if known else f"{why} its log ends with: {last}"
         error = WorkerCrashedError(
             f"SLURM array task of run {task.run_id} (task {task.task_index}) left the queue "
-            f"before finishing it (killed, out of memory or out of time?); "
-            f"see the task log under slurm/logs/{self.submission}"
+            f"before finishing it ({why}); {where}"
         )
         record = failure_record(
             self.plan, task, error, EXECUTOR_NAME, worker_identity(EXECUTOR_NAME, "monitor")

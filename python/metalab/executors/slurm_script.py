@@ -78,6 +78,7 @@ def render_script(
     derived_key: str | None = None,
     timeout: float | None = None,
     job_name: str,
+    passfile: str | None = None,
 ) -> str:
     """Return the batch script of one shard (given to ``sbatch`` on stdin).
 
@@ -85,6 +86,10 @@ def render_script(
     validated to a safe character set (sbatch reads those lines without a shell) and
     quoted too, which leaves them unchanged. ``setup`` lines are shell by intent and are
     copied verbatim.
+
+    Args:
+        passfile: path of the submission's password file (see
+            :mod:`metalab.store.credentials`); only the path is in the script.
     """
     q = shlex.quote
     lines = [
@@ -129,6 +134,8 @@ def render_script(
         command += ["--derived", derived_key]
     if timeout is not None:
         command += ["--timeout", repr(float(timeout))]
+    if passfile is not None:
+        command += ["--passfile", passfile]
     lines.append("exec " + " ".join(q(part) for part in command))
     return "\n".join(lines) + "\n"
 
@@ -137,8 +144,8 @@ def sbatch_options(shard: Shard, output: str | None, after_job: str | None) -> l
     """Command-line options of the ``sbatch`` call of ``shard`` (argv: no shell involved).
 
     The log path goes here rather than into an ``#SBATCH`` line because it contains the
-    store path, which may hold any character; ``%`` is doubled since sbatch expands
-    ``%A``-style patterns in it.
+    store path, which may hold any character; see
+    :func:`metalab.executors.slurm_paths.output_pattern`.
     """
     options = ["--parsable", f"--array={shard.array_spec}"]
     if output is not None:
@@ -146,8 +153,3 @@ def sbatch_options(shard: Shard, output: str | None, after_job: str | None) -> l
     if after_job is not None:
         options.append(f"--dependency=afterany:{after_job}")
     return options
-
-
-def escape_output_path(path: str) -> str:
-    """Escape ``%`` in a literal path for sbatch's ``--output`` (which expands ``%x``)."""
-    return path.replace("%", "%%")
