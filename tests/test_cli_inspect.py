@@ -10,6 +10,7 @@ import json
 import os
 import pty
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -169,6 +170,36 @@ def test_ls_through_a_fallback_locator(
     code, doc = cli_json(capsys, "ls", locator)
     assert code == 0
     assert [row["experiment_id"] for row in doc["experiments"]] == ["demo:1", "demo:2", "other:1"]
+
+
+def test_control_characters_planted_by_a_co_user_are_escaped(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # A shared store: another account can add manifests. Names with terminal escape
+    # sequences (set the title, clear the screen) must reach the reader as text.
+    from other_user import run_as_other_user, shared_dir
+
+    root = shared_dir()
+    try:
+        store = root / "store"
+        metalab.run(_exp("demo", "1", [1]), store=str(store)).result()
+        (store / "experiments").chmod(0o1777)
+        evil = "evil\x1b]0;owned\x07\x1b[2J:1"
+
+        def plant() -> None:
+            manifest = {"experiment_id": evil, "name": "evil\x1b[2J", "submitted_at": "2099"}
+            (store / "experiments" / "evil_2099.json").write_text(json.dumps(manifest))
+
+        run_as_other_user(plant)
+        code, out, err = cli(capsys, "ls", str(store))
+        assert code == 0 and "\x1b" not in out + err
+        assert "evil\\x1b]0;owned\\x07\\x1b[2J:1" in out
+        code, out, err = cli(capsys, "status", str(store), "evil")
+        assert code == 2 and "\x1b" not in out + err and "\\x1b" in err
+        code, screen = _on_terminal([CLI, "ls", str(store)])
+        assert code == 0 and "\x1b]0;owned" not in screen and "owned\\x07" in screen
+    finally:
+        shutil.rmtree(root)
 
 
 def test_unknown_scheme_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:

@@ -73,6 +73,7 @@ from metalab.cli_render import (
     Screen,
     json_document,
     make_screen,
+    printable,
     render_cancel,
     render_logs,
     render_ls,
@@ -113,7 +114,7 @@ def _open_store(locator: str) -> Store:
 
 
 def _fail(args: argparse.Namespace, code: int, message: str, candidates: list[str]) -> int:
-    message, candidates = redact(message), [redact(c) for c in candidates]
+    message, candidates = printable(message), [printable(c) for c in candidates]
     lines = [f"metalab {args.command}: {message}", *(f"  {c}" for c in candidates)]
     print("\n".join(lines), file=sys.stderr)
     if args.json:

@@ -2,8 +2,9 @@
 
 Each command builds one JSON-ready payload; the functions here draw that same payload for
 people, so the text and ``--json`` views can never disagree. Text coming from the store
-(log lines, tracebacks, parameter values) is always shown verbatim, never as rich markup,
-and everything printed passes through the password redaction of ``postgres_config``.
+(log lines, tracebacks, parameter values) is shown verbatim, never as rich markup, with
+terminal control characters escaped; everything printed passes through the password
+redaction of ``postgres_config``.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import json
 import math
 import os
 import sys
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import IO, Any
 
@@ -24,6 +26,7 @@ __all__ = [
     "format_value",
     "json_document",
     "make_screen",
+    "printable",
     "render_cancel",
     "render_logs",
     "render_ls",
@@ -31,6 +34,16 @@ __all__ = [
     "render_status",
     "status_line",
 ]
+
+
+# Control characters a co-user could plant in a shared store (an experiment name, a log
+# line) would drive the reader's terminal: they are shown as escapes instead.
+_CONTROLS = {c: f"\\x{c:02x}" for c in [*range(0x20), *range(0x7F, 0xA0)] if chr(c) not in "\n\t"}
+
+
+def printable(text: str) -> str:
+    """``text`` as it may be shown: passwords redacted, terminal control characters escaped."""
+    return redact(text).translate(_CONTROLS)
 
 
 def _clean(value: Any) -> Any:
@@ -62,28 +75,28 @@ def format_value(value: Any) -> str:
     return json.dumps(value, default=str)
 
 
-class Screen:
+class Screen(ABC):
     """Collects headings, key/value fields, tables and verbatim text, then prints them."""
 
+    @abstractmethod
     def heading(self, text: str) -> None:
         """A section title."""
-        raise NotImplementedError
 
+    @abstractmethod
     def fields(self, pairs: Sequence[tuple[str, str]]) -> None:
         """Aligned ``key  value`` lines."""
-        raise NotImplementedError
 
+    @abstractmethod
     def table(self, headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
         """A table with a header row."""
-        raise NotImplementedError
 
+    @abstractmethod
     def text(self, text: str) -> None:
         """Verbatim text (a log, a traceback, a message)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def show(self) -> None:
         """Print everything collected, then start empty."""
-        raise NotImplementedError
 
 
 class PlainScreen(Screen):
@@ -94,11 +107,13 @@ class PlainScreen(Screen):
         self.lines: list[str] = []
 
     def heading(self, text: str) -> None:
+        text = printable(text)
         if self.lines:
             self.lines.append("")
         self.lines += [text, "-" * len(text)]
 
     def fields(self, pairs: Sequence[tuple[str, str]]) -> None:
+        pairs = [(printable(k), printable(v)) for k, v in pairs]
         width = max((len(k) for k, _ in pairs), default=0)
         for key, value in pairs:
             first, *rest = value.splitlines() or [""]
@@ -106,22 +121,19 @@ class PlainScreen(Screen):
             self.lines += [" " * (width + 2) + line for line in rest]
 
     def table(self, headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
-        widths = [len(h) for h in headers]
-        for row in rows:
-            widths = [max(w, len(cell)) for w, cell in zip(widths, row, strict=True)]
-
-        def line(cells: Sequence[str]) -> str:
-            return "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
-
-        self.lines.append(line(headers))
-        self.lines += [line(row) for row in rows]
+        cells = [[printable(c) for c in row] for row in [headers, *rows]]
+        widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+        for row in cells:
+            self.lines.append(
+                "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+            )
 
     def text(self, text: str) -> None:
-        self.lines += text.rstrip("\n").splitlines()
+        self.lines += printable(text.rstrip("\n")).splitlines()
 
     def show(self) -> None:
         if self.lines:
-            self.stream.write(redact("\n".join(self.lines)) + "\n")
+            self.stream.write("\n".join(self.lines) + "\n")
             self.stream.flush()
         self.lines = []
 
@@ -140,7 +152,7 @@ class RichScreen(Screen):
 
         if self.parts:
             self.parts.append(Text(""))
-        self.parts.append(Text(redact(text), style="bold cyan"))
+        self.parts.append(Text(printable(text), style="bold cyan"))
 
     def fields(self, pairs: Sequence[tuple[str, str]]) -> None:
         from rich.table import Table
@@ -150,7 +162,7 @@ class RichScreen(Screen):
         grid.add_column(style="bold")
         grid.add_column()
         for key, value in pairs:
-            grid.add_row(Text(redact(key)), Text(redact(value), style=_style_of(value)))
+            grid.add_row(Text(printable(key)), Text(printable(value), style=_style_of(value)))
         self.parts.append(grid)
 
     def table(self, headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
@@ -159,13 +171,13 @@ class RichScreen(Screen):
 
         table = Table(*headers, header_style="bold")
         for row in rows:
-            table.add_row(*(Text(redact(cell), style=_style_of(cell)) for cell in row))
+            table.add_row(*(Text(printable(cell), style=_style_of(cell)) for cell in row))
         self.parts.append(table)
 
     def text(self, text: str) -> None:
         from rich.text import Text
 
-        self.parts.append(Text(redact(text.rstrip("\n"))))
+        self.parts.append(Text(printable(text.rstrip("\n"))))
 
     def renderable(self) -> Any:
         """Everything collected as one rich renderable (for a live display)."""
