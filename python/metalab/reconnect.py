@@ -6,7 +6,7 @@ import json
 import socket
 from typing import Any
 
-from metalab.errors import StoreError
+from metalab.errors import CorruptRecordError, StoreError
 from metalab.executors.base import Launch, LaunchCounts
 from metalab.plan import RunPlan
 from metalab.progress import make_progress
@@ -27,13 +27,15 @@ def reconnect(store: Any, experiment_id: str | None = None, progress: Any = None
         StoreError: the store records no launch (of ``experiment_id``).
         SignatureError: the stored spec was not sealed by this account (another user or
             role wrote or altered it); nothing of it was unpickled.
+        CorruptRecordError: the launch pointer blob is garbled (names it and the fix).
     """
     target = create_store(store)
     pointer_blob = target.get_blob(launch_key(experiment_id))
     if pointer_blob is None:
         which = f"experiment {experiment_id!r}" if experiment_id else "any experiment"
         raise StoreError(f"store {target.locator} has no launch of {which} to reconnect to")
-    pointer = json.loads(pointer_blob)
+    where = f"launch pointer blob {launch_key(experiment_id)!r} of {target.locator}"
+    pointer = _launch_pointer(pointer_blob, where)
     experiment = pointer["experiment_id"]
     spec_blob = target.get_blob(spec_key(experiment))
     if spec_blob is None:
@@ -43,12 +45,41 @@ def reconnect(store: Any, experiment_id: str | None = None, progress: Any = None
         spec_blob, experiment, f"spec blob {spec_key(experiment)!r} of {target.locator}"
     )
     plan = RunPlan(experiment_from_spec(spec), context_fp=spec["context_fingerprint"])
-    launch = _reattach(pointer, target)
+    try:
+        launch = _reattach(pointer, target)
+    except (KeyError, TypeError) as exc:  # a field of the right JSON but the wrong shape
+        raise CorruptRecordError(
+            f"{where} lacks a usable field ({exc!r}); {_POINTER_FIX}"
+        ) from None
     display = make_progress(progress)
     done = sum(target.completed(plan.run_ids))
     if display is not None:
         display.start(plan.total, 0)
     return RunHandle(plan, target, launch, skipped=done if launch is None else 0, progress=display)
+
+
+_POINTER_FIX = (
+    "run the experiment again (resume=True skips what finished) to rewrite it, or pass "
+    "experiment_id= to reconnect through that experiment's own pointer"
+)
+
+
+def _launch_pointer(data: bytes, where: str) -> dict[str, Any]:
+    """Decode a launch pointer written by :func:`metalab.run`.
+
+    Raises:
+        CorruptRecordError: not a JSON object with a str ``experiment_id``.
+    """
+    try:
+        pointer = json.loads(data)
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
+        raise CorruptRecordError(f"{where} is not valid JSON ({exc}); {_POINTER_FIX}") from None
+    if not isinstance(pointer, dict) or not isinstance(pointer.get("experiment_id"), str):
+        raise CorruptRecordError(
+            f"{where} is not a launch pointer (expected a JSON object with a str "
+            f"'experiment_id'); {_POINTER_FIX}"
+        )
+    return pointer
 
 
 class _EndedLaunch(Launch):

@@ -9,6 +9,8 @@ SlurmConfig takes ASCII digits only, and a garbled launch pointer is a CorruptRe
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -19,7 +21,8 @@ from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 import metalab
-from metalab.errors import EncodingError, LocatorError
+from metalab.errors import CorruptRecordError, EncodingError, LocatorError, SlurmConfigError
+from metalab.executors.slurm_config import SlurmConfig
 from metalab.plan import RunPlan
 from metalab.store import create_store, to_locator
 from metalab.store.postgres_config import _SECRETS, _SECRETS_LOCK, redact
@@ -244,3 +247,80 @@ def test_accepted_file_forms_still_work(tmp_path: Path, monkeypatch: pytest.Monk
     assert create_store(f"file://{tmp_path}/a").locator == (tmp_path / "a").as_uri()
     assert create_store("runs/exp").locator == (tmp_path / "runs" / "exp").as_uri()
     assert create_store("exp:1").locator == (tmp_path / "exp:1").as_uri()  # not a scheme
+
+
+# -- SlurmConfig takes ASCII digits only ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("field", "bad"),
+    [
+        ("time", "\u0661:00:00"),  # ARABIC-INDIC DIGIT ONE: `\d` matched it
+        ("time", "\uff11:00:00"),  # FULLWIDTH DIGIT ONE
+        ("time", "1:00:00\u3000"),  # IDEOGRAPHIC SPACE: str.strip() removed it
+        ("time", "\u0967-00"),  # DEVANAGARI DIGIT ONE
+        ("memory", "4\u212a"),  # KELVIN SIGN: matched K under IGNORECASE
+        ("memory", "\u0664G"),
+    ],
+)
+def test_slurm_config_refuses_non_ascii_digits(field: str, bad: str) -> None:
+    with pytest.raises(SlurmConfigError) as info:
+        SlurmConfig(**{field: bad})
+    message = str(info.value)
+    assert repr(bad) in message and ascii(bad) in message and isinstance(info.value, ValueError)
+
+
+def test_refused_slurm_values_are_ones_sbatch_refuses() -> None:
+    """The values refused above are ones sbatch itself rejects (so refusing is right)."""
+    if shutil.which("sbatch") is None:
+        pytest.skip("sbatch is not installed")
+    for option in ("--time=\u0661:00:00", "--mem=4\u212a"):
+        done = subprocess.run(
+            ["sbatch", "--test-only", option, "--wrap=true"], capture_output=True, text=True
+        )
+        assert done.returncode != 0 and "Invalid" in done.stderr, (option, done.stderr)
+
+
+def test_slurm_time_is_passed_on_without_surrounding_blanks() -> None:
+    assert SlurmConfig(time=" 1:00:00\t").time == "1:00:00"
+
+
+# -- a garbled launch pointer --------------------------------------------------------------
+
+
+def _launched_store(tmp_path: Path) -> Path:
+    store = tmp_path / "store"
+    metalab.run(_exp(metalab.grid(x=[1, 2])), store=store).result()
+    return store
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        b'{"experiment_id": "small:1", "exec',
+        b"\xff\xfe not text",
+        b"[1, 2]",
+        b'{"experiment_id": 7}',
+    ],
+)
+def test_garbled_launch_pointer_is_a_corrupt_record_error(garbage: bytes, tmp_path: Path) -> None:
+    store = _launched_store(tmp_path)
+    (pointer,) = store.rglob("launch-latest.json")
+    pointer.write_bytes(garbage)
+    with pytest.raises(CorruptRecordError) as info:
+        metalab.reconnect(store)
+    message = str(info.value)
+    assert (
+        "launch pointer blob 'launch-latest.json'" in message
+        and "run the experiment again" in message
+    )
+    # The experiment's own pointer still works, as the message suggests.
+    assert len(metalab.reconnect(store, experiment_id="small:1").result()) == 2
+
+
+def test_launch_pointer_of_the_wrong_shape_is_a_corrupt_record_error(tmp_path: Path) -> None:
+    store = _launched_store(tmp_path)
+    (pointer,) = store.rglob("launch-latest.json")
+    pointer.write_text(json.dumps({"experiment_id": "small:1", "executor": "slurm"}))
+    with pytest.raises(CorruptRecordError, match="lacks a usable field"):
+        metalab.reconnect(store)

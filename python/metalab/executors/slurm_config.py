@@ -20,18 +20,29 @@ DEFAULT_PARTITION = "default"
 
 # Partition names end up in an ``#SBATCH`` line, which sbatch parses without a shell; a
 # restricted character set keeps them unambiguous there (a comma separates alternatives).
-_PARTITION = re.compile(r"^[A-Za-z0-9_.\-]+(,[A-Za-z0-9_.\-]+)*$")
-_MEMORY = re.compile(r"^([0-9]+)([KMGT])?B?$", re.IGNORECASE)
+# Every pattern is ASCII-only: these values reach sbatch as text, and sbatch refuses what
+# Python's Unicode-aware `\d`, `str.isdigit()` or IGNORECASE would let through
+# ('\u0661:00:00' with an Arabic-Indic digit, '4\u212a' with a Kelvin sign matching K).
+_PARTITION = re.compile(r"[A-Za-z0-9_.\-]+(,[A-Za-z0-9_.\-]+)*", re.ASCII)
+_MEMORY = re.compile(r"([0-9]+)([KMGT])?B?", re.IGNORECASE | re.ASCII)
 _TIME_FORMATS = (
     # (pattern, field names) -- the formats sbatch accepts for --time.
-    (re.compile(r"^(\d+)$"), ("m",)),
-    (re.compile(r"^(\d+):(\d+)$"), ("m", "s")),
-    (re.compile(r"^(\d+):(\d+):(\d+)$"), ("h", "m", "s")),
-    (re.compile(r"^(\d+)-(\d+)$"), ("d", "h")),
-    (re.compile(r"^(\d+)-(\d+):(\d+)$"), ("d", "h", "m")),
-    (re.compile(r"^(\d+)-(\d+):(\d+):(\d+)$"), ("d", "h", "m", "s")),
+    (re.compile(r"([0-9]+)", re.ASCII), ("m",)),
+    (re.compile(r"([0-9]+):([0-9]+)", re.ASCII), ("m", "s")),
+    (re.compile(r"([0-9]+):([0-9]+):([0-9]+)", re.ASCII), ("h", "m", "s")),
+    (re.compile(r"([0-9]+)-([0-9]+)", re.ASCII), ("d", "h")),
+    (re.compile(r"([0-9]+)-([0-9]+):([0-9]+)", re.ASCII), ("d", "h", "m")),
+    (re.compile(r"([0-9]+)-([0-9]+):([0-9]+):([0-9]+)", re.ASCII), ("d", "h", "m", "s")),
 )
 _TIME_HELP = "expected MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS"
+_ASCII_BLANKS = " \t"
+
+
+def _not_ascii(value: str) -> str:
+    """A hint for error messages when ``value`` holds look-alike non-ASCII characters."""
+    if value.isascii():
+        return ""
+    return f" (only ASCII digits and letters are accepted; it contains {value!a})"
 
 
 def parse_time(value: object) -> int:
@@ -44,7 +55,7 @@ def parse_time(value: object) -> int:
     """
     if not isinstance(value, str):
         raise SlurmConfigError(f"SlurmConfig time must be a str like '1:00:00', got {value!r}")
-    text = value.strip()
+    text = value.strip(_ASCII_BLANKS)
     for pattern, names in _TIME_FORMATS:
         match = pattern.fullmatch(text)
         if match is None:
@@ -66,7 +77,9 @@ def parse_time(value: object) -> int:
         if seconds == 0:
             raise SlurmConfigError(f"SlurmConfig time {value!r} is zero; give a positive walltime")
         return seconds
-    raise SlurmConfigError(f"SlurmConfig time {value!r} is not a walltime; {_TIME_HELP}")
+    raise SlurmConfigError(
+        f"SlurmConfig time {value!r} is not a walltime; {_TIME_HELP}{_not_ascii(value)}"
+    )
 
 
 def parse_memory(value: object) -> str:
@@ -79,11 +92,12 @@ def parse_memory(value: object) -> str:
     """
     if not isinstance(value, str):
         raise SlurmConfigError(f"SlurmConfig memory must be a str like '4G', got {value!r}")
-    match = _MEMORY.fullmatch(value.strip())
+    match = _MEMORY.fullmatch(value.strip(_ASCII_BLANKS))
     if match is None:
         raise SlurmConfigError(
             f"SlurmConfig memory {value!r} is not a memory size; expected a number with an "
             f"optional unit K, M, G or T (optionally followed by B), e.g. '4G' or '16GB'"
+            f"{_not_ascii(value)}"
         )
     amount, unit = int(match.group(1)), (match.group(2) or "M").upper()
     if amount <= 0:
@@ -157,6 +171,7 @@ class SlurmConfig:
                 f"letters, digits, '_', '.', '-' (comma-separated for several)"
             )
         parse_time(self.time)
+        self.time = self.time.strip(_ASCII_BLANKS)  # the script passes it to sbatch as is
         self.cpus = _count("cpus", self.cpus, 1)
         parse_memory(self.memory)
         self.gpus = _count("gpus", self.gpus, 0)
