@@ -86,10 +86,18 @@ def _job_details(job_id: str) -> bytes:
 
 @pytest.mark.postgres
 def test_tasks_log_in_with_the_locator_password_and_it_shows_nowhere(
-    pw_role: PasswordRole, private_dir: Path, tmp_path: Path, no_leftover_jobs: list[str]
+    pw_role: PasswordRole,
+    private_dir: Path,
+    tmp_path: Path,
+    no_leftover_jobs: list[str],
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     exp = _experiment("pw_slurm", tmp_path, 6)
     config = metalab.SlurmConfig(runs_per_task=3, time="5")
+    # The dry run prints the exact sbatch command lines and scripts.
+    metalab.run(exp, store=pw_role.url, executor=metalab.SlurmExecutor(config), dry_run=True)
+    printed = capsys.readouterr().out
+    assert "sbatch --parsable" in printed and "--passfile" in printed
     handle = metalab.run(exp, store=pw_role.url, executor=metalab.SlurmExecutor(config))
     launch = handle._launch
     assert isinstance(launch, SlurmLaunch)
@@ -116,7 +124,8 @@ def test_tasks_log_in_with_the_locator_password_and_it_shows_nowhere(
     assert all(b"task log line of run" in text for text in texts)
     scripts = [_batch_script(job) for job in launch.job_ids]
     assert all(str(passfile).encode() in script for script in scripts)
-    everything = [*seen, *texts, *scripts, *(_job_details(job) for job in launch.job_ids)]
+    details = [_job_details(job) for job in launch.job_ids]
+    everything = [printed.encode(), *seen, *texts, *scripts, *details]
     for text in everything:
         for secret in pw_role.secrets:
             assert secret.encode() not in text
