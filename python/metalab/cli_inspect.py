@@ -46,6 +46,7 @@ import math
 import os
 import socket
 import sys
+import textwrap
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -91,11 +92,55 @@ from metalab.store.postgres_config import redact
 
 __all__ = ["add_inspect_commands"]
 
-_EPILOG = (
-    "exit codes: 0 ok; 1 failures found (failed runs); 2 usage error, unknown or ambiguous "
-    "experiment/run; 3 store unreachable; 4 request failed; 130 interrupted. "
-    "--json prints one JSON document on stdout (keys: see `pydoc metalab.cli_inspect`)."
-)
+_EXIT_CODES: dict[str, dict[int, str]] = {
+    "ls": {0: "listed (even when runs failed: see status)"},
+    "status": {
+        0: "no failed run (complete or still going)",
+        1: "some runs failed (or were cancelled)",
+        2: "the experiment is unknown or ambiguous (candidates listed)",
+        4: "the launch cannot be read (e.g. its spec was not written by you)",
+    },
+    "show": {
+        0: "the run succeeded, or has not finished",
+        1: "the run failed or was cancelled",
+        2: "the run ID is malformed, unknown or ambiguous (candidates listed)",
+    },
+    "logs": {
+        0: "no failed run found / the run did not fail",
+        1: "failed runs found (--failed) / the run failed",
+        2: "the run or experiment is unknown or ambiguous",
+    },
+    "cancel": {
+        0: "cancelled, or nothing was left to cancel",
+        2: "the experiment is unknown, ambiguous or was never launched",
+        4: "cannot be cancelled from here (a local launch inside another process), "
+        "or scancel failed",
+    },
+}
+_COMMON_CODES = {
+    2: "usage error or no store at that path",
+    3: "the store cannot be reached",
+    130: "interrupted (Ctrl-C)",
+}
+
+
+def _epilog(command: str) -> str:
+    """The exit codes of ``command`` (shared ones merged in), then where JSON keys are."""
+    codes = dict(_COMMON_CODES)
+    for code, text in _EXIT_CODES[command].items():
+        codes[code] = f"{codes[code]}; or {text}" if code in codes else text
+    lines = [
+        textwrap.fill(codes[code], 78, initial_indent=f"  {code:<4} ", subsequent_indent=" " * 7)
+        for code in sorted(codes)
+    ]
+    return (
+        "exit codes:\n"
+        + "\n".join(lines)
+        + "\n\n--json prints exactly one JSON document on stdout; its keys are listed in\n"
+        "`python -m pydoc metalab.cli_inspect`."
+    )
+
+
 _SHOW_TAIL = 20
 Payload = dict[str, Any]
 Command = Callable[[Store, argparse.Namespace, Screen | None], tuple[Payload, int]]
@@ -377,7 +422,13 @@ def add_inspect_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
     """Add ``ls``, ``status``, ``show``, ``logs`` and ``cancel`` to the CLI."""
 
     def command(name: str, help_text: str, run: Command, render: Render) -> argparse.ArgumentParser:
-        parser = sub.add_parser(name, help=help_text, description=help_text, epilog=_EPILOG)
+        parser = sub.add_parser(
+            name,
+            help=help_text,
+            description=help_text,
+            epilog=_epilog(name),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         parser.add_argument("store", metavar="STORE", help="store path or locator")
         parser.add_argument("--json", action="store_true", help="print one JSON document")
         parser.set_defaults(handler=_handler(run, render))
