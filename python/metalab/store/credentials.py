@@ -12,7 +12,8 @@ one mechanism per executor:
   worker's command line (a path, not a secret) and removed when the launch finishes. Its
   lines have the PGPASSFILE layout ``host:port:database:user:password`` (``\\``-escaped);
   the worker reads it only when it is a regular file of its own user that nobody else can
-  read (:mod:`metalab.trust`).
+  read (:mod:`metalab.trust`). The same directory holds the submission's log alias when
+  sbatch cannot name the store's log directory (:mod:`metalab.executors.slurm_paths`).
 
 Never in argv, the batch script, a blob, a record or a log. In the worker,
 :func:`install` registers what was handed over and :meth:`PostgresConfig.parse` fills a
