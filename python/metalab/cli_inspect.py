@@ -44,9 +44,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import socket
 import sys
-import textwrap
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -62,9 +60,9 @@ from metalab.cli_query import (
     CommandError,
     ExperimentView,
     StatusSource,
+    cancel_launch,
     experiments,
     failed_runs,
-    launch_pointer,
     marker_counts,
     resolve_experiment,
     resolve_run,
@@ -72,6 +70,7 @@ from metalab.cli_query import (
 from metalab.cli_render import (
     RichScreen,
     Screen,
+    epilog,
     json_document,
     make_screen,
     printable,
@@ -91,55 +90,6 @@ from metalab.store.base import Store
 from metalab.store.postgres_config import redact
 
 __all__ = ["add_inspect_commands"]
-
-_EXIT_CODES: dict[str, dict[int, str]] = {
-    "ls": {0: "listed (even when runs failed: see status)"},
-    "status": {
-        0: "no failed run (complete or still going)",
-        1: "some runs failed (or were cancelled)",
-        2: "the experiment is unknown or ambiguous (candidates listed)",
-        4: "the launch cannot be read (e.g. its spec was not written by you)",
-    },
-    "show": {
-        0: "the run succeeded, or has not finished",
-        1: "the run failed or was cancelled",
-        2: "the run ID is malformed, unknown or ambiguous (candidates listed)",
-    },
-    "logs": {
-        0: "no failed run found / the run did not fail",
-        1: "failed runs found (--failed) / the run failed",
-        2: "the run or experiment is unknown or ambiguous",
-    },
-    "cancel": {
-        0: "cancelled, or nothing was left to cancel",
-        2: "the experiment is unknown, ambiguous or was never launched",
-        4: "cannot be cancelled from here (a local launch inside another process), "
-        "or scancel failed",
-    },
-}
-_COMMON_CODES = {
-    2: "usage error or no store at that path",
-    3: "the store cannot be reached",
-    130: "interrupted (Ctrl-C)",
-}
-
-
-def _epilog(command: str) -> str:
-    """The exit codes of ``command`` (shared ones merged in), then where JSON keys are."""
-    codes = dict(_COMMON_CODES)
-    for code, text in _EXIT_CODES[command].items():
-        codes[code] = f"{codes[code]}; or {text}" if code in codes else text
-    lines = [
-        textwrap.fill(codes[code], 78, initial_indent=f"  {code:<4} ", subsequent_indent=" " * 7)
-        for code in sorted(codes)
-    ]
-    return (
-        "exit codes:\n"
-        + "\n".join(lines)
-        + "\n\n--json prints exactly one JSON document on stdout; its keys are listed in\n"
-        "`python -m pydoc metalab.cli_inspect`."
-    )
-
 
 _SHOW_TAIL = 20
 Payload = dict[str, Any]
@@ -351,54 +301,7 @@ def _logs(store: Store, args: argparse.Namespace, screen: Screen | None) -> tupl
 
 # -- cancel -----------------------------------------------------------------------------
 def _cancel(store: Store, args: argparse.Namespace, screen: Screen | None) -> tuple[Payload, int]:
-    from metalab.reconnect import reconnect
-    from metalab.service import pid_alive
-
-    view = _views(store, args.experiment)[0]
-    pointer = launch_pointer(store, view.experiment_id)
-    if pointer is None:
-        raise CommandError(f"store {store.locator} records no launch of {view.experiment_id}")
-    handle = reconnect(store, view.experiment_id)
-    before = handle.status
-    unfinished = before.pending + before.running
-    executor = str(pointer.get("executor"))
-    jobs = [str(j) for j in pointer.get("job_ids") or []] if executor == "slurm" else None
-    eid, code, cancelled = view.experiment_id, EXIT_OK, False
-    if before.is_complete:
-        message = (
-            f"nothing to cancel: {eid} is complete ({before.completed} ok, {before.failed} failed)"
-        )
-    elif executor == "slurm":
-        handle.cancel()
-        cancelled = True
-        message = (
-            f"cancelled {eid}: scancel-ed SLURM job(s) {', '.join(jobs or [])}; "
-            f"{unfinished} run(s) had not finished (resume with metalab.run(..., resume=True))"
-        )
-    else:
-        host, pid = pointer.get("driver_host"), pointer.get("driver_pid")
-        here = host == socket.gethostname()
-        if here and isinstance(pid, int) and not pid_alive(pid):
-            message = (
-                f"nothing to cancel: the {executor} launch of {eid} ended with its driver "
-                f"process {pid}; {unfinished} run(s) never finished (resume to run them)"
-            )
-        else:
-            code = EXIT_ERROR
-            message = (
-                f"cannot cancel {eid} from here: its {executor} launch runs inside process "
-                f"{pid} on {host}; stop that process (Ctrl-C there) — finished runs are kept"
-            )
-    payload = {
-        "store": store.locator,
-        "experiment_id": eid,
-        "executor": executor,
-        "cancelled": cancelled,
-        "slurm_job_ids": jobs,
-        "unfinished": unfinished,
-        "message": message,
-    }
-    return payload, code
+    return cancel_launch(store, _views(store, args.experiment)[0])
 
 
 # -- argparse ---------------------------------------------------------------------------
@@ -426,7 +329,7 @@ def add_inspect_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
             name,
             help=help_text,
             description=help_text,
-            epilog=_epilog(name),
+            epilog=epilog(name),
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         parser.add_argument("store", metavar="STORE", help="store path or locator")

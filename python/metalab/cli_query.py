@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import socket
 import string
 from collections.abc import Sequence
 from typing import Any
@@ -34,6 +35,7 @@ __all__ = [
     "CommandError",
     "ExperimentView",
     "StatusSource",
+    "cancel_launch",
     "experiments",
     "failed_runs",
     "launch_pointer",
@@ -312,3 +314,62 @@ class StatusSource:
             "complete": status["pending"] == 0 and status["running"] == 0,
             "failed_run_ids": failed_ids[:MAX_FAILED_IDS],
         }
+
+
+def cancel_launch(store: Store, view: ExperimentView) -> tuple[dict[str, Any], int]:
+    """Cancel the live launch of ``view`` (SLURM: scancel); return the payload and exit code.
+
+    A local launch runs inside its driver process, which this process cannot reach: it is
+    reported (exit code 4), not killed.
+
+    Raises:
+        CommandError: the experiment was never launched into this store.
+        SlurmError: scancel failed.
+    """
+    from metalab.reconnect import reconnect
+    from metalab.service import pid_alive
+
+    pointer = launch_pointer(store, view.experiment_id)
+    if pointer is None:
+        raise CommandError(f"store {store.locator} records no launch of {view.experiment_id}")
+    handle = reconnect(store, view.experiment_id)
+    before = handle.status
+    unfinished = before.pending + before.running
+    executor = str(pointer.get("executor"))
+    jobs = [str(j) for j in pointer.get("job_ids") or []] if executor == "slurm" else None
+    eid, code, cancelled = view.experiment_id, EXIT_OK, False
+    if before.is_complete:
+        message = (
+            f"nothing to cancel: {eid} is complete ({before.completed} ok, {before.failed} failed)"
+        )
+    elif executor == "slurm":
+        handle.cancel()
+        cancelled = True
+        message = (
+            f"cancelled {eid}: scancel-ed SLURM job(s) {', '.join(jobs or [])}; "
+            f"{unfinished} run(s) had not finished (resume with metalab.run(..., resume=True))"
+        )
+    else:
+        host, pid = pointer.get("driver_host"), pointer.get("driver_pid")
+        here = host == socket.gethostname()
+        if here and isinstance(pid, int) and not pid_alive(pid):
+            message = (
+                f"nothing to cancel: the {executor} launch of {eid} ended with its driver "
+                f"process {pid}; {unfinished} run(s) never finished (resume to run them)"
+            )
+        else:
+            code = EXIT_ERROR
+            message = (
+                f"cannot cancel {eid} from here: its {executor} launch runs inside process "
+                f"{pid} on {host}; stop that process (Ctrl-C there) — finished runs are kept"
+            )
+    payload = {
+        "store": store.locator,
+        "experiment_id": eid,
+        "executor": executor,
+        "cancelled": cancelled,
+        "slurm_job_ids": jobs,
+        "unfinished": unfinished,
+        "message": message,
+    }
+    return payload, code

@@ -13,6 +13,7 @@ import json
 import math
 import os
 import sys
+import textwrap
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import IO, Any
@@ -23,6 +24,7 @@ __all__ = [
     "PlainScreen",
     "RichScreen",
     "Screen",
+    "epilog",
     "format_value",
     "json_document",
     "make_screen",
@@ -345,3 +347,53 @@ def render_logs(payload: dict[str, Any], screen: Screen) -> None:
 def render_cancel(payload: dict[str, Any], screen: Screen) -> None:
     """``metalab cancel``: what was cancelled."""
     screen.text(payload["message"])
+
+
+# -- --help epilogs ----------------------------------------------------------------------
+_EXIT_CODES: dict[str, dict[int, str]] = {
+    "ls": {0: "listed (even when runs failed: see status)"},
+    "status": {
+        0: "no failed run (complete or still going)",
+        1: "some runs failed (or were cancelled)",
+        2: "the experiment is unknown or ambiguous (candidates listed)",
+        4: "the store answered but the status could not be computed (reason printed)",
+    },
+    "show": {
+        0: "the run succeeded, or has not finished",
+        1: "the run failed or was cancelled",
+        2: "the run ID is malformed, unknown or ambiguous (candidates listed)",
+    },
+    "logs": {
+        0: "no failed run found / the run did not fail",
+        1: "failed runs found (--failed) / the run failed",
+        2: "the run or experiment is unknown or ambiguous",
+    },
+    "cancel": {
+        0: "cancelled, or nothing was left to cancel",
+        2: "the experiment is unknown, ambiguous or was never launched",
+        4: "cannot be cancelled from here (a local launch inside another process), "
+        "or scancel failed",
+    },
+}
+_COMMON_CODES = {
+    2: "usage error or no store at that path",
+    3: "the store cannot be reached",
+    130: "interrupted (Ctrl-C)",
+}
+
+
+def epilog(command: str) -> str:
+    """The exit codes of ``command`` (shared ones merged in), then where JSON keys are."""
+    codes = dict(_COMMON_CODES)
+    for code, text in _EXIT_CODES[command].items():
+        codes[code] = f"{codes[code]}; or {text}" if code in codes else text
+    lines = [
+        textwrap.fill(codes[code], 78, initial_indent=f"  {code:<4} ", subsequent_indent=" " * 7)
+        for code in sorted(codes)
+    ]
+    return (
+        "exit codes:\n"
+        + "\n".join(lines)
+        + "\n\n--json prints exactly one JSON document on stdout; its keys are listed in\n"
+        "`python -m pydoc metalab.cli_inspect`."
+    )
