@@ -39,6 +39,7 @@ def _handle(args: argparse.Namespace) -> int:
             )
             print(f"started {info.describe()}")
             print(f"service file: {directory / 'service.json'} (mode 0600, holds the password)")
+            print(f"data directory: {info.data_dir}")
             return 0
         if args.pg_action == "status":
             up, found = service.service_status(directory)

@@ -31,6 +31,9 @@ __all__ = [
 ]
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+# Ancestors are only passed through: O_PATH needs search, not read, permission (a 0711
+# home or lab directory), and its descriptor still serves as dir_fd and for fstat.
+_PASS_FLAGS = getattr(os, "O_PATH", os.O_RDONLY) | os.O_DIRECTORY | os.O_CLOEXEC
 
 
 def describe_owner(uid: int) -> str:
@@ -161,8 +164,9 @@ def _open_dir_entry(dir_fd: int, name: str, shown: Path, what: str, leaf: bool) 
     only when it was made by this user, root or the owner of the directory holding it:
     anyone else (a co-user of a shared directory) could point it anywhere.
     """
+    flags = _DIR_FLAGS if leaf else _PASS_FLAGS | os.O_NOFOLLOW
     try:
-        return os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
+        return os.open(name, flags, dir_fd=dir_fd)
     except FileNotFoundError:
         return None
     except OSError as exc:
@@ -178,7 +182,7 @@ def _open_dir_entry(dir_fd: int, name: str, shown: Path, what: str, leaf: bool) 
         raise _refused(
             shown, what, st, "a symbolic link another user made, so it may lead anywhere"
         )
-    return os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=dir_fd)
+    return os.open(name, _PASS_FLAGS, dir_fd=dir_fd)
 
 
 def _make_private_dir(dir_fd: int, name: str, shown: Path, what: str) -> int | None:

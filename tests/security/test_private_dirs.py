@@ -209,3 +209,27 @@ def test_own_links_in_the_path_are_followed(tmp_path: Path) -> None:
     assert (real / "svc" / "probe").read_bytes() == b"x"
     with pytest.raises(UntrustedFileError, match="symbolic link"):
         ServiceDir.create(tmp_path / "link")  # the directory itself must be real
+
+
+def test_an_ancestor_that_others_may_only_traverse_is_fine() -> None:
+    # As an ordinary user (nobody) below a 0711 directory of root, like a cluster's
+    # home or lab directories: passing through must not need read permission.
+    nobody, gid = other_uid_gid()
+    top = shared_dir("metalab-traverse-")
+    try:
+        (top / "lab").mkdir(mode=0o711)
+        (top / "lab").chmod(0o711)
+        (top / "lab" / "me").mkdir()
+        os.chown(top / "lab" / "me", nobody, gid)
+        wanted = top / "lab" / "me" / "store" / "services" / "postgres"
+
+        def as_user() -> None:
+            with ServiceDir.create(wanted) as service:
+                service.write("probe", b"ok")
+            with ServiceDir.open(wanted) as service:  # type: ignore[union-attr]
+                assert service.read("probe") == b"ok"
+
+        run_as_other_user(as_user)
+        assert os.lstat(wanted).st_uid == nobody and mode(wanted) == 0o700
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
