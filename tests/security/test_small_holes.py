@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import uuid
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -324,3 +325,20 @@ def test_launch_pointer_of_the_wrong_shape_is_a_corrupt_record_error(tmp_path: P
     pointer.write_text(json.dumps({"experiment_id": "small:1", "executor": "slurm"}))
     with pytest.raises(CorruptRecordError, match="lacks a usable field"):
         metalab.reconnect(store)
+
+
+def test_garbled_launch_pointer_in_postgres(tmp_path: Path) -> None:
+    """Whoever may UPDATE the blobs table can garble the pointer: still a typed error."""
+    from metalab.store.postgres import PostgresStore
+    from services import postgres_url
+
+    locator = f"{postgres_url()}?schema=t_{uuid.uuid4().hex}&artifact_root={tmp_path / 'art'}"
+    metalab.run(_exp(metalab.grid(x=[1])), store=locator).result()
+    store = PostgresStore.from_locator(locator)
+    try:
+        store.put_blob("launch-latest.json", b"{not json")
+        with pytest.raises(CorruptRecordError, match=r"launch pointer blob 'launch-latest\.json'"):
+            metalab.reconnect(locator)
+    finally:
+        store.drop_schema()
+        store.close()
