@@ -233,3 +233,29 @@ def test_an_ancestor_that_others_may_only_traverse_is_fine() -> None:
         assert os.lstat(wanted).st_uid == nobody and mode(wanted) == 0o700
     finally:
         shutil.rmtree(top, ignore_errors=True)
+
+
+def test_a_scratch_dir_of_earlier_versions_is_adopted_only_when_root_made_it(
+    scratch: Path, tmp_path: Path
+) -> None:
+    server_uid, server_gid = require_native_postgres()
+    service_dir = default_service_dir(tmp_path / "store")
+    digest = hashlib.sha256(str(service_dir).encode()).hexdigest()[:12]
+    legacy = scratch / "metalab-postgres" / digest / "data"
+    legacy.mkdir(parents=True, mode=0o700)  # as earlier versions did: root's, 0755 parents
+    for parent in (legacy.parent, legacy.parent.parent):
+        parent.chmod(0o755)
+    os.chown(legacy, server_uid, server_gid)
+    with ServiceDir.create(service_dir) as service:
+        data, fd = service_native.prepare_data_dir(service)
+        os.close(fd)
+    assert data == legacy  # the existing cluster (and its data) is kept
+    assert (service_dir / "data-location").read_text().strip() == str(legacy)
+    # Had anyone else been able to write on the way, it would not have been adopted.
+    legacy.parent.chmod(0o777)
+    (service_dir / "data-location").unlink()
+    with ServiceDir.open(service_dir) as service:  # type: ignore[union-attr]
+        data, fd = service_native.prepare_data_dir(service)
+        os.close(fd)
+    assert data != legacy and data.parent.name.startswith("metalab-postgres-")
+    assert mode(legacy.parent) == 0o777 and os.lstat(legacy).st_uid == server_uid  # untouched
