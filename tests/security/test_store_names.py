@@ -219,6 +219,28 @@ def test_export_skips_bad_names_reports_them_and_writes_only_into_the_target(
     assert not (shared / "escaped.npy").exists()
 
 
+def test_export_skips_a_corrupt_record_or_marker_planted_by_another_user(shared: Path) -> None:
+    root, run_ids = lab_store(shared)
+    layout = FileLayout(root)
+    replace_as_other_user(layout.record(run_ids[2]), '{"run_id": "trunc')
+    stray = "ab" * 16
+
+    def plant_marker() -> None:
+        layout.failed_marker(stray).parent.mkdir(parents=True, exist_ok=True)
+        layout.failed_marker(stray).write_text("pwned")
+
+    run_as_other_user(plant_marker)
+    target = shared / "export"
+    done = export(str(root), target)
+
+    assert done.returncode == EXIT_SKIPPED, done.stderr
+    assert f"run {run_ids[2]}:" in done.stderr and "'pwned'" in done.stderr
+    assert "Traceback" not in done.stderr
+    copied = {r.run_id for r in FileStore(target).load_records().records}
+    assert copied == set(run_ids[:2])
+    assert not FileLayout(target).failed_marker(stray).exists()
+
+
 # -- PostgreSQL: rows changed by a second role ------------------------------------------
 @pytest.fixture
 def pg_locator(tmp_path: Path) -> Iterator[str]:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from metalab.errors import StoreError, UnsafeLoadError, UnsafeNameError
+from metalab.errors import CorruptRecordError, StoreError, UnsafeLoadError, UnsafeNameError
 from metalab.records import RunState
 from metalab.store.atomic import atomic_write
 from metalab.store.base import Store
@@ -38,6 +38,7 @@ from metalab.store.record_codec import decode_record
 __all__ = ["TransferReport", "export_store", "import_from_filestore", "transfer"]
 
 _BATCH = 500
+_STATES = frozenset(state.value for state in RunState)
 
 
 @dataclass
@@ -148,7 +149,14 @@ def _file_bundle(store: FileStore, reader: NoFollowReader, run_id: str) -> RunBu
     else:
         failed = _read_part(reader, bundle, layout.failed_marker(run_id), "failure marker")
         if failed is not None:
-            bundle.marker = failed.strip() or RunState.FAILED.value
+            state = failed.strip() or RunState.FAILED.value
+            if state in _STATES:
+                bundle.marker = state
+            else:
+                bundle.problems.append(
+                    f"failure marker of run {run_id}: {str(layout.failed_marker(run_id))!r} "
+                    f"holds {state[:40]!r}, expected one of {sorted(_STATES)}"
+                )
     bundle.log = _read_part(reader, bundle, layout.log(run_id), "log") or ""
     bundle.derived_doc = _read_part(reader, bundle, layout.derived(run_id), "derived metrics")
     names: dict[str, tuple[str, str]] = {}
@@ -250,10 +258,16 @@ def _run_ids(store: Store, experiment_id: str | None) -> list[str]:
     raise StoreError(f"cannot transfer from {store!r}: only file and PostgreSQL stores")
 
 
-def _read(store: Store, run_ids: Sequence[str]) -> list[RunBundle]:
+def _read(store: Store, run_ids: Sequence[str], skipped: list[str]) -> list[RunBundle]:
     if isinstance(store, FileStore):
+        bundles = []
         with NoFollowReader(store.root) as reader:
-            return [_file_bundle(store, reader, run_id) for run_id in run_ids]
+            for run_id in run_ids:
+                try:
+                    bundles.append(_file_bundle(store, reader, run_id))
+                except CorruptRecordError as exc:  # one bad run must not stop the rest
+                    skipped.append(f"run {run_id}: {exc}")
+        return bundles
     from metalab.store.postgres_bulk import read_bundles
 
     return read_bundles(store, run_ids)  # type: ignore[arg-type]
@@ -328,8 +342,9 @@ def transfer(
 
     Names read from the source (run IDs, artifact files, manifest names, blob keys) are
     validated before they become paths; an unsafe one, a symbolic link inside a source
-    FileStore, or a blob that cannot be trusted is skipped and listed in
-    ``report.skipped`` (one line each) while everything else is copied.
+    FileStore, a corrupt record or marker there, or a blob that cannot be trusted is
+    skipped and listed in ``report.skipped`` (one line each) while everything else is
+    copied.
 
     Args:
         src: source store, locator or path.
@@ -370,7 +385,7 @@ def transfer(
             skipped.append(f"run: {exc}")
     bar = _Progress(len(run_ids), progress)
     for chunk in _batches(run_ids, _BATCH):
-        bundles = _read(source, chunk)
+        bundles = _read(source, chunk, skipped)
         for bundle in bundles:
             _screen(bundle, skipped)
         _write(target, bundles)
