@@ -27,8 +27,8 @@ __all__ = [
     "scan_done",
     "seed_fingerprint",
     "seed_root",
-]
     "to_plain",
+]
 
 ENCODING_VERSION: int
 """Version of the canonical encoding (1)."""
@@ -56,7 +56,6 @@ def canonical_encode(value: object) -> bytes:
             key path below ``value``, e.g. ``value['lr'][2]``.
     """
 
-def fingerprint(value: object) -> str:
 def to_plain(value: object, root: str = "value") -> Any:
     """Return ``value`` with every NumPy value replaced by the Python value it encodes as.
 
@@ -69,6 +68,7 @@ def to_plain(value: object, root: str = "value") -> Any:
             below ``root``.
     """
 
+def fingerprint(value: object) -> str:
     """Return the 32-hex-char BLAKE2b-128 fingerprint of ``canonical_encode(value)``.
 
     Raises:

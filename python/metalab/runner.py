@@ -19,8 +19,8 @@ from metalab.execution import DerivedFn
 from metalab.executors.base import Executor, Job, Launch, LaunchCounts
 from metalab.executors.thread import ThreadExecutor
 from metalab.experiment import Experiment
-from metalab.plan import RunPlan
 from metalab.identity import to_plain
+from metalab.plan import RunPlan
 from metalab.progress import Progress, ProgressSnapshot, make_progress
 from metalab.records import RunRecord, utc_now
 from metalab.results import Results
@@ -234,8 +234,8 @@ def run(
         ExperimentError: ``exp`` is not an Experiment or an argument is invalid.
         ContextError: a context FilePath/DirPath is missing (before any run starts).
         LocatorError: the store locator is unknown or malformed.
-        UntrustedFileError: the FileStore's directory holds a service file that another
         EncodingError: ``exp.metadata`` holds a value JSON cannot store (nothing written).
+        UntrustedFileError: the FileStore's directory holds a service file that another
             user could have written (``{store}/services/postgres/service.json``).
     """
     if not isinstance(exp, Experiment):
@@ -246,10 +246,10 @@ def run(
     for fn in fns:
         if not callable(fn):
             raise ExperimentError(f"derived metric {fn!r} is not callable")
-    target = create_store(store if store is not None else f"./runs/{exp.name}")
     # Metadata can be edited after the Experiment was built: checked again before anything
     # is written (manifest and spec hold it as JSON); NumPy values become Python ones.
     exp.metadata = to_plain(exp.metadata, "metadata")
+    target = create_store(store if store is not None else f"./runs/{exp.name}")
     target = _discover_service(target)
     runner = executor if executor is not None else ThreadExecutor(max_workers=1)
     if not isinstance(runner, Executor):

@@ -833,6 +833,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(canonical_encode, m)?)?;
     m.add_function(wrap_pyfunction!(py_fingerprint, m)?)?;
     m.add_function(wrap_pyfunction!(fingerprint_many, m)?)?;
+    m.add_function(wrap_pyfunction!(to_plain, m)?)?;
     m.add_function(wrap_pyfunction!(run_id, m)?)?;
     m.add_class::<GridCore>()?;
     m.add_class::<RandomCore>()?;
@@ -847,5 +848,4 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(load_record_columns, m)?)?;
     m.add_function(wrap_pyfunction!(record_columns_from_docs, m)?)?;
     Ok(())
-    m.add_function(wrap_pyfunction!(to_plain, m)?)?;
 }
