@@ -153,6 +153,9 @@ def main(quick: bool = False) -> list[Measurement]:
         store = FileStore(tmp / "status")
         done_ids = run_ids[::2]
         _touch_markers(store.layout.done_dir, done_ids, ".done")
+        # A done run also has its record: completed() only trusts a marker whose record
+        # file is listed next to it (names are all the scan reads, so empty files do).
+        _touch_markers(store.layout.runs_dir, done_ids, ".json")
         _touch_markers(store.layout.failed_dir, run_ids[1:1000:2], ".failed")
 
         # (2) resume check
@@ -171,6 +174,7 @@ def main(quick: bool = False) -> list[Measurement]:
 
         def floor() -> tuple[int, int]:
             done = _scandir_ids(store.layout.done_dir, ".done")
+            done &= _scandir_ids(store.layout.runs_dir, ".json")
             failed = _scandir_ids(store.layout.failed_dir, ".failed")
             return sum(r in done for r in run_ids), sum(r in failed for r in run_ids)
 

@@ -24,6 +24,7 @@ __all__ = [
     "preprocessing_root",
     "record_columns_from_docs",
     "run_id",
+    "scan_completed",
     "scan_done",
     "seed_fingerprint",
     "seed_root",
@@ -251,6 +252,22 @@ def list_done(done_root: str | PathLike[str]) -> list[str]:
         metalab.errors.StoreError: as :func:`scan_done`.
     """
 
+def scan_completed(
+    done_root: str | PathLike[str], runs_root: str | PathLike[str], run_ids: list[str]
+) -> tuple[list[bool], list[str]]:
+    """Which runs are done: their marker AND their record ``{runs_root}/{id[:2]}/{id}.json``.
+
+    Returns one flag per run id, and the run ids (in input order) whose marker exists
+    without a record file (a deleted record: such a run is not done). Each needed marker
+    shard is listed once, and its record shard once when it holds markers (in
+    parallel, GIL released); markers are listed before records, so a run finishing
+    during the scan is never taken for an orphan.
+
+    Raises:
+        metalab.errors.StoreError: ``done_root`` exists but is not a directory, or a
+            directory cannot be read.
+    """
+
 def load_record_columns(
     root: str | PathLike[str],
     run_ids: list[str] | None = None,
@@ -265,7 +282,11 @@ def load_record_columns(
     ``metrics``: lists of ``(name, values, explicit_null_rows, first_row, position)``
     with ``None`` where a record lacks the key (metric strings ``"NaN"``, ``"Infinity"``,
     ``"-Infinity"`` become floats); ``problems``: ``(path, reason, corrupt)`` for files
-    that could not be read (``corrupt=False``) or are not valid records (``True``).
+    that could not be read (``corrupt=False``) or fail a record check of
+    :mod:`metalab.store.record_codec` (``True``; a record whose ``run_id`` is not its file
+    name included), and for runs whose done marker ``{root}/done/..`` exists without a
+    record file (``corrupt=False``: the marker is no proof of anything, but stays so the
+    problem stays visible until the run executes again).
     """
 
 def record_columns_from_docs(

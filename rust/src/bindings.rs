@@ -705,6 +705,20 @@ fn list_done(py: Python<'_>, done_root: PathBuf) -> PyResult<Vec<String>> {
         .map_err(|e| core_err(py, e))
 }
 
+/// Done flags (marker AND record present) and the ids whose marker has no record.
+#[pyfunction]
+fn scan_completed(
+    py: Python<'_>,
+    done_root: PathBuf,
+    runs_root: PathBuf,
+    run_ids: Vec<String>,
+) -> PyResult<(Vec<bool>, Vec<String>)> {
+    let found = py
+        .allow_threads(|| scan::scan_completed(&done_root, &runs_root, &run_ids))
+        .map_err(|e| core_err(py, e))?;
+    Ok((found.done, found.orphans))
+}
+
 // ---------------------------------------------------------------------------------------
 // Columnar record loading
 
@@ -845,6 +859,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(plan_run_ids, m)?)?;
     m.add_function(wrap_pyfunction!(scan_done, m)?)?;
     m.add_function(wrap_pyfunction!(list_done, m)?)?;
+    m.add_function(wrap_pyfunction!(scan_completed, m)?)?;
     m.add_function(wrap_pyfunction!(load_record_columns, m)?)?;
     m.add_function(wrap_pyfunction!(record_columns_from_docs, m)?)?;
     Ok(())

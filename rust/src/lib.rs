@@ -26,6 +26,7 @@ pub mod fingerprint;
 pub mod grid;
 pub mod plan;
 pub mod random;
+pub mod record_checks;
 pub mod records;
 pub mod scan;
 pub mod seeds;

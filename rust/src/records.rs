@@ -3,15 +3,13 @@
 //! `load_columns` lists `{root}/runs/*/*.json` (or the record files of given run
 //! ids), reads and parses them in parallel and returns one column per record field, per
 //! parameter key and per metric name. Rows are ordered by (experiment id, task index).
-//! Files that cannot be read or parsed are returned as problems (path + reason) instead
-//! of rows; a missing record file is skipped silently (the run has not finished).
-//!
-//! Validation mirrors what the Python loader checks before a record counts as loaded:
-//! strict JSON, a top-level object, the required keys `run_id`, `experiment_id`,
-//! `status` (one of success/failed/cancelled/running), `context_fingerprint`,
-//! `params_fingerprint`, `seed_fingerprint`, `params` (an object), `task_index` and
-//! `replicate` (integers). Metric values `"NaN"`, `"Infinity"` and `"-Infinity"` are
-//! decoded to floats, as in `metalab.store.record_codec.decode_metric`.
+//! Files that cannot be read or fail a record check (`crate::record_checks`, the same
+//! checks as the Python loader, including "the `run_id` inside is the file's name") are
+//! returned as problems (path + reason) instead of rows. A missing record file is
+//! skipped (the run has not finished) unless the run's done marker exists: a marker
+//! without its record is a problem too, so the run neither vanishes silently nor counts
+//! as done. Metric values `"NaN"`, `"Infinity"` and `"-Infinity"` are decoded to floats,
+//! as in `metalab.store.record_codec.decode_metric`.
 
 use std::cmp::Ordering;
 use std::collections::HashMap;
@@ -21,12 +19,10 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
-use serde::de::IgnoredAny;
-use serde::Deserialize;
 use serde_json::{Map, Value};
 
-/// Record statuses accepted by `metalab.records.RunState`.
-pub const STATUSES: [&str; 4] = ["success", "failed", "cancelled", "running"];
+pub use crate::record_checks::STATUSES;
+use crate::record_checks::{self, Fields};
 
 /// One value of a parameter or metric column.
 #[derive(Debug, Clone, PartialEq)]
@@ -126,31 +122,6 @@ impl Columns {
     }
 }
 
-#[derive(Deserialize)]
-struct RawRecord {
-    run_id: String,
-    experiment_id: String,
-    status: String,
-    #[allow(dead_code)]
-    context_fingerprint: IgnoredAny,
-    #[allow(dead_code)]
-    params_fingerprint: IgnoredAny,
-    #[allow(dead_code)]
-    seed_fingerprint: IgnoredAny,
-    params: Map<String, Value>,
-    task_index: i64,
-    replicate: i64,
-    #[serde(default)]
-    metrics: Option<Map<String, Value>>,
-    #[serde(default)]
-    duration_s: Option<Value>,
-    #[serde(default)]
-    started_at: Option<String>,
-    #[serde(default)]
-    #[allow(dead_code)]
-    finished_at: Option<String>,
-}
-
 struct Row {
     run_id: String,
     experiment_id: String,
@@ -165,65 +136,62 @@ struct Row {
 
 enum Loaded {
     Row(Box<Row>),
-    Absent,
+    /// A valid record of another experiment.
+    Filtered,
+    /// No record file.
+    Missing,
     Problem(Problem),
 }
 
-/// Parse one record file's bytes; `Err` holds the reason (prefixed with `location`).
-pub fn parse_record(data: &[u8], location: &str) -> Result<(), String> {
-    parse_row(data, location).map(|_| ())
+/// Check one record's bytes; `Err` holds the reason (prefixed with `location`).
+///
+/// `run_id` is the id the record is stored under (its file name), when known.
+pub fn parse_record(data: &[u8], location: &str, run_id: Option<&str>) -> Result<(), String> {
+    parse_row(data, location, run_id).map(|_| ())
 }
 
-fn parse_row(data: &[u8], location: &str) -> Result<Row, String> {
-    let raw: RawRecord = match serde_json::from_slice(data) {
-        Ok(raw) => raw,
-        Err(e) => {
-            use serde_json::error::Category;
-            return Err(match e.classify() {
-                Category::Syntax | Category::Eof | Category::Io => {
-                    format!("{location}: not valid JSON ({e})")
-                }
-                Category::Data => {
-                    let first = data.iter().find(|b| !b.is_ascii_whitespace());
-                    if first == Some(&b'{') {
-                        format!("{location}: not a run record ({e})")
-                    } else {
-                        format!("{location}: expected a JSON object")
-                    }
-                }
-            });
-        }
-    };
-    if !STATUSES.contains(&raw.status.as_str()) {
-        return Err(format!(
-            "{location}: not a run record (unknown status {:?})",
-            raw.status
-        ));
+fn text(value: Option<Value>) -> String {
+    match value {
+        Some(Value::String(s)) => s,
+        _ => String::new(),
     }
-    let duration_s = match raw.duration_s {
-        Some(Value::Number(n)) => n.as_f64(),
-        _ => None,
-    };
-    Ok(Row {
-        run_id: raw.run_id,
-        experiment_id: raw.experiment_id,
-        status: raw.status,
-        task_index: raw.task_index,
-        replicate: raw.replicate,
-        duration_s,
-        started_at: raw.started_at,
-        params: raw
-            .params
+}
+
+fn object(value: Option<Value>) -> Map<String, Value> {
+    match value {
+        Some(Value::Object(map)) => map,
+        _ => Map::new(),
+    }
+}
+
+fn row_of(f: Fields) -> Row {
+    let int = |v: &Option<Value>| v.as_ref().and_then(Value::as_i64).unwrap_or(0);
+    Row {
+        task_index: int(&f.task_index),
+        replicate: int(&f.replicate),
+        duration_s: f.duration_s.as_ref().and_then(Value::as_f64),
+        started_at: match f.started_at {
+            Some(Value::String(s)) => Some(s),
+            _ => None,
+        },
+        run_id: text(f.run_id),
+        experiment_id: text(f.experiment_id),
+        status: text(f.status),
+        params: object(f.params)
             .into_iter()
             .map(|(k, v)| (k, Cell::from_value(v)))
             .collect(),
-        metrics: raw
-            .metrics
-            .unwrap_or_default()
+        metrics: object(f.metrics)
             .into_iter()
             .map(|(k, v)| (k, Cell::from_metric(v)))
             .collect(),
-    })
+    }
+}
+
+fn parse_row(data: &[u8], location: &str, run_id: Option<&str>) -> Result<Row, String> {
+    record_checks::check(data, run_id)
+        .map(row_of)
+        .map_err(|why| format!("{location}: {why}"))
 }
 
 /// Read a file with one `read` call in the common case (no `stat`, no extra read to see
@@ -249,6 +217,11 @@ fn read_quick(path: &Path, buffer: &mut Vec<u8>) -> std::io::Result<bool> {
     Ok(false)
 }
 
+/// The run id a record file is stored under: its name without `.json`.
+fn stored_id(path: &Path) -> Option<&str> {
+    path.file_name()?.to_str()?.strip_suffix(".json")
+}
+
 fn load_one(path: &Path, experiment_id: Option<&str>, buffer: &mut Vec<u8>) -> Loaded {
     let location = path.display().to_string();
     let unreadable = |e: std::io::Error| {
@@ -260,22 +233,23 @@ fn load_one(path: &Path, experiment_id: Option<&str>, buffer: &mut Vec<u8>) -> L
     };
     let complete = match read_quick(path, buffer) {
         Ok(complete) => complete,
-        Err(e) if e.kind() == ErrorKind::NotFound => return Loaded::Absent,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Loaded::Missing,
         Err(e) => return unreadable(e),
     };
-    let mut parsed = parse_row(buffer, &location);
+    let run_id = stored_id(path);
+    let mut parsed = parse_row(buffer, &location, run_id);
     if parsed.is_err() && !complete {
         // A single read may in principle return less than the whole file: confirm the
         // failure on the complete contents before calling the record corrupt.
         match fs::read(path) {
-            Ok(data) => parsed = parse_row(&data, &location),
-            Err(e) if e.kind() == ErrorKind::NotFound => return Loaded::Absent,
+            Ok(data) => parsed = parse_row(&data, &location, run_id),
+            Err(e) if e.kind() == ErrorKind::NotFound => return Loaded::Missing,
             Err(e) => return unreadable(e),
         }
     }
     match parsed {
         Ok(row) => match experiment_id {
-            Some(wanted) if row.experiment_id != wanted => Loaded::Absent,
+            Some(wanted) if row.experiment_id != wanted => Loaded::Filtered,
             _ => Loaded::Row(Box::new(row)),
         },
         Err(reason) => Loaded::Problem(Problem {
@@ -391,6 +365,10 @@ fn add_cells(
 
 /// Load the records under `root` (all of them, or those of `run_ids`), keeping those of
 /// `experiment_id` when given, as columns.
+///
+/// A run whose done marker exists without its record file is reported as a problem
+/// (`corrupt: false`, so the marker stays and the problem stays visible until the run
+/// is executed again).
 pub fn load_columns(
     root: &Path,
     run_ids: Option<&[String]>,
@@ -400,12 +378,87 @@ pub fn load_columns(
         Some(ids) => record_paths_of(root, ids),
         None => record_paths(root),
     };
-    let loaded: Vec<Loaded> = paths
+    let mut loaded: Vec<Loaded> = paths
         .par_iter()
         .with_min_len(64)
         .map_init(Vec::new, |buffer, p| load_one(p, experiment_id, buffer))
         .collect();
+    // Markers are scanned after the records were read: a record is in place before its
+    // marker is created, so a marker seen now whose record was missing then is either
+    // an orphan or a run that finished in between (told apart by looking again).
+    let without_record: Vec<String> = match run_ids {
+        Some(ids) => ids
+            .iter()
+            .zip(&loaded)
+            .filter(|(_, l)| matches!(l, Loaded::Missing))
+            .map(|(id, _)| id.clone())
+            .collect(),
+        None => {
+            let listed: std::collections::HashSet<&str> =
+                paths.iter().filter_map(|p| stored_id(p)).collect();
+            match crate::scan::list_done(&root.join("done")) {
+                Ok(done) => done
+                    .into_iter()
+                    .filter(|id| !listed.contains(id.as_str()))
+                    .collect(),
+                Err(e) => {
+                    loaded.push(marker_scan_problem(root, e));
+                    Vec::new()
+                }
+            }
+        }
+    };
+    loaded.extend(missing_records(root, &without_record));
     assemble(loaded)
+}
+
+fn marker_scan_problem(root: &Path, e: crate::CoreError) -> Loaded {
+    Loaded::Problem(Problem {
+        path: root.join("done").display().to_string(),
+        reason: e.to_string(),
+        corrupt: false,
+    })
+}
+
+/// Problems for the runs among `candidates` (no record file seen) that have a done
+/// marker and still no record file.
+fn missing_records(root: &Path, candidates: &[String]) -> Vec<Loaded> {
+    if candidates.is_empty() {
+        return Vec::new();
+    }
+    let done_root = root.join("done");
+    let marked = match crate::scan::scan_done(&done_root, candidates) {
+        Ok(marked) => marked,
+        Err(e) => return vec![marker_scan_problem(root, e)],
+    };
+    let runs = root.join("runs");
+    candidates
+        .iter()
+        .zip(marked)
+        .filter(|(_, marked)| *marked)
+        .filter_map(|(id, _)| {
+            let shard = crate::scan::shard_of(id);
+            let record = runs.join(shard).join(format!("{id}.json"));
+            match fs::symlink_metadata(&record) {
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                _ => return None,
+            }
+            let marker = done_root
+                .join(shard)
+                .join(format!("{id}{}", crate::scan::MARKER_SUFFIX));
+            Some(Loaded::Problem(Problem {
+                path: record.display().to_string(),
+                reason: format!(
+                    "{}: record missing: done marker {} says run {id} finished, but its \
+                     record file is gone (deleted?); the run does not count as done and \
+                     resume runs it again",
+                    record.display(),
+                    marker.display()
+                ),
+                corrupt: false,
+            }))
+        })
+        .collect()
 }
 
 /// Parse record documents already in memory (e.g. fetched from PostgreSQL) into columns.
@@ -416,9 +469,9 @@ pub fn columns_from_docs(docs: &[(String, String)], experiment_id: Option<&str>)
         .par_iter()
         .with_min_len(64)
         .map(
-            |(location, text)| match parse_row(text.as_bytes(), location) {
+            |(location, text)| match parse_row(text.as_bytes(), location, None) {
                 Ok(row) => match experiment_id {
-                    Some(wanted) if row.experiment_id != wanted => Loaded::Absent,
+                    Some(wanted) if row.experiment_id != wanted => Loaded::Filtered,
                     _ => Loaded::Row(Box::new(row)),
                 },
                 Err(reason) => Loaded::Problem(Problem {
@@ -439,7 +492,7 @@ fn assemble(loaded: Vec<Loaded>) -> Columns {
     for item in loaded {
         match item {
             Loaded::Row(row) => rows.push(row),
-            Loaded::Absent => {}
+            Loaded::Filtered | Loaded::Missing => {}
             Loaded::Problem(p) => out.problems.push(p),
         }
     }
@@ -482,7 +535,9 @@ mod tests {
             "context_fingerprint": "c", "params_fingerprint": "p", "seed_fingerprint": "s",
             "params": {params}, "task_index": {task}, "replicate": 0,
             "metrics": {metrics}, "duration_s": 1.5, "started_at": "2026-01-01T00:00:00+00:00",
-            "finished_at": null, "provenance": {{"host": "h"}}}}"#
+            "finished_at": null, "provenance": {{"code_hash": "h", "operation": "m.op",
+            "python": "3.11", "metalab": "0.1", "host": "h", "pid": 1, "executor": "thread",
+            "worker_id": "w"}}}}"#
         )
     }
 
@@ -566,7 +621,53 @@ mod tests {
     #[test]
     fn unknown_status_is_rejected() {
         let body = record("aa00", 0, "{}", "{}").replace("success", "weird");
-        let err = parse_record(body.as_bytes(), "x").unwrap_err();
-        assert!(err.contains("unknown status"), "{err}");
+        let err = parse_record(body.as_bytes(), "x", None).unwrap_err();
+        assert!(
+            err.starts_with("x: not a run record (unknown status 'weird'"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_record_under_another_runs_name_is_corrupt_not_a_duplicate() {
+        let root = temp_root("copied");
+        write(&root, "aa00", &record("aa00", 0, "{}", "{}"));
+        write(&root, "bb01", &record("aa00", 0, "{}", "{}"));
+        for cols in [
+            load_columns(&root, None, None),
+            load_columns(&root, Some(&["aa00".into(), "bb01".into()]), None),
+        ] {
+            assert_eq!(cols.run_id, vec!["aa00"]);
+            let problem = &cols.problems[0];
+            assert!(problem.corrupt && problem.path.ends_with("bb01.json"));
+            assert!(
+                problem.reason.contains("run_id 'aa00' differs"),
+                "{problem:?}"
+            );
+        }
+        fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn a_done_marker_without_its_record_is_a_problem() {
+        let root = temp_root("orphan");
+        write(&root, "aa00", &record("aa00", 0, "{}", "{}"));
+        for id in ["aa00", "bb01"] {
+            let dir = root.join("done").join(&id[..2]);
+            fs::create_dir_all(&dir).unwrap();
+            fs::write(dir.join(format!("{id}.done")), b"").unwrap();
+        }
+        let ids: Vec<String> = vec!["aa00".into(), "bb01".into(), "cc02".into()];
+        for cols in [
+            load_columns(&root, None, None),
+            load_columns(&root, Some(&ids), None),
+        ] {
+            assert_eq!(cols.run_id, vec!["aa00"]);
+            assert_eq!(cols.problems.len(), 1, "{:?}", cols.problems);
+            let problem = &cols.problems[0];
+            assert!(!problem.corrupt && problem.path.ends_with("bb01.json"));
+            assert!(problem.reason.contains("record missing"), "{problem:?}");
+        }
+        fs::remove_dir_all(&root).unwrap();
     }
 }

@@ -4,6 +4,11 @@
 //! directory once (in parallel) instead of stat-ing one path per run. A missing root or
 //! shard directory means nothing in it is done. Names starting with `.` (temp files) and
 //! names not ending in `.done` are ignored, as are markers filed under the wrong shard.
+//!
+//! `scan_completed` (what resume and status use) also lists the record shard
+//! `{runs_root}/{run_id[:2]}/` of every shard that has markers: a marker only counts when
+//! `{run_id}.json` is there too, and markers without it are returned so they can be
+//! reported. Two listings per shard, never a `stat` per run.
 
 use std::collections::HashSet;
 use std::fs;
@@ -16,6 +21,8 @@ use rayon::prelude::*;
 use crate::CoreError;
 
 pub const MARKER_SUFFIX: &str = ".done";
+/// Suffix of a record file in a record shard directory.
+pub const RECORD_SUFFIX: &str = ".json";
 
 /// The shard directory name of a run id: its first two characters.
 pub fn shard_of(run_id: &str) -> &str {
@@ -26,32 +33,37 @@ pub fn shard_of(run_id: &str) -> &str {
 }
 
 fn store_err(path: &Path, e: std::io::Error) -> CoreError {
-    CoreError::Store(format!(
-        "cannot read completion markers in {}: {}",
-        path.display(),
-        e
-    ))
+    listing_err("completion markers", path, e)
+}
+
+fn listing_err(what: &str, path: &Path, e: std::io::Error) -> CoreError {
+    CoreError::Store(format!("cannot read {what} in {}: {e}", path.display()))
 }
 
 /// Run ids with a marker in shard directory `shard` (empty if it does not exist).
 pub fn read_shard(root: &Path, shard: &str) -> Result<Vec<String>, CoreError> {
+    read_ids(root, shard, MARKER_SUFFIX, "completion markers")
+}
+
+/// Run ids `id` with a visible `{id}{suffix}` in `root/shard` filed under the right shard.
+fn read_ids(root: &Path, shard: &str, suffix: &str, what: &str) -> Result<Vec<String>, CoreError> {
     let dir = root.join(shard);
     let entries = match fs::read_dir(&dir) {
         Ok(e) => e,
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(store_err(&dir, e)),
+        Err(e) => return Err(listing_err(what, &dir, e)),
     };
     let mut ids = Vec::new();
     for entry in entries {
-        let entry = entry.map_err(|e| store_err(&dir, e))?;
+        let entry = entry.map_err(|e| listing_err(what, &dir, e))?;
         // One allocation per marker: the OsString itself becomes the id.
         let Ok(mut name) = entry.file_name().into_string() else {
             continue;
         };
-        if name.starts_with('.') || !name.ends_with(MARKER_SUFFIX) {
+        if name.starts_with('.') || !name.ends_with(suffix) {
             continue;
         }
-        name.truncate(name.len() - MARKER_SUFFIX.len());
+        name.truncate(name.len() - suffix.len());
         if !name.is_empty() && shard_of(&name) == shard {
             ids.push(name);
         }
@@ -104,6 +116,110 @@ pub fn scan_done(root: &Path, run_ids: &[String]) -> Result<Vec<bool>, CoreError
             None => other_done.contains(r.as_str()),
         })
         .collect())
+}
+
+/// A set of run ids: 32-digit hex ids (all real ones) as u128s, anything else as strings.
+#[derive(Default)]
+struct IdSet {
+    hex: HashSet<u128, BuildIdHasher>,
+    other: HashSet<String>,
+}
+
+impl IdSet {
+    fn insert(&mut self, id: String) {
+        match hex_key(&id) {
+            Some(k) => {
+                self.hex.insert(k);
+            }
+            None => {
+                self.other.insert(id);
+            }
+        }
+    }
+
+    fn contains(&self, id: &str) -> bool {
+        match hex_key(id) {
+            Some(k) => self.hex.contains(&k),
+            None => self.other.contains(id),
+        }
+    }
+}
+
+impl FromIterator<String> for IdSet {
+    fn from_iter<I: IntoIterator<Item = String>>(ids: I) -> Self {
+        let mut set = IdSet::default();
+        for id in ids {
+            set.insert(id);
+        }
+        set
+    }
+}
+
+/// What a completion scan found for a list of run ids.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Completion {
+    /// Per run id: a done marker AND a record file exist.
+    pub done: Vec<bool>,
+    /// Run ids (in input order) whose done marker exists without a record file.
+    pub orphans: Vec<String>,
+}
+
+/// For each run id, whether it is done: its marker under `done_root` and its record
+/// `{runs_root}/{shard}/{run_id}.json` both exist. Markers without a record are listed
+/// in `orphans` (a record deleted after the run finished): such a run is not done.
+pub fn scan_completed(
+    done_root: &Path,
+    runs_root: &Path,
+    run_ids: &[String],
+) -> Result<Completion, CoreError> {
+    let nothing = || Completion {
+        done: vec![false; run_ids.len()],
+        orphans: Vec::new(),
+    };
+    if run_ids.is_empty() || !check_root(done_root)? {
+        return Ok(nothing());
+    }
+    let shards = needed_shards(run_ids);
+    let listed = shards
+        .par_iter()
+        .map(|s| -> Result<(Vec<String>, Vec<String>), CoreError> {
+            let marked = read_shard(done_root, s)?;
+            if marked.is_empty() {
+                return Ok((marked, Vec::new()));
+            }
+            // Markers first, then records: a record is renamed into place before its
+            // marker is created, so a marker seen here has its record in the listing
+            // below unless the record was removed.
+            let records: IdSet = read_ids(runs_root, s, RECORD_SUFFIX, "record files")?
+                .into_iter()
+                .collect();
+            Ok(marked.into_iter().partition(|id| records.contains(id)))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut done = IdSet::default();
+    let mut orphaned = IdSet::default();
+    for (with_record, without) in listed {
+        with_record.into_iter().for_each(|id| done.insert(id));
+        without.into_iter().for_each(|id| orphaned.insert(id));
+    }
+    let flags = run_ids
+        .par_iter()
+        .with_min_len(4096)
+        .map(|r| done.contains(r))
+        .collect();
+    let orphans = if orphaned.hex.is_empty() && orphaned.other.is_empty() {
+        Vec::new()
+    } else {
+        run_ids
+            .iter()
+            .filter(|r| orphaned.contains(r))
+            .cloned()
+            .collect()
+    };
+    Ok(Completion {
+        done: flags,
+        orphans,
+    })
 }
 
 /// The distinct non-empty shard names of `run_ids`; two-ASCII-byte shards (all run ids)
@@ -275,6 +391,32 @@ mod tests {
         assert_eq!(hex_key(&hex), Some(0x0123456789abcdef0123456789abcdef));
         assert_eq!(hex_key("0123456789ABCDEF0123456789abcdef"), None);
         assert_eq!(hex_key("abc"), None);
+        fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn completion_needs_the_record_too() {
+        let root = tmpdir("e");
+        let (done, runs) = (root.join("done"), root.join("runs"));
+        let hex = "ab23456789abcdef0123456789abcdef".to_string();
+        touch(&done, &format!("ab/{hex}.done"));
+        touch(&runs, &format!("ab/{hex}.json"));
+        touch(&done, "ab/abc1.done"); // record deleted: an orphan
+        touch(&done, "cd/cd99.done");
+        touch(&runs, "cd/cd99.json");
+        touch(&runs, "cd/.cd77.json.tmp");
+        touch(&done, "cd/cd77.done"); // only a hidden temporary: not a record
+        touch(&runs, "ef/ef00.json"); // a record without marker is not done
+        let ids: Vec<String> = [hex.as_str(), "abc1", "cd99", "cd77", "ef00", "zz"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let found = scan_completed(&done, &runs, &ids).unwrap();
+        assert_eq!(found.done, vec![true, false, true, false, false, false]);
+        assert_eq!(found.orphans, vec!["abc1", "cd77"]);
+        let empty = scan_completed(&root.join("none"), &runs, &ids).unwrap();
+        assert_eq!(empty.done, vec![false; ids.len()]);
+        assert!(empty.orphans.is_empty());
         fs::remove_dir_all(&root).unwrap();
     }
 

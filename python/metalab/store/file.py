@@ -152,7 +152,15 @@ class FileStore(Store):
 
     # -- completion -------------------------------------------------------------------
     def completed(self, run_ids: Sequence[str]) -> list[bool]:
-        return _core.scan_done(str(self.layout.done_dir), list(run_ids))
+        """Whether each run is done: its done marker AND its record file exist.
+
+        A marker whose record was deleted vouches for nothing: that run is not done (so
+        resume runs it again) and loading results reports it. One batched Rust scan.
+        """
+        done, _orphans = _core.scan_completed(
+            self.layout.done_dir, self.layout.runs_dir, list(run_ids)
+        )
+        return done
 
     def failed(self, run_ids: Sequence[str]) -> list[bool]:
         present: set[str] = set()
@@ -174,7 +182,7 @@ class FileStore(Store):
             data = path.read_bytes()
         except FileNotFoundError:
             return None
-        return decode_record(data, str(path))
+        return decode_record(data, str(path), run_id)
 
     def _record_paths(self, run_ids: Iterable[str] | None) -> list[Path]:
         if run_ids is not None:
@@ -194,23 +202,58 @@ class FileStore(Store):
         self, experiment_id: str | None = None, run_ids: Iterable[str] | None = None
     ) -> LoadedRecords:
         loaded = LoadedRecords()
-        for path in self._record_paths(run_ids):
+        paths = self._record_paths(run_ids)
+        missing: list[str] = []
+        for path in paths:
+            stored_as = path.name.removesuffix(".json")
             try:
                 data = path.read_bytes()
             except FileNotFoundError:
+                missing.append(stored_as)
                 continue
             except OSError as exc:
                 loaded.problems.append(LoadProblem(str(path), f"unreadable: {exc}"))
                 continue
             try:
-                record = decode_record(data, str(path))
+                record = decode_record(data, str(path), stored_as)
             except StoreError as exc:
                 loaded.problems.append(LoadProblem(str(path), str(exc)))
-                self._forget_completion(path.name.removesuffix(".json"))
+                self._forget_completion(stored_as)
                 continue
             if experiment_id is None or record.experiment_id == experiment_id:
                 loaded.records.append(record)
+        if run_ids is None:
+            listed = {path.name.removesuffix(".json") for path in paths}
+            missing = [r for r in _core.list_done(self.layout.done_dir) if r not in listed]
+        loaded.problems += self._missing_records(missing)
         return loaded
+
+    def _missing_records(self, candidates: list[str]) -> list[LoadProblem]:
+        """Problems for runs among ``candidates`` (no record seen) that have a done marker.
+
+        Markers are listed after the records were read, and a record is in place before
+        its marker is created: a marker without a record is an orphan unless the run
+        finished in between, which a second look at the record file tells apart. Worded
+        as the Rust column loader words it.
+        """
+        if not candidates:
+            return []
+        problems = []
+        for run_id, marked in zip(
+            candidates, _core.scan_done(self.layout.done_dir, candidates), strict=True
+        ):
+            record = self.layout.record(run_id)
+            if marked and not os.path.lexists(record):
+                marker = self.layout.done_marker(run_id)
+                problems.append(
+                    LoadProblem(
+                        str(record),
+                        f"{record}: record missing: done marker {marker} says run {run_id} "
+                        f"finished, but its record file is gone (deleted?); the run does not "
+                        f"count as done and resume runs it again",
+                    )
+                )
+        return problems
 
     def load_columns(
         self, experiment_id: str | None = None, run_ids: Iterable[str] | None = None
@@ -218,7 +261,9 @@ class FileStore(Store):
         """Read records as columns in one parallel Rust call (see ``metalab.columnar``).
 
         Corrupt records are reported like :meth:`load_records` does, and lose their done
-        marker so resume re-runs them.
+        marker so resume re-runs them. A done marker without its record is reported too
+        (the marker stays, so the problem stays visible until the run executes again;
+        :meth:`completed` already ignores it).
         """
         ids = list(run_ids) if run_ids is not None else None
         data = _core.load_record_columns(str(self.root), ids, experiment_id)
