@@ -86,6 +86,9 @@ def test_numpy_params_run_with_the_run_ids_of_python_values(
     # The operation sees the Python type, as a worker would after the JSON round trip.
     expected_type = {int: 1, float: 2, bool: 3}[type(plain()[0]["x"])]
     assert {r.metrics["seen_type"] for r in results} == {expected_type}
+    # Records hold the values themselves (not their str(), as json's default=str made them).
+    assert sorted(r.params["x"] for r in results) == sorted(p["x"] for p in plain())
+    assert {type(r.params["x"]) for r in results} == {type(plain()[0]["x"])}
 
     (manifest_path,) = (tmp_path / "np" / "experiments").glob("*.json")
     manifest = json.loads(manifest_path.read_text())
