@@ -2,6 +2,10 @@
 
 This is the only place a run is executed; every executor (thread, process, SLURM worker)
 calls :func:`execute_task`, so records look the same whichever executor ran them.
+
+A failed store write (record, marker, artifact, log, derived metrics) is never the run's
+failure: it raises :class:`~metalab.errors.StoreError` out of :func:`execute_task`, the
+run is left unrecorded (resume retries it) and every executor stops its launch on it.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from typing import Any
 
 from metalab import _core
 from metalab.capture import Capture
+from metalab.capture.capture import store_write
 from metalab.context import fresh_copy
 from metalab.derived import apply_derived
 from metalab.operation import Runtime
@@ -80,9 +85,15 @@ def failure_record(
 
 
 def persist(store: Store, record: RunRecord) -> None:
-    """Write the record, then its marker (the marker only vouches for a durable record)."""
-    store.put_record(record)
-    store.mark(record.run_id, record.status)
+    """Write the record, then its marker (the marker only vouches for a durable record).
+
+    Raises:
+        StoreError: either write failed (an ``OSError`` such as a full disk included).
+    """
+    with store_write("record", record.run_id, store):
+        store.put_record(record)
+    with store_write(f"{record.status.value} marker", record.run_id, store):
+        store.mark(record.run_id, record.status)
 
 
 def execute_task(
@@ -97,8 +108,13 @@ def execute_task(
     """Run task ``task_index`` of ``plan`` and persist its record.
 
     An exception raised by the operation is recorded (type, message, traceback) and the
-    record is returned with status ``failed``; it is never re-raised. Errors writing to the
-    store propagate: the run is then not marked done and will be retried on resume.
+    record is returned with status ``failed``; it is never re-raised.
+
+    Raises:
+        StoreError: the store failed to write anything of this run (an artifact or log
+            line while the operation ran, even if the operation caught that error, or
+            the record, marker or derived metrics after). Nothing of the run is recorded
+            as done, so resume retries it; executors stop the launch.
     """
     task = plan.task(task_index)
     exp = plan.experiment
@@ -132,6 +148,10 @@ def execute_task(
         )
     finally:
         capture.close()
+    if capture.store_failure is not None:
+        # The operation saw (and may have swallowed) a failed artifact or log write:
+        # the run's output is incomplete through no fault of its own.
+        raise capture.store_failure
     record.finished_at = utc_now()
     record.metrics = capture.metrics
     record.metric_series = capture.series
@@ -141,7 +161,8 @@ def execute_task(
         values, errors = apply_derived(record, store, derived_metrics)
         record.derived_errors = errors
         if values:
-            store.put_derived(record.run_id, values)
+            with store_write("derived metrics", record.run_id, store):
+                store.put_derived(record.run_id, values)
     persist(store, record)
     if record.status is RunState.CANCELLED:
         sys.stderr.flush()

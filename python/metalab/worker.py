@@ -79,7 +79,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     Exit status 0 when every run of the block was executed (whatever its outcome), 1 when
     the task was terminated, 2 on a usage or spec error, 3 when the spec or derived blob
-    fails its signature check (:mod:`metalab.signing`): then nothing is unpickled or run.
+    fails its signature check (:mod:`metalab.signing`): then nothing is unpickled or run,
+    4 when the store failed to write a run's output (disk full...): the rest of the block
+    is not run, and nothing of the failed run is recorded, so resume runs it again.
     """
     args = _parse(argv)
     array_env = os.environ.get("SLURM_ARRAY_TASK_ID")
@@ -95,7 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 2
 
-    from metalab.errors import UnsafeLoadError
+    from metalab.errors import StoreError, UnsafeLoadError
     from metalab.execution import execute_task, worker_identity
     from metalab.plan import RunPlan
     from metalab.runner import spec_key
@@ -167,6 +169,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return 1
     except _Terminated:
         return 1
+    except StoreError as exc:
+        # Every later run of the block would fail the same way: stop computing in vain.
+        print(
+            f"metalab.worker: stopping: the store failed, the rest of this task's runs "
+            f"were not started: {exc}",
+            file=sys.stderr,
+        )
+        return 4
     finally:
         store.close()
     return 0

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -140,3 +142,167 @@ def test_reconnect_refuses_a_tampered_spec(tmp_path: Path) -> None:
         blob.chmod(0o664)
     with pytest.raises(UnsafeLoadError, match="only its owner can write"):
         metalab.reconnect(tmp_path / "s")
+
+
+# -- a real full disk: artifact and log writes ------------------------------------------
+#
+# A 1 MiB tmpfs is a file system that really runs out of space (ENOSPC from the kernel,
+# not a patched method), in the test process and in worker processes alike.
+
+ARTIFACT_BYTES = 300_000  # three fit in 1 MiB, a fourth does not; records still fit
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real 1 MiB file system (tmpfs) mounted for the test, unmounted after it."""
+    from services import services_required
+
+    mount_point = tmp_path / "small-disk"
+    mount_point.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m,mode=0755", "tmpfs", str(mount_point)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        message = f"mounting a tmpfs needs root: {mounted.stderr.strip()}"
+        if services_required():
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+def _grow(disk: Path) -> None:
+    """Free space the way an operator would: the same file system, now large enough."""
+    subprocess.run(["mount", "-o", "remount,size=64m", str(disk)], check=True)
+
+
+def _fill(path: Path) -> None:
+    """Another job fills the disk."""
+    with open(path, "wb") as handle:
+        try:
+            while True:
+                handle.write(b"\0" * 65536)
+                handle.flush()
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC
+
+
+def _disk_experiment(calls: Path, mode: str, filler: Path | None = None) -> metalab.Experiment:
+    @metalab.operation
+    def op(params, capture):
+        with open(calls, "a") as handle:
+            handle.write(f"{params['i']:04d}\n")
+            ordinal = handle.tell() // 5  # 1 for the first run to start, in any process
+        if mode == "artifact":
+            capture.artifact("blob", b"x" * ARTIFACT_BYTES)
+        elif mode == "swallowed":
+            # Code that guards its own saves must not turn a store failure into a run
+            # that "succeeded" without its artifact.
+            with contextlib.suppress(Exception):
+                capture.artifact("blob", b"x" * ARTIFACT_BYTES)
+        elif filler is not None and ordinal == 4:
+            _fill(filler)  # the disk fills up while the run logs...
+            try:
+                capture.log("step 1")
+            finally:
+                filler.unlink()  # ...and has room again when its record is written
+        else:
+            capture.log("step 1")
+        capture.metric("i", params["i"])
+
+    return metalab.Experiment(
+        f"disk-{mode}", "1", {}, op, metalab.grid(i=list(range(20))), metalab.seeds(5)
+    )
+
+
+def _calls(path: Path) -> list[int]:
+    return [int(line) for line in path.read_text().split()] if path.exists() else []
+
+
+@pytest.mark.parametrize(
+    ("mode", "executor"),
+    [
+        ("artifact", "thread"),
+        ("swallowed", "thread"),
+        ("log", "thread"),
+        ("artifact", "process"),
+        ("log", "process"),
+    ],
+)
+def test_full_disk_writing_an_artifact_or_log_stops_the_launch(
+    small_disk: Path, tmp_path: Path, mode: str, executor: str
+) -> None:
+    store = small_disk / "store"
+    calls = tmp_path / "calls.txt"
+    filler = small_disk / "other-job.bin" if mode == "log" else None
+    exp = _disk_experiment(calls, mode, filler)
+    runner = metalab.ProcessExecutor(max_workers=2) if executor == "process" else None
+    with pytest.raises(StoreError, match=r"No space left on device") as info:
+        metalab.run(exp, store=store, executor=runner).result(timeout=120)
+    # No run was recorded as failed for the store's fault, nothing half-written.
+    stored = metalab.load_results(store)
+    assert not stored.problems
+    assert stored and all(r.status.value == "success" for r in stored)
+    assert not any(FileStore(store).failed(exp_ids(exp)))
+    # The launch stopped at once instead of computing the other runs in vain.
+    ran = _calls(calls)
+    assert 0 < len(ran) <= (4 if executor == "thread" else 8), ran
+    assert len(stored) < len(set(ran))  # the interrupted run(s) left no record
+    assert not [p for p in store.rglob("*.tmp") if not p.name.startswith(".")]
+    what = "log" if mode == "log" else "artifact 'blob'"
+    assert f"cannot write the {what} of run" in str(info.value)
+    assert "resume=True" in str(info.value)
+
+    _grow(small_disk)
+    results = metalab.run(exp, store=store, executor=runner).result(timeout=120)
+    assert len(results.successful) == 20 and not results.problems
+    if mode != "log":
+        assert all(len(run.artifact("blob")) == ARTIFACT_BYTES for run in results)
+
+
+def exp_ids(exp: metalab.Experiment) -> list[str]:
+    from metalab.plan import RunPlan
+
+    return RunPlan(exp).run_ids
+
+
+def test_slurm_worker_stops_its_block_on_a_full_disk(small_disk: Path, tmp_path: Path) -> None:
+    """A SLURM array task (``python -m metalab.worker``) whose store fills up stops its
+    block with exit status 4 and says why, instead of running the rest in vain."""
+    from metalab.plan import RunPlan
+    from metalab.runner import _save_spec
+
+    store = small_disk / "store"
+    calls = tmp_path / "calls.txt"
+    exp = _disk_experiment(calls, "artifact")
+    plan = RunPlan(exp)
+    # What metalab.run stores before submitting; the array task itself is run here.
+    _save_spec(exp, plan, FileStore(store), metalab.SlurmExecutor())
+    argv = ["--store", str(store), "--experiment", exp.experiment_id]
+    worker = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "metalab.worker",
+            *argv,
+            "--runs-per-task",
+            "20",
+            "--array-task",
+            "0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert worker.returncode == 4, worker.stderr
+    assert "store failed" in worker.stderr and "No space left on device" in worker.stderr
+    assert _calls(calls) == [0, 1, 2, 3]
+    stored = metalab.load_results(store)
+    assert len(stored) == 3 and all(r.status.value == "success" for r in stored)
+    assert not any(FileStore(store).failed(plan.run_ids))

@@ -1,16 +1,25 @@
-"""The ``capture`` object an operation uses to record metrics, artifacts, figures and logs."""
+"""The ``capture`` object an operation uses to record metrics, artifacts, figures and logs.
+
+Artifacts and log lines go to the store while the operation runs. When such a write
+fails (disk full, quota, database gone) the failure is the store's, not the run's: it is
+raised as :class:`~metalab.errors.StoreError` and remembered in
+:attr:`Capture.store_failure`, so :func:`metalab.execution.execute_task` stops the launch
+even if the operation caught the exception, and never records it as the run's failure.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import re
+from collections.abc import Iterator
 from typing import Any
 
 from metalab.capture.serializers import serialize
-from metalab.errors import CaptureError
+from metalab.errors import CaptureError, StoreError
 from metalab.records import ArtifactInfo, utc_now
 from metalab.store.base import LogSink, Store
 
-__all__ = ["LOG_LEVELS", "Capture", "check_artifact_name", "metric_value"]
+__all__ = ["LOG_LEVELS", "Capture", "check_artifact_name", "metric_value", "store_write"]
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
@@ -53,6 +62,26 @@ def metric_value(name: str, value: object) -> int | float:
     )
 
 
+@contextlib.contextmanager
+def store_write(what: str, run_id: str, store: Store) -> Iterator[None]:
+    """Turn an ``OSError`` raised while writing ``what`` of a run into a StoreError.
+
+    A store that already raises :class:`StoreError` (PostgreSQL, fallback) passes through.
+
+    Raises:
+        StoreError: the write failed; the message names the run, what was written, the
+            store and the operating system's reason (``[Errno 28] No space left...``).
+    """
+    try:
+        yield
+    except StoreError:
+        raise
+    except OSError as exc:
+        raise StoreError(
+            f"cannot write the {what} of run {run_id} to {store.locator}: {exc}"
+        ) from exc
+
+
 def _check_metric_name(name: object) -> str:
     if not isinstance(name, str) or not _METRIC_NAME.fullmatch(name):
         raise CaptureError(
@@ -83,6 +112,21 @@ class Capture:
         self.metrics: dict[str, int | float] = {}
         self.series: dict[str, list[list[int | float]]] = {}
         self.artifacts: dict[str, ArtifactInfo] = {}
+        self.store_failure: StoreError | None = None
+        """The first failed store write of this run (then every later write fails too)."""
+
+    @contextlib.contextmanager
+    def _writing(self, what: str) -> Iterator[None]:
+        # After one failure nothing more is written: the store is broken and the run
+        # will not be recorded anyway, so the operation should stop as soon as it can.
+        if self.store_failure is not None:
+            raise self.store_failure
+        try:
+            with store_write(what, self._run_id, self._store):
+                yield
+        except StoreError as exc:
+            self.store_failure = exc
+            raise
 
     def metric(self, name: str, value: float, step: int | None = None) -> None:
         """Record a scalar metric; with ``step``, append to its series as well.
@@ -112,15 +156,22 @@ class Capture:
 
         Raises:
             CaptureError: unsafe name, unknown kind or an object the kind cannot store.
+            StoreError: the store could not write it (the launch stops).
         """
         safe = check_artifact_name(name)
         packed = serialize(safe, obj, kind)
-        self.artifacts[safe] = self._store.put_artifact(
-            self._run_id, safe, packed.data, packed.kind, packed.ext, {}
-        )
+        with self._writing(f"artifact {safe!r}"):
+            self.artifacts[safe] = self._store.put_artifact(
+                self._run_id, safe, packed.data, packed.kind, packed.ext, {}
+            )
 
     def figure(self, name: str, fig: Any, dpi: int = 100) -> None:
-        """Save a Matplotlib figure as a PNG artifact, then close it."""
+        """Save a Matplotlib figure as a PNG artifact, then close it.
+
+        Raises:
+            CaptureError: unsafe name or not a figure.
+            StoreError: the store could not write it (the launch stops).
+        """
         import io
 
         safe = check_artifact_name(name)
@@ -134,9 +185,10 @@ class Capture:
             plt.close(fig)
         except ImportError:  # pragma: no cover - savefig implies matplotlib
             pass
-        self.artifacts[safe] = self._store.put_artifact(
-            self._run_id, safe, buffer.getvalue(), "png", ".png", {}
-        )
+        with self._writing(f"figure {safe!r}"):
+            self.artifacts[safe] = self._store.put_artifact(
+                self._run_id, safe, buffer.getvalue(), "png", ".png", {}
+            )
 
     def log(self, message: str, level: str = "info") -> None:
         """Append a timestamped, levelled line with the worker's identity to the run log.
@@ -145,17 +197,27 @@ class Capture:
 
         Raises:
             CaptureError: ``level`` is not one of debug, info, warning, error, critical.
+            StoreError: the store could not write the line (the launch stops).
         """
         if level not in LOG_LEVELS:
             raise CaptureError(f"log level {level!r} is not one of {LOG_LEVELS}")
-        if self._log is None:
-            self._log = self._store.open_log(self._run_id)
         text = str(message).replace("\n", "\n    ")
         stamp = utc_now().isoformat(timespec="milliseconds")
-        self._log.write_line(f"{stamp} {level.upper():<8} [{self._worker_id}] {text}")
+        with self._writing("log"):
+            if self._log is None:
+                self._log = self._store.open_log(self._run_id)
+            self._log.write_line(f"{stamp} {level.upper():<8} [{self._worker_id}] {text}")
 
     def close(self) -> None:
-        """Release the log sink."""
-        if self._log is not None:
-            self._log.close()
-            self._log = None
+        """Release the log sink; a failure to flush it counts as a failed store write."""
+        sink, self._log = self._log, None
+        if sink is None:
+            return
+        try:
+            # Closed even after an earlier failure, so no file handle is left open.
+            with store_write("log", self._run_id, self._store):
+                sink.close()
+        except StoreError as exc:
+            # Not raised here: execute_task raises store_failure once the run is over.
+            if self.store_failure is None:
+                self.store_failure = exc
