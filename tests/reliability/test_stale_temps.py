@@ -273,3 +273,31 @@ def test_store_clean_of_a_missing_store_is_an_error(tmp_path: Path) -> None:
         check=False,
     )
     assert done.returncode == 1 and "no store at" in done.stderr
+
+
+def test_clean_does_not_follow_a_link_planted_in_the_store(tmp_path: Path) -> None:
+    from other_user import run_as_other_user, shared_dir
+
+    base = shared_dir()
+    try:
+        store = FileStore(base / "store")
+        layout = store.layout
+        host, scope, _ = my_writer(layout)
+        mine = _temp_of(layout.artifact(RUN_ID, "a.npy"), host, _reaped_pid(), scope, 0)
+        for directory, _, _ in os.walk(store.root):
+            os.chmod(directory, 0o777)  # a group-writable lab store
+        # A file of the victim's elsewhere that merely looks like a dead writer's temporary.
+        precious = _temp_of(tmp_path / "victim" / "data.bin", host, _reaped_pid(), scope, 0)
+
+        def plant() -> None:
+            os.symlink(precious.parent, layout.runs_dir / "zz")
+            os.symlink(precious.parent, layout.derived_dir)
+
+        run_as_other_user(plant)
+        sweep = store.clean_temporaries()
+        assert precious.exists()
+        assert [Path(p) for p, _ in sweep.removed] == [mine]
+    finally:
+        import shutil
+
+        shutil.rmtree(base, ignore_errors=True)

@@ -239,6 +239,7 @@ def _is_stale(info: TempInfo, mtime: float, now: float, max_age: float, cache: _
 
 
 def sweep_temporaries(
+    root: Path,
     tops: Iterable[Path],
     *,
     descend: Callable[[str], bool] | None = None,
@@ -247,28 +248,49 @@ def sweep_temporaries(
 ) -> SweepReport:
     """Remove temporaries of dead writers below each directory of ``tops``.
 
-    One walk: each directory is listed once, symbolic links are never followed (every
-    directory is opened relative to its parent with ``O_NOFOLLOW``), and files are
-    removed relative to their directory's descriptor, so a directory swapped for a link
-    during the walk cannot redirect a removal. Only names :func:`parse_temp_name`
-    recognises are considered; a live writer's temporary is kept, as is one whose writer
-    cannot be checked from this host until it is ``max_age`` seconds old.
+    One walk: each directory is listed once, symbolic links below ``root`` are never
+    followed (every directory is opened relative to its parent with ``O_NOFOLLOW``), and
+    files are removed relative to their directory's descriptor, so a directory swapped
+    for a link during the walk cannot redirect a removal. Only names
+    :func:`parse_temp_name` recognises are considered; a live writer's temporary is kept,
+    as is one whose writer cannot be checked from this host until it is ``max_age``
+    seconds old.
 
     Args:
-        tops: directories to walk (missing ones are skipped).
+        root: the store's directory (it may itself be a link: you chose it).
+        tops: directories below ``root`` to walk (missing ones are skipped).
         descend: ``descend(name)`` says whether to enter a subdirectory called ``name``
             (default: every one).
         dry_run: report what would be removed, remove nothing.
         max_age: age in seconds after which an uncheckable writer's temporary is stale.
     """
     sweep = _Sweep(SweepReport(), {}, time.time(), max_age, dry_run, descend)
-    for top in tops:
-        try:
-            fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        except (FileNotFoundError, NotADirectoryError):
-            continue
-        sweep.walk(fd, str(top))
+    try:
+        root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except (FileNotFoundError, NotADirectoryError):
+        return sweep.report
+    try:
+        for top in tops:
+            fd = _open_below(root_fd, top.relative_to(root).parts)
+            if fd is not None:
+                sweep.walk(fd, str(top))
+    finally:
+        os.close(root_fd)
     return sweep.report
+
+
+def _open_below(root_fd: int, parts: tuple[str, ...]) -> int | None:
+    """Open directory ``root/parts`` without following a link; ``None`` if it is not one."""
+    fd = os.dup(root_fd)
+    for part in parts:
+        try:
+            child = os.open(part, _DIR_FLAGS, dir_fd=fd)
+        except OSError:  # missing, not a directory, or a link planted in its place
+            os.close(fd)
+            return None
+        os.close(fd)
+        fd = child
+    return fd
 
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC

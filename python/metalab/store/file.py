@@ -319,7 +319,9 @@ class FileStore(Store):
             UnsafeNameError: an entry of ``run_ids`` is not a run ID.
         """
         if run_ids is None:
-            return sweep_temporaries(self.layout.data_dirs, dry_run=dry_run, max_age=max_age)
+            return sweep_temporaries(
+                self.root, self.layout.data_dirs, dry_run=dry_run, max_age=max_age
+            )
         ids = {check_run_id(run_id) for run_id in run_ids}
         # One run per shard names the shard's directories (a Path per run would cost
         # more than the sweep itself at 100,000 runs). Done markers are created in place,
@@ -332,6 +334,7 @@ class FileStore(Store):
                 d for d in self.layout.shard_dirs(run_id) if d.parent != self.layout.done_dir
             )
         return sweep_temporaries(
+            self.root,
             sorted(tops),
             descend=ids.__contains__,
             dry_run=dry_run,
