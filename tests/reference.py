@@ -277,3 +277,18 @@ def list_done(done_root: str) -> list[str]:
             if rid and rid[:2] == shard:
                 out.append(rid)
     return sorted(out)
+
+
+def scan_completed(
+    done_root: str, runs_root: str, run_ids: list[str]
+) -> tuple[list[bool], list[str]]:
+    """A run is done when its marker and its record ``{runs_root}/{id[:2]}/{id}.json``
+    (a visible file name) both exist; markers without a record are the orphans."""
+    marked = scan_done(done_root, run_ids)
+    has_record = [
+        os.path.lexists(os.path.join(runs_root, r[:2], r + ".json")) and not r.startswith(".")
+        for r in run_ids
+    ]
+    done = [m and h for m, h in zip(marked, has_record, strict=True)]
+    orphans = [r for r, m, h in zip(run_ids, marked, has_record, strict=True) if m and not h]
+    return done, orphans

@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import metalab
 from metalab import _core
@@ -245,3 +247,104 @@ def test_a_bad_started_at_is_a_problem_not_a_crash_on_run_record(shared_store: P
     assert "'started_at' must be a timestamp" in problem.reason
     for run in results:
         assert run.record.started_at is not None  # every loaded run materialises
+
+
+# -- differential properties: Rust against the Python side ------------------------------
+
+_BASE = json.loads((CORPUS / "ok_full.json").read_bytes())
+# Where a generated value is put: top-level fields and fields inside nested objects.
+_PLACES: list[tuple[Any, ...]] = [
+    (key,)
+    for key in (
+        "run_id", "experiment_id", "status", "params_fingerprint", "params", "task_index",
+        "replicate", "metrics", "metric_series", "started_at", "finished_at", "duration_s",
+        "error", "provenance", "artifacts", "derived_errors", "schema",
+    )
+] + [
+    ("provenance", "pid"), ("provenance", "host"), ("artifacts", 0), ("artifacts", 0, "size"),
+    ("artifacts", 0, "meta"), ("metric_series", "loss"), ("metric_series", "loss", 1),
+    ("metric_series", "loss", 1, 0), ("params", "lr"), ("derived_errors", "f"),
+]  # fmt: skip
+_TIMESTAMPS = st.from_regex(
+    r"[0-9]{4}-[0-2][0-9]-[0-3][0-9]T[0-2][0-9]:[0-6][0-9]:[0-6][0-9](\.[0-9]{0,7})?"
+    r"(Z|[+-][0-2][0-9]:[0-6][0-9]|[+-][0-9]{4})?",
+    fullmatch=True,
+)
+_SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**64), 2**64),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=50),
+    _TIMESTAMPS,
+    st.sampled_from(["success", "failed", RUN_ID, "", "NaN"]),
+)
+_VALUES = st.recursive(
+    _SCALARS,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3),
+        st.dictionaries(st.sampled_from(["type", "message", "name", "x", "pid"]), inner),
+    ),
+    max_leaves=6,
+)
+
+
+def _put(document: Any, place: tuple[Any, ...], value: Any) -> None:
+    for step in place[:-1]:
+        if isinstance(document, dict):
+            document = document.setdefault(step, {})
+        elif isinstance(document, list) and isinstance(step, int) and step < len(document):
+            document = document[step]
+        else:
+            return
+    last = place[-1]
+    in_list = isinstance(document, list) and isinstance(last, int) and last < len(document)
+    if isinstance(document, dict) or in_list:
+        document[last] = value
+
+
+@settings(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(st.sampled_from(_PLACES), _VALUES), min_size=1, max_size=3))
+def test_rust_checks_equal_python_checks_on_generated_records(
+    edits: list[tuple[tuple[Any, ...], Any]],
+) -> None:
+    document = json.loads(json.dumps(_BASE))
+    for place, value in edits:
+        _put(document, place, value)
+    text = json.dumps(document)
+    python = _python_reason(text.encode(), "doc", None)
+    (rust,) = [
+        r.removeprefix("doc: ")
+        for _, r, _ in _core.record_columns_from_docs([("doc", text)])["problems"]
+    ] or [None]
+    assert rust == python
+
+
+@settings(deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["ab12", "ab34", "cd56", "zz", "x", RUN_ID, "cdcd" * 8]),
+            st.sampled_from(["done", "runs"]),
+            st.sampled_from(["", ".done", ".json", ".log", ".json.tmp"]),
+            st.booleans(),  # hidden (a leading dot, as temporaries have)
+        ),
+        max_size=12,
+    ),
+    st.lists(st.sampled_from(["ab12", "ab34", "cd56", "zz", "x", "q", RUN_ID]), max_size=8),
+)
+def test_scan_completed_equals_the_reference(
+    files: list[tuple[str, str, str, bool]], run_ids: list[str]
+) -> None:
+    import tempfile
+
+    import reference as ref
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        for run_id, top, suffix, hidden in files:
+            directory = root / top / run_id[:2]
+            directory.mkdir(parents=True, exist_ok=True)
+            (directory / f"{'.' if hidden else ''}{run_id}{suffix}").touch()
+        got = _core.scan_completed(root / "done", root / "runs", run_ids)
+        assert got == ref.scan_completed(str(root / "done"), str(root / "runs"), run_ids)
