@@ -328,6 +328,7 @@ def as_attacker(url: str, schema: str, statement: str, *args: object) -> None:
         assert conn.execute(statement, args).rowcount >= 1
 
 
+@pytest.mark.postgres
 def test_postgres_rows_pointing_outside_are_skipped_by_export(
     pg_locator: str, attacker: str, shared: Path
 ) -> None:
@@ -363,6 +364,7 @@ def test_postgres_rows_pointing_outside_are_skipped_by_export(
     assert FileLayout(target).artifact(run_ids[0], "weights.npy").is_file()
 
 
+@pytest.mark.postgres
 def test_postgres_artifact_path_column_cannot_name_another_file(
     pg_locator: str, attacker: str, shared: Path, tmp_path: Path
 ) -> None:
