@@ -45,34 +45,39 @@ pub struct Fields {
     pub derived_errors: Option<Value>,
 }
 
+/// Where a known key's value goes.
+type Slot = fn(&mut Fields) -> &mut Option<Value>;
+
 impl Fields {
-    fn slot(&mut self, key: &str) -> Option<&mut Option<Value>> {
-        Some(match key {
-            "run_id" => &mut self.run_id,
-            "experiment_id" => &mut self.experiment_id,
-            "status" => &mut self.status,
-            "context_fingerprint" => &mut self.context_fingerprint,
-            "params_fingerprint" => &mut self.params_fingerprint,
-            "seed_fingerprint" => &mut self.seed_fingerprint,
-            "params" => &mut self.params,
-            "task_index" => &mut self.task_index,
-            "replicate" => &mut self.replicate,
-            "metrics" => &mut self.metrics,
-            "metric_series" => &mut self.metric_series,
-            "started_at" => &mut self.started_at,
-            "finished_at" => &mut self.finished_at,
-            "duration_s" => &mut self.duration_s,
-            "error" => &mut self.error,
-            "provenance" => &mut self.provenance,
-            "artifacts" => &mut self.artifacts,
-            "derived_errors" => &mut self.derived_errors,
+    /// The slot of a key the checks use, `None` for any other key (skipped unparsed).
+    fn slot_of(key: &str) -> Option<Slot> {
+        let slot: Slot = match key {
+            "run_id" => |f| &mut f.run_id,
+            "experiment_id" => |f| &mut f.experiment_id,
+            "status" => |f| &mut f.status,
+            "context_fingerprint" => |f| &mut f.context_fingerprint,
+            "params_fingerprint" => |f| &mut f.params_fingerprint,
+            "seed_fingerprint" => |f| &mut f.seed_fingerprint,
+            "params" => |f| &mut f.params,
+            "task_index" => |f| &mut f.task_index,
+            "replicate" => |f| &mut f.replicate,
+            "metrics" => |f| &mut f.metrics,
+            "metric_series" => |f| &mut f.metric_series,
+            "started_at" => |f| &mut f.started_at,
+            "finished_at" => |f| &mut f.finished_at,
+            "duration_s" => |f| &mut f.duration_s,
+            "error" => |f| &mut f.error,
+            "provenance" => |f| &mut f.provenance,
+            "artifacts" => |f| &mut f.artifacts,
+            "derived_errors" => |f| &mut f.derived_errors,
             _ => return None,
-        })
+        };
+        Some(slot)
     }
 }
 
-/// A map key: the name of a field the checks use, or `None` for any other key.
-struct Key(Option<&'static str>);
+/// A map key, as the slot of its value (matched on the borrowed key: no allocation).
+struct Key(Option<Slot>);
 
 struct KeyVisitor;
 
@@ -84,28 +89,7 @@ impl<'de> Visitor<'de> for KeyVisitor {
     }
 
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Key, E> {
-        // Known keys are matched without allocating; unknown ones are only skipped.
-        const KNOWN: [&str; 18] = [
-            "run_id",
-            "experiment_id",
-            "status",
-            "context_fingerprint",
-            "params_fingerprint",
-            "seed_fingerprint",
-            "params",
-            "task_index",
-            "replicate",
-            "metrics",
-            "metric_series",
-            "started_at",
-            "finished_at",
-            "duration_s",
-            "error",
-            "provenance",
-            "artifacts",
-            "derived_errors",
-        ];
-        Ok(Key(KNOWN.iter().copied().find(|k| *k == v)))
+        Ok(Key(Fields::slot_of(v)))
     }
 }
 
@@ -127,8 +111,8 @@ impl<'de> Visitor<'de> for FieldsVisitor {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Fields, A::Error> {
         let mut fields = Fields::default();
         while let Some(key) = map.next_key::<Key>()? {
-            match key.0.and_then(|k| fields.slot(k)) {
-                Some(slot) => *slot = Some(map.next_value::<Value>()?),
+            match key.0 {
+                Some(slot) => *slot(&mut fields) = Some(map.next_value::<Value>()?),
                 None => {
                     map.next_value::<IgnoredAny>()?;
                 }
