@@ -20,10 +20,12 @@ _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 def _check_token(label: str, value: object) -> str:
     if not isinstance(value, str):
         raise ExperimentError(f"Experiment {label} must be a str, got {value!r}")
-    if not _SAFE_NAME.fullmatch(value) or len(value) > 128:
+    # ".." is refused too: stores use the name in file names and must never see a
+    # component that could climb out of their folders.
+    if not _SAFE_NAME.fullmatch(value) or len(value) > 128 or ".." in value:
         raise ExperimentError(
             f"Experiment {label} {value!r} is not usable in a path; expected 1-128 characters "
-            f"from letters, digits, '_', '.', '-', starting with a letter or digit"
+            f"from letters, digits, '_', '.', '-', starting with a letter or digit, no '..'"
         )
     return value
 

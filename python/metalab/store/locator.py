@@ -54,14 +54,18 @@ def _directory_store(path: str, shown: str) -> Store:
 
     Raises:
         LocatorError: ``path`` is ``/`` (also spelt ``//``, ``/.``, ``/..``...): a store
-            there would spread ``runs/``, ``done/`` and ``experiments/`` over the root.
+            there would spread ``runs/``, ``done/`` and ``experiments/`` over the root;
+            or it starts with ``~user`` for a user that does not exist.
     """
     if os.path.normpath(path) in ("/", "//"):
         raise LocatorError(
             f"store locator {shown!r} names the filesystem root; {_FILE_FORMS} "
             f"naming a directory for this store"
         )
-    return FileStore(path)
+    try:
+        return FileStore(path)
+    except RuntimeError as exc:  # Path.expanduser: "~user" of a user that does not exist
+        raise LocatorError(f"store path {shown!r} cannot be expanded: {exc}") from None
 
 
 def _postgres_store(locator: str) -> Store:
