@@ -10,6 +10,7 @@ when one is indexed or iterated. See "Loading at scale" in ``docs/storage.md``.
 
 from __future__ import annotations
 
+import collections
 import math
 import statistics
 from collections.abc import Callable, Iterator, Sequence
@@ -174,6 +175,11 @@ class ColumnarResults(Results):
         status = self._table.status
         ok = sum(1 for row in self._sel if status[row] == "success")
         return f"Results({len(self)} runs, {ok} successful)"
+
+    def _status_counts(self) -> dict[str, int]:
+        # From the status column: counting must not materialise a Run per row.
+        status = self._table.status
+        return dict(collections.Counter(status[row] for row in self._sel))
 
     def _where(self, keep: Callable[[int], bool]) -> ColumnarResults:
         return ColumnarResults(self._table, [row for row in self._sel if keep(row)])

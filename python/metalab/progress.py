@@ -1,4 +1,4 @@
-"""Live progress of an experiment: a rich bar when available, plain text otherwise.
+"""Live progress of an experiment: a notebook display, a rich bar, or plain text.
 
 Executors that run tasks in this process tree (threads, process pools) report each run
 as it finishes through :meth:`Progress.record_finished`, in completion order; executors
@@ -7,6 +7,10 @@ whose runs happen elsewhere (SLURM) poll the store and call :meth:`Progress.upda
 The plain-text display writes one self-contained line at most every ``interval`` seconds
 (plus the final line), so it stays readable in CI logs and notebooks where a redrawn bar
 would turn into noise.
+
+In a Jupyter kernel the display is one notebook output updated in place
+(:mod:`metalab.progress_notebook`): it needs no ipywidgets and its final state is kept in
+the saved notebook.
 """
 
 from __future__ import annotations
@@ -18,9 +22,13 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from metalab.errors import ExperimentError
+from metalab.html import progress_html
+
+if TYPE_CHECKING:
+    from metalab.progress_notebook import NotebookProgress
 
 __all__ = ["Progress", "ProgressSnapshot", "make_progress"]
 
@@ -70,10 +78,9 @@ def _format_seconds(seconds: float) -> str:
 
 
 def _rich_wanted() -> bool:
-    # A live bar only makes sense on a terminal or in a notebook; in CI logs rich would
-    # render nothing until the end, so the plain-text lines are used there instead.
-    if "ipykernel" in sys.modules:
-        return True
+    # A live bar only makes sense on a terminal; in CI logs rich would render nothing
+    # until the end, so the plain-text lines are used there instead. Notebooks get their
+    # own display (rich's needs ipywidgets and is lost from the saved notebook).
     isatty = getattr(sys.stderr, "isatty", None)
     return bool(isatty and isatty())
 
@@ -86,9 +93,13 @@ class Progress:
         display_metrics: metrics to show with their latest value, as ``"name"`` or
             ``"name:format_spec"`` (e.g. ``"loss:.4f"``, ``"accuracy:.2%"``).
         use_rich: force (True) or refuse (False) rich; ``None`` uses rich when it is
-            installed and stderr is a terminal or a notebook, plain text otherwise.
+            installed and stderr is a terminal, plain text otherwise.
         stream: where the plain-text display writes (default ``sys.stderr``).
         interval: minimum seconds between two plain-text lines.
+        notebook: show one HTML display updated in place in the current Jupyter cell.
+            ``None`` does so inside a Jupyter kernel when no ``stream`` is given (then
+            ``use_rich`` is not consulted); ``False`` never, ``True`` always (``start()`` raises
+            ExperimentError outside IPython).
 
     Raises:
         ExperimentError: a metric spec or format spec is invalid, or ``interval`` is
@@ -102,6 +113,7 @@ class Progress:
         use_rich: bool | None = None,
         stream: TextIO | None = None,
         interval: float = 2.0,
+        notebook: bool | None = None,
     ) -> None:
         if isinstance(display_metrics, str):
             raise ExperimentError(
@@ -114,6 +126,10 @@ class Progress:
         self.use_rich = use_rich
         self.stream = stream
         self.interval = float(interval)
+        if notebook is not None and not isinstance(notebook, bool):
+            raise ExperimentError(f"notebook must be True, False or None, got {notebook!r}")
+        self.notebook = notebook
+        self._notebook: NotebookProgress | None = None
         self._lock = threading.Lock()
         self._snapshot = ProgressSnapshot(total=0)
         self._started = time.monotonic()
@@ -146,16 +162,33 @@ class Progress:
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self, total: int, skipped: int) -> None:
-        """Begin displaying an experiment of ``total`` runs, ``skipped`` already done."""
+        """Begin displaying an experiment of ``total`` runs, ``skipped`` already done.
+
+        Raises:
+            ExperimentError: ``use_rich=True`` without rich, or ``notebook=True`` outside
+                a running IPython.
+        """
         with self._lock:
             self._snapshot = ProgressSnapshot(total=total, completed=skipped, skipped=skipped)
             self._started = time.monotonic()
             self._closed = False
             self._last_line = float("-inf")
+        if self._notebook_wanted():
+            from metalab.progress_notebook import NotebookProgress
+
+            self._notebook = NotebookProgress(self._bundle)
+            return
         want = self.use_rich if self.use_rich is not None else _rich_wanted()
         if want:
             self._start_rich(required=self.use_rich is True)
         self._emit(force=True)
+
+    def _notebook_wanted(self) -> bool:
+        if self.notebook is not None:
+            return self.notebook
+        from metalab.progress_notebook import in_notebook
+
+        return self.stream is None and in_notebook()
 
     def _start_rich(self, required: bool) -> None:
         try:
@@ -229,6 +262,10 @@ class Progress:
         if self._closed:
             return
         self._closed = True
+        notebook, self._notebook = self._notebook, None
+        if notebook is not None:
+            notebook.close()
+            return
         self._emit(force=True)
         if self._renderer is not None:
             self._renderer.stop()
@@ -272,7 +309,31 @@ class Progress:
             f"| {rate:.1f} runs/s eta {eta_text}"
         )
 
+    def _bundle(self, final: bool) -> dict[str, str]:
+        """The notebook display's content: HTML with a plain-text line as its twin."""
+        snap = self.snapshot
+        rate, eta = self._rate_eta(snap)
+        if final:
+            elapsed = _format_seconds(time.monotonic() - self._started)
+            tail = f"done in {elapsed} ({rate:.1f} runs/s)"
+        else:
+            tail = f"{rate:.1f} runs/s eta {_format_seconds(eta) if eta is not None else '?'}"
+        detail = f"{self._extra(snap)} | {tail}"
+        pct = 100.0 * snap.finished / snap.total if snap.total else 100.0
+        done = [("success", snap.completed), ("failed", snap.failed), ("cancelled", snap.cancelled)]
+        return {
+            "text/plain": f"{self.title}: {snap.finished}/{snap.total} ({pct:.0f}%) {detail}",
+            "text/html": progress_html(self.title, snap.total, done, detail, final),
+        }
+
     def _emit(self, force: bool = False) -> None:
+        notebook = self._notebook
+        if notebook is not None:
+            snap = self.snapshot
+            # The run that completes the experiment is always drawn, even without a
+            # result() call to close the display.
+            notebook.show(force=force or snap.finished >= snap.total)
+            return
         renderer = self._renderer
         if renderer is not None:
             snap = self.snapshot

@@ -11,6 +11,7 @@ from typing import Any, overload
 
 from metalab.capture.serializers import AllowPickle, deserialize
 from metalab.derived import apply_derived
+from metalab.html import MAX_ROWS, PngImage, results_html, run_html
 from metalab.records import RunRecord, RunState
 from metalab.store.base import LoadProblem, Store
 from metalab.store.locator import create_store
@@ -76,6 +77,9 @@ class Run:
     def artifact(self, name: str, *, allow_pickle: AllowPickle = False) -> Any:
         """Load an artifact back into the object that was captured.
 
+        A figure (``capture.figure``) comes back as its PNG bytes, as a
+        :class:`~metalab.html.PngImage`: ``bytes`` that a notebook displays as an image.
+
         Args:
             name: the artifact's name.
             allow_pickle: for a pickle artifact: ``True`` loads it if this account wrote
@@ -94,7 +98,7 @@ class Run:
         info = infos[name]
         data = self._store.get_artifact(self.run_id, info)
         if info.kind == "png":
-            return data
+            return PngImage(data, name)
         return deserialize(info.kind, data, allow_pickle=allow_pickle, name=name)
 
     @property
@@ -104,6 +108,10 @@ class Run:
 
     def __repr__(self) -> str:
         return f"Run({self.run_id[:12]}, {self.status.value}, params={self.params})"
+
+    def _repr_html_(self) -> str:
+        """Params, metrics, status, error and artifacts as HTML (for notebooks)."""
+        return run_html(self.record)
 
 
 class ResultTable(list[dict[str, Any]]):
@@ -165,6 +173,20 @@ class Results(Sequence[Run]):
     def __repr__(self) -> str:
         ok = sum(r.status is RunState.SUCCESS for r in self._runs)
         return f"Results({len(self)} runs, {ok} successful)"
+
+    def _status_counts(self) -> dict[str, int]:
+        """Runs per status value (``{"success": 7, "failed": 2}``)."""
+        counts: dict[str, int] = {}
+        for run in self._runs:
+            counts[run.status.value] = counts.get(run.status.value, 0) + 1
+        return counts
+
+    def _repr_html_(self) -> str:
+        """Counts by status and the first rows of :meth:`table`, as HTML (for notebooks).
+
+        Only the first rows are tabulated, so 300,000 runs render as fast as ten.
+        """
+        return results_html(len(self), self._status_counts(), self[:MAX_ROWS].table())
 
     @property
     def successful(self) -> Results:

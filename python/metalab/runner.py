@@ -19,6 +19,7 @@ from metalab.execution import DerivedFn
 from metalab.executors.base import Executor, Job, Launch, LaunchCounts
 from metalab.executors.thread import ThreadExecutor
 from metalab.experiment import Experiment
+from metalab.html import handle_html, status_html
 from metalab.identity import to_plain
 from metalab.plan import RunPlan
 from metalab.progress import Progress, ProgressSnapshot, make_progress
@@ -47,6 +48,10 @@ class RunStatus:
     def is_complete(self) -> bool:
         """True when nothing is pending or running."""
         return self.pending == 0 and self.running == 0
+
+    def _repr_html_(self) -> str:
+        """The counts and a bar of them, as HTML (for notebooks)."""
+        return status_html(self)
 
 
 def spec_key(experiment_id: str) -> str:
@@ -171,6 +176,10 @@ class RunHandle:
 
     def __repr__(self) -> str:
         return f"RunHandle({self.experiment_id!r}, {self.status})"
+
+    def _repr_html_(self) -> str:
+        """Experiment, store and current status as HTML (for notebooks)."""
+        return handle_html(self.experiment_id, self.store.locator, self.status)
 
 
 def _manifest(plan: RunPlan, store: Store, executor: Executor, launched: int) -> dict[str, Any]:
