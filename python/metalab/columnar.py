@@ -11,16 +11,17 @@ when one is indexed or iterated. See "Loading at scale" in ``docs/storage.md``.
 from __future__ import annotations
 
 import collections
+import functools
 import math
-import statistics
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, overload
 
 from metalab import _core
 from metalab.errors import StoreError
-from metalab.records import RunRecord, RunState
-from metalab.results import Results, ResultTable, Run
+from metalab.records import ErrorInfo, RunRecord, RunState
+from metalab.results import Results, Run
+from metalab.staleness import stale_flags
 from metalab.store.base import LoadProblem, Store
 
 __all__ = ["ColumnTable", "ColumnarResults", "LazyRun", "load_columns", "results_from_store"]
@@ -79,6 +80,7 @@ class ColumnTable:
         self.params = _columns(data["params"])
         self.metrics = _columns(data["metrics"])
         self._runs: list[LazyRun | None] = [None] * len(self.run_id)
+        self._errors: dict[int, ErrorInfo | None] = {}
 
     def __len__(self) -> int:
         return len(self.run_id)
@@ -87,9 +89,39 @@ class ColumnTable:
         """The Run of ``row`` (its record is read on first use)."""
         run = self._runs[row]
         if run is None:
-            run = LazyRun(self.run_id[row], self.status[row], self.store)
+            run = LazyRun(self.run_id[row], self.status[row], self.store, self, row)
             self._runs[row] = run
         return run
+
+    @functools.cached_property
+    def stale(self) -> bytes:
+        """1 where a row was computed by other code than its experiment's latest launch.
+
+        From launch manifests alone (:mod:`metalab.staleness`): no record is read.
+        """
+        if not self.run_id:
+            return b""
+        return stale_flags(self.store.list_manifests(), self.experiment_id, self.run_id)
+
+    def errors(self, rows: Sequence[int]) -> list[ErrorInfo | None]:
+        """The error of each row (``None`` for successful ones).
+
+        Errors are not columns: the records of the rows that did not succeed are read, in
+        one batched store call, on first use (a sweep's failures, not all its runs).
+        """
+        status, run_ids = self.status, self.run_id
+        wanted = [r for r in rows if status[r] != "success" and r not in self._errors]
+        if not wanted and not self._errors:
+            return [None] * len(rows)  # every row succeeded: nothing to read
+        if wanted:
+            loaded = self.store.load_records(run_ids=[run_ids[r] for r in wanted])
+            by_id = {record.run_id: record for record in loaded.records}
+            for row in wanted:
+                record = by_id.get(run_ids[row])
+                self._errors[row] = None if record is None else record.error
+                if record is not None:
+                    self.run(row).record = record  # read once, kept for Run.error too
+        return [self._errors.get(row) for row in rows]
 
     def cached_runs(self, rows: Sequence[int]) -> Iterator[LazyRun]:
         """Runs of ``rows`` that were already materialised."""
@@ -109,7 +141,16 @@ class ColumnTable:
 class LazyRun(Run):
     """A :class:`Run` whose record is read from the store on first access."""
 
-    def __init__(self, run_id: str, status: str, store: Store) -> None:
+    def __init__(
+        self,
+        run_id: str,
+        status: str,
+        store: Store,
+        table: ColumnTable | None = None,
+        row: int = -1,
+    ) -> None:
+        self._table = table
+        self._row = row
         self._run_id = run_id
         self._status = RunState(status)
         self._store = store
@@ -141,6 +182,12 @@ class LazyRun(Run):
     @property
     def status(self) -> RunState:
         return self._status if self._record is None else self._record.status
+
+    @property
+    def is_stale(self) -> bool:
+        if self._table is None:
+            return super().is_stale
+        return bool(self._table.stale[self._row])
 
 
 class ColumnarResults(Results):
@@ -183,6 +230,24 @@ class ColumnarResults(Results):
 
     def _where(self, keep: Callable[[int], bool]) -> ColumnarResults:
         return ColumnarResults(self._table, [row for row in self._sel if keep(row)])
+
+    def _subset(self, keep: Sequence[bool]) -> Results:
+        rows = [row for row, wanted in zip(self._sel, keep, strict=True) if wanted]
+        return ColumnarResults(self._table, rows, self.problems)
+
+    def _record_column(self, name: str) -> list[Any]:
+        values: list[Any] = getattr(self._table, name)
+        sel = self._sel
+        return values if sel == range(len(values)) else [values[row] for row in sel]
+
+    def _stale(self) -> list[bool]:
+        flags = self._table.stale
+        if 1 not in flags:
+            return [False] * len(self._sel)
+        return [bool(flags[row]) for row in self._sel]
+
+    def _errors(self) -> list[ErrorInfo | None]:
+        return self._table.errors(self._sel)
 
     @property
     def successful(self) -> Results:
@@ -254,6 +319,10 @@ class ColumnarResults(Results):
             out["status"] = pick(table.status)
             out["replicate"] = pick(table.replicate)
             out["duration"] = pick(table.duration)
+            out["stale"] = self._stale()
+            errors = self._errors()
+            out["error_type"] = [None if e is None else e.type for e in errors]
+            out["error_message"] = [None if e is None else e.message for e in errors]
         for name, column in self._ordered(include_params, include_metrics, param_prefix):
             values = pick(column.values)
             if name in out:
@@ -307,16 +376,22 @@ class ColumnarResults(Results):
         table = self._table
         ordered = self._ordered(include_params, include_metrics, param_prefix)
         stored = self._derived_for_all() if include_derived else {}
+        stale = self._stale() if include_record else []
+        errors = self._errors() if include_record else []
         rows = []
-        for row in self._sel:
+        for at, row in enumerate(self._sel):
             out: dict[str, Any] = {}
             if include_record:
+                error = errors[at]
                 out.update(
                     run_id=table.run_id[row],
                     experiment_id=table.experiment_id[row],
                     status=table.status[row],
                     replicate=table.replicate[row],
                     duration=table.duration[row],
+                    stale=stale[at],
+                    error_type=None if error is None else error.type,
+                    error_message=None if error is None else error.message,
                 )
             for name, column in ordered:
                 if column.present(row):
@@ -330,44 +405,39 @@ class ColumnarResults(Results):
             rows.append(out)
         return rows
 
-    def table(self, as_dataframe: bool = False) -> Any:
-        if as_dataframe:
-            return self.to_dataframe()
-        rows = self._rows(True, True, False, False, None, param_prefix="")
-        status = self._table.status
-        for out, row in zip(rows, self._sel, strict=True):
-            out["status"] = status[row]
-        return ResultTable(rows)
-
-    def summary(self, group_by: Sequence[str] | None = None) -> ResultTable:
+    def _groups(
+        self, keys: Sequence[str]
+    ) -> list[tuple[tuple[Any, ...], int, list[tuple[str, list[float]]]]]:
         table = self._table
-        keys = list(group_by or [])
-        params = [table.params.get(k) for k in keys]
+        lookups = [self._group_lookup(k) for k in keys]
         groups: dict[tuple[Any, ...], list[int]] = {}
         for row in self._sel:
             if table.status[row] != "success":
                 continue
-            group = tuple(
-                c.values[row] if c is not None and c.present(row) else None for c in params
-            )
-            groups.setdefault(group, []).append(row)
+            groups.setdefault(tuple(look(row) for look in lookups), []).append(row)
         metrics = sorted(table.metrics.values(), key=lambda c: (c.first_row, c.position))
-        out = ResultTable()
+        out = []
         for group_key, rows in groups.items():
-            entry: dict[str, Any] = dict(zip(keys, group_key, strict=True))
-            entry["runs"] = len(rows)
             present = [(c, c.first_in(rows)) for c in metrics]
+            found = []
             for column, _first in sorted(
                 ((c, f) for c, f in present if f is not None), key=lambda cf: cf[1]
             ):
-                values = [
-                    float(column.values[row]) for row in rows if _is_number(column.values[row])
-                ]
-                if values:
-                    std = statistics.stdev(values) if len(values) > 1 else 0.0
-                    entry[column.name] = f"{statistics.fmean(values):.6g} ± {std:.3g}"
-            out.append(entry)
+                values = column.values
+                numbers = [float(values[r]) for r in rows if _is_number(values[r])]
+                found.append((column.name, numbers))
+            out.append((group_key, len(rows), found))
         return out
+
+    def _group_lookup(self, key: str) -> Callable[[int], Any]:
+        """Value of a group key in a row: the param, else the record field, else None."""
+        column = self._table.params.get(key)
+        if column is not None:
+            return lambda row: column.values[row] if column.present(row) else None
+        if key in _RECORD_FIELDS:
+            values = getattr(self._table, key)
+            return lambda row: values[row]
+        return lambda row: None
 
 
 def _is_number(value: Any) -> bool:

@@ -4,15 +4,24 @@ from __future__ import annotations
 
 import csv
 import math
-import statistics
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, overload
 
 from metalab.capture.serializers import AllowPickle, deserialize
 from metalab.derived import apply_derived
+from metalab.errors import ExperimentError
 from metalab.html import MAX_ROWS, PngImage, results_html, run_html
-from metalab.records import RunRecord, RunState
+from metalab.records import ErrorInfo, RunRecord, RunState
+from metalab.report import (
+    ErrorGroup,
+    SummaryGroup,
+    error_groups,
+    failure_report,
+    render_summary,
+    summary_groups,
+)
+from metalab.staleness import Generation, generation, latest_generations
 from metalab.store.base import LoadProblem, Store
 from metalab.store.locator import create_store
 
@@ -23,6 +32,9 @@ _RECORD_COLUMNS = ("run_id", "experiment_id", "status", "replicate", "duration")
 
 class Run:
     """One run's record with lazy access to its artifacts, log and derived metrics."""
+
+    _current: Generation | None = None
+    # The code its experiment runs now (from the latest launch manifest), set by Results.
 
     def __init__(
         self, record: RunRecord, store: Store, derived: dict[str, Any] | None = None
@@ -55,6 +67,20 @@ class Run:
     def error(self) -> Any:
         """The failure (type, message, traceback), or ``None``."""
         return self.record.error
+
+    @property
+    def is_stale(self) -> bool:
+        """True when another version of the operation computed this run.
+
+        "Now" is the code of the experiment's latest launch (its manifest's code hash;
+        another metalab major version counts too). False when they match or when no
+        launch is recorded to compare with. Re-run stale runs with
+        ``metalab.run(exp, rerun="stale")``.
+        """
+        current, provenance = self._current, self.record.provenance
+        if current is None or provenance is None:
+            return False
+        return generation(provenance.code_hash, provenance.metalab) != current
 
     @property
     def derived(self) -> dict[str, Any]:
@@ -134,7 +160,11 @@ def _fmt(value: Any) -> str:
         return ""
     if isinstance(value, float):
         return f"{value:.6g}"
-    return str(value)
+    text = str(value)
+    if "\n" in text or len(text) > 80:
+        # One cell, one line: an error message or a long value must not break the grid.
+        text = text.strip().splitlines()[0][:77] + "..." if text.strip() else ""
+    return text
 
 
 class Results(Sequence[Run]):
@@ -153,7 +183,12 @@ class Results(Sequence[Run]):
     ) -> Results:
         """Wrap records, ordered by (experiment, task index)."""
         ordered = sorted(records, key=lambda r: (r.experiment_id, r.task_index))
-        return cls([Run(r, store) for r in ordered], store, problems)
+        runs = [Run(r, store) for r in ordered]
+        if runs:
+            current = latest_generations(store.list_manifests())
+            for run in runs:
+                run._current = current.get(run.record.experiment_id)
+        return cls(runs, store, problems)
 
     @overload
     def __getitem__(self, index: int) -> Run: ...
@@ -272,6 +307,9 @@ class Results(Sequence[Run]):
                     status=rec.status.value,
                     replicate=rec.replicate,
                     duration=rec.duration,
+                    stale=run.is_stale,
+                    error_type=rec.error.type if rec.error else None,
+                    error_message=rec.error.message if rec.error else None,
                 )
             if include_params:
                 row.update({f"{param_prefix}{k}": v for k, v in run.params.items()})
@@ -286,13 +324,79 @@ class Results(Sequence[Run]):
         return rows
 
     def table(self, as_dataframe: bool = False) -> Any:
-        """Return one row per run: params, metrics, status. A DataFrame on request."""
+        """Return one row per run: params, metrics, status. A DataFrame on request.
+
+        Columns appear when they tell rows apart: ``experiment_id`` when the runs belong
+        to several experiments or versions, ``replicate`` when there are replicates,
+        ``stale`` when some runs were computed by other code, ``error_type`` and
+        ``error_message`` when some runs failed.
+        """
         if as_dataframe:
             return self.to_dataframe()
         rows = self._rows(True, True, False, False, None, param_prefix="")
-        for row, run in zip(rows, self._runs, strict=True):
-            row["status"] = run.status.value
-        return ResultTable(rows)
+        experiments = self._record_column("experiment_id")
+        replicates = self._record_column("replicate")
+        status = self._record_column("status")
+        mixed = len(set(experiments)) > 1
+        replicated = any(replicates)
+        stale = self._stale() if rows else []
+        errors = self._errors() if any(s != "success" for s in status) else []
+        out = ResultTable()
+        for at, row in enumerate(rows):
+            labelled: dict[str, Any] = {}
+            if mixed:
+                labelled["experiment_id"] = experiments[at]
+            if replicated:
+                labelled["replicate"] = replicates[at]
+            labelled.update(row)
+            labelled["status"] = status[at]
+            if any(stale):
+                labelled["stale"] = stale[at]
+            if any(e is not None for e in errors):
+                error = errors[at]
+                labelled["error_type"] = error.type if error else None
+                labelled["error_message"] = error.message if error else None
+            out.append(labelled)
+        return out
+
+    # -- per-row values that columnar results answer without materialising runs --------
+    def _subset(self, keep: Sequence[bool]) -> Results:
+        """The runs whose ``keep`` flag is true (aligned with this sequence)."""
+        runs = [run for run, wanted in zip(self._runs, keep, strict=True) if wanted]
+        return Results(runs, self.store, self.problems)
+
+    def _record_column(self, name: str) -> list[Any]:
+        """``run_id``, ``experiment_id``, ``replicate`` or ``status`` of every run."""
+        if name == "status":
+            return [run.status.value for run in self._runs]
+        return [getattr(run.record, name) for run in self._runs]
+
+    def _stale(self) -> list[bool]:
+        """:attr:`Run.is_stale` of every run, in order."""
+        return [run.is_stale for run in self._runs]
+
+    def _errors(self) -> list[ErrorInfo | None]:
+        """The error of every run (``None`` for successful ones), in order."""
+        return [None if run.status is RunState.SUCCESS else run.record.error for run in self._runs]
+
+    def error_groups(self) -> list[ErrorGroup]:
+        """Runs that did not succeed, grouped by error type (most frequent first)."""
+        status = self._record_column("status")
+        if all(s == "success" for s in status):
+            return []
+        return error_groups(self._record_column("run_id"), self._errors())
+
+    def failure_report(self) -> str:
+        """One line per error type (count, first message, how to see its traceback).
+
+        ``""`` when every run succeeded. ``RunHandle.result()`` prints it on stderr.
+        """
+        groups = self.error_groups()
+        if not groups:
+            return ""
+        experiments = sorted(set(self._record_column("experiment_id")))
+        label = experiments[0] if len(experiments) == 1 else ", ".join(experiments)
+        return failure_report(label, len(self), groups, self.store)
 
     def to_csv(self, path: str | Path, **kwargs: Any) -> None:
         """Write :meth:`to_dataframe` as CSV (falls back to the csv module without pandas)."""
@@ -306,41 +410,67 @@ class Results(Sequence[Run]):
                 writer.writeheader()
                 writer.writerows(rows)
 
-    def summary(self, group_by: Sequence[str] | None = None) -> ResultTable:
-        """Mean ± std of every numeric metric, per group of parameter values."""
-        keys = list(group_by or [])
-        groups: dict[tuple[Any, ...], list[Run]] = {}
-        for run in self.successful:
-            groups.setdefault(tuple(run.params.get(k) for k in keys), []).append(run)
-        rows = ResultTable()
-        for group_key, runs in groups.items():
-            row: dict[str, Any] = dict(zip(keys, group_key, strict=True))
-            row["runs"] = len(runs)
-            names = list(dict.fromkeys(m for r in runs for m in r.metrics))
-            for name in names:
-                values = [float(r.metrics[name]) for r in runs if _is_number(r.metrics.get(name))]
-                if values:
-                    std = statistics.stdev(values) if len(values) > 1 else 0.0
-                    row[name] = f"{statistics.fmean(values):.6g} ± {std:.3g}"
-            rows.append(row)
+    def summary(
+        self, group_by: Sequence[str] | str | None = None, as_dataframe: bool = False
+    ) -> Any:
+        """Statistics of every numeric metric of the successful runs, per group.
+
+        One row per group of ``group_by`` values (params, or ``experiment_id`` /
+        ``replicate``; results mixing experiments are always grouped by
+        ``experiment_id`` first): the group's values, ``runs``, then for each metric
+        ``<metric>_mean``, ``<metric>_std`` (sample standard deviation, n - 1),
+        ``<metric>_sem`` (std / sqrt(n)) and ``<metric>_n`` (finite values used);
+        std and sem are NaN for a single value. A DataFrame when ``as_dataframe``.
+
+        Raises:
+            ExperimentError: ``group_by`` is not a name or a sequence of names.
+        """
+        rows = ResultTable(group.flat() for group in self._summary(group_by)[1])
+        if as_dataframe:
+            import pandas as pd
+
+            return pd.DataFrame(rows)
         return rows
 
-    def display(self, group_by: Sequence[str] | None = None) -> None:
-        """Print :meth:`summary` (a rich table when rich is installed)."""
-        rows = self.summary(group_by)
-        try:
-            from rich.console import Console
-            from rich.table import Table
-        except ImportError:
-            print(rows)
-            return
-        table = Table(title=f"{len(self)} runs ({len(self.successful)} successful)")
-        columns = list(dict.fromkeys(k for r in rows for k in r))
-        for column in columns:
-            table.add_column(column)
-        for row in rows:
-            table.add_row(*(_fmt(row.get(c)) for c in columns))
-        Console().print(table)
+    def _summary(
+        self, group_by: Sequence[str] | str | None
+    ) -> tuple[list[str], list[SummaryGroup]]:
+        keys = [group_by] if isinstance(group_by, str) else list(group_by or [])
+        for key in keys:
+            if not isinstance(key, str):
+                raise ExperimentError(
+                    f"group_by must name params or record fields (str), got {key!r}"
+                )
+        if "experiment_id" not in keys and len(set(self._record_column("experiment_id"))) > 1:
+            keys.insert(0, "experiment_id")  # averaging over versions would mix results
+        return keys, summary_groups(keys, self._groups(keys))
+
+    def _groups(
+        self, keys: Sequence[str]
+    ) -> list[tuple[tuple[Any, ...], int, list[tuple[str, list[float]]]]]:
+        """(key values, run count, [(metric, finite values)]) of each group, first seen first."""
+        groups: dict[tuple[Any, ...], list[Run]] = {}
+        for run in self.successful:
+            key = tuple(_group_value(run, k) for k in keys)
+            groups.setdefault(key, []).append(run)
+        out = []
+        for key, runs in groups.items():
+            names = list(dict.fromkeys(m for r in runs for m in r.metrics))
+            metrics = [
+                (name, [float(r.metrics[name]) for r in runs if _is_number(r.metrics.get(name))])
+                for name in names
+            ]
+            out.append((key, len(runs), metrics))
+        return out
+
+    def display(self, group_by: Sequence[str] | str | None = None) -> None:
+        """Print :meth:`summary` with labelled spreads (a rich table when rich is installed).
+
+        Each metric cell reads ``mean ± std``; a note under the table says what ± is.
+        """
+        keys, groups = self._summary(group_by)
+        ok = sum(1 for s in self._record_column("status") if s == "success")
+        render_summary(keys, groups, f"{len(self)} runs ({ok} successful)", _fmt)
 
     def compute_derived(
         self, fns: Sequence[Callable[[Any], dict[str, Any]]], overwrite: bool = False
@@ -365,18 +495,45 @@ class Results(Sequence[Run]):
 
 
 _MISSING = object()
+_GROUP_FIELDS = ("experiment_id", "replicate", "status", "task_index")
+
+
+def _group_value(run: Run, key: str) -> Any:
+    if key in run.params:
+        return run.params[key]
+    if key in _GROUP_FIELDS:
+        value = getattr(run.record, key)
+        return value.value if isinstance(value, RunState) else value
+    return None
 
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def load_results(store: Any, experiment_id: str | None = None) -> Results:
+def load_results(
+    store: Any, experiment_id: str | None = None, *, experiment: Any = None
+) -> Results:
     """Load every run stored at ``store`` (a path, locator or Store).
 
     Unreadable records are listed in ``results.problems`` (file and reason) and the
     rest still load.
-    """
-    from metalab.columnar import results_from_store
 
-    return results_from_store(create_store(store), experiment_id=experiment_id)
+    Args:
+        store: where the runs are.
+        experiment_id: keep only this exact ``name:version``.
+        experiment: keep only one experiment: ``"name"`` (all its versions),
+            ``"name:version"`` or an :class:`~metalab.Experiment`.
+
+    Warns:
+        UserWarning: the runs mix versions of one experiment (tables then show
+            ``experiment_id``, summaries group by it), or ``experiment`` matched nothing
+            (the warning lists what the store holds).
+
+    Raises:
+        ExperimentError: both filters are given, or ``experiment`` is not a name or an
+            Experiment.
+    """
+    from metalab.loading import load_filtered
+
+    return load_filtered(create_store(store), experiment_id, experiment)

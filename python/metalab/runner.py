@@ -25,7 +25,9 @@ from metalab.plan import RunPlan
 from metalab.progress import Progress, ProgressSnapshot, make_progress
 from metalab.records import RunRecord, utc_now
 from metalab.results import Results
+from metalab.resume import check_rerun, plan_resume
 from metalab.spec import experiment_to_spec, spec_to_bytes
+from metalab.staleness import encode_tasks
 from metalab.store.base import Store
 from metalab.store.locator import create_store
 
@@ -81,6 +83,7 @@ class RunHandle:
         self._skipped = skipped
         self._progress = progress
         self._poll_every = 1.0
+        self._failures_reported = False
 
     @property
     def experiment_id(self) -> str:
@@ -145,6 +148,9 @@ class RunHandle:
     def result(self, timeout: float | None = None) -> Results:
         """Block until every run finished, then return this experiment's results.
 
+        The first call prints, on stderr, one line per error type of the runs that did
+        not succeed (count, first message, the command that shows the traceback).
+
         Raises:
             TimeoutError: not finished within ``timeout`` seconds.
             StoreError: the store failed while runs were being written (disk full...);
@@ -163,7 +169,14 @@ class RunHandle:
             ) from first
         from metalab.columnar import results_from_store
 
-        return results_from_store(self.store, run_ids=self.run_ids)
+        results = results_from_store(self.store, run_ids=self.run_ids)
+        if not self._failures_reported:
+            # Once per handle: a second result() call is asking for data, not news.
+            self._failures_reported = True
+            report = results.failure_report()
+            if report:
+                print(report, file=sys.stderr)
+        return results
 
     def results(self, timeout: float | None = None) -> Results:
         """Alias of :meth:`result`."""
@@ -224,6 +237,7 @@ def run(
     derived_metrics: Sequence[DerivedFn] | None = None,
     timeout: float | None = None,
     dry_run: bool = False,
+    rerun: str | None = None,
 ) -> RunHandle:
     """Run an experiment and return a :class:`RunHandle` at once.
 
@@ -238,6 +252,9 @@ def run(
         derived_metrics: functions computed on the worker after each successful run.
         timeout: per-run time limit in seconds (executors that can stop a run).
         dry_run: plan and report without executing (executors may print their plan).
+        rerun: ``"stale"`` also re-executes finished runs whose stored results were
+            computed by another version of the operation (or another metalab major
+            version); by default they are reused and reported once on stderr.
 
     Raises:
         ExperimentError: ``exp`` is not an Experiment or an argument is invalid.
@@ -251,6 +268,7 @@ def run(
         raise ExperimentError(f"run() needs a metalab.Experiment, got {type(exp).__name__}")
     if timeout is not None and (not isinstance(timeout, int | float) or timeout <= 0):
         raise ExperimentError(f"timeout must be a positive number of seconds, got {timeout!r}")
+    rerun = check_rerun(rerun)
     fns = list(derived_metrics or [])
     for fn in fns:
         if not callable(fn):
@@ -265,15 +283,17 @@ def run(
         raise ExperimentError(f"executor must be a metalab executor, got {runner!r}")
     plan = RunPlan(exp)
     run_ids = plan.run_ids
-    done = target.completed(run_ids) if resume else [False] * len(run_ids)
-    todo = [t for t, finished in enumerate(done) if not finished]
-    skipped = len(run_ids) - len(todo)
+    decided = plan_resume(plan, target, resume, rerun)
+    todo, skipped = decided.todo, decided.skipped
     display = make_progress(progress)
     if dry_run:
         return _dry_run(plan, target, runner, todo, skipped)
     if resume and todo:
         _clean_temporaries(target, [run_ids[t] for t in todo])
-    target.put_manifest(exp.experiment_id, _manifest(plan, target, runner, len(todo)))
+    manifest = _manifest(plan, target, runner, len(todo))
+    # Which tasks this launch ran, with which code: how the next resume finds stale runs.
+    manifest["launched_tasks"] = encode_tasks(decided.launched, plan.total)
+    target.put_manifest(exp.experiment_id, manifest)
     _save_spec(exp, plan, target, runner)
     if display is not None:
         display.start(plan.total, skipped)
