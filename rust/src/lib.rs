@@ -27,6 +27,7 @@ pub mod grid;
 pub mod plan;
 pub mod random;
 pub mod record_checks;
+pub mod record_fast;
 pub mod records;
 pub mod scan;
 pub mod seeds;

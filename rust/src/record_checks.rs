@@ -469,14 +469,72 @@ fn check_fields(f: &Fields, run_id: Option<&str>) -> Result<(), String> {
     check_optional(f)
 }
 
-/// Checks 1-4 on `data`; `run_id` is the id the record is stored under, when known.
-///
-/// `Err` is the reason, without the location: `not valid JSON (...)`, `expected a JSON
-/// object` or `not a run record (...)`.
-pub fn check(data: &[u8], run_id: Option<&str>) -> Result<Fields, String> {
+/// What the loaders keep of a record that passed every check.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Checked {
+    pub run_id: String,
+    pub experiment_id: String,
+    pub status: String,
+    pub task_index: i64,
+    pub replicate: i64,
+    pub duration_s: Option<f64>,
+    pub started_at: Option<String>,
+    pub params: Map<String, Value>,
+    /// Empty when the record has none (absent or `null`).
+    pub metrics: Map<String, Value>,
+}
+
+fn text(value: Option<Value>) -> String {
+    match value {
+        Some(Value::String(s)) => s,
+        _ => String::new(),
+    }
+}
+
+fn object(value: Option<Value>) -> Map<String, Value> {
+    match value {
+        Some(Value::Object(map)) => map,
+        _ => Map::new(),
+    }
+}
+
+impl From<Fields> for Checked {
+    fn from(f: Fields) -> Checked {
+        let int = |v: &Option<Value>| v.as_ref().and_then(Value::as_i64).unwrap_or(0);
+        Checked {
+            task_index: int(&f.task_index),
+            replicate: int(&f.replicate),
+            duration_s: f.duration_s.as_ref().and_then(Value::as_f64),
+            started_at: match f.started_at {
+                Some(Value::String(s)) => Some(s),
+                _ => None,
+            },
+            run_id: text(f.run_id),
+            experiment_id: text(f.experiment_id),
+            status: text(f.status),
+            params: object(f.params),
+            metrics: object(f.metrics),
+        }
+    }
+}
+
+/// Checks 1-4 on `data` the thorough way, which also words the first failure.
+pub fn check_slow(data: &[u8], run_id: Option<&str>) -> Result<Checked, String> {
     let fields = parse_fields(data)?;
     check_fields(&fields, run_id).map_err(|why| format!("not a run record ({why})"))?;
-    Ok(fields)
+    Ok(fields.into())
+}
+
+/// Checks 1-4 on `data`; `run_id` is the id the record is stored under, when known.
+///
+/// A valid record takes one typed pass (`crate::record_fast`); anything else is decided
+/// by [`check_slow`]. `Err` is the reason, without the location: `not valid JSON (...)`,
+/// `expected a JSON object` or `not a run record (...)`.
+pub fn check(data: &[u8], run_id: Option<&str>) -> Result<Checked, String> {
+    match crate::record_fast::parse(data, run_id) {
+        Some(checked) => Ok(checked),
+        None => check_slow(data, run_id),
+    }
 }
 
 #[cfg(test)]

@@ -19,10 +19,10 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 pub use crate::record_checks::STATUSES;
-use crate::record_checks::{self, Fields};
+use crate::record_checks::{self, Checked};
 
 /// One value of a parameter or metric column.
 #[derive(Debug, Clone, PartialEq)]
@@ -150,38 +150,22 @@ pub fn parse_record(data: &[u8], location: &str, run_id: Option<&str>) -> Result
     parse_row(data, location, run_id).map(|_| ())
 }
 
-fn text(value: Option<Value>) -> String {
-    match value {
-        Some(Value::String(s)) => s,
-        _ => String::new(),
-    }
-}
-
-fn object(value: Option<Value>) -> Map<String, Value> {
-    match value {
-        Some(Value::Object(map)) => map,
-        _ => Map::new(),
-    }
-}
-
-fn row_of(f: Fields) -> Row {
-    let int = |v: &Option<Value>| v.as_ref().and_then(Value::as_i64).unwrap_or(0);
+fn row_of(c: Checked) -> Row {
     Row {
-        task_index: int(&f.task_index),
-        replicate: int(&f.replicate),
-        duration_s: f.duration_s.as_ref().and_then(Value::as_f64),
-        started_at: match f.started_at {
-            Some(Value::String(s)) => Some(s),
-            _ => None,
-        },
-        run_id: text(f.run_id),
-        experiment_id: text(f.experiment_id),
-        status: text(f.status),
-        params: object(f.params)
+        run_id: c.run_id,
+        experiment_id: c.experiment_id,
+        status: c.status,
+        task_index: c.task_index,
+        replicate: c.replicate,
+        duration_s: c.duration_s,
+        started_at: c.started_at,
+        params: c
+            .params
             .into_iter()
             .map(|(k, v)| (k, Cell::from_value(v)))
             .collect(),
-        metrics: object(f.metrics)
+        metrics: c
+            .metrics
             .into_iter()
             .map(|(k, v)| (k, Cell::from_metric(v)))
             .collect(),
