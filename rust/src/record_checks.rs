@@ -7,9 +7,10 @@
 //! and `tests/reliability/test_corrupt_store.py` runs both over one corpus of corrupt
 //! records (`tests/reliability/corrupt_records/`).
 //!
-//! Parsing keeps only the fields the checks and the columns need: a hand-written map
-//! visitor stores each known key as a `Value` (the last duplicate wins, as in Python's
-//! `json`) and skips the others without building them.
+//! [`check`] first tries `crate::record_fast` (one typed pass that only succeeds on a
+//! valid record); otherwise [`check_slow`] decides: a hand-written map visitor stores
+//! each known key as a `Value` (the last duplicate wins, as in Python's `json`), skips
+//! the others without building them, and the checks run in the documented order.
 
 use std::fmt;
 
