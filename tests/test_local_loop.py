@@ -365,3 +365,30 @@ def test_unpicklable_operation_runs_in_process_but_not_in_other_processes() -> N
     assert len(results.successful) == 3
     with pytest.raises(ExperimentError, match="cannot be serialised"):
         metalab.run(_exp(guarded, name="other"), executor=metalab.ProcessExecutor(1))
+
+
+def test_json_artifact_accepts_numpy_scalars_as_their_python_values() -> None:
+    @metalab.operation
+    def op(capture):
+        capture.artifact(
+            "summary", {"n": np.int64(3), "mean": np.float32(0.5), "ok": np.bool_(True)}
+        )
+        capture.artifact("zero_d", [np.array(2.5)])
+
+    (run,) = metalab.run(_exp(op, params=metalab.grid(x=[1]))).result()
+    assert run.status.value == "success", run.error
+    summary = run.artifact("summary")
+    assert summary == {"n": 3, "mean": 0.5, "ok": True}
+    assert [type(v) for v in summary.values()] == [int, float, bool]
+    assert run.artifact("zero_d") == [2.5]
+
+
+def test_json_artifact_of_an_unserialisable_value_names_pickle() -> None:
+    @metalab.operation
+    def op(capture):
+        capture.artifact("bad", {"when": np.datetime64("2026-01-01")})
+
+    (run,) = metalab.run(_exp(op, params=metalab.grid(x=[1]))).result()
+    assert run.status.value == "failed"
+    assert run.error is not None and run.error.type == "CaptureError"
+    assert "pickle" in run.error.message

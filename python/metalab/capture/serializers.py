@@ -111,8 +111,22 @@ def _bytes(obj: Any) -> Serialized:
     return Serialized("bytes", ".bin", bytes(obj))
 
 
+def _numpy_scalar_value(obj: Any) -> Any:
+    """``json.dumps`` hook: a NumPy bool/int/float scalar (or 0-d array) as its Python value.
+
+    NumPy scalars are everyday values in results dicts; anything else still fails as
+    ``json`` would (and becomes a CaptureError that suggests ``kind="pickle"``).
+    """
+    if type(obj).__module__ == "numpy" and getattr(obj, "ndim", None) == 0:
+        value = obj.item()
+        if isinstance(value, bool | int | float):
+            return value
+    raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
+
+
 def _json(obj: Any) -> Serialized:
-    return Serialized("json", ".json", json.dumps(obj, allow_nan=True).encode())
+    text = json.dumps(obj, allow_nan=True, default=_numpy_scalar_value)
+    return Serialized("json", ".json", text.encode())
 
 
 def _pickle(obj: Any) -> Serialized:
