@@ -1,7 +1,7 @@
 """Run every benchmark and print one table; also write bench-results/results.json.
 
 Each ``benches/bench_*.py`` module exposing ``main(quick) -> list[Measurement]`` is called
-in turn (plan, scale, executors, PostgreSQL, SLURM). A module that is missing or fails
+in turn (plan, scale, resume, executors, PostgreSQL, SLURM). A module that is missing or fails
 shows up as a row carrying the error instead of stopping the others. PostgreSQL and SLURM
 benchmarks need their services (``METALAB_TEST_POSTGRES_URL``, a SLURM cluster).
 
@@ -25,7 +25,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import Measurement, peak_rss_mb
 
-SUITES = ("bench_plan", "bench_scale", "bench_executors", "bench_postgres", "bench_slurm")
+SUITES = (
+    "bench_plan",
+    "bench_scale",
+    "bench_resume",
+    "bench_executors",
+    "bench_postgres",
+    "bench_slurm",
+)
 RESULTS = Path(__file__).resolve().parent.parent / "bench-results" / "results.json"
 
 
