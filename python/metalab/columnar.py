@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import collections
 import functools
-import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, overload
@@ -20,6 +19,7 @@ from typing import Any, overload
 from metalab import _core
 from metalab.errors import StoreError
 from metalab.records import ErrorInfo, RunRecord, RunState
+from metalab.report import is_number
 from metalab.results import Results, Run
 from metalab.staleness import stale_flags
 from metalab.store.base import LoadProblem, Store
@@ -424,7 +424,7 @@ class ColumnarResults(Results):
                 ((c, f) for c, f in present if f is not None), key=lambda cf: cf[1]
             ):
                 values = column.values
-                numbers = [float(values[r]) for r in rows if _is_number(values[r])]
+                numbers = [float(values[r]) for r in rows if is_number(values[r])]
                 found.append((column.name, numbers))
             out.append((group_key, len(rows), found))
         return out
@@ -438,10 +438,6 @@ class ColumnarResults(Results):
             values = getattr(self._table, key)
             return lambda row: values[row]
         return lambda row: None
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def load_columns(

@@ -20,11 +20,15 @@ from metalab.store.base import Store
 __all__ = [
     "SPREAD_NOTE",
     "ErrorGroup",
+    "ResultTable",
     "Stats",
     "SummaryGroup",
     "describe",
     "error_groups",
     "failure_report",
+    "format_cell",
+    "is_number",
+    "labelled_rows",
     "render_summary",
     "stale_notice",
     "store_argument",
@@ -32,6 +36,39 @@ __all__ = [
 ]
 
 _MESSAGE_CHARS = 200
+
+
+class ResultTable(list[dict[str, Any]]):
+    """Rows of a result table; prints as an aligned text table."""
+
+    def __str__(self) -> str:
+        if not self:
+            return "(no runs)"
+        columns = list(dict.fromkeys(key for row in self for key in row))
+        cells = [[format_cell(row.get(c)) for c in columns] for row in self]
+        widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
+        lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))]
+        lines.append("  ".join("-" * w for w in widths))
+        lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in cells]
+        return "\n".join(lines)
+
+
+def format_cell(value: Any) -> str:
+    """A value as one table cell: short floats, one line, at most 80 characters."""
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    text = str(value)
+    if "\n" in text or len(text) > 80:
+        # One cell, one line: an error message or a long value must not break the grid.
+        text = text.strip().splitlines()[0][:77] + "..." if text.strip() else ""
+    return text
+
+
+def is_number(value: Any) -> bool:
+    """True for a finite int or float (not a bool): what summaries average."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 @dataclass(frozen=True)
@@ -81,6 +118,44 @@ def error_groups(run_ids: Sequence[str], errors: Sequence[ErrorInfo | None]) -> 
         first.setdefault(error.type, (error.message, run_id))
     order = sorted(counts, key=lambda t: -counts[t])  # sorted() is stable: ties keep order
     return [ErrorGroup(t, counts[t], first[t][0], first[t][1]) for t in order]
+
+
+def labelled_rows(
+    rows: Sequence[dict[str, Any]],
+    experiments: Sequence[str],
+    replicates: Sequence[int],
+    status: Sequence[str],
+    stale: Sequence[bool],
+    errors: Sequence[ErrorInfo | None],
+) -> list[dict[str, Any]]:
+    """Table rows (params and metrics) with the columns that tell them apart.
+
+    ``experiment_id`` first when several experiments or versions are mixed, then
+    ``replicate`` when there are replicates; ``status`` after the values, then ``stale``
+    when a row is stale and ``error_type``/``error_message`` when a row failed.
+    ``stale`` and ``errors`` may be empty (none).
+    """
+    mixed = len(set(experiments)) > 1
+    replicated = any(replicates)
+    any_stale = any(stale)
+    any_error = any(e is not None for e in errors)
+    out = []
+    for at, row in enumerate(rows):
+        labelled: dict[str, Any] = {}
+        if mixed:
+            labelled["experiment_id"] = experiments[at]
+        if replicated:
+            labelled["replicate"] = replicates[at]
+        labelled.update(row)
+        labelled["status"] = status[at]
+        if any_stale:
+            labelled["stale"] = stale[at]
+        if any_error:
+            error = errors[at]
+            labelled["error_type"] = None if error is None else error.type
+            labelled["error_message"] = None if error is None else error.message
+        out.append(labelled)
+    return out
 
 
 def _one_line(text: str) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import math
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, overload
@@ -15,9 +14,13 @@ from metalab.html import MAX_ROWS, PngImage, results_html, run_html
 from metalab.records import ErrorInfo, RunRecord, RunState
 from metalab.report import (
     ErrorGroup,
+    ResultTable,
     SummaryGroup,
     error_groups,
     failure_report,
+    format_cell,
+    is_number,
+    labelled_rows,
     render_summary,
     summary_groups,
 )
@@ -26,8 +29,6 @@ from metalab.store.base import LoadProblem, Store
 from metalab.store.locator import create_store
 
 __all__ = ["ResultTable", "Results", "Run", "load_results"]
-
-_RECORD_COLUMNS = ("run_id", "experiment_id", "status", "replicate", "duration")
 
 
 class Run:
@@ -138,33 +139,6 @@ class Run:
     def _repr_html_(self) -> str:
         """Params, metrics, status, error and artifacts as HTML (for notebooks)."""
         return run_html(self.record)
-
-
-class ResultTable(list[dict[str, Any]]):
-    """Rows of a result table; prints as an aligned text table."""
-
-    def __str__(self) -> str:
-        if not self:
-            return "(no runs)"
-        columns = list(dict.fromkeys(key for row in self for key in row))
-        cells = [[_fmt(row.get(c)) for c in columns] for row in self]
-        widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
-        lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))]
-        lines.append("  ".join("-" * w for w in widths))
-        lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in cells]
-        return "\n".join(lines)
-
-
-def _fmt(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    text = str(value)
-    if "\n" in text or len(text) > 80:
-        # One cell, one line: an error message or a long value must not break the grid.
-        text = text.strip().splitlines()[0][:77] + "..." if text.strip() else ""
-    return text
 
 
 class Results(Sequence[Run]):
@@ -334,30 +308,18 @@ class Results(Sequence[Run]):
         if as_dataframe:
             return self.to_dataframe()
         rows = self._rows(True, True, False, False, None, param_prefix="")
-        experiments = self._record_column("experiment_id")
-        replicates = self._record_column("replicate")
         status = self._record_column("status")
-        mixed = len(set(experiments)) > 1
-        replicated = any(replicates)
-        stale = self._stale() if rows else []
         errors = self._errors() if any(s != "success" for s in status) else []
-        out = ResultTable()
-        for at, row in enumerate(rows):
-            labelled: dict[str, Any] = {}
-            if mixed:
-                labelled["experiment_id"] = experiments[at]
-            if replicated:
-                labelled["replicate"] = replicates[at]
-            labelled.update(row)
-            labelled["status"] = status[at]
-            if any(stale):
-                labelled["stale"] = stale[at]
-            if any(e is not None for e in errors):
-                error = errors[at]
-                labelled["error_type"] = error.type if error else None
-                labelled["error_message"] = error.message if error else None
-            out.append(labelled)
-        return out
+        return ResultTable(
+            labelled_rows(
+                rows,
+                self._record_column("experiment_id"),
+                self._record_column("replicate"),
+                status,
+                self._stale() if rows else [],
+                errors,
+            )
+        )
 
     # -- per-row values that columnar results answer without materialising runs --------
     def _subset(self, keep: Sequence[bool]) -> Results:
@@ -457,7 +419,7 @@ class Results(Sequence[Run]):
         for key, runs in groups.items():
             names = list(dict.fromkeys(m for r in runs for m in r.metrics))
             metrics = [
-                (name, [float(r.metrics[name]) for r in runs if _is_number(r.metrics.get(name))])
+                (name, [float(r.metrics[name]) for r in runs if is_number(r.metrics.get(name))])
                 for name in names
             ]
             out.append((key, len(runs), metrics))
@@ -470,7 +432,7 @@ class Results(Sequence[Run]):
         """
         keys, groups = self._summary(group_by)
         ok = sum(1 for s in self._record_column("status") if s == "success")
-        render_summary(keys, groups, f"{len(self)} runs ({ok} successful)", _fmt)
+        render_summary(keys, groups, f"{len(self)} runs ({ok} successful)", format_cell)
 
     def compute_derived(
         self, fns: Sequence[Callable[[Any], dict[str, Any]]], overwrite: bool = False
@@ -505,10 +467,6 @@ def _group_value(run: Run, key: str) -> Any:
         value = getattr(run.record, key)
         return value.value if isinstance(value, RunState) else value
     return None
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def load_results(
