@@ -482,13 +482,13 @@ metalab.run(exp, store=sys.argv[1]).result()
 """
 
 
-@pytest.fixture
-def slow_launch(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[str]]]:
-    """A thread launch of 8 runs of 0.5 s driven by another process, started for real."""
+def _slow_launch(
+    tmp_path: Path, seconds: str, runs: str
+) -> Iterator[tuple[str, subprocess.Popen[str]]]:
     script = tmp_path / "slow.py"
     script.write_text(SLOW_SCRIPT)
     path = str(tmp_path / "s")
-    proc = subprocess.Popen([sys.executable, str(script), path, "0.5", "8"], text=True)
+    proc = subprocess.Popen([sys.executable, str(script), path, seconds, runs], text=True)
     deadline = time.monotonic() + 30
     while not list((tmp_path / "s" / "done").glob("*/*.done")):
         assert proc.poll() is None and time.monotonic() < deadline, "launch did not start"
@@ -499,6 +499,18 @@ def slow_launch(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[str]]]:
         if proc.poll() is None:
             proc.kill()
         proc.wait()
+
+
+@pytest.fixture
+def slow_launch(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    """A thread launch of 8 runs of 0.5 s driven by another process, started for real."""
+    yield from _slow_launch(tmp_path, "0.5", "8")
+
+
+@pytest.fixture
+def long_launch(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    """Like ``slow_launch`` but ~60 s long, for tests that must catch it running."""
+    yield from _slow_launch(tmp_path, "1.0", "60")
 
 
 def test_cancel_of_a_local_launch_in_another_process(
@@ -534,9 +546,11 @@ def test_status_watch_refreshes_until_complete(
     assert lines[header + 1].split()[:2] == ["8", "8"]  # the final view: all completed
 
 
-def _on_terminal(argv: list[str], interrupt_after: float | None = None) -> tuple[int, str]:
+def _on_terminal(argv: list[str], interrupt_on: str | None = None) -> tuple[int, str]:
     """Run ``python -c argv[0] argv[1:]`` on a pseudo-terminal; optionally press Ctrl-C.
 
+    With ``interrupt_on``, Ctrl-C is pressed as soon as that text has been drawn (so a
+    slow start on a loaded machine cannot let the watched launch finish first).
     Returns the exit code and what the terminal received, without escape sequences.
     """
     leader, follower = pty.openpty()
@@ -550,10 +564,9 @@ def _on_terminal(argv: list[str], interrupt_after: float | None = None) -> tuple
         start_new_session=True,
     )
     os.close(follower)
-    if interrupt_after is not None:
-        time.sleep(interrupt_after)
-        os.killpg(proc.pid, signal.SIGINT)
-    chunks = []
+    chunks: list[bytes] = []
+    pending = interrupt_on.encode() if interrupt_on is not None else None
+    deadline = time.monotonic() + 60
     while True:
         try:
             chunk = os.read(leader, 65536)
@@ -562,6 +575,10 @@ def _on_terminal(argv: list[str], interrupt_after: float | None = None) -> tuple
         if not chunk:
             break
         chunks.append(chunk)
+        if pending is not None and pending in b"".join(chunks):
+            os.killpg(proc.pid, signal.SIGINT)
+            pending = None
+        assert time.monotonic() < deadline, "the terminal program did not finish"
     os.close(leader)
     screen = b"".join(chunks).decode(errors="replace")
     return proc.wait(timeout=30), re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", screen)
@@ -572,10 +589,10 @@ CLI_WITHOUT_RICH = "import sys; sys.modules['rich'] = None; " + CLI.split("; ", 
 
 
 def test_ctrl_c_while_watching_exits_with_one_line(
-    slow_launch: tuple[str, subprocess.Popen[str]],
+    long_launch: tuple[str, subprocess.Popen[str]],
 ) -> None:
-    path, _ = slow_launch
-    code, screen = _on_terminal([CLI, "status", path, "--watch", "0.2"], interrupt_after=1.5)
+    path, _ = long_launch
+    code, screen = _on_terminal([CLI, "status", path, "--watch", "0.2"], interrupt_on="total")
     assert code == 130
     assert "Traceback" not in screen and "KeyboardInterrupt" not in screen
     assert screen.count("interrupted") == 1
