@@ -347,7 +347,10 @@ def test_show_by_unique_prefix(store: str, capsys: pytest.CaptureFixture[str]) -
     assert doc["run_id"] == failed.run_id and doc["status"] == "failed"
     assert doc["record"]["params"] == {"x": 2}
     assert doc["record"]["error"]["traceback"].startswith("Traceback")
-    assert doc["log"]["lines"] == 1 and "working on x=2" in doc["log"]["tail"][0]
+    # The log: the run's capture.log line, then the failure's traceback (kept with the run).
+    assert doc["log"]["lines"] == len(failed.log.splitlines()) > 1
+    assert "working on x=2" in doc["log"]["tail"][0]
+    assert "Traceback (most recent call last):" in doc["log"]["tail"][2]
 
 
 def test_show_of_a_successful_run_lists_metrics_and_artifacts(

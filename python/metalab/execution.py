@@ -1,7 +1,9 @@
 """Execute one task: run the operation, capture its output, persist record then marker.
 
 This is the only place a run is executed; every executor (thread, process, SLURM worker)
-calls :func:`execute_task`, so records look the same whichever executor ran them.
+calls :func:`execute_task`, so records look the same whichever executor ran them. The
+run's log gets what the operation printed or warned (:mod:`metalab.capture.output`, once
+the executor installed it) and, when it fails, its traceback.
 
 A failed store write (record, marker, artifact, log, derived metrics) is never the run's
 failure: it raises :class:`~metalab.errors.StoreError` out of :func:`execute_task`, the
@@ -19,7 +21,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from metalab import _core
-from metalab.capture import Capture
+from metalab.capture import Capture, output
 from metalab.capture.capture import store_write
 from metalab.context import fresh_copy
 from metalab.derived import apply_derived
@@ -130,22 +132,25 @@ def execute_task(
     )
     record.started_at = utc_now()
     try:
-        exp.operation.invoke(
-            context=fresh_copy(exp.context),
-            params=task.params.copy(),
-            seeds=plan.seed_bundle(task.replicate),
-            runtime=runtime,
-            capture=capture,
-        )
+        # What the operation prints or warns goes to its log too (when the executor
+        # installed the capture: metalab.capture.output).
+        with output.routed(capture):
+            exp.operation.invoke(
+                context=fresh_copy(exp.context),
+                params=task.params.copy(),
+                seeds=plan.seed_bundle(task.replicate),
+                runtime=runtime,
+                capture=capture,
+            )
         record.status = RunState.SUCCESS
     except KeyboardInterrupt:
         record.status = RunState.CANCELLED
         record.error = ErrorInfo("KeyboardInterrupt", "run interrupted", "")
     except BaseException as exc:
         record.status = RunState.FAILED
-        record.error = ErrorInfo(
-            type(exc).__name__, str(exc), "".join(traceback.format_exception(exc))
-        )
+        text = "".join(traceback.format_exception(exc))
+        record.error = ErrorInfo(type(exc).__name__, str(exc), text)
+        capture.failure(text)
     finally:
         capture.close()
     if capture.store_failure is not None:

@@ -97,6 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 2
 
+    from metalab.capture import output
     from metalab.errors import StoreError, UnsafeLoadError
     from metalab.execution import execute_task, worker_identity
     from metalab.plan import RunPlan
@@ -148,6 +149,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _on_sigterm)
     if args.timeout is not None:
         _install_timeout()
+    # Each run's prints and warnings also go to its log (and to the shard log as before).
+    output.install()
     try:
         for task_index, finished in zip(indices, done, strict=True):
             if finished:
@@ -178,6 +181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 4
     finally:
+        output.uninstall()
         store.close()
     return 0
 

@@ -201,12 +201,37 @@ class Capture:
         """
         if level not in LOG_LEVELS:
             raise CaptureError(f"log level {level!r} is not one of {LOG_LEVELS}")
-        text = str(message).replace("\n", "\n    ")
+        self._write_lines(level.upper(), [str(message).replace("\n", "\n    ")])
+
+    def stream_lines(self, marker: str, lines: list[str]) -> None:
+        """Append output the run printed or warned (``[stdout]``, ``[warning]``...).
+
+        Used by :mod:`metalab.capture.output`; the lines share one write (one log line
+        each, in the same format as :meth:`log` with ``marker`` in place of the level).
+
+        Raises:
+            StoreError: the store could not write them (remembered in store_failure).
+        """
+        self._write_lines(marker, lines)
+
+    def failure(self, traceback_text: str) -> None:
+        """Append the traceback of the run's failure to its log (``ERROR`` lines).
+
+        A failed write is only remembered in :attr:`store_failure` (then raised by
+        ``execute_task``), so it never hides the run's own error.
+        """
+        text = traceback_text.rstrip("\n").replace("\n", "\n    ")
+        with contextlib.suppress(StoreError):
+            self._write_lines("ERROR", [f"run failed:\n    {text}"])
+
+    def _write_lines(self, marker: str, texts: list[str]) -> None:
         stamp = utc_now().isoformat(timespec="milliseconds")
+        prefix = f"{stamp} {marker:<8} [{self._worker_id}] "
         with self._writing("log"):
             if self._log is None:
                 self._log = self._store.open_log(self._run_id)
-            self._log.write_line(f"{stamp} {level.upper():<8} [{self._worker_id}] {text}")
+            # Several lines in one write: one file write or one INSERT, not one per line.
+            self._log.write_line("\n".join(prefix + text for text in texts))
 
     def close(self) -> None:
         """Release the log sink; a failure to flush it counts as a failed store write."""

@@ -44,6 +44,7 @@ from typing import Any
 
 import cloudpickle
 
+from metalab.capture import output
 from metalab.errors import ExecutorError, RunTimeoutError, StoreError, WorkerCrashedError
 from metalab.execution import execute_task, failure_record, persist, worker_identity
 from metalab.executors.base import Executor, Job, Launch, TallyingLaunch
@@ -74,7 +75,9 @@ def _worker_main(conn: mpc.Connection, inherited: list[Any] | None = None) -> No
     # resume re-runs them), so workers do not react to it themselves.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        _worker_loop(conn)
+        # For the worker's life: each run's prints and warnings also go to its log.
+        with output.installed():
+            _worker_loop(conn)
     except (EOFError, BrokenPipeError, KeyboardInterrupt):
         # The driver went away or the user pressed Ctrl-C: nothing left to report to.
         pass

@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import threading
 
+from metalab.capture import output
 from metalab.errors import ExecutorError
 from metalab.execution import execute_task, worker_identity
 from metalab.executors.base import Executor, Job, Launch, TallyingLaunch
@@ -79,10 +80,20 @@ class ThreadExecutor(Executor):
                 if last:
                     with lock:
                         launch.skipped_by_cancel(sum(1 for _ in queue))
+                    # Streams and warning hook are back before wait() returns.
+                    output.uninstall()
                     launch.mark_finished()
 
-        for number in itertools.islice(itertools.count(), remaining[0]):
-            threading.Thread(
-                target=worker, args=(number,), daemon=True, name=f"metalab-worker-{number}"
-            ).start()
+        # Once per launch: the runs' threads print into their logs (and the terminal),
+        # every other thread prints as before.
+        output.install()
+        try:
+            for number in itertools.islice(itertools.count(), remaining[0]):
+                threading.Thread(
+                    target=worker, args=(number,), daemon=True, name=f"metalab-worker-{number}"
+                ).start()
+        except BaseException:
+            # No worker thread will finish the launch: undo the installation here.
+            output.uninstall()
+            raise
         return launch
