@@ -38,6 +38,11 @@ def _handle(args: argparse.Namespace) -> int:
                 timeout=args.timeout,
             )
             print(f"started {info.describe()}")
+            print(f"locator: {service.service_locator(directory, args.store)}")
+            print(
+                "  (use it as the store of metalab.run, load_results and metalab ls/status; "
+                "its passfile= holds the password, readable by you only)"
+            )
             print(f"service file: {directory / 'service.json'} (mode 0600, holds the password)")
             print(f"data directory: {info.data_dir}")
             return 0
@@ -47,6 +52,7 @@ def _handle(args: argparse.Namespace) -> int:
                 print(f"no PostgreSQL service in {directory}")
                 return 3
             print(f"{'running' if up else 'NOT responding'}: {found.describe()}")
+            print(f"locator: {service.service_locator(directory, args.store)}")
             return 0 if up else 3
         stopped = service.stop_service(directory)
         print(f"stopped {stopped.describe()}" if stopped else f"no service in {directory}")

@@ -2,7 +2,9 @@
 
 Exit codes: 0 done; 1 failed (nothing or only part was done, the message says why);
 3 (``EXIT_SKIPPED``) done, but some items of the source were unsafe and were skipped —
-each one is printed as a ``warning:`` line on stderr.
+each one is printed as a ``warning:`` line on stderr; 5 (``EXIT_NO_MATCH``) the
+``--experiment`` filter matched nothing in the source (nothing was copied; the
+experiments the source holds are listed).
 """
 
 from __future__ import annotations
@@ -15,10 +17,12 @@ from metalab.cli import register_command
 from metalab.errors import MetalabError
 from metalab.store.postgres_config import redact
 
-__all__ = ["EXIT_SKIPPED", "add_store_command"]
+__all__ = ["EXIT_NO_MATCH", "EXIT_SKIPPED", "add_store_command"]
 
 #: Exit code of an export/import that copied everything except skipped unsafe items.
 EXIT_SKIPPED = 3
+#: Exit code of an export/import whose ``--experiment`` matched nothing in the source.
+EXIT_NO_MATCH = 5
 
 
 def _transfer(args: argparse.Namespace) -> int:
@@ -34,6 +38,15 @@ def _transfer(args: argparse.Namespace) -> int:
     except (MetalabError, OSError) as exc:
         print(f"metalab store {args.store_action}: {redact(str(exc))}", file=sys.stderr)
         return 1
+    if report.matched_nothing:
+        held = ", ".join(report.available) if report.available else "none"
+        print(
+            f"metalab store {args.store_action}: no run, manifest or blob of experiment "
+            f"{args.experiment!r} in {redact(report.source)}; nothing was copied. "
+            f"Experiments there: {held}",
+            file=sys.stderr,
+        )
+        return EXIT_NO_MATCH
     for line in report.skipped:
         print(f"warning: skipped {redact(line)}", file=sys.stderr)
     print(redact(str(report)))
@@ -109,12 +122,17 @@ def add_store_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
         action = actions.add_parser(
             name,
             help=help_text,
-            epilog=f"Unsafe names in the source are skipped with a warning; the exit code "
-            f"is then {EXIT_SKIPPED}.",
+            epilog=f"Exit codes: 0 copied; 1 failed; {EXIT_SKIPPED} copied, but unsafe names "
+            f"in the source were skipped (each printed as a warning); {EXIT_NO_MATCH} "
+            f"--experiment matched nothing in the source (nothing copied).",
         )
         action.add_argument("--from", dest="source", required=True, help=src_help)
         action.add_argument("--to", dest="destination", required=True, help=dst_help)
-        action.add_argument("--experiment", default=None, help="only this experiment ID")
+        action.add_argument(
+            "--experiment",
+            default=None,
+            help=f"only this experiment ID (exit code {EXIT_NO_MATCH} if the source has none)",
+        )
         action.set_defaults(handler=_transfer)
     clean = actions.add_parser(
         "clean",

@@ -13,7 +13,8 @@ The hierarchy, so you can see at a glance what to catch::
     │   ├── LocatorError (ValueError)    a store locator is unknown or malformed
     │   ├── CorruptRecordError           a stored file cannot be parsed
     │   │   └── UnsafeNameError          a name read from a store would escape its folder
-    │   └── StoreUnavailableError        the backend cannot be reached right now
+    │   ├── StoreUnavailableError        the backend cannot be reached right now
+    │   └── StoreAuthError               the backend answered but refused the login
     ├── ExecutorError                    an executor cannot run or submit work
     │   └── SlurmError                   sbatch/squeue/scancel failed
     ├── SlurmConfigError (ValueError)    a SlurmConfig value is invalid
@@ -46,6 +47,7 @@ __all__ = [
     "SignatureError",
     "SlurmConfigError",
     "SlurmError",
+    "StoreAuthError",
     "StoreError",
     "StoreUnavailableError",
     "UnsafeLoadError",
@@ -177,3 +179,8 @@ class UnsafeNameError(CorruptRecordError, ValueError):
     def __init__(self, message: str, *, name: str) -> None:
         super().__init__(message)
         self.name = name
+
+
+class StoreAuthError(StoreError):
+    """The store's server answered but refused the login (no or wrong password, unknown
+    role or database): a configuration error, never taken for an outage to fail over."""

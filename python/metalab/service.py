@@ -63,6 +63,7 @@ __all__ = [
     "read_service",
     "sbatch_script",
     "serve",
+    "service_locator",
     "service_status",
     "start_service",
     "stop_service",
@@ -349,6 +350,30 @@ def _trusted_service(service_file: Path) -> tuple[ServiceInfo, Path]:
         if info is None:
             raise ServiceError(f"no service file at {service_file}")
         return info, service.ensure_passfile(info)
+
+
+def service_locator(service_dir: Path, store_root: str | os.PathLike[str] | None = None) -> str:
+    """The locator of the service in ``service_dir``, usable as it is.
+
+    It names the service's 0600 ``pgpass`` with ``passfile=`` (the password itself is
+    never in it), so ``metalab.run``, ``load_results``, the CLI and workers of this user
+    can all log in with it. With ``store_root``, large artifacts go under
+    ``{store_root}/artifacts``, as when the service is discovered next to that store.
+
+    Raises:
+        ServiceError: there is no service file in ``service_dir``, or it is malformed.
+        UntrustedFileError: the file, its ``pgpass`` or its directory is not safely yours.
+    """
+    info, passfile = _trusted_service(Path(service_dir) / SERVICE_FILE)
+    holder = None if store_root is None else _Root(Path(store_root).expanduser().absolute())
+    return str(_postgres_store(info, passfile, holder).locator)
+
+
+class _Root:
+    """Stands for the FileStore a service was started next to (only its root is used)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
 
 
 def store_from_service_file(path: str | os.PathLike[str], file_store: Any = None) -> Any:

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from metalab.errors import StoreError, UntrustedFileError
+from metalab.errors import StoreAuthError, StoreError, UntrustedFileError
 from metalab.trust import describe_owner, read_trusted, verify_trusted
 
 if TYPE_CHECKING:
@@ -49,11 +49,13 @@ __all__ = [
     "credentials_of",
     "handed_over_password",
     "install",
+    "login_refused",
     "make_alias",
     "passfile_path",
     "read_passfile",
     "remove_alias",
     "remove_passfile",
+    "store_passfile",
     "verify_login",
     "write_passfile",
 ]
@@ -144,6 +146,12 @@ def handed_over_password(
         return _INSTALLED.get(_key(host, port, dbname, user))
 
 
+def login_refused(reason: str) -> bool:
+    """True when a libpq connection error says the server refused this login (as opposed
+    to being unreachable, starting up or full)."""
+    return _LOGIN_REFUSED.search(reason) is not None
+
+
 def verify_login(store: object) -> None:
     """Log in once to every PostgreSQL database of ``store``, before any run executes.
 
@@ -152,8 +160,8 @@ def verify_login(store: object) -> None:
     login fails here.
 
     Raises:
-        StoreError: the server refused the login; the message has its reason, with any
-            password masked.
+        StoreAuthError: the server refused the login; the message has its reason, with
+            any password masked.
     """
     configs = configs_of(store)
     if not configs:
@@ -168,8 +176,8 @@ def verify_login(store: object) -> None:
             psycopg.connect(make_conninfo("", **config.conninfo_kwargs())).close()
         except psycopg.OperationalError as exc:
             reason = redact(str(exc).strip())
-            if _LOGIN_REFUSED.search(reason):
-                raise StoreError(
+            if login_refused(reason):
+                raise StoreAuthError(
                     f"cannot log in to PostgreSQL store {config.locator()}: {reason}. The "
                     f"worker ran nothing; give the password in the locator (it is handed "
                     f"to workers out of band), PGPASSWORD or ~/.pgpass of this account"
@@ -345,3 +353,60 @@ def read_passfile(path: str | os.PathLike[str]) -> list[Credential]:
 def remove_passfile(name: str) -> None:
     """Delete the password file ``name`` if it exists (its launch finished)."""
     passfile_path(name).unlink(missing_ok=True)
+
+
+# -- password files of serialised stores (to_locator) ---------------------------------
+_STORE_PASSFILE_HEADER = "# metalab: PostgreSQL password of a store locator (to_locator)\n"
+
+
+def _libpq_field(value: str) -> str:
+    # libpq matches an absent host/port against "localhost"/5432, never against "":
+    # a field the locator leaves out matches anything instead.
+    return _escape(value) if value else "*"
+
+
+def store_passfile(credential: Credential) -> Path:
+    """A private libpq password file holding ``credential``; return its path.
+
+    One file per login (named by a hash of it, which reveals nothing usable), created
+    0600 in the private directory of :func:`credentials_dir` and reused when it already
+    holds exactly this login: a locator can then name it with ``passfile=`` and stay free
+    of the password, in this process and any later one of this user.
+
+    Raises:
+        UntrustedFileError: the directory or an existing file of that name is not safely
+            ours.
+        StoreError: the file cannot be written.
+    """
+    import hashlib
+
+    line = ":".join(_libpq_field(v) for v in credential.key) + ":" + _escape(credential.password)
+    text = _STORE_PASSFILE_HEADER + line + "\n"
+    digest = hashlib.sha256(text.encode()).hexdigest()[:24]
+    path = passfile_path(f"store-{digest}")
+    _private_directory(path.parent)
+    existing = read_trusted(path, "PostgreSQL password file", private=True)
+    if existing is not None:
+        if existing.decode("utf-8", errors="replace") == text:
+            return path
+        raise StoreError(f"password file {str(path)!r} exists with other contents; remove it")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        fd = os.open(temp, flags, 0o600)
+    except OSError as exc:
+        raise StoreError(f"cannot create password file {str(temp)!r}: {exc.strerror}") from None
+    try:
+        os.fchmod(fd, 0o600)  # whatever the umask
+        with os.fdopen(fd, "w", encoding="utf-8", closefd=False) as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(fd)
+        # Published complete or not at all: a concurrent reader never sees half a line.
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    finally:
+        os.close(fd)
+    return path

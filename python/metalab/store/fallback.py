@@ -7,14 +7,21 @@ Reads merge both stores, so runs that landed only in the fallback are still seen
 resume and ``load_results``. Push them back with ``metalab store import --from
 <fallback dir> --to <primary>`` once the primary is back.
 
+A dead primary is detected once: the first failure warns (one line: which store, why,
+where writes go instead) and from then on every write goes straight to the fallback, at
+the fallback's speed. Every 30 s a background thread checks the primary (one cheap
+``ping``); writers never wait for it, and once it answers they use the primary again.
+
 Its locator is ``fallback://?primary=<urlencoded>&fallback=<urlencoded>&write_to_both=1``
 so process and SLURM workers rebuild the same pair.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit
@@ -22,15 +29,15 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 from metalab.errors import LocatorError, StoreUnavailableError
 from metalab.records import ArtifactInfo, RunRecord, RunState
 from metalab.store.base import LoadedRecords, LoadProblem, LogSink, Store
-from metalab.store.locator import create_store
+from metalab.store.locator import create_store, to_locator
 from metalab.store.postgres_config import mask_locator
 
 __all__ = ["FallbackStore"]
 
 T = TypeVar("T")
-# After a failure the primary is skipped this long, so a dead server costs one connect
-# timeout per interval instead of one per write.
-_RETRY_AFTER_S = 5.0
+# After a failure the primary is skipped this long, then checked again in the background:
+# a dead server costs one connection attempt per interval, never one per write.
+_RETRY_AFTER_S = 30.0
 
 
 class _FallbackLogSink:
@@ -51,8 +58,8 @@ class _FallbackLogSink:
         if owner.primary_usable():
             try:
                 self._primary = owner.primary.open_log(run_id)
-            except StoreUnavailableError:
-                owner.note_primary_down()
+            except StoreUnavailableError as exc:
+                owner.note_primary_down(exc)
         if self._primary is None and self._fallback is None:
             self._fallback = owner.fallback.open_log(run_id)
 
@@ -60,8 +67,8 @@ class _FallbackLogSink:
         if self._primary is not None:
             try:
                 self._primary.write_line(line)
-            except StoreUnavailableError:
-                self._owner.note_primary_down()
+            except StoreUnavailableError as exc:
+                self._owner.note_primary_down(exc)
                 self._primary = None
                 if self._fallback is None:
                     self._fallback = self._owner.fallback.open_log(self._run_id)
@@ -93,14 +100,24 @@ class FallbackStore(Store):
         self.primary: Store = create_store(primary)
         self.fallback: Store = create_store(fallback)
         self.write_to_both = bool(write_to_both)
-        self._down_until = 0.0
+        self._down = False
+        self._probe_pid = -1  # the process whose thread is checking the primary
+        self._warned = False
         self._lock = threading.Lock()
         self._pending: dict[str, RunRecord] = {}
 
     @property
     def locator(self) -> str:
         """``fallback://?primary=...&fallback=...[&write_to_both=1]`` (no passwords)."""
-        query = [("primary", self.primary.locator), ("fallback", self.fallback.locator)]
+        return self._locator(self.primary.locator, self.fallback.locator)
+
+    def portable_locator(self) -> str:
+        """Like :attr:`locator`, with both parts as :func:`~metalab.store.to_locator`
+        gives them (a password becomes a ``passfile=`` reference)."""
+        return self._locator(to_locator(self.primary), to_locator(self.fallback))
+
+    def _locator(self, primary: str, fallback: str) -> str:
+        query = [("primary", primary), ("fallback", fallback)]
         if self.write_to_both:
             query.append(("write_to_both", "1"))
         return "fallback://?" + urlencode(query)
@@ -139,13 +156,57 @@ class FallbackStore(Store):
 
     # -- primary health ---------------------------------------------------------------
     def primary_usable(self) -> bool:
-        """False while the primary is in its back-off period after a failure."""
-        return time.monotonic() >= self._down_until
-
-    def note_primary_down(self) -> None:
-        """Skip the primary for a few seconds (it just failed)."""
+        """False while the primary is known to be down (it is re-checked in the background)."""
+        if not self._down:
+            return True
         with self._lock:
-            self._down_until = time.monotonic() + _RETRY_AFTER_S
+            if self._probe_pid != os.getpid():
+                # Forked while the parent was checking: that thread did not come along.
+                self._down = False
+            return not self._down
+
+    def note_primary_down(self, exc: BaseException | None = None) -> None:
+        """Send writes to the fallback for a while; the first time, say so (one warning).
+
+        After :data:`_RETRY_AFTER_S` a background thread checks the primary; writers go on
+        to the fallback meanwhile and return to the primary once it answers.
+        """
+        with self._lock:
+            checking = self._down and self._probe_pid == os.getpid()
+            self._down = True
+            self._probe_pid = os.getpid()
+            first, self._warned = not self._warned, True
+        if first:
+            why = "" if exc is None else f" ({_reason(exc, self.primary.locator)})"
+            warnings.warn(
+                f"metalab: primary store {self.primary.locator} is unreachable{why}; writing "
+                f"to the fallback {self.fallback.locator} (the primary is checked again "
+                f"every {_RETRY_AFTER_S:.0f} s)",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        if checking:
+            return  # a thread of this process is already checking the primary
+        threading.Thread(
+            target=self._recheck_later, name="metalab-fallback-probe", daemon=True
+        ).start()
+
+    def _recheck_later(self) -> None:
+        """Wait, then ping the primary until it answers (in a daemon thread)."""
+        ping = getattr(self.primary, "ping", None)
+        while True:
+            time.sleep(_RETRY_AFTER_S)
+            if ping is None:
+                break  # no cheap check: try the primary again with the next write
+            try:
+                ping()
+            except StoreUnavailableError:
+                continue
+            except Exception:  # any other answer (a refused login...): the server is up
+                break
+            break
+        with self._lock:
+            self._down = False
 
     def _write(self, op: Callable[[Store], T]) -> T:
         """Apply a write to the primary, or the fallback if the primary is unreachable."""
@@ -155,8 +216,8 @@ class FallbackStore(Store):
             try:
                 result = op(self.primary)
                 wrote_primary = True
-            except StoreUnavailableError:
-                self.note_primary_down()
+            except StoreUnavailableError as exc:
+                self.note_primary_down(exc)
         if self.write_to_both or not wrote_primary:
             fallback_result = op(self.fallback)
             if not wrote_primary:
@@ -173,8 +234,8 @@ class FallbackStore(Store):
         if force or self.primary_usable():
             try:
                 primary = op(self.primary)
-            except StoreUnavailableError:
-                self.note_primary_down()
+            except StoreUnavailableError as exc:
+                self.note_primary_down(exc)
         return primary, op(self.fallback)
 
     # -- experiments ------------------------------------------------------------------
@@ -198,8 +259,8 @@ class FallbackStore(Store):
                 found = self.primary.get_blob(key)
                 if found is not None:
                     return found
-            except StoreUnavailableError:
-                self.note_primary_down()
+            except StoreUnavailableError as exc:
+                self.note_primary_down(exc)
         return self.fallback.get_blob(key)
 
     # -- run write path ---------------------------------------------------------------
@@ -283,8 +344,8 @@ class FallbackStore(Store):
                 return self.primary.get_artifact(run_id, info)
             except KeyError:
                 pass
-            except StoreUnavailableError:
-                self.note_primary_down()
+            except StoreUnavailableError as exc:
+                self.note_primary_down(exc)
         return self.fallback.get_artifact(run_id, info)
 
     def read_log(self, run_id: str) -> str:
@@ -303,6 +364,14 @@ class FallbackStore(Store):
         """Close both stores."""
         self.primary.close()
         self.fallback.close()
+
+
+def _reason(exc: BaseException, locator: str) -> str:
+    """The cause in an error about ``locator``, without repeating the locator."""
+    text = str(exc)
+    if locator in text:
+        text = text.split(locator, 1)[1].lstrip(" :").removeprefix("unavailable: ")
+    return text
 
 
 def _newest(a: RunRecord | None, b: RunRecord | None) -> RunRecord | None:

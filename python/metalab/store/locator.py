@@ -125,7 +125,18 @@ def create_store(locator: Any) -> Store:
 
 
 def to_locator(store: Store) -> str:
-    """Return a locator that recreates ``store`` (never includes a password)."""
+    """Return a locator that recreates ``store``, also in a fresh process.
+
+    It never includes a password: a PostgreSQL store given one in its locator gets a
+    private 0600 password file that the returned locator names with ``passfile=``
+    (:meth:`PostgresStore.portable_locator`), so ``create_store(to_locator(store))``
+    logs in as ``store`` does.
+
+    Raises:
+        LocatorError: ``store`` is not a Store.
+        StoreError: the password file cannot be written.
+    """
     if not isinstance(store, Store):
         raise LocatorError(f"to_locator() needs a Store, got {type(store).__name__}")
-    return store.locator
+    portable = getattr(store, "portable_locator", None)
+    return str(portable()) if callable(portable) else store.locator

@@ -13,16 +13,18 @@ import os
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
 from metalab import _core
-from metalab.errors import StoreError, StoreUnavailableError, UnsafeNameError
+from metalab.errors import StoreAuthError, StoreError, StoreUnavailableError, UnsafeNameError
 from metalab.records import ArtifactInfo, RunRecord, RunState
 from metalab.store.atomic import atomic_write
 from metalab.store.base import LoadedRecords, LoadProblem, Store, select_manifests
+from metalab.store.credentials import Credential, login_refused, store_passfile
 from metalab.store.layout import NoFollowReader, check_file_name, shared_artifact_relative
-from metalab.store.postgres_config import PostgresConfig, redact
+from metalab.store.postgres_config import PostgresConfig, quiet_pool_log, redact
 from metalab.store.record_codec import decode_record, encode_record, record_from_dict
 
 try:
@@ -88,12 +90,12 @@ def record_row(record: RunRecord, doc: str) -> tuple[Any, ...]:
     )
 
 
-def _close_pool_soon(pool: Any, owner_pid: int) -> None:
+def _close_pool_soon(pool: Any, owner_pid: int, wait: bool = True) -> None:
     if os.getpid() != owner_pid:
         return  # inherited through fork: the parent owns these connections
     closer = threading.Thread(target=pool.close, name="metalab-pool-close", daemon=True)
     closer.start()
-    if threading.current_thread() is not threading.main_thread():
+    if not wait or threading.current_thread() is not threading.main_thread():
         return
     closer.join(timeout=5.0)
 
@@ -155,9 +157,15 @@ class PostgresStore(Store):
             self._pool = None
             self._schema_ready = False
             kwargs = self.config.conninfo_kwargs()
+            conninfo = make_conninfo("", **kwargs)
+            # One direct connection first: a pool retries a refused login or a dead
+            # server in the background, logging each attempt, until its timeout says
+            # only "couldn't get a connection". libpq's own reason is in the probe's.
+            self._probe(conninfo)
+            quiet_pool_log()
             timeout = float(kwargs.get("connect_timeout", 5)) + 1.0
             pool = ConnectionPool(
-                make_conninfo("", **kwargs),
+                conninfo,
                 min_size=1,
                 max_size=self.config.pool_size,
                 kwargs={"autocommit": True},
@@ -192,16 +200,74 @@ class PostgresStore(Store):
                         ensure_schema(conn, self.config.schema)
                         self._schema_ready = True
                     return op(conn)
+            except PoolTimeout:
+                # The pool waited its timeout for a connection: either every connection
+                # is busy (then retry once) or the server went away, and the pool only
+                # knows "couldn't get a connection". Drop it (which also ends its logged
+                # reconnect attempts); the next pool probes first and says why.
+                self._discard_pool(pool)
+                if attempt == 0:
+                    continue
+                # Ask the server directly why (raises with libpq's reason if it is down).
+                self._probe(make_conninfo("", **self.config.conninfo_kwargs()))
+                message = "no connection became free within the pool timeout (server busy?)"
             except psycopg.OperationalError as exc:
                 message = redact(f"{type(exc).__name__}: {exc}")
-                # A pool timeout already waited for a connection: the server is down.
-                if attempt == 0 and not isinstance(exc, PoolTimeout):
+                if attempt == 0:
                     pool.check()  # drop every dead idle connection before the retry
                     continue
             except psycopg.Error as exc:
                 message = redact(f"{type(exc).__name__}: {exc}")
                 raise StoreError(f"PostgreSQL store {self.locator}: {message}") from None
         raise StoreUnavailableError(f"PostgreSQL store {self.locator} unavailable: {message}")
+
+    def _probe(self, conninfo: str) -> None:
+        """Connect once, directly, and turn a failure into the typed error with its reason.
+
+        Raises:
+            StoreAuthError: the server refused the login (libpq's reason, e.g.
+                ``fe_sendauth: no password supplied``).
+            StoreUnavailableError: the server cannot be reached (refused, timed out...).
+        """
+        try:
+            conn = psycopg.connect(conninfo, autocommit=True)
+        except psycopg.OperationalError as exc:
+            # libpq's text is several lines ("... failed: X\n\tIs the server running"):
+            # one line reads better in a warning or a log.
+            reason = " ".join(redact(str(exc)).split())
+            if login_refused(reason):
+                raise StoreAuthError(
+                    f"cannot log in to PostgreSQL store {self.locator}: {reason}. Give the "
+                    f"password in the locator, PGPASSWORD, ~/.pgpass or a passfile= "
+                    f"parameter (metalab postgres start prints a locator with one)"
+                ) from None
+            raise StoreUnavailableError(
+                f"PostgreSQL store {self.locator} unavailable: {reason}"
+            ) from None
+        conn.close()
+
+    def _discard_pool(self, pool: Any) -> None:
+        with self._lock:
+            if self._pool is pool:
+                self._pool = None
+        _close_pool_soon(pool, self._pool_pid, wait=False)
+
+    def portable_locator(self) -> str:
+        """A locator that recreates this store in any later process of this user.
+
+        Like :attr:`locator` it never holds the password: a store given one gets a
+        private 0600 libpq password file (:func:`~metalab.store.credentials.store_passfile`)
+        that the locator names with ``passfile=``.
+
+        Raises:
+            StoreError: the password file cannot be written.
+        """
+        credential = Credential.of(self.config)
+        if credential is None:
+            return self.locator
+        path = str(store_passfile(credential))
+        libpq = tuple(sorted({**dict(self.config.libpq), "passfile": path}.items()))
+        return replace(self.config, libpq=libpq, password=None).locator()
 
     def ping(self) -> None:
         """Check the server answers (and create the schema).

@@ -57,6 +57,16 @@ class TransferReport:
     #: (a run ID, artifact file, manifest or blob key that could point outside the
     #: destination, or a symbolic link); the rest was copied.
     skipped: list[str] = field(default_factory=list)
+    #: The experiment filter of the transfer (``None``: everything).
+    experiment_id: str | None = None
+    #: When a filter matched nothing: the experiment IDs the source does hold.
+    available: list[str] = field(default_factory=list)
+
+    @property
+    def matched_nothing(self) -> bool:
+        """True when an experiment filter was given and the source had nothing of it."""
+        found = self.runs + self.manifests + self.blobs + len(self.skipped)
+        return self.experiment_id is not None and found == 0
 
     def __str__(self) -> str:
         text = (
@@ -357,7 +367,7 @@ def transfer(
     """
     source, target = create_store(src), create_store(dst)
     started = time.monotonic()
-    report = TransferReport(source.locator, target.locator)
+    report = TransferReport(source.locator, target.locator, experiment_id=experiment_id)
     skipped = report.skipped
     for exp, stamp, doc in _manifests(source, experiment_id, skipped):
         try:
@@ -394,6 +404,9 @@ def transfer(
         report.artifacts += sum(len(b.artifacts) for b in bundles)
         bar.advance(len(bundles))
     report.seconds = time.monotonic() - started
+    if report.matched_nothing:
+        found = (str(m.get("experiment_id", "")) for m in source.list_manifests())
+        report.available = sorted({exp for exp in found if exp})
     if source is not src:
         source.close()
     if target is not dst:
