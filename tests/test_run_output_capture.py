@@ -105,7 +105,8 @@ def test_eight_concurrent_thread_runs_each_keep_their_own_output(
     # Tee, not swallow: the terminal saw every line too.
     seen = capfd.readouterr()
     for x in range(8):
-        assert seen.out.count(f"run {x} line 4\n") == 1
+        # (print writes the text and its newline apart: threads interleave between them)
+        assert all(seen.out.count(f"run {x} line {i}") == 1 for i in range(5))
         assert f"run {x} to stderr" in seen.err
     # Every distinct warning reaches the usual hook; one repeated by every run (same
     # text, same line) only once, as Python shows it, although each run's log has it.
@@ -137,6 +138,35 @@ def test_driver_thread_output_is_not_in_any_log(
     assert "driver" not in run.log
     out = capsys.readouterr().out
     assert "from the driver while the run executes" in out and "from the run" in out
+
+
+def repeats(params: Any) -> None:
+    """The same warning three times from one line (what a loop over NumPy calls does)."""
+    for _ in range(3):
+        warnings.warn("divide by zero", RuntimeWarning, stacklevel=1)
+
+
+@pytest.mark.parametrize(
+    ("action", "per_run", "shown_total"), [("default", 1, 1), ("always", 3, 9)]
+)
+def test_filters_decide_how_often_a_repeated_warning_is_kept(
+    tmp_path: Path, action: str, per_run: int, shown_total: int
+) -> None:
+    exp = metalab.Experiment(
+        f"repeats-{action}",
+        "1",
+        {},
+        metalab.operation(repeats),
+        metalab.grid(x=[1, 2, 3]),
+        metalab.seeds(0),
+    )
+    with warnings.catch_warnings(record=True) as shown:
+        warnings.simplefilter(action)
+        results = metalab.run(exp, store=str(tmp_path), progress=False).result()
+    for run in results:
+        # One after another on one thread: each run's log still has its own copy.
+        assert run.log.count("[warning]") == per_run, run.log
+    assert len(shown) == shown_total
 
 
 def test_quiet_run_opens_no_log_and_streams_are_restored_after_cancel(tmp_path: Path) -> None:

@@ -134,10 +134,10 @@ class _StreamProxy:
     def write(self, text: str) -> int:
         """Write to the wrapped stream, and to the run's log from a run's thread."""
         route = _routes.get(threading.get_ident())
-        written = len(text) if self._wrapped is None else self._wrapped.write(text)
         if route is not None and isinstance(text, str):
+            # The log first: a broken terminal (closed pipe) must not lose the line.
             route.write(self._name, text)
-        return written
+        return len(text) if self._wrapped is None else self._wrapped.write(text)
 
     def writelines(self, lines: Any) -> None:
         """Write each of ``lines`` (no newlines added, as for any text stream)."""
@@ -176,7 +176,11 @@ def _showwarning(
         previous(message, category, filename, lineno, file, line)
         return
     text = str(message)
-    once = _release_registry(text, category, filename, lineno)
+    registry = _registry_of(filename, lineno)
+    # Noted there by a default/module/once action (``always`` notes nothing).
+    once = registry is not None and (text, category, lineno) in registry
+    if once and registry is not None and len(_routes) > 1:
+        _release(registry, text, category, lineno)
     if once and not route.first_time((category, text, filename, lineno)):
         return
     route.warning(text, category, f"{filename}:{lineno}")
@@ -197,30 +201,30 @@ def _showwarning(
         _routes[ident] = route
 
 
-def _release_registry(text: str, category: type[Warning], filename: str, lineno: int) -> bool:
-    """Forget that this warning was shown; True if a filter action had noted it.
-
-    A ``default``/``module``/``once`` action notes a shown warning in the module's
-    ``__warningregistry__`` (and ``warnings.onceregistry``) and never shows it again in
-    this process, so of several runs executing at once only the first would have it in
-    its log. Forgetting it lets every run's occurrence through; :class:`RunOutput` then
-    keeps it once per run, the terminal once per installation. ``always`` notes
-    nothing: every occurrence is logged and shown.
-    """
-    # Up from the hook to the frame the warning names (stacklevel may skip a few).
+def _registry_of(filename: str, lineno: int) -> dict[Any, Any] | None:
+    """The ``__warningregistry__`` of the frame a warning names (None if not found)."""
+    # Up from the hook to that frame (stacklevel may skip a few).
     frame = sys._getframe(1).f_back
     while frame is not None and not (
         frame.f_lineno == lineno and frame.f_code.co_filename == filename
     ):
         frame = frame.f_back
-    if frame is None:
-        return False
-    registry = frame.f_globals.get("__warningregistry__")
-    if not isinstance(registry, dict) or registry.pop((text, category, lineno), None) is None:
-        return False
+    registry = frame.f_globals.get("__warningregistry__") if frame is not None else None
+    return registry if isinstance(registry, dict) else None
+
+
+def _release(registry: dict[Any, Any], text: str, category: type[Warning], lineno: int) -> None:
+    """Forget that a warning was shown, so runs executing at the same time see it too.
+
+    Python notes a shown warning in the module's registry (and ``warnings.onceregistry``)
+    and never shows it again in this process: of several runs executing at once, only
+    the first would have it in its log. Once forgotten, every occurrence reaches the hook
+    again: :class:`RunOutput` keeps it once per run, the terminal once per installation.
+    (Runs one after another need none of this: registries are reset when a run starts.)
+    """
+    registry.pop((text, category, lineno), None)
     registry.pop((text, category, 0), None)
     warnings.onceregistry.pop((text, category), None)  # type: ignore[attr-defined]
-    return True
 
 
 def is_installed() -> bool:
