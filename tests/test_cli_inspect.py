@@ -621,3 +621,15 @@ def test_unreachable_postgres_exits_3_and_hides_the_password(
     assert code == 3 and "store unreachable" in err
     assert json.loads(out)["error"]["exit_code"] == 3
     assert secret not in out + err
+
+
+@pytest.mark.parametrize("module", ["metalab", "metalab.cli"])
+def test_python_dash_m_has_every_command(module: str, store: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", module, "ls", store, "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert {e["experiment_id"] for e in json.loads(done.stdout)["experiments"]} >= {"demo:1"}

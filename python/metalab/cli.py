@@ -55,4 +55,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run as ``python -m metalab.cli``, this file is ``__main__``, while the command modules
+    # register with the importable ``metalab.cli``: dispatch through that one.
+    from metalab.cli import main as _main
+
+    sys.exit(_main())
