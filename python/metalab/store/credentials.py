@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from metalab.errors import StoreAuthError, StoreError, UntrustedFileError
+from metalab.errors import StoreAuthError, StoreError, StoreUnavailableError, UntrustedFileError
 from metalab.trust import describe_owner, read_trusted, verify_trusted
 
 if TYPE_CHECKING:
@@ -45,6 +45,7 @@ __all__ = [
     "Credential",
     "alias_path",
     "configs_of",
+    "connect_once",
     "credentials_dir",
     "credentials_of",
     "handed_over_password",
@@ -152,6 +153,44 @@ def login_refused(reason: str) -> bool:
     return _LOGIN_REFUSED.search(reason) is not None
 
 
+_LOGIN_ADVICE = (
+    "give the password in the locator, PGPASSWORD, ~/.pgpass or a passfile= parameter "
+    "(metalab postgres start prints a locator with one)"
+)
+
+
+def connect_once(config: PostgresConfig, advice: str = _LOGIN_ADVICE) -> None:
+    """Open and close one direct connection with ``config``; say why when it fails.
+
+    Used before a connection pool exists: a pool retries a refused login or a dead
+    server in the background, logging each attempt, and at its timeout reports only
+    "couldn't get a connection". libpq's own reason is in this connection's error.
+
+    Raises:
+        StoreAuthError: the server refused the login (e.g. ``fe_sendauth: no password
+            supplied``, ``password authentication failed``), then ``advice``.
+        StoreUnavailableError: the server cannot be reached (refused, timed out, ...).
+    """
+    import psycopg
+    from psycopg.conninfo import make_conninfo
+
+    from metalab.store.postgres_config import redact
+
+    try:
+        psycopg.connect(make_conninfo("", **config.conninfo_kwargs())).close()
+    except psycopg.OperationalError as exc:
+        # libpq's text spans lines ("... failed: X\n\tIs the server running ..."): one
+        # line reads better in a warning, a log or a CLI message.
+        reason = " ".join(redact(str(exc)).split())
+        if login_refused(reason):
+            raise StoreAuthError(
+                f"cannot log in to PostgreSQL store {config.locator()}: {reason}; {advice}"
+            ) from None
+        raise StoreUnavailableError(
+            f"PostgreSQL store {config.locator()} unavailable: {reason}"
+        ) from None
+
+
 def verify_login(store: object) -> None:
     """Log in once to every PostgreSQL database of ``store``, before any run executes.
 
@@ -163,25 +202,15 @@ def verify_login(store: object) -> None:
         StoreAuthError: the server refused the login; the message has its reason, with
             any password masked.
     """
-    configs = configs_of(store)
-    if not configs:
-        return
-    import psycopg
-    from psycopg.conninfo import make_conninfo
-
-    from metalab.store.postgres_config import redact
-
-    for config in configs:
+    advice = (
+        "the worker ran nothing; give the password in the locator (it is handed to "
+        "workers out of band), PGPASSWORD or ~/.pgpass of this account"
+    )
+    for config in configs_of(store):
         try:
-            psycopg.connect(make_conninfo("", **config.conninfo_kwargs())).close()
-        except psycopg.OperationalError as exc:
-            reason = redact(str(exc).strip())
-            if login_refused(reason):
-                raise StoreAuthError(
-                    f"cannot log in to PostgreSQL store {config.locator()}: {reason}. The "
-                    f"worker ran nothing; give the password in the locator (it is handed "
-                    f"to workers out of band), PGPASSWORD or ~/.pgpass of this account"
-                ) from None
+            connect_once(config, advice)
+        except StoreUnavailableError:
+            continue
 
 
 # -- password files (SLURM) -----------------------------------------------------------

@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from metalab import _core
-from metalab.errors import StoreAuthError, StoreError, StoreUnavailableError, UnsafeNameError
+from metalab.errors import StoreError, StoreUnavailableError, UnsafeNameError
 from metalab.records import ArtifactInfo, RunRecord, RunState
 from metalab.store.atomic import atomic_write
 from metalab.store.base import LoadedRecords, LoadProblem, Store, select_manifests
-from metalab.store.credentials import Credential, login_refused, store_passfile
+from metalab.store.credentials import Credential, connect_once, store_passfile
 from metalab.store.layout import NoFollowReader, check_file_name, shared_artifact_relative
 from metalab.store.postgres_config import PostgresConfig, quiet_pool_log, redact
 from metalab.store.record_codec import decode_record, encode_record, record_from_dict
@@ -161,7 +161,7 @@ class PostgresStore(Store):
             # One direct connection first: a pool retries a refused login or a dead
             # server in the background, logging each attempt, until its timeout says
             # only "couldn't get a connection". libpq's own reason is in the probe's.
-            self._probe(conninfo)
+            connect_once(self.config)
             quiet_pool_log()
             timeout = float(kwargs.get("connect_timeout", 5)) + 1.0
             pool = ConnectionPool(
@@ -209,7 +209,7 @@ class PostgresStore(Store):
                 if attempt == 0:
                     continue
                 # Ask the server directly why (raises with libpq's reason if it is down).
-                self._probe(make_conninfo("", **self.config.conninfo_kwargs()))
+                connect_once(self.config)
                 message = "no connection became free within the pool timeout (server busy?)"
             except psycopg.OperationalError as exc:
                 message = redact(f"{type(exc).__name__}: {exc}")
@@ -220,31 +220,6 @@ class PostgresStore(Store):
                 message = redact(f"{type(exc).__name__}: {exc}")
                 raise StoreError(f"PostgreSQL store {self.locator}: {message}") from None
         raise StoreUnavailableError(f"PostgreSQL store {self.locator} unavailable: {message}")
-
-    def _probe(self, conninfo: str) -> None:
-        """Connect once, directly, and turn a failure into the typed error with its reason.
-
-        Raises:
-            StoreAuthError: the server refused the login (libpq's reason, e.g.
-                ``fe_sendauth: no password supplied``).
-            StoreUnavailableError: the server cannot be reached (refused, timed out...).
-        """
-        try:
-            conn = psycopg.connect(conninfo, autocommit=True)
-        except psycopg.OperationalError as exc:
-            # libpq's text is several lines ("... failed: X\n\tIs the server running"):
-            # one line reads better in a warning or a log.
-            reason = " ".join(redact(str(exc)).split())
-            if login_refused(reason):
-                raise StoreAuthError(
-                    f"cannot log in to PostgreSQL store {self.locator}: {reason}. Give the "
-                    f"password in the locator, PGPASSWORD, ~/.pgpass or a passfile= "
-                    f"parameter (metalab postgres start prints a locator with one)"
-                ) from None
-            raise StoreUnavailableError(
-                f"PostgreSQL store {self.locator} unavailable: {reason}"
-            ) from None
-        conn.close()
 
     def _discard_pool(self, pool: Any) -> None:
         with self._lock:
