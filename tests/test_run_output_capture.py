@@ -8,8 +8,10 @@ Process executor: the same from worker processes, and a crash keeps what was pri
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import subprocess
 import sys
 import threading
 import time
@@ -22,6 +24,7 @@ import pytest
 import metalab
 from metalab.capture import Capture, output
 from metalab.cli import main as cli_main
+from metalab.errors import StoreError
 from metalab.store.file import FileStore
 
 # Barriers by name (a context holds only JSON-like values): threads of one process only.
@@ -271,3 +274,55 @@ def test_show_and_logs_commands_display_the_captured_lines(
     logs = capsys.readouterr().out
     assert "run 3 to stderr" in logs and "Traceback (most recent call last):" in logs
     assert "run 2 line" not in logs
+
+
+@pytest.fixture
+def full_disk(tmp_path: Path) -> Any:
+    """A real 1 MiB tmpfs, filled up by "another job" (the file is returned to free it)."""
+    mount_point = tmp_path / "disk"
+    mount_point.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m,mode=0755", "tmpfs", str(mount_point)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"mounting a tmpfs needs root: {mounted.stderr.strip()}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+def prints_on_a_full_disk(params: Any, context: Any) -> None:
+    """Fill the store's disk, print (the log write fails), carry on, then free the disk."""
+    filler = Path(context["filler"])
+    with open(filler, "wb") as handle, contextlib.suppress(OSError):
+        while True:
+            handle.write(b"\0" * 65536)
+            handle.flush()
+    print("this line cannot be stored")  # must not raise inside the operation
+    Path(context["after"]).write_text("the operation went on")
+    filler.unlink()
+
+
+def test_a_print_that_cannot_be_stored_stops_the_launch_not_the_operation(
+    full_disk: Path, tmp_path: Path
+) -> None:
+    after = tmp_path / "after.txt"
+    exp = metalab.Experiment(
+        "fullprint",
+        "1",
+        {"filler": str(full_disk / "other-job.bin"), "after": str(after)},
+        metalab.operation(prints_on_a_full_disk),
+        metalab.grid(x=[1]),
+        metalab.seeds(0),
+    )
+    store = full_disk / "store"
+    FileStore(store).layout.root.mkdir(parents=True, exist_ok=True)
+    with pytest.raises(StoreError, match=r"cannot write the log of run .*No space left"):
+        metalab.run(exp, store=str(store), progress=False).result(timeout=60)
+    assert after.read_text() == "the operation went on"
+    # A store's fault is not the run's: nothing recorded, so resume runs it again.
+    assert not metalab.load_results(str(store))
