@@ -633,3 +633,22 @@ def test_python_dash_m_has_every_command(module: str, store: str) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert {e["experiment_id"] for e in json.loads(done.stdout)["experiments"]} >= {"demo:1"}
+
+
+def test_json_stays_valid_when_a_remembered_password_occurs_in_a_number(
+    store: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from metalab.store.postgres_config import _SECRETS, _SECRETS_LOCK, remember_secret
+
+    run = next(r for r in _results(store, "demo:2") if r.params["x"] == 3)
+    digits = repr(round(run.record.duration, 6))[-2:]  # part of a number in the doc
+    with _SECRETS_LOCK:
+        before = set(_SECRETS)
+    remember_secret(digits)
+    try:
+        code, doc = cli_json(capsys, "show", store, run.run_id)
+        assert code == 0 and doc["run_id"] == run.run_id
+    finally:
+        with _SECRETS_LOCK:
+            _SECRETS.clear()
+            _SECRETS.update(before)

@@ -87,7 +87,6 @@ from metalab.errors import (
     StoreUnavailableError,
 )
 from metalab.store.base import Store
-from metalab.store.postgres_config import redact
 
 __all__ = ["add_inspect_commands"]
 
@@ -155,7 +154,7 @@ def _handler(command: Command, render: Render) -> Callable[[argparse.Namespace],
 
 def _emit(payload: Payload, screen: Screen | None, render: Render) -> None:
     if screen is None:
-        print(redact(json_document(payload)), flush=True)
+        print(json_document(payload), flush=True)  # json_document redacts every string
     else:
         render(payload, screen)
         screen.show()

@@ -49,11 +49,18 @@ def printable(text: str) -> str:
 
 
 def _clean(value: Any) -> Any:
-    """JSON-safe copy: non-finite floats become ``null`` (strict JSON has no NaN)."""
+    """JSON-safe copy: non-finite floats become ``null`` (strict JSON has no NaN), and
+    every string (keys included) has its passwords redacted.
+
+    Redaction works on the strings, never on the serialised document, so masking a
+    remembered password can never break the JSON (a password "875" inside a number).
+    """
+    if isinstance(value, str):
+        return redact(value)
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
+        return {redact(str(k)): _clean(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_clean(v) for v in value]
     return value

@@ -210,7 +210,8 @@ def test_no_locator_error_or_repr_contains_the_password(pw: str, fixed_text: str
                 leaked = [form for form in forms if form in text]
                 assert not leaked, f"{template}: {text!r} shows {leaked}"
     finally:
-        with _SECRETS_LOCK:
+        with _SECRETS_LOCK:  # exactly as before: random passwords must not mask later output
+            _SECRETS.clear()
             _SECRETS.update(remembered)
 
 
