@@ -14,16 +14,14 @@ import threading
 import weakref
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
-from pathlib import Path
 from typing import Any, TypeVar
 
 from metalab import _core
-from metalab.errors import StoreError, StoreUnavailableError, UnsafeNameError
-from metalab.records import ArtifactInfo, RunRecord, RunState
-from metalab.store.atomic import atomic_write
+from metalab.errors import StoreError, StoreUnavailableError
+from metalab.records import RunRecord, RunState
 from metalab.store.base import LoadedRecords, LoadProblem, Store, select_manifests
 from metalab.store.credentials import Credential, connect_once, store_passfile
-from metalab.store.layout import NoFollowReader, check_file_name, shared_artifact_relative
+from metalab.store.postgres_artifacts import PostgresArtifacts
 from metalab.store.postgres_config import PostgresConfig, quiet_pool_log, redact
 from metalab.store.record_codec import decode_record, encode_record, record_from_dict
 
@@ -100,7 +98,7 @@ def _close_pool_soon(pool: Any, owner_pid: int, wait: bool = True) -> None:
     closer.join(timeout=5.0)
 
 
-class PostgresStore(Store):
+class PostgresStore(PostgresArtifacts, Store):
     """Store runs in a PostgreSQL schema (created on first use).
 
     Args:
@@ -350,92 +348,6 @@ class PostgresStore(Store):
 
         self._run(op)
 
-    def _artifact_path(self, run_id: str, file_name: str) -> tuple[str, Path]:
-        relative = shared_artifact_relative(self.config.schema, run_id, file_name)
-        assert self.config.artifact_root is not None
-        return relative, Path(self.config.artifact_root) / relative
-
-    def read_artifact_path(self, run_id: str, file_name: str, path: object) -> bytes | None:
-        """Read an artifact kept under artifact_root, given its row's ``path`` column.
-
-        The column is written by whoever can write the table, so it is never used as a
-        path: it must equal the path this store derives from the run ID and file name,
-        and the file is read without following symbolic links. ``None`` if it is gone.
-
-        Raises:
-            UnsafeNameError: the row's path, run ID or file name points elsewhere, or
-                the file is a symbolic link.
-            StoreError: the store has no artifact_root.
-        """
-        if not self.config.artifact_root:
-            raise StoreError(f"artifact {file_name!r} of run {run_id} is a file but no root set")
-        relative, target = self._artifact_path(run_id, file_name)
-        if path != relative:
-            raise UnsafeNameError(
-                f"refusing artifact {file_name!r} of run {run_id}: its row points at "
-                f"{path!r}, expected {relative!r} under artifact_root",
-                name=str(path),
-            )
-        with NoFollowReader(Path(self.config.artifact_root)) as reader:
-            return reader.read(target)
-
-    def put_artifact(
-        self, run_id: str, name: str, data: bytes, kind: str, ext: str, meta: dict[str, Any]
-    ) -> ArtifactInfo:
-        file_name = f"{name}{ext}"
-        self.put_artifact_file(run_id, file_name, data, name=name, kind=kind)
-        return ArtifactInfo(name=name, kind=kind, file=file_name, size=len(data), meta=meta)
-
-    def put_artifact_file(
-        self, run_id: str, file_name: str, data: bytes, *, name: str = "", kind: str = ""
-    ) -> None:
-        """Store an artifact's bytes: in the database, or under artifact_root when large."""
-        path: str | None = None
-        blob: bytes | None = data
-        if self.config.artifact_root and len(data) > self.config.inline_limit:
-            # Large files go to the shared file system, written atomically, and the row
-            # only points at them; a row is written after its file, never before.
-            path, target = self._artifact_path(run_id, file_name)
-            atomic_write(target, data)
-            blob = None
-        query = self._q(
-            "INSERT INTO {s}.artifacts (run_id, file, name, kind, size, data, path) "
-            "VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (run_id, file) DO UPDATE SET "
-            "name = EXCLUDED.name, kind = EXCLUDED.kind, size = EXCLUDED.size, "
-            "data = EXCLUDED.data, path = EXCLUDED.path"
-        )
-        params = (run_id, file_name, name or file_name, kind, len(data), blob, path)
-        self._run(lambda conn: conn.execute(query, params))
-
-    def artifact_files(self, run_id: str) -> list[str]:
-        """Return the file names of a run's stored artifacts."""
-        query = self._q("SELECT file FROM {s}.artifacts WHERE run_id = %s ORDER BY file")
-        rows = self._run(lambda conn: conn.execute(query, (run_id,)).fetchall())
-        return [str(r[0]) for r in rows]
-
-    def get_artifact_file(self, run_id: str, file_name: str) -> bytes:
-        """Return an artifact's bytes by file name.
-
-        Raises:
-            KeyError: no such artifact, or its file under artifact_root is gone.
-            UnsafeNameError: the file name (e.g. from a tampered record) is not a plain
-                file name, or the row points outside the run's folder.
-        """
-        check_file_name(file_name)
-        query = self._q("SELECT data, path FROM {s}.artifacts WHERE run_id = %s AND file = %s")
-        row = self._run(lambda conn: conn.execute(query, (run_id, file_name)).fetchone())
-        if row is None:
-            raise KeyError(f"artifact {file_name!r} of run {run_id} is missing from {self}")
-        data, path = row
-        if data is not None:
-            return bytes(data)
-        if not self.config.artifact_root:
-            raise KeyError(f"artifact {file_name!r} of run {run_id} is a file but no root is set")
-        found = self.read_artifact_path(run_id, file_name, path)
-        if found is None:
-            raise KeyError(f"artifact {file_name!r} of run {run_id} is missing: {path}")
-        return found
-
     def put_record(self, record: RunRecord) -> None:
         self.put_record_doc(record, encode_record(record).decode())
 
@@ -551,9 +463,6 @@ class PostgresStore(Store):
         data = _core.record_columns_from_docs(docs, experiment_id)
         problems = [LoadProblem(where, reason) for where, reason, _ in data.pop("problems")]
         return data, problems
-
-    def get_artifact(self, run_id: str, info: ArtifactInfo) -> bytes:
-        return self.get_artifact_file(run_id, info.file)
 
     def read_log(self, run_id: str) -> str:
         query = self._q(
