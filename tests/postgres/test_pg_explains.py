@@ -232,6 +232,58 @@ def _start_service(service_dir: Path) -> tuple[str, str]:
     return line.removeprefix("locator: ").strip(), started.stdout
 
 
+def _stop_service(service_dir: Path) -> None:
+    stopped = subprocess.run(
+        [*METALAB, "postgres", "stop", "--service-dir", str(service_dir)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert stopped.returncode == 0, stopped.stderr
+
+
+def _run_script(script: str, locator: str, empty_pgpass: Path) -> subprocess.CompletedProcess[str]:
+    """Run ``script`` in a fresh interpreter that has no password source but the locator."""
+    env = {**os.environ, "PGPASSFILE": str(empty_pgpass)}
+    env.pop("PGPASSWORD", None)
+    return subprocess.run(
+        [sys.executable, "-c", script, locator, str(Path(__file__).parent)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+        env=env,
+    )
+
+
+def test_the_printed_service_locator_works_for_slurm_workers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from services import require_slurm
+
+    require_slurm()
+    empty = isolate_from_pgpass(tmp_path, monkeypatch)
+    service_dir = tmp_path / "svc"
+    locator, _ = _start_service(service_dir)
+    try:
+        script = (
+            "import sys, metalab\n"
+            "sys.path.insert(0, sys.argv[2])\n"
+            "from helpers_pg import experiment\n"
+            "exp = experiment('printed_slurm', lrs=(0.1, 0.2))\n"
+            "ex = metalab.SlurmExecutor(metalab.SlurmConfig(runs_per_task=2, time='5'))\n"
+            "done = metalab.run(exp, store=sys.argv[1], executor=ex).result(timeout=240)\n"
+            "assert len(done.successful) == 4, (done, [r.error for r in done.failed])\n"
+            "print(len(metalab.load_results(sys.argv[1])))\n"
+        )
+        ran = _run_script(script, locator, empty)
+        assert ran.returncode == 0, ran.stderr
+        assert ran.stdout.strip().splitlines()[-1] == "4"
+    finally:
+        _stop_service(service_dir)
+
+
 def test_the_printed_service_locator_works_as_printed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -256,17 +308,9 @@ def test_the_printed_service_locator_works_as_printed(
             "assert len(done.successful) == 2, done\n"
             "print(len(metalab.load_results(sys.argv[1])))\n"
         )
+        ran = _run_script(script, locator, empty)
         env = {**os.environ, "PGPASSFILE": str(empty)}
         env.pop("PGPASSWORD", None)
-        helpers = str(Path(__file__).parent)
-        ran = subprocess.run(
-            [sys.executable, "-c", script, locator, helpers],
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=240,
-            env=env,
-        )
         assert ran.returncode == 0, ran.stderr
         assert ran.stdout.strip().splitlines()[-1] == "8"
         listed = subprocess.run(
@@ -281,14 +325,7 @@ def test_the_printed_service_locator_works_as_printed(
         assert "printed:1.0" in listed.stdout and "printed_proc:1.0" in listed.stdout
         assert password not in listed.stdout + listed.stderr + ran.stdout + ran.stderr
     finally:
-        stopped = subprocess.run(
-            [*METALAB, "postgres", "stop", "--service-dir", str(service_dir)],
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=120,
-        )
-    assert stopped.returncode == 0, stopped.stderr
+        _stop_service(service_dir)
 
 
 def test_to_locator_round_trips_a_store_with_a_password(
