@@ -19,9 +19,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from metalab import _core
-from metalab.errors import MetalabError, StoreError, StoreUnavailableError, UnsafeLoadError
-from metalab.params import source_from_spec
-from metalab.seeds import SeedPlan
+from metalab.errors import StoreError, StoreUnavailableError, UnsafeLoadError
+from metalab.staleness import manifest_plan_key, manifest_run_ids
 from metalab.store.base import Store
 
 __all__ = [
@@ -92,13 +91,13 @@ class ExperimentView:
         self.last_activity = max(stamps) if stamps else None
         distinct: dict[str, dict[str, Any]] = {}
         for manifest in reversed(manifests):  # the latest launch's plan first
-            distinct.setdefault(_plan_key(manifest), manifest)
+            distinct.setdefault(manifest_plan_key(manifest), manifest)
         self._distinct = list(distinct.values())
         self._plans: dict[int, list[str] | None] = {}
 
     def _plan(self, index: int) -> list[str] | None:
         if index not in self._plans:
-            self._plans[index] = _run_ids_of(self._distinct[index])
+            self._plans[index] = manifest_run_ids(self._distinct[index])
         return self._plans[index]
 
     @property
@@ -116,27 +115,6 @@ class ExperimentView:
         """Number of runs of the latest launch's plan (``None`` when unknown)."""
         ids = self.run_ids
         return None if ids is None else len(ids)
-
-
-def _plan_key(manifest: dict[str, Any]) -> str:
-    parts = (manifest.get("params"), manifest.get("seeds"), manifest.get("context_fingerprint"))
-    return json.dumps(parts, sort_keys=True, default=str)
-
-
-def _run_ids_of(manifest: dict[str, Any]) -> list[str] | None:
-    """Run IDs of a manifest's plan, or ``None`` when the manifest does not describe one."""
-    try:
-        params = source_from_spec(manifest["params"])
-        seeds = SeedPlan(**manifest["seeds"])
-        ids: list[str] = _core.plan_run_ids(
-            str(manifest["experiment_id"]),
-            str(manifest["context_fingerprint"]),
-            params.fingerprints(),
-            seeds.fingerprints(),
-        )
-    except (MetalabError, KeyError, TypeError, ValueError):
-        return None
-    return ids
 
 
 def experiments(store: Store, experiment_id: str | None = None) -> list[ExperimentView]:

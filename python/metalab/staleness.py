@@ -161,7 +161,8 @@ def plan_key(params_spec: object, seeds_spec: object, context_fp: object) -> str
     return json.dumps([params_spec, seeds_spec, context_fp], sort_keys=True, default=str)
 
 
-def _manifest_key(manifest: dict[str, Any]) -> str:
+def manifest_plan_key(manifest: dict[str, Any]) -> str:
+    """:func:`plan_key` of a launch manifest: equal for manifests of the same plan."""
     return plan_key(
         manifest.get("params"), manifest.get("seeds"), manifest.get("context_fingerprint")
     )
@@ -215,7 +216,7 @@ class _Target:
             return 0
         if self.context_fp is not None and manifest.get("context_fingerprint") != self.context_fp:
             return 0  # another context: other run IDs, none of them in this plan
-        key = _manifest_key(manifest)
+        key = manifest_plan_key(manifest)
         if key == self.key:
             return _launched(manifest, size)
         if key not in self._plans:
