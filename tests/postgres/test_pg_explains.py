@@ -363,6 +363,24 @@ def test_to_locator_round_trips_a_store_with_a_password(
     store.close()
 
 
+def test_to_locator_keeps_one_password_file_per_login(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("METALAB_CREDENTIALS_DIR", str(tmp_path / "creds"))
+
+    def passfile(password: str) -> Path:
+        loc = to_locator(create_store(f"postgresql://u:{password}@db.example:5433/d"))
+        assert password not in loc
+        return Path(dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(loc).query))["passfile"])
+
+    first, again, changed = passfile("Old-Secret-1"), passfile("Old-Secret-1"), passfile("New-2")
+    assert first == again == changed
+    assert [p.name for p in (tmp_path / "creds").iterdir()] == [first.name]
+    lines = first.read_text().splitlines()
+    assert lines[1] == "db.example:5433:d:u:New-2"  # libpq's own format, latest password
+    assert stat.S_IMODE(first.stat().st_mode) == 0o600
+
+
 def test_export_with_a_filter_matching_nothing_exits_non_zero(
     pg_locator: str, tmp_path: Path
 ) -> None:

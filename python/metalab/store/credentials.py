@@ -397,30 +397,31 @@ def _libpq_field(value: str) -> str:
 def store_passfile(credential: Credential) -> Path:
     """A private libpq password file holding ``credential``; return its path.
 
-    One file per login (named by a hash of it, which reveals nothing usable), created
-    0600 in the private directory of :func:`credentials_dir` and reused when it already
-    holds exactly this login: a locator can then name it with ``passfile=`` and stay free
-    of the password, in this process and any later one of this user.
+    One file per login (host, port, database, user; named by a hash of them), created
+    0600 in the private directory of :func:`credentials_dir`, left as it is when it
+    holds this password already and atomically replaced when the login's password
+    changed (the file holds each login's latest password, so files do not pile up). A
+    locator can then name it with ``passfile=`` and stay free of the password, in this
+    process and any later one of this user.
 
     Raises:
         UntrustedFileError: the directory or an existing file of that name is not safely
-            ours.
+            ours (it is then left alone).
         StoreError: the file cannot be written.
     """
     import hashlib
+    import secrets
 
     line = ":".join(_libpq_field(v) for v in credential.key) + ":" + _escape(credential.password)
     text = _STORE_PASSFILE_HEADER + line + "\n"
-    digest = hashlib.sha256(text.encode()).hexdigest()[:24]
-    path = passfile_path(f"store-{digest}")
+    login = "\0".join(credential.key).encode()
+    path = passfile_path(f"store-{hashlib.sha256(login).hexdigest()[:24]}")
     _private_directory(path.parent)
     existing = read_trusted(path, "PostgreSQL password file", private=True)
-    if existing is not None:
-        if existing.decode("utf-8", errors="replace") == text:
-            return path
-        raise StoreError(f"password file {str(path)!r} exists with other contents; remove it")
+    if existing is not None and existing.decode("utf-8", errors="replace") == text:
+        return path
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")  # unique per writer
     try:
         fd = os.open(temp, flags, 0o600)
     except OSError as exc:
