@@ -19,6 +19,7 @@ The hierarchy, so you can see at a glance what to catch::
     │   └── SlurmError                   sbatch/squeue/scancel failed
     ├── SlurmConfigError (ValueError)    a SlurmConfig value is invalid
     ├── RunTimeoutError (TimeoutError)   a run exceeded its time limit
+    ├── ResultTimeoutError (TimeoutError) result(timeout=...) ran out; the runs go on
     ├── WorkerCrashedError               a worker process died while running
     ├── ServiceError                     the PostgreSQL service manager failed
     └── UnsafeLoadError                  code or config could not be proven to come from you
@@ -41,6 +42,7 @@ __all__ = [
     "LocatorError",
     "MetalabError",
     "ParamSpecError",
+    "ResultTimeoutError",
     "RunTimeoutError",
     "SeedSpecError",
     "ServiceError",
@@ -184,3 +186,19 @@ class UnsafeNameError(CorruptRecordError, ValueError):
 class StoreAuthError(StoreError):
     """The store's server answered but refused the login (no or wrong password, unknown
     role or database): a configuration error, never taken for an outage to fail over."""
+
+
+class ResultTimeoutError(MetalabError, TimeoutError):
+    """``RunHandle.result(timeout=...)`` returned before every run finished.
+
+    Nothing was stopped: the runs go on, and another ``result()`` waits again.
+
+    Attributes:
+        experiment_id: the experiment waited for.
+        timeout: the seconds waited.
+    """
+
+    def __init__(self, message: str, *, experiment_id: str, timeout: float) -> None:
+        super().__init__(message)
+        self.experiment_id = experiment_id
+        self.timeout = timeout

@@ -38,6 +38,7 @@ from metalab.executors.slurm_config import SlurmConfig
 from metalab.executors.slurm_paths import SubmissionPaths, last_line
 from metalab.executors.slurm_script import (
     Shard,
+    job_name,
     plan_shards,
     render_script,
     sbatch_options,
@@ -187,7 +188,7 @@ class SlurmExecutor(Executor):
                 tasks_key=None if identity else tasks_key(submission),
                 derived_key=derived_key(submission) if job.derived_metrics else None,
                 timeout=job.timeout,
-                job_name=f"metalab-{plan.experiment.name}",
+                job_name=job_name(plan.experiment.name, plan.run_ids),
                 passfile=passfile,
             )
             for shard in shards
@@ -367,7 +368,9 @@ class SlurmLaunch(Launch):
             "job_ids": self.job_ids,
             "runs_per_task": self.runs_per_task,
             "n_todo": self.n_todo,
-            "tasks_key": None if self._todo is None else tasks_key(self.submission),
+            # No shards, no task list: a resubmission with nothing to do writes no blob,
+            # so its pointer must not name one (reconnect would look for it).
+            "tasks_key": tasks_key(self.submission) if self._todo and self.shards else None,
         }
 
     def log_path(self, global_task: int) -> Path | None:
@@ -553,7 +556,10 @@ def reattach(pointer: dict[str, Any], store: Store) -> SlurmLaunch:
     plan = RunPlan(experiment_from_spec(spec), context_fp=spec["context_fingerprint"])
     submission = pointer["submission"]
     todo: Sequence[int] | None = None
-    if pointer.get("tasks_key"):
+    shards = [(str(job), int(offset), int(count)) for job, offset, count in pointer["shards"]]
+    # Pointers written before the fix above name a task list for an empty submission:
+    # without shards the list is never read, so its absence is not an error.
+    if pointer.get("tasks_key") and shards:
         data = store.get_blob(pointer["tasks_key"])
         if data is None:
             raise StoreError(f"store {store.locator} lacks blob {pointer['tasks_key']}")
@@ -562,7 +568,7 @@ def reattach(pointer: dict[str, Any], store: Store) -> SlurmLaunch:
         store=store,
         plan=plan,
         submission=submission,
-        shards=[(str(job), int(offset), int(count)) for job, offset, count in pointer["shards"]],
+        shards=shards,
         runs_per_task=int(pointer["runs_per_task"]),
         todo=todo,
         n_todo=int(pointer["n_todo"]),

@@ -15,14 +15,35 @@ to stay alive to release the next shard.
 
 from __future__ import annotations
 
+import hashlib
+import re
 import shlex
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from metalab.executors.slurm_config import SlurmConfig
 
-__all__ = ["Shard", "plan_shards", "render_script", "sbatch_options"]
+__all__ = ["Shard", "job_name", "plan_shards", "render_script", "sbatch_options"]
 
 WORKER_MODULE = "metalab.worker"
+JOB_NAME_CHARS = 40
+"""Most characters of the experiment name kept in a job name (squeue's NAME column)."""
+_UNSAFE_IN_NAME = re.compile(r"[^A-Za-z0-9_.-]")
+
+
+def job_name(experiment_name: str, run_ids: Sequence[str]) -> str:
+    """The SLURM job name of an experiment's arrays: ``metalab-<name>-<6 hex>``.
+
+    The hex digits hash the experiment's run set (every run ID in task order), so two
+    experiments of the same name (another version, grid or context) are told apart in
+    ``squeue`` while every submission of one experiment shares its name. The name is
+    made safe for ``squeue -o``/``--name`` (which split on commas and spaces): ASCII
+    letters, digits, ``_``, ``.`` and ``-``, anything else becomes ``_``, at most
+    :data:`JOB_NAME_CHARS` of it.
+    """
+    digest = hashlib.blake2b("\n".join(run_ids).encode(), digest_size=3).hexdigest()
+    safe = _UNSAFE_IN_NAME.sub("_", experiment_name)[:JOB_NAME_CHARS] or "experiment"
+    return f"metalab-{safe}-{digest}"
 
 
 @dataclass(frozen=True)
