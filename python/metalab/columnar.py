@@ -249,6 +249,12 @@ class ColumnarResults(Results):
     def _errors(self) -> list[ErrorInfo | None]:
         return self._table.errors(self._sel)
 
+    def _successful_records(self) -> list[RunRecord]:
+        # plot_series needs stepped metrics, which are not columns: one batched read.
+        table = self._table
+        wanted = [table.run_id[row] for row in self._sel if table.status[row] == "success"]
+        return self.store.load_records(run_ids=wanted).records
+
     @property
     def successful(self) -> Results:
         status = self._table.status

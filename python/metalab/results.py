@@ -11,6 +11,7 @@ from metalab.capture.serializers import AllowPickle, deserialize
 from metalab.derived import apply_derived
 from metalab.errors import ExperimentError
 from metalab.html import MAX_ROWS, PngImage, results_html, run_html
+from metalab.plots import ResultsPlots, RunFigures
 from metalab.records import ErrorInfo, RunRecord, RunState
 from metalab.report import (
     ErrorGroup,
@@ -31,7 +32,7 @@ from metalab.store.locator import create_store
 __all__ = ["ResultTable", "Results", "Run", "load_results"]
 
 
-class Run:
+class Run(RunFigures):
     """One run's record with lazy access to its artifacts, log and derived metrics."""
 
     _current: Generation | None = None
@@ -141,7 +142,7 @@ class Run:
         return run_html(self.record)
 
 
-class Results(Sequence[Run]):
+class Results(ResultsPlots, Sequence[Run]):
     """An ordered collection of runs with tabular, filtering and export helpers."""
 
     def __init__(
