@@ -41,12 +41,14 @@ def estimate(params: dict[str, Any], seeds: Any, capture: Any) -> None:
     rng = seeds.numpy()
     x, y = rng.random(n), rng.random(n)
     scale = 4.0 if method == "square" else 4.1  # two methods with different means
-    capture.metric("pi_estimate", scale * float((x**2 + y**2 <= 1).mean()))
+    pi_estimate = scale * float((x**2 + y**2 <= 1).mean())
+    capture.metric("pi_estimate", pi_estimate)
     for step in range(STEPS):
         loss = scale * float(rng.random()) / (step + 1) + n / 1e4
         capture.metric("train_loss", loss, step=step)
     fig = matplotlib.figure.Figure(figsize=(2, 2), dpi=50)
-    fig.add_subplot().plot([0, 1], [0, n])
+    ax = fig.add_subplot(ylim=(0, 5))  # fixed limits: each run's image differs
+    ax.plot([0, 1], [0, 10 * (pi_estimate - 3)], linewidth=4)
     capture.figure("curve", fig)
     capture.artifact("summary", {"n": n})
 
@@ -125,10 +127,13 @@ def test_line_plot_draws_replicate_means_with_sd_bars_per_hue(results: Results) 
     assert [t.get_text() for t in ax.get_legend().get_texts()] == sorted(METHODS)
 
 
-@pytest.mark.parametrize(("errorbar", "factor", "label"), [
-    ("sem", 1.0, "sem"),
-    ("ci95", 1.96, "95% CI (1.96·sem)"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("errorbar", "factor", "label"),
+    [
+        ("sem", 1.0, "sem"),
+        ("ci95", 1.96, "95% CI (1.96·sem)"),
+    ],
+)
 def test_sem_and_ci95_bars(results: Results, errorbar: str, factor: float, label: str) -> None:
     fig = results.plot(x="param_n_samples", y="pi_estimate", hue="method", errorbar=errorbar)
     (ax,) = fig.axes
@@ -142,9 +147,15 @@ def test_sem_and_ci95_bars(results: Results, errorbar: str, factor: float, label
 
 def test_no_errorbar_points_and_log_axes(results: Results) -> None:
     fig = results.plot(
-        x="n_samples", y="pi_estimate", hue="method", kind="scatter", errorbar=None,
-        points=True, logx=True, logy=True,
-    )  # fmt: skip
+        x="n_samples",
+        y="pi_estimate",
+        hue="method",
+        kind="scatter",
+        errorbar=None,
+        points=True,
+        logx=True,
+        logy=True,
+    )
     (ax,) = fig.axes
     assert ax.get_xscale() == "log" and ax.get_yscale() == "log"
     assert ax.get_ylabel() == "pi_estimate (mean, n=3)"

@@ -138,15 +138,25 @@ def draw_plot(
             if kind == "bar":
                 where = sub[agg.x].map(categories).to_numpy(dtype=float) + offset
                 artist: Any = axis.bar(
-                    where, sub["mean"], 0.8 / len(hues), yerr=_errors(sub["err"]),
-                    capsize=3, color=color, label=label,
-                )  # fmt: skip
+                    where,
+                    sub["mean"],
+                    0.8 / len(hues),
+                    yerr=_errors(sub["err"]),
+                    capsize=3,
+                    color=color,
+                    label=label,
+                )
             else:
                 artist = axis.errorbar(
-                    sub["x_mean"], sub["mean"], yerr=_errors(sub["err"]),
-                    xerr=_errors(sub["x_err"]), fmt="o-" if kind == "line" else "o",
-                    capsize=3, color=color, label=label,
-                )  # fmt: skip
+                    sub["x_mean"],
+                    sub["mean"],
+                    yerr=_errors(sub["err"]),
+                    xerr=_errors(sub["x_err"]),
+                    fmt="o-" if kind == "line" else "o",
+                    capsize=3,
+                    color=color,
+                    label=label,
+                )
             handles.setdefault(label, artist)
             if points:
                 xs = sub_raw[agg.x] if agg.x_is_param else sub_raw["_x"]
