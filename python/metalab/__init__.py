@@ -15,7 +15,7 @@ except ImportError as exc:  # pragma: no cover - exercised only on broken instal
         "metalab (e.g. `uv sync` or `pip install .`) to build it"
     ) from exc
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from metalab.context import DirPath, FilePath, context_spec
 from metalab.errors import MetalabError
@@ -39,6 +39,12 @@ from metalab.reconnect import reconnect
 from metalab.results import Results, Run, load_results
 from metalab.runner import RunHandle, RunStatus, run
 from metalab.seeds import SeedBundle, SeedPlan, seeds
+
+if TYPE_CHECKING:
+    # The type checker sees the real classes; at runtime they load on first use (below).
+    from metalab.executors.process import ProcessExecutor
+    from metalab.executors.slurm import SlurmExecutor
+    from metalab.executors.slurm_config import SlurmConfig
 
 __version__: str = _core.__version__
 

@@ -1,7 +1,8 @@
 """Results backed by columns: loading 300,000 FileStore records without 300,000 objects.
 
-:func:`load_columns` asks the Rust core to read every record file (``runs/*/*.json``) in
-parallel and return one list per field (``run_id``, ``status``, ...), per parameter and per metric.
+A store's ``load_columns`` (``FileStore.load_columns``: one parallel Rust call over every
+record file, ``runs/*/*.json``) returns one list per field (``run_id``, ``status``, ...), per
+parameter and per metric.
 :class:`ColumnarResults` is a :class:`~metalab.results.Results` that answers
 ``to_dataframe()``, ``table()``, ``filter()``, ``successful``, ``summary()`` from those
 columns, and materialises a :class:`~metalab.results.Run` (reading its record file) only
@@ -16,7 +17,6 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, overload
 
-from metalab import _core
 from metalab.errors import StoreError
 from metalab.records import ErrorInfo, RunRecord, RunState
 from metalab.report import is_number
@@ -24,7 +24,7 @@ from metalab.results import Results, Run
 from metalab.staleness import stale_flags
 from metalab.store.base import LoadProblem, Store
 
-__all__ = ["ColumnTable", "ColumnarResults", "LazyRun", "load_columns", "results_from_store"]
+__all__ = ["ColumnTable", "ColumnarResults", "LazyRun", "results_from_store"]
 
 _RECORD_FIELDS = ("run_id", "experiment_id", "status", "task_index", "replicate")
 _MISSING = object()
@@ -444,21 +444,6 @@ class ColumnarResults(Results):
             values = getattr(self._table, key)
             return lambda row: values[row]
         return lambda row: None
-
-
-def load_columns(
-    root: str, run_ids: Sequence[str] | None = None, experiment_id: str | None = None
-) -> dict[str, Any]:
-    """Read the records of a FileStore directory as columns (one parallel Rust call).
-
-    Returns a dict with ``run_id``, ``experiment_id``, ``status``, ``task_index``,
-    ``replicate``, ``duration_s``, ``started_at`` (lists), ``params`` and ``metrics``
-    (lists of ``(name, values, explicit_null_rows, first_row, position)``) and
-    ``problems`` (``(path, reason, corrupt)``).
-    """
-    ids = list(run_ids) if run_ids is not None else None
-    data: dict[str, Any] = _core.load_record_columns(root, ids, experiment_id)
-    return data
 
 
 def results_from_store(

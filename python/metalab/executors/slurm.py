@@ -531,11 +531,6 @@ class SlurmLaunch(Launch):
         if done.returncode != 0:
             raise SlurmError(f"scancel {' '.join(self.job_ids)} failed: {done.stderr.strip()}")
 
-    @property
-    def is_finished(self) -> bool:
-        """True once every array task left the queue and was accounted for."""
-        return self._finished
-
 
 def reattach(pointer: dict[str, Any], store: Store) -> SlurmLaunch:
     """Rebuild the launch saved in a launch blob (``metalab.reconnect``).

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any
 
 from metalab.errors import SlurmConfigError
 
@@ -201,18 +200,3 @@ class SlurmConfig:
         """``memory`` normalised for ``--mem`` ("16GB" -> "16G")."""
         return parse_memory(self.memory)
 
-    def to_json(self) -> dict[str, Any]:
-        """A JSON-ready copy of the options (saved with the launch for reconnecting)."""
-        return {
-            "partition": self.partition,
-            "time": self.time,
-            "cpus": self.cpus,
-            "memory": self.memory,
-            "gpus": self.gpus,
-            "max_concurrent": self.max_concurrent,
-            "max_array_size": self.max_array_size,
-            "modules": list(self.modules),
-            "conda_env": self.conda_env,
-            "setup": list(self.setup),
-            "runs_per_task": self.runs_per_task,
-        }

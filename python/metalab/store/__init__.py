@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from metalab.store.base import LoadedRecords, LoadProblem, LogSink, Store
 from metalab.store.file import FileStore
 from metalab.store.layout import FileLayout
 from metalab.store.locator import create_store, register_scheme, to_locator
+
+if TYPE_CHECKING:
+    # The type checker sees the real objects; at runtime they load on first use (below),
+    # so that `import metalab.store` needs no psycopg.
+    from metalab.store.fallback import FallbackStore
+    from metalab.store.postgres import PostgresStore
+    from metalab.store.transfer import export_store, import_from_filestore
 
 __all__ = [
     "FallbackStore",

@@ -335,19 +335,6 @@ class PostgresStore(PostgresArtifacts, Store):
         )
         self._run(lambda conn: conn.execute(query, (run_id, chunk)))
 
-    def replace_log(self, run_id: str, text: str) -> None:
-        """Replace a run's whole log with ``text`` (used by transfers: idempotent)."""
-        delete = self._q("DELETE FROM {s}.logs WHERE run_id = %s")
-        insert = self._q("INSERT INTO {s}.logs (run_id, chunk) VALUES (%s, %s)")
-
-        def op(conn: Any) -> None:
-            with conn.transaction():
-                conn.execute(delete, (run_id,))
-                if text:
-                    conn.execute(insert, (run_id, text))
-
-        self._run(op)
-
     def put_record(self, record: RunRecord) -> None:
         self.put_record_doc(record, encode_record(record).decode())
 
@@ -365,14 +352,6 @@ class PostgresStore(PostgresArtifacts, Store):
                 conn.execute(query, params)
 
         self._run(op)
-
-    def sync(self) -> None:
-        """Make every earlier asynchronous commit durable (one fsync-ed commit)."""
-        query = self._q(
-            "INSERT INTO {s}.meta (key, value) VALUES ('last_sync', now()::text) "
-            "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value"
-        )
-        self._run(lambda conn: conn.execute(query))
 
     def mark(self, run_id: str, state: RunState) -> None:
         if state is RunState.RUNNING:

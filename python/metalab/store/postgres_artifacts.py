@@ -94,12 +94,6 @@ class PostgresArtifacts:
         params = (run_id, file_name, name or file_name, kind, len(data), blob, path)
         self._run(lambda conn: conn.execute(query, params))
 
-    def artifact_files(self, run_id: str) -> list[str]:
-        """Return the file names of a run's stored artifacts."""
-        query = self._q("SELECT file FROM {s}.artifacts WHERE run_id = %s ORDER BY file")
-        rows = self._run(lambda conn: conn.execute(query, (run_id,)).fetchall())
-        return [str(r[0]) for r in rows]
-
     def get_artifact_file(self, run_id: str, file_name: str) -> bytes:
         """Return an artifact's bytes by file name.
 

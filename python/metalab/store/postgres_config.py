@@ -14,7 +14,7 @@ import logging
 import re
 import threading
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, quote, quote_plus, unquote, urlencode, urlsplit
 
@@ -356,7 +356,3 @@ class PostgresConfig:
         kwargs.setdefault("connect_timeout", "5")
         kwargs.setdefault("application_name", "metalab")
         return kwargs
-
-    def with_schema(self, schema: str) -> PostgresConfig:
-        """Return a copy that uses another schema."""
-        return replace(self, schema=schema)
