@@ -10,6 +10,7 @@ Run: ``uv run python benches/bench_plan.py [--quick]``
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import shutil
 import tempfile
@@ -18,6 +19,7 @@ from pathlib import Path
 import metalab
 from _common import Measurement, measure, print_table
 from metalab import _core
+from metalab.params import GridSource
 from metalab.plan import RunPlan
 
 
@@ -46,10 +48,36 @@ def _scandir_floor(root: Path, run_ids: list[str]) -> list[bool]:
     return [r in present for r in run_ids]
 
 
+def _indexed_lookups(params: GridSource) -> list[Measurement]:
+    """``params[i]`` for every point vs its floor: a list index plus a dict build."""
+    count = len(params)
+    keys = list(params.axes)
+    # The floor holds every point prebuilt, which ``params[i]`` never does (O(1) memory).
+    points = list(itertools.product(*params.axes.values()))
+    lookup = measure(
+        "(a'') params[i] for every point",
+        count,
+        lambda: [params[i] for i in range(count)],
+        target="<= 1.5x list-index floor",
+    )
+    floor = measure(
+        "    floor: list index + dict build",
+        count,
+        lambda: [dict(zip(keys, points[i], strict=True)) for i in range(count)],
+    )
+    lookup.floor_seconds = floor.median
+    assert [params[i] for i in (0, count - 1)] == [
+        dict(zip(keys, points[i], strict=True)) for i in (0, -1)
+    ]
+    return [lookup, floor]
+
+
 def main(quick: bool = False) -> list[Measurement]:
     """Run the planning benchmarks and print their table."""
     genes, values, replicates = (200, 50, 3) if quick else (2000, 50, 3)
     exp = _experiment(genes, values, replicates)
+    grid = exp.params
+    assert isinstance(grid, GridSource)
     total = exp.total_runs
     rows: list[Measurement] = []
 
@@ -57,12 +85,13 @@ def main(quick: bool = False) -> list[Measurement]:
         measure(
             "(a) decode all params (index rows)",
             total // replicates,
-            lambda: exp.params._core.indices_range(0, len(exp.params)),
+            lambda: grid.indices_range(0, len(grid)),
         )
     )
     rows.append(
         measure("(a') params fingerprints", total // replicates, lambda: exp.params.fingerprints())
     )
+    rows += _indexed_lookups(grid)
     plan = RunPlan(exp)
     params_fps = exp.params.fingerprints()
     rows.append(

@@ -5,7 +5,9 @@ of :mod:`metalab.errors`; messages name the offending value and what was expecte
 """
 
 from os import PathLike
-from typing import Any, final
+from typing import Any, Self, final
+
+from typing_extensions import disjoint_base
 
 __all__ = [
     "ENCODING_VERSION",
@@ -90,14 +92,15 @@ def run_id(experiment_id: str, context_fp: str, params_fp: str, seed_fp: str) ->
     params_fp, seed_fp])))``.
     """
 
-@final
+@disjoint_base
 class GridCore:
     """A Cartesian grid of parameter axes, each value canonically encoded once.
 
     Point ``i`` decodes like ``itertools.product`` (the last axis varies fastest).
+    Subclassable (``metalab.params.GridSource`` is one).
     """
 
-    def __new__(cls, keys: list[str], axes: list[list[object]]) -> GridCore:
+    def __new__(cls, keys: list[str], axes: list[list[object]]) -> Self:
         """Validate and pre-encode a grid; ``axes[k]`` are the values of ``keys[k]``.
 
         Raises:
@@ -110,6 +113,16 @@ class GridCore:
 
     def __len__(self) -> int:
         """Number of points: the product of the axis lengths (always >= 1)."""
+
+    def __getitem__(self, index: int, /) -> dict[str, Any]:
+        """Point ``index`` as a fresh ``{key: value}`` dict (plain-Python values, key order).
+
+        Negative ``index`` counts from the end.
+
+        Raises:
+            TypeError: ``index`` is not an int (a bool is not accepted).
+            IndexError: ``index`` outside ``[-len, len)``.
+        """
 
     def indices(self, index: int) -> list[int]:
         """Per-axis value positions of point ``index`` (key order as given).

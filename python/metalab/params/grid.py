@@ -13,31 +13,35 @@ from metalab.params.base import ParamSource
 __all__ = ["GridSource", "grid"]
 
 
-class GridSource(ParamSource):
+class GridSource(_core.GridCore, ParamSource):
     """The Cartesian product of named axes; the last axis varies fastest.
 
     The order matches ``itertools.product(*axes.values())``: ``grid(a=[1, 2], b=[3, 4])``
     yields ``{a:1,b:3}, {a:1,b:4}, {a:2,b:3}, {a:2,b:4}``.
+
+    ``len()`` and ``[i]`` are answered by the Rust base class itself (a Python method in
+    between tripled the cost of an indexed lookup); ``[i]`` keeps the contract of
+    :meth:`ParamSource.__getitem__`.
     """
+
+    def __new__(cls, axes: dict[str, list[Any]]) -> GridSource:
+        # Validates; errors name grid['key'][i].
+        return super().__new__(cls, list(axes), [list(values) for values in axes.values()])
 
     def __init__(self, axes: dict[str, list[Any]]) -> None:
         self._keys = list(axes)
-        raw = [list(values) for values in axes.values()]
-        self._core = _core.GridCore(self._keys, raw)  # validates; errors name grid['key'][i]
         # NumPy values become the Python values they fingerprint as, so the spec and the
         # manifest are plain JSON and operations see the same types on every executor.
-        self._axes = [to_plain(values) for values in raw]
-
-    def __len__(self) -> int:
-        return len(self._core)
+        self._axes = [to_plain(list(values)) for values in axes.values()]
 
     def _get(self, index: int) -> dict[str, Any]:
-        positions = self._core.indices(index)
-        return {key: self._axes[k][positions[k]] for k, key in enumerate(self._keys)}
+        return _core.GridCore.__getitem__(self, index)
+
+    __repr__ = ParamSource.__repr__
 
     def fingerprints(self, start: int = 0, stop: int | None = None) -> list[str]:
         """Return params fingerprints of ``[start, stop)`` computed entirely in Rust."""
-        return self._core.fingerprints(start, len(self) if stop is None else stop)
+        return _core.GridCore.fingerprints(self, start, len(self) if stop is None else stop)
 
     def spec(self) -> dict[str, Any]:
         """Return ``{"kind": "grid", "axes": {name: values}}``."""
