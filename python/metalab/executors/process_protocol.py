@@ -42,14 +42,14 @@ __all__ = [
 
 
 # -- driver -> worker -------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Credentials:
     """The store's passwords, sent first so they never appear in argv or the environment."""
 
     credentials: tuple[Credential, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Init:
     """Everything a worker needs to rebuild the experiment and open the store itself."""
 
@@ -64,25 +64,25 @@ class Init:
     """This worker's label (``p0``, ``p1``...), part of its worker identity."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Tasks:
     """A chunk of task indices, to run in order after those already held."""
 
     indices: tuple[int, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Stop:
     """Finish the current run, give back the rest (:class:`Dropped`) and exit."""
 
 
 # -- worker -> driver -------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Ready:
     """Set-up succeeded; the first held task starts now (the per-run clock starts here)."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class InitError:
     """Set-up failed (spec, store or login); the worker exits and the launch stops."""
 
@@ -96,7 +96,7 @@ class InitError:
         return cls(type(exc).__name__, str(exc), traceback.format_exc())
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Done:
     """One run finished (its record and marker are stored); a light summary of it."""
 
@@ -108,7 +108,7 @@ class Done:
     error_message: str | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Fatal:
     """The store failed while recording ``task_index``; the worker exits, the launch stops."""
 
@@ -123,7 +123,7 @@ class Fatal:
         return cls(task_index, type(exc).__name__, str(exc), traceback.format_exc())
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Dropped:
     """The answer to :class:`Stop`: the held task indices that never started."""
 
