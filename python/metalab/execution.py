@@ -37,7 +37,7 @@ DerivedFn = Callable[[Any], dict[str, Any]]
 _HOST = socket.gethostname()
 
 
-def worker_identity(executor: str, detail: str = "") -> str:
+def worker_identity(detail: str = "") -> str:
     """Return ``host:pid[:detail]`` naming the process (and thread/task) running a run."""
     suffix = f":{detail}" if detail else ""
     return f"{_HOST}:{os.getpid()}{suffix}"

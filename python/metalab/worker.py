@@ -145,7 +145,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     indices = select_tasks(array_task, args.offset, args.runs_per_task, todo, plan.total)
     done = store.completed([plan.task(t).run_id for t in indices])
     job = os.environ.get("SLURM_ARRAY_JOB_ID", "local")
-    worker_id = worker_identity("slurm", f"{job}_{array_task}")
+    worker_id = worker_identity(f"{job}_{array_task}")
     signal.signal(signal.SIGTERM, _on_sigterm)
     if args.timeout is not None:
         _install_timeout()

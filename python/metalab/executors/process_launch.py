@@ -460,7 +460,7 @@ class ProcessLaunch(TallyingLaunch):
         existing = store.get_record(task.run_id) if store.completed([task.run_id])[0] else None
         if existing is not None:
             return existing
-        worker_id = worker_identity(self._executor.name, worker.label)
+        worker_id = worker_identity(worker.label)
         record = failure_record(plan, task, reason, self._executor.name, worker_id, state)
         persist(store, record)
         return record

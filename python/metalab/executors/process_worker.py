@@ -90,7 +90,7 @@ class _Setup:
             cloudpickle.loads(init.derived_blob) if init.derived_blob else []
         )
         self.executor_name = init.executor_name
-        self.worker_id = worker_identity(init.executor_name, init.label)
+        self.worker_id = worker_identity(init.label)
 
 
 def _serve(conn: mpc.Connection) -> None:

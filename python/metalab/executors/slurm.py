@@ -489,9 +489,7 @@ class SlurmLaunch(Launch):
             f"SLURM array task of run {task.run_id} (task {task.task_index}) left the queue "
             f"before finishing it ({why}); {where}"
         )
-        record = failure_record(
-            self.plan, task, error, EXECUTOR_NAME, worker_identity(EXECUTOR_NAME, "monitor")
-        )
+        record = failure_record(self.plan, task, error, EXECUTOR_NAME, worker_identity("monitor"))
         persist(self.store, record)
 
     # -- Launch API -----------------------------------------------------------------------

@@ -55,7 +55,7 @@ class ThreadExecutor(Executor):
                 return next(queue, None)
 
         def worker(number: int) -> None:
-            worker_id = worker_identity(self.name, f"t{number}")
+            worker_id = worker_identity(f"t{number}")
             try:
                 while (task_index := next_task()) is not None:
                     launch.started()
