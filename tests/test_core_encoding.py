@@ -6,6 +6,8 @@ import json
 import math
 import random
 import struct
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -14,7 +16,7 @@ from hypothesis import strategies as st
 
 import reference as ref
 from core_strategies import floats, scalars, texts, values
-from metalab import _core
+from metalab import _core, errors
 from metalab.errors import EncodingError
 
 
@@ -386,3 +388,111 @@ def test_numpy_kinds_without_an_exact_python_value_are_refused(bad: Any) -> None
         assert "NumPy bool, integer, float" in message
     with pytest.raises(ref.RefEncodingError):
         ref.encode({"k": [1, bad]})
+
+
+# --- exceptions raised from Rust --------------------------------------------------------
+
+
+# The calls below pass deliberately ill-typed arguments.
+_untyped: Any = _core
+
+
+_RUST_RAISES: list[tuple[str, Any, type[BaseException]]] = [
+    ("canonical_encode NaN", lambda: _core.canonical_encode(math.nan), errors.EncodingError),
+    ("fingerprint set", lambda: _core.fingerprint({1, 2}), errors.EncodingError),
+    ("fingerprint_many", lambda: _core.fingerprint_many([{"k": math.inf}]), errors.EncodingError),
+    ("to_plain", lambda: _core.to_plain([object()]), errors.EncodingError),
+    ("grid value", lambda: _core.GridCore(["a"], [[math.nan]]), errors.EncodingError),
+    ("grid key", lambda: _untyped.GridCore([1], [[0]]), errors.ParamSpecError),
+    ("grid empty axis", lambda: _core.GridCore(["a"], [[]]), errors.ParamSpecError),
+    ("random seed", lambda: _untyped.RandomCore(True, [], 1), errors.ParamSpecError),
+    (
+        "random arg",
+        lambda: _untyped.RandomCore(0, [("x", "uniform", ["a", 1])], 1),
+        errors.ParamSpecError,
+    ),
+    (
+        "random kind",
+        lambda: _untyped.RandomCore(0, [("x", "nope", [0, 1])], 1),
+        errors.ParamSpecError,
+    ),
+    ("seed base type", lambda: _untyped.seed_root("1", 0), errors.SeedSpecError),
+    ("seed replicate range", lambda: _core.seed_fingerprint(0, -1), errors.SeedSpecError),
+    ("derive root length", lambda: _core.derive_seed(b"short", "x"), errors.SeedSpecError),
+    ("grid index", lambda: _core.GridCore(["a"], [[0]]).indices(5), IndexError),
+    ("trial index", lambda: _core.RandomCore(0, [], 1).trial(10**30), IndexError),
+]
+
+
+@pytest.mark.parametrize(("what", "call", "cls"), _RUST_RAISES, ids=[r[0] for r in _RUST_RAISES])
+def test_rust_raises_the_exact_metalab_error_class(
+    what: str, call: Any, cls: type[BaseException]
+) -> None:
+    with pytest.raises(BaseException) as ei:
+        call()
+    # Exactly the class, not a parent such as ValueError that a failed lookup would give.
+    assert type(ei.value) is cls, (what, type(ei.value), ei.value)
+    assert str(ei.value)
+
+
+def test_store_errors_from_rust_scans_are_store_errors(tmp_path: Any) -> None:
+    f = tmp_path / "file"
+    f.write_text("x")
+    for call in (lambda: _core.scan_done(str(f), ["ab12"]), lambda: _core.list_done(str(f))):
+        with pytest.raises(errors.StoreError) as ei:
+            call()
+        assert type(ei.value) is errors.StoreError
+
+
+def test_python_errors_inside_a_value_propagate_unchanged() -> None:
+    """An exception raised while a value is inspected is not turned into EncodingError."""
+
+    class Exploding:
+        # Looks like a NumPy scalar to the probe, whose `.item()` then fails.
+        __module__ = "numpy"
+        ndim = 0
+
+        class dtype:  # mimics numpy's attribute name
+            kind = "f"
+            itemsize = 8
+
+        def item(self) -> float:
+            raise RuntimeError("item() exploded")
+
+    with pytest.raises(RuntimeError, match="item\\(\\) exploded"):
+        _core.canonical_encode({"a": [Exploding()]})
+
+
+_BROKEN_ERRORS_MODULE = """
+import importlib.util, sys, types
+from pathlib import Path
+
+# metalab as a bare package, so only metalab.errors is loaded before metalab._core.
+pkg = Path(importlib.util.find_spec("metalab").origin).parent
+shell = types.ModuleType("metalab")
+shell.__path__ = [str(pkg)]
+sys.modules["metalab"] = shell
+import metalab.errors as errors
+
+del errors.{name}
+try:
+    import metalab._core
+except ImportError as e:
+    print("ImportError:", e)
+else:
+    print("imported")
+"""
+
+
+@pytest.mark.parametrize("name", ["EncodingError", "ParamSpecError", "SeedSpecError", "StoreError"])
+def test_core_import_fails_when_a_bound_error_class_is_missing(name: str) -> None:
+    """Every class Rust raises is resolved when `_core` loads, not at its first raise."""
+    out = subprocess.run(
+        [sys.executable, "-c", _BROKEN_ERRORS_MODULE.format(name=name)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    assert out.startswith("ImportError:"), out
+    assert f"metalab.errors.{name}" in out

@@ -1,21 +1,22 @@
 //! PyO3 bindings: the only module that touches Python objects.
 //!
-//! Errors are instances of the classes in the Python module `metalab.errors`, looked up by
-//! name when raised. Heavy loops run with the GIL released on plain Rust data.
+//! Errors are instances of the classes in the Python module `metalab.errors`, bound as Rust
+//! types (`import_exception!`) and checked when `_core` is imported, so a class that
+//! `metalab.errors` lacks fails that import instead of some later raise. Heavy loops run
+//! with the GIL released on plain Rust data.
 
 // PyO3 0.22's macro expansion trips this lint on every `PyResult` return type.
 #![allow(clippy::useless_conversion)]
 
+use std::borrow::Cow;
 use std::path::PathBuf;
 
-use pyo3::exceptions::{PyIndexError, PyOverflowError, PyTypeError, PyValueError};
+use pyo3::exceptions::{PyIndexError, PyOverflowError};
 use pyo3::prelude::*;
+use pyo3::types::iter::{BoundDictIterator, BoundListIterator, BoundTupleIterator};
 use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 
-use crate::encoding::{
-    put_big_int, put_bool, put_dict, put_float, put_int, put_list_header, put_none, put_str,
-    EncodeError, EncodeErrorKind, PathSeg, MAX_DEPTH,
-};
+use crate::encoding::{encode_input, EncodeError, EncodeErrorKind, Failure, Input, Kind};
 use crate::fingerprint::{fingerprint_hex, hex_str, Hex, FINGERPRINT_HEX_CHARS};
 use crate::grid::{Grid, GridError};
 use crate::random::{Arg, Dist, RandomSpace, Sample};
@@ -24,28 +25,62 @@ use crate::{fingerprint, plan, records, scan, seeds, CoreError};
 // ---------------------------------------------------------------------------------------
 // Errors
 
-/// An instance of `metalab.errors.<class>` carrying `msg` (ValueError if that module is
-/// unavailable, which only happens in a broken install).
-fn metalab_err(py: Python<'_>, class: &str, msg: String) -> PyErr {
-    let cls = py
-        .import_bound("metalab.errors")
-        .and_then(|m| m.getattr(class));
-    match cls {
-        Ok(cls) => match cls.call1((msg,)) {
-            Ok(inst) => PyErr::from_value_bound(inst),
-            Err(e) => e,
-        },
-        Err(_) => PyValueError::new_err(msg),
+/// The `metalab.errors` classes that Rust raises, as Rust types.
+// PyO3 0.22's `import_exception!` expands a `cfg(feature = "gil-refs")` of its own crate.
+#[allow(unexpected_cfgs)]
+mod py_errors {
+    use pyo3::prelude::*;
+    use pyo3::types::PyType;
+
+    /// Binds each named class of `metalab.errors` as a Rust exception type and defines
+    /// `check_errors`, run by the module initialiser: it resolves every bound class once, so a
+    /// name `metalab.errors` lacks (or a non-`MetalabError` under that name) makes importing
+    /// `_core` fail with an ImportError that names it. Without that check PyO3 would resolve
+    /// the class only when the first such error is raised.
+    macro_rules! metalab_errors {
+        ($($name:ident),+ $(,)?) => {
+            $(pyo3::import_exception!(metalab.errors, $name);)+
+
+            pub fn check_errors(py: Python<'_>) -> PyResult<()> {
+                let module = py.import_bound("metalab.errors")?;
+                let base = module.getattr("MetalabError")?;
+                for name in [$(stringify!($name)),+] {
+                    let ok = match module.getattr(name) {
+                        Ok(cls) => cls
+                            .downcast::<PyType>()
+                            .map(|t| t.is_subclass(&base).unwrap_or(false))
+                            .unwrap_or(false),
+                        Err(_) => false,
+                    };
+                    if !ok {
+                        return Err(pyo3::exceptions::PyImportError::new_err(format!(
+                            "metalab._core raises metalab.errors.{name}, but metalab.errors has \
+                             no such MetalabError subclass: expected the metalab.errors that \
+                             ships with this build"
+                        )));
+                    }
+                }
+                // Cache the checked classes now, so no raise can hit an unresolved one later.
+                $(let _ = py.get_type_bound::<$name>();)+
+                Ok(())
+            }
+        };
     }
+
+    metalab_errors!(EncodingError, ParamSpecError, SeedSpecError, StoreError);
 }
 
-fn core_err(py: Python<'_>, e: CoreError) -> PyErr {
+use py_errors::{check_errors, EncodingError, ParamSpecError, SeedSpecError, StoreError};
+
+/// The Python exception for a core error. (`_py` is unused since the classes are bound
+/// statically; it stays so the many call sites need not change in one go.)
+fn core_err(_py: Python<'_>, e: CoreError) -> PyErr {
     match e {
-        CoreError::Encoding(m) => metalab_err(py, "EncodingError", m),
-        CoreError::ParamSpec(m) => metalab_err(py, "ParamSpecError", m),
-        CoreError::SeedSpec(m) => metalab_err(py, "SeedSpecError", m),
+        CoreError::Encoding(m) => EncodingError::new_err(m),
+        CoreError::ParamSpec(m) => ParamSpecError::new_err(m),
+        CoreError::SeedSpec(m) => SeedSpecError::new_err(m),
         CoreError::Index(m) => PyIndexError::new_err(m),
-        CoreError::Store(m) => metalab_err(py, "StoreError", m),
+        CoreError::Store(m) => StoreError::new_err(m),
     }
 }
 
@@ -64,39 +99,6 @@ fn repr_of(obj: &Bound<'_, PyAny>) -> String {
 
 // ---------------------------------------------------------------------------------------
 // Canonical encoding of Python objects
-
-enum EncErr {
-    Enc(EncodeError),
-    Py(PyErr),
-}
-
-impl From<PyErr> for EncErr {
-    fn from(e: PyErr) -> Self {
-        EncErr::Py(e)
-    }
-}
-
-impl From<EncodeErrorKind> for EncErr {
-    fn from(k: EncodeErrorKind) -> Self {
-        EncErr::Enc(EncodeError::new(k))
-    }
-}
-
-impl EncErr {
-    fn within(self, seg: PathSeg) -> Self {
-        match self {
-            EncErr::Enc(e) => EncErr::Enc(e.within(seg)),
-            p => p,
-        }
-    }
-
-    fn into_py(self, py: Python<'_>, root: &str) -> PyErr {
-        match self {
-            EncErr::Enc(e) => metalab_err(py, "EncodingError", e.message(root)),
-            EncErr::Py(e) => e,
-        }
-    }
-}
 
 /// NumPy kinds whose `.item()` / `.tolist()` is exactly the value: bool, signed and unsigned
 /// integers, floats up to 64 bits, str, and object arrays (their items are encoded in turn).
@@ -137,84 +139,116 @@ fn numpy_normalise<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, P
     }
 }
 
-fn encode_obj(obj: &Bound<'_, PyAny>, out: &mut Vec<u8>, depth: usize) -> Result<(), EncErr> {
-    if obj.is_none() {
-        put_none(out);
-    } else if let Ok(b) = obj.downcast::<PyBool>() {
-        put_bool(out, b.is_true());
-    } else if obj.is_instance_of::<PyInt>() {
-        match obj.extract::<i64>() {
-            Ok(i) => put_int(out, i),
-            Err(_) => {
-                let exact = obj.py().get_type_bound::<PyInt>().call1((obj,))?;
-                let text = exact.str()?;
-                put_big_int(out, text.to_str()?)?;
-            }
-        }
-    } else if let Ok(f) = obj.downcast::<PyFloat>() {
-        put_float(out, f.value())?;
-    } else if let Ok(s) = obj.downcast::<PyString>() {
-        let s = s
-            .to_str()
-            .map_err(|_| EncErr::from(EncodeErrorKind::InvalidUtf8))?;
-        put_str(out, s)?;
-    } else if let Ok(l) = obj.downcast::<PyList>() {
-        if depth >= MAX_DEPTH {
-            return Err(EncodeErrorKind::TooDeep.into());
-        }
-        put_list_header(out, l.len())?;
-        for (i, item) in l.iter().enumerate() {
-            encode_obj(&item, out, depth + 1).map_err(|e| e.within(PathSeg::Index(i)))?;
-        }
-    } else if let Ok(t) = obj.downcast::<PyTuple>() {
-        if depth >= MAX_DEPTH {
-            return Err(EncodeErrorKind::TooDeep.into());
-        }
-        put_list_header(out, t.len())?;
-        for (i, item) in t.iter().enumerate() {
-            encode_obj(&item, out, depth + 1).map_err(|e| e.within(PathSeg::Index(i)))?;
-        }
-    } else if let Ok(d) = obj.downcast::<PyDict>() {
-        if depth >= MAX_DEPTH {
-            return Err(EncodeErrorKind::TooDeep.into());
-        }
-        let mut entries: Vec<(String, Vec<u8>)> = Vec::with_capacity(d.len());
-        for (k, v) in d.iter() {
-            let Ok(ks) = k.downcast::<PyString>() else {
-                return Err(EncodeErrorKind::NonStrKey {
-                    key_repr: repr_of(&k),
-                    type_name: type_name(&k),
-                }
-                .into());
-            };
-            let key = match ks.to_str() {
-                Ok(s) => s.to_string(),
-                Err(_) => return Err(EncodeErrorKind::InvalidUtf8.into()),
-            };
-            let mut buf = Vec::new();
-            if let Err(e) = encode_obj(&v, &mut buf, depth + 1) {
-                return Err(e.within(PathSeg::Key(key)));
-            }
-            entries.push((key, buf));
-        }
-        put_dict(out, entries)?;
-    } else if let Some(norm) = numpy_normalise(obj)? {
-        if depth >= MAX_DEPTH {
-            return Err(EncodeErrorKind::TooDeep.into());
-        }
-        encode_obj(&norm, out, depth + 1)?;
-    } else {
-        return Err(EncodeErrorKind::Unsupported {
-            type_name: type_name(obj),
-        }
-        .into());
+impl From<PyErr> for Failure<PyErr> {
+    fn from(e: PyErr) -> Self {
+        Failure::Host(e)
     }
-    Ok(())
 }
 
+/// A Python object as an encoder [`Input`]: which of the encodable kinds it is, tested in
+/// this order (bool before int, since bool subclasses int; the NumPy probe last, being the
+/// slowest), its items and its str keys.
+impl<'py> Input for Bound<'py, PyAny> {
+    type HostError = PyErr;
+    type Items = PyItems<'py>;
+    type Key = String;
+    type Entries = PyEntries<'py>;
+
+    // Inlined into the traversal: it runs once per node, and its result is matched at once.
+    #[inline(always)]
+    fn kind(&self) -> Result<Kind<'_, Self>, Failure<PyErr>> {
+        Ok(if self.is_none() {
+            Kind::None
+        } else if let Ok(b) = self.downcast::<PyBool>() {
+            Kind::Bool(b.is_true())
+        } else if self.is_instance_of::<PyInt>() {
+            match self.extract::<i64>() {
+                Ok(i) => Kind::Int(i),
+                Err(_) => {
+                    // `int(x)` first: an int subclass's `__str__` may say anything.
+                    let exact = self.py().get_type_bound::<PyInt>().call1((self,))?;
+                    Kind::BigInt(Cow::Owned(exact.str()?.to_str()?.to_owned()))
+                }
+            }
+        } else if let Ok(f) = self.downcast::<PyFloat>() {
+            Kind::Float(f.value())
+        } else if let Ok(s) = self.downcast::<PyString>() {
+            Kind::Str(s.to_str().map_err(|_| EncodeErrorKind::InvalidUtf8)?)
+        } else if let Ok(l) = self.downcast::<PyList>() {
+            Kind::List {
+                len: l.len(),
+                items: PyItems::List(l.iter()),
+            }
+        } else if let Ok(t) = self.downcast::<PyTuple>() {
+            Kind::List {
+                len: t.len(),
+                items: PyItems::Tuple(t.iter()),
+            }
+        } else if let Ok(d) = self.downcast::<PyDict>() {
+            Kind::Dict {
+                len: d.len(),
+                entries: PyEntries(d.iter()),
+            }
+        } else if let Some(norm) = numpy_normalise(self)? {
+            Kind::Alias(norm)
+        } else {
+            return Err(EncodeErrorKind::Unsupported {
+                type_name: type_name(self),
+            }
+            .into());
+        })
+    }
+}
+
+/// The items of a Python list or tuple.
+pub enum PyItems<'py> {
+    List(BoundListIterator<'py>),
+    Tuple(BoundTupleIterator<'py>),
+}
+
+impl<'py> Iterator for PyItems<'py> {
+    type Item = Bound<'py, PyAny>;
+
+    #[inline(always)]
+    fn next(&mut self) -> Option<Self::Item> {
+        match self {
+            PyItems::List(it) => it.next(),
+            PyItems::Tuple(it) => it.next(),
+        }
+    }
+}
+
+/// The entries of a Python dict, each key checked to be a str encodable as UTF-8.
+pub struct PyEntries<'py>(BoundDictIterator<'py>);
+
+impl<'py> Iterator for PyEntries<'py> {
+    type Item = Result<(String, Bound<'py, PyAny>), Failure<PyErr>>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let (k, v) = self.0.next()?;
+        let key = match k.downcast::<PyString>() {
+            Ok(ks) => match ks.to_str() {
+                Ok(text) => Ok((text.to_owned(), v)),
+                Err(_) => Err(EncodeErrorKind::InvalidUtf8.into()),
+            },
+            Err(_) => Err(EncodeErrorKind::NonStrKey {
+                key_repr: repr_of(&k),
+                type_name: type_name(&k),
+            }
+            .into()),
+        };
+        Some(key)
+    }
+}
+
+/// The canonical encoding of a Python value; errors name the failing value's path below
+/// `root` (e.g. `grid['lr'][2]`).
 fn encode_root(obj: &Bound<'_, PyAny>, root: &str) -> PyResult<Vec<u8>> {
     let mut out = Vec::new();
-    encode_obj(obj, &mut out, 0).map_err(|e| e.into_py(obj.py(), root))?;
+    encode_input(&mut out, obj, 0).map_err(|f| match f {
+        Failure::Encode(e) => EncodingError::new_err(e.message(root)),
+        Failure::Host(e) => e,
+    })?;
     Ok(out)
 }
 
@@ -222,7 +256,8 @@ fn encode_root(obj: &Bound<'_, PyAny>, root: &str) -> PyResult<Vec<u8>> {
 /// encode as, containers rebuilt only where something inside them changed (so an ordinary
 /// value comes back as the very same object). `None` means "unchanged".
 ///
-/// The dispatch order is `encode_obj`'s, so the result always encodes to the same bytes.
+/// The dispatch order is that of `Input::kind` above, so the result always encodes to
+/// the same bytes.
 fn plain_obj<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyAny>>> {
     let py = obj.py();
     if obj.is_none() || obj.is_instance_of::<PyBool>() {
@@ -337,19 +372,13 @@ fn fingerprint_many(values: Vec<Bound<'_, PyAny>>) -> PyResult<Vec<String>> {
 /// run_id(experiment_id, context_fp, params_fp, seed_fp) -> str
 #[pyfunction]
 fn run_id(
-    py: Python<'_>,
     experiment_id: &str,
     context_fp: &str,
     params_fp: &str,
     seed_fp: &str,
 ) -> PyResult<String> {
-    fingerprint::run_id(experiment_id, context_fp, params_fp, seed_fp).map_err(|k| {
-        metalab_err(
-            py,
-            "EncodingError",
-            EncodeError::new(k).message("run_id inputs"),
-        )
-    })
+    fingerprint::run_id(experiment_id, context_fp, params_fp, seed_fp)
+        .map_err(|k| EncodingError::new_err(EncodeError::new(k).message("run_id inputs")))
 }
 
 /// A Python list of str from stack-held hex ids (one PyUnicode per item, no Rust String).
@@ -378,65 +407,26 @@ fn index_arg(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<i128> {
 // GridCore
 
 /// A grid of parameter axes with every value pre-encoded.
-///
-/// Subclassable: `metalab.params.GridSource` is a `GridCore`, so `grid(...)[i]` is answered
-/// here with no Python frame in between (a Python wrapper cost ~1.7 µs per lookup).
-#[pyclass(module = "metalab._core", frozen, subclass)]
+#[pyclass(module = "metalab._core", frozen)]
 struct GridCore {
     grid: Grid,
-    /// The keys as Python strings, made once and shared by every dict built.
-    keys: Vec<Py<PyString>>,
-    /// Each axis's values in plain-Python form (NumPy values as what they encode as).
-    values: Vec<Vec<PyObject>>,
-}
-
-/// A `ParamSource` index: an int but not a bool; negative counts from the end.
-fn param_index(index: &Bound<'_, PyAny>, size: u64) -> PyResult<u64> {
-    if index.is_instance_of::<PyBool>() || !index.is_instance_of::<PyInt>() {
-        return Err(PyTypeError::new_err(format!(
-            "parameter index must be an int, got {}",
-            type_name(index)
-        )));
-    }
-    let out_of_range = || {
-        PyIndexError::new_err(format!(
-            "parameter index {} out of range for {} configurations",
-            repr_of(index),
-            size
-        ))
-    };
-    // Wider than any index: past i128 (e.g. 10**40) it cannot be in range either.
-    let i: i128 = index.extract().map_err(|_| out_of_range())?;
-    let position = if i < 0 { i + i128::from(size) } else { i };
-    if position < 0 || position >= i128::from(size) {
-        return Err(out_of_range());
-    }
-    Ok(position as u64)
 }
 
 #[pymethods]
 impl GridCore {
     #[new]
-    fn new(
-        py: Python<'_>,
-        keys: Vec<Bound<'_, PyAny>>,
-        axes: Vec<Vec<Bound<'_, PyAny>>>,
-    ) -> PyResult<Self> {
+    fn new(keys: Vec<Bound<'_, PyAny>>, axes: Vec<Vec<Bound<'_, PyAny>>>) -> PyResult<Self> {
         let mut key_strs = Vec::with_capacity(keys.len());
         for (i, k) in keys.iter().enumerate() {
             match k.downcast::<PyString>() {
                 Ok(s) => key_strs.push(s.to_str()?.to_string()),
                 Err(_) => {
-                    return Err(metalab_err(
-                        py,
-                        "ParamSpecError",
-                        format!(
-                            "grid key {} at position {} has type '{}': expected str",
-                            repr_of(k),
-                            i,
-                            type_name(k)
-                        ),
-                    ))
+                    return Err(ParamSpecError::new_err(format!(
+                        "grid key {} at position {} has type '{}': expected str",
+                        repr_of(k),
+                        i,
+                        type_name(k)
+                    )))
                 }
             }
         }
@@ -449,7 +439,7 @@ impl GridCore {
                     .unwrap_or_default(),
                 _ => String::new(),
             };
-            metalab_err(py, "ParamSpecError", e.message(&shown))
+            ParamSpecError::new_err(e.message(&shown))
         };
         if key_strs.len() != axes.len() {
             return Err(grid_err(GridError::LengthMismatch {
@@ -470,35 +460,7 @@ impl GridCore {
             encoded.push(vals);
         }
         let grid = Grid::new(key_strs.clone(), encoded).map_err(grid_err)?;
-        let keys = keys
-            .iter()
-            .zip(&key_strs)
-            .map(|(k, text)| PyString::new_bound(k.py(), text).unbind())
-            .collect();
-        let mut values = Vec::with_capacity(axes.len());
-        for axis in &axes {
-            let mut plain = Vec::with_capacity(axis.len());
-            for v in axis {
-                plain.push(plain_obj(v)?.unwrap_or_else(|| v.clone()).unbind());
-            }
-            values.push(plain);
-        }
-        Ok(GridCore { grid, keys, values })
-    }
-
-    /// Point `index` as a fresh `{key: value}` dict in key order (plain-Python values).
-    fn __getitem__<'py>(
-        &self,
-        py: Python<'py>,
-        index: &Bound<'py, PyAny>,
-    ) -> PyResult<Bound<'py, PyDict>> {
-        let i = param_index(index, self.grid.len())?;
-        let positions = self.grid.indices(i);
-        let dict = PyDict::new_bound(py);
-        for ((key, axis), &p) in self.keys.iter().zip(&self.values).zip(&positions) {
-            dict.set_item(key.bind(py), axis[p].bind(py))?;
-        }
-        Ok(dict)
+        Ok(GridCore { grid })
     }
 
     fn __len__(&self) -> usize {
@@ -555,19 +517,16 @@ impl GridCore {
 // ---------------------------------------------------------------------------------------
 // RandomCore
 
-fn i64_arg(obj: &Bound<'_, PyAny>, what: &str, class: &str) -> PyResult<i64> {
-    let py = obj.py();
+/// An int argument in i64 (NumPy integers included); anything else -> `new_err(message)`,
+/// e.g. `SeedSpecError::new_err`.
+fn i64_arg(obj: &Bound<'_, PyAny>, what: &str, new_err: fn(String) -> PyErr) -> PyResult<i64> {
     let err = || {
-        metalab_err(
-            py,
-            class,
-            format!(
-                "{} = {} (type '{}'): expected an int in [-2**63, 2**63)",
-                what,
-                repr_of(obj),
-                type_name(obj)
-            ),
-        )
+        new_err(format!(
+            "{} = {} (type '{}'): expected an int in [-2**63, 2**63)",
+            what,
+            repr_of(obj),
+            type_name(obj)
+        ))
     };
     if obj.is_instance_of::<PyBool>() || !obj.is_instance_of::<PyInt>() {
         if let Some(n) = numpy_normalise(obj)? {
@@ -581,7 +540,6 @@ fn i64_arg(obj: &Bound<'_, PyAny>, what: &str, class: &str) -> PyResult<i64> {
 }
 
 fn dist_arg(key: &str, kind: &str, i: usize, obj: &Bound<'_, PyAny>) -> PyResult<Arg> {
-    let py = obj.py();
     let norm = if obj.is_instance_of::<PyInt>() || obj.is_instance_of::<PyFloat>() {
         None
     } else {
@@ -589,19 +547,15 @@ fn dist_arg(key: &str, kind: &str, i: usize, obj: &Bound<'_, PyAny>) -> PyResult
     };
     let v = norm.as_ref().unwrap_or(obj);
     let err = |why: &str| {
-        metalab_err(
-            py,
-            "ParamSpecError",
-            format!(
-                "random space {} ({}): argument {} = {} (type '{}') {}",
-                crate::encoding::quote_str(key),
-                kind,
-                i,
-                repr_of(obj),
-                type_name(obj),
-                why
-            ),
-        )
+        ParamSpecError::new_err(format!(
+            "random space {} ({}): argument {} = {} (type '{}') {}",
+            crate::encoding::quote_str(key),
+            kind,
+            i,
+            repr_of(obj),
+            type_name(obj),
+            why
+        ))
     };
     if v.is_instance_of::<PyBool>() {
         Err(err("is a bool: expected an int or float"))
@@ -642,8 +596,8 @@ impl RandomCore {
         space: Vec<(String, String, Vec<Bound<'_, PyAny>>)>,
         n_trials: &Bound<'_, PyAny>,
     ) -> PyResult<Self> {
-        let seed = i64_arg(seed, "seed", "ParamSpecError")?;
-        let n_trials = i64_arg(n_trials, "n_trials", "ParamSpecError")?;
+        let seed = i64_arg(seed, "seed", ParamSpecError::new_err)?;
+        let n_trials = i64_arg(n_trials, "n_trials", ParamSpecError::new_err)?;
         let mut dims = Vec::with_capacity(space.len());
         for (key, kind, args) in &space {
             let args = args
@@ -699,8 +653,8 @@ fn seed_fingerprint(
     base: &Bound<'_, PyAny>,
     replicate: &Bound<'_, PyAny>,
 ) -> PyResult<String> {
-    let b = i64_arg(base, "base", "SeedSpecError")?;
-    let r = i64_arg(replicate, "replicate", "SeedSpecError")?;
+    let b = i64_arg(base, "base", SeedSpecError::new_err)?;
+    let r = i64_arg(replicate, "replicate", SeedSpecError::new_err)?;
     seeds::seed_fingerprint(b, r).map_err(|e| core_err(py, e))
 }
 
@@ -710,8 +664,8 @@ fn seed_root<'py>(
     base: &Bound<'py, PyAny>,
     replicate: &Bound<'py, PyAny>,
 ) -> PyResult<Bound<'py, PyBytes>> {
-    let b = i64_arg(base, "base", "SeedSpecError")?;
-    let r = i64_arg(replicate, "replicate", "SeedSpecError")?;
+    let b = i64_arg(base, "base", SeedSpecError::new_err)?;
+    let r = i64_arg(replicate, "replicate", SeedSpecError::new_err)?;
     let root = seeds::seed_root(b, r).map_err(|e| core_err(py, e))?;
     Ok(PyBytes::new_bound(py, &root))
 }
@@ -721,7 +675,7 @@ fn preprocessing_root<'py>(
     py: Python<'py>,
     base: &Bound<'py, PyAny>,
 ) -> PyResult<Bound<'py, PyBytes>> {
-    let b = i64_arg(base, "base", "SeedSpecError")?;
+    let b = i64_arg(base, "base", SeedSpecError::new_err)?;
     Ok(PyBytes::new_bound(py, &seeds::preprocessing_root(b)))
 }
 
@@ -900,6 +854,7 @@ fn columns_to_dict<'py>(py: Python<'py>, cols: &records::Columns) -> PyResult<Bo
 
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    check_errors(m.py())?;
     m.add("ENCODING_VERSION", crate::encoding::ENCODING_VERSION)?;
     m.add("FINGERPRINT_HEX_CHARS", FINGERPRINT_HEX_CHARS)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
