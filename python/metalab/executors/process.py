@@ -1,4 +1,4 @@
-"""Process-pool execution for CPU-bound operations: the executor and its driver.
+"""Process-pool execution for CPU-bound operations: :class:`ProcessExecutor`.
 
 Design, chosen for low per-run overhead and robustness:
 
@@ -9,17 +9,19 @@ Design, chosen for low per-run overhead and robustness:
   notebook cell) plus the store locator, and rebuilds the experiment and the store itself
   — store objects are never pickled. The messages are typed, one dataclass per kind
   (:mod:`metalab.executors.process_protocol`).
-* The driver — a dispatcher thread owning the worker processes — then feeds task indices
-  in chunks. A worker runs its chunk in order with :func:`metalab.execution.execute_task`
-  (which writes the record and marker) and answers each run with a small message (task
-  index, status, metrics) so progress advances in completion order.
+* The driver (:mod:`metalab.executors.process_launch`), a dispatcher thread owning the
+  worker processes, then feeds task indices in chunks. A worker runs its chunk in order
+  with :func:`metalab.execution.execute_task` (which writes the record and marker) and
+  answers each run with a small message (task index, status, metrics) so progress
+  advances in completion order.
 * Because chunks are processed in order, the driver always knows which task a worker is
   running: the first of its ``outstanding`` tasks. If the worker dies hard (segfault,
   ``os._exit``, SIGKILL/OOM) or exceeds the per-run timeout, only that run is recorded
   failed (:class:`WorkerCrashedError` / :class:`RunTimeoutError`); the rest of its chunk
   is re-queued and a replacement worker is started.
-* Each worker's life is an explicit :class:`_Phase` (starting, serving, stopping, stopped,
-  dead); whether its current run is counted running is one field, ``running_since``.
+* Each worker's life is an explicit
+  :class:`~metalab.executors.process_state.WorkerPhase` (starting, serving, stopping,
+  stopped, dead); whether its current run is counted running is one field of its state.
 * With the spawn and forkserver start methods, multiprocessing normally re-executes the
   user's ``__main__`` script in every child, which breaks (or recursively launches) scripts
   without an ``if __name__ == "__main__"`` guard. Workers never need the user's main
