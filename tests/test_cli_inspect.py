@@ -24,6 +24,7 @@ from urllib.parse import urlencode
 import pytest
 
 import metalab
+from child_signals import default_sigint
 from metalab.cli import main
 from metalab.records import ErrorInfo, RunRecord, RunState
 
@@ -565,6 +566,7 @@ def _on_terminal(argv: list[str], interrupt_on: str | None = None) -> tuple[int,
         stderr=follower,
         env=env,
         start_new_session=True,
+        preexec_fn=default_sigint,
     )
     os.close(follower)
     chunks: list[bytes] = []

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 import metalab
+from child_signals import default_sigint
 from metalab.errors import ExecutorError, MetalabError, ResultTimeoutError, StoreError
 
 
@@ -100,6 +101,7 @@ def test_ctrl_c_in_result_prints_one_line_and_a_short_traceback(tmp_path: Path) 
         stderr=subprocess.PIPE,
         text=True,
         env=env,
+        preexec_fn=default_sigint,
     )
     assert proc.stdout is not None
     assert proc.stdout.readline().strip() == "WAITING"

@@ -14,7 +14,7 @@ from typing import Any
 
 from metalab import _core
 from metalab.context import context_to_json
-from metalab.errors import ExperimentError, ResultTimeoutError, UnsafeLoadError
+from metalab.errors import ExperimentError, ResultTimeoutError, StoreError, UnsafeLoadError
 from metalab.execution import DerivedFn
 from metalab.executors.base import Executor, Job, Launch, LaunchCounts
 from metalab.executors.thread import ThreadExecutor
@@ -402,8 +402,18 @@ def run(
         "driver_pid": os.getpid(),
         **getattr(launch, "reconnect_info", {}),
     }
-    target.put_blob(launch_key(exp.experiment_id), json.dumps(pointer).encode())
-    target.put_blob(launch_key(), json.dumps(pointer).encode())
+    try:
+        target.put_blob(launch_key(exp.experiment_id), json.dumps(pointer).encode())
+        target.put_blob(launch_key(), json.dumps(pointer).encode())
+    except StoreError as exc:
+        # The launch is already running: raising here would orphan it. Only reconnecting
+        # from another process is lost; result() still reports the store's own failures.
+        warnings.warn(
+            f"metalab: could not save the launch pointer, so metalab.reconnect() will not "
+            f"find this launch: {exc}",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     return RunHandle(plan, target, launch, skipped, display)
 
 

@@ -306,3 +306,37 @@ def test_slurm_worker_stops_its_block_on_a_full_disk(small_disk: Path, tmp_path:
     stored = metalab.load_results(store)
     assert len(stored) == 3 and all(r.status.value == "success" for r in stored)
     assert not any(FileStore(store).failed(plan.run_ids))
+
+
+def test_a_launch_pointer_that_cannot_be_saved_warns_and_the_launch_still_finishes(
+    tmp_path: Path,
+) -> None:
+    store = tmp_path / "s"
+    # A directory where the pointer file goes: its atomic rename fails with an OSError.
+    (store / "blobs" / "launch-latest.json").mkdir(parents=True)
+
+    @metalab.operation
+    def op(params, capture):
+        capture.metric("y", params["x"])
+
+    exp = metalab.Experiment(
+        name="ptr",
+        version="1",
+        context={},
+        operation=op,
+        params=metalab.grid(x=[1, 2, 3]),
+        seeds=metalab.seeds(base=1),
+    )
+    with pytest.warns(RuntimeWarning, match="could not save the launch pointer"):
+        handle = metalab.run(exp, store=str(store))
+    results = handle.result(timeout=60)
+    assert sorted(r.metrics["y"] for r in results) == [1, 2, 3]
+
+
+def test_bookkeeping_write_failures_are_store_errors(tmp_path: Path) -> None:
+    from metalab.store.file import FileStore
+
+    store = FileStore(tmp_path / "s")
+    (store.layout.blob("spec-x:1.json")).mkdir(parents=True)
+    with pytest.raises(StoreError, match=r"cannot write the blob .*spec-x:1.json"):
+        store.put_blob("spec-x:1.json", b"{}")

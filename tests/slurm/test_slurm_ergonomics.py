@@ -157,6 +157,8 @@ def test_ctrl_c_leaves_jobs_running_and_says_how_to_reconnect_or_cancel(
         stderr=subprocess.PIPE,
         text=True,
         env=worker_env(),
+        # SIGINT ignored by a backgrounded suite would stay ignored in the child.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     assert proc.stdout is not None
     jobs = tuple(proc.stdout.readline().split())

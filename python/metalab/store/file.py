@@ -8,6 +8,7 @@ the same run both produce complete files (the last rename wins).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -49,6 +50,15 @@ class _FileLogSink:
 
     def close(self) -> None:
         self._handle.close()
+
+
+@contextlib.contextmanager
+def _as_store_error(what: str, path: Path) -> Iterator[None]:
+    """An OS-level write failure (disk full, read-only) of launch bookkeeping as a StoreError."""
+    try:
+        yield
+    except OSError as exc:
+        raise StoreError(f"cannot write the {what} {str(path)!r}: {exc}") from exc
 
 
 class FileStore(Store):
@@ -102,7 +112,8 @@ class FileStore(Store):
     def put_manifest(self, experiment_id: str, manifest: dict[str, Any]) -> str:
         stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
         path = self.layout.manifest(experiment_id, stamp)
-        self._write(path, json.dumps(manifest, indent=2, default=str).encode())
+        with _as_store_error("manifest", path):
+            self._write(path, json.dumps(manifest, indent=2, default=str).encode())
         return str(path)
 
     def list_manifests(self, experiment_id: str | None = None) -> list[dict[str, Any]]:
@@ -113,7 +124,9 @@ class FileStore(Store):
 
     def put_blob(self, key: str, data: bytes) -> None:
         # Blobs carry pickled code (operations shipped by value): owner-only from creation.
-        atomic_write(self.layout.blob(key), data, mode=0o600, durable=self.durable)
+        path = self.layout.blob(key)
+        with _as_store_error("blob", path):
+            atomic_write(path, data, mode=0o600, durable=self.durable)
 
     def get_blob(self, key: str) -> bytes | None:
         """Return a blob, refusing one that someone else could have written.
