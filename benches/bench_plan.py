@@ -10,7 +10,6 @@ Run: ``uv run python benches/bench_plan.py [--quick]``
 from __future__ import annotations
 
 import argparse
-import itertools
 import os
 import shutil
 import tempfile
@@ -19,7 +18,7 @@ from pathlib import Path
 import metalab
 from _common import Measurement, measure, print_table
 from metalab import _core
-from metalab.params import GridSource
+from metalab.params import GridSource, ParamSource
 from metalab.plan import RunPlan
 
 
@@ -48,17 +47,20 @@ def _scandir_floor(root: Path, run_ids: list[str]) -> list[bool]:
     return [r in present for r in run_ids]
 
 
-def _indexed_lookups(params: GridSource) -> list[Measurement]:
-    """``params[i]`` for every point vs its floor: a list index plus a dict build."""
-    count = len(params)
-    keys = list(params.axes)
-    # The floor holds every point prebuilt, which ``params[i]`` never does (O(1) memory).
-    points = list(itertools.product(*params.axes.values()))
+def _indexed_lookups(
+    stage: str, source: ParamSource, target: str = "<= 1.5x list-index floor"
+) -> list[Measurement]:
+    """``source[i]`` for every point vs its floor: a list index plus a dict build."""
+    count = len(source)
+    every = list(source)
+    keys = list(every[0])
+    # The floor holds every point prebuilt, which ``source[i]`` never does (O(1) memory).
+    points = [tuple(point.values()) for point in every]
     lookup = measure(
-        "(a'') params[i] for every point",
+        stage,
         count,
-        lambda: [params[i] for i in range(count)],
-        target="<= 1.5x list-index floor",
+        lambda: [source[i] for i in range(count)],
+        target=target,
     )
     floor = measure(
         "    floor: list index + dict build",
@@ -66,10 +68,23 @@ def _indexed_lookups(params: GridSource) -> list[Measurement]:
         lambda: [dict(zip(keys, points[i], strict=True)) for i in range(count)],
     )
     lookup.floor_seconds = floor.median
-    assert [params[i] for i in (0, count - 1)] == [
-        dict(zip(keys, points[i], strict=True)) for i in (0, -1)
-    ]
+    assert [source[i] for i in range(count)] == every
     return [lookup, floor]
+
+
+def _other_sources(count: int) -> list[tuple[str, ParamSource, str]]:
+    """A random search and a manual list of ``count`` points with three keys each."""
+    space = {
+        "lr": metalab.loguniform(1e-4, 1e-1),
+        "width": metalab.choice([32, 64, 128]),
+        "depth": metalab.randint(1, 8),
+    }
+    cases = [{"lr": 0.1 / (i + 1), "layers": [64, i % 7], "name": f"c{i}"} for i in range(count)]
+    return [
+        # Each trial hashes (seed, i, key) once per key: the floor does no such work.
+        ("(i2) random(...)[i]", metalab.random(space, count, seed=1), "3 blake2 draws each"),
+        ("(i3) manual(...)[i] (fresh copies)", metalab.manual(cases), "<= 1.5x list-index floor"),
+    ]
 
 
 def main(quick: bool = False) -> list[Measurement]:
@@ -91,7 +106,9 @@ def main(quick: bool = False) -> list[Measurement]:
     rows.append(
         measure("(a') params fingerprints", total // replicates, lambda: exp.params.fingerprints())
     )
-    rows += _indexed_lookups(grid)
+    rows += _indexed_lookups("(i1) grid(...)[i] for every point", grid)
+    for stage, source, target in _other_sources(total // replicates // 5):
+        rows += _indexed_lookups(stage, source, target)
     plan = RunPlan(exp)
     params_fps = exp.params.fingerprints()
     rows.append(

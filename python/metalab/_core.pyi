@@ -5,7 +5,7 @@ of :mod:`metalab.errors`; messages name the offending value and what was expecte
 """
 
 from os import PathLike
-from typing import Any, Self, final
+from typing import Any, Self
 
 from typing_extensions import disjoint_base
 
@@ -13,6 +13,7 @@ __all__ = [
     "ENCODING_VERSION",
     "FINGERPRINT_HEX_CHARS",
     "GridCore",
+    "ManualCore",
     "RandomCore",
     "__version__",
     "canonical_encode",
@@ -150,18 +151,24 @@ class GridCore:
             IndexError: unless ``0 <= start <= stop <= len``.
         """
 
-@final
+@disjoint_base
 class RandomCore:
     """Counter-based random search: trial values are a pure function of
-    ``(seed, index, key)``, so any trial is computed alone, in any order."""
+    ``(seed, index, key)``, so any trial is computed alone, in any order.
+
+    Subclassable (``metalab.params.RandomSource`` is one)."""
 
     def __new__(
         cls,
         seed: int,
         space: list[tuple[str, str, tuple[float | int, ...]]],
         n_trials: int,
-    ) -> RandomCore:
+        options: list[list[object] | None] | None = None,
+    ) -> Self:
         """Validate a random-search space.
+
+        ``options``, when given, has one entry per key: the list of a ``choice``'s options
+        (then ``[i]`` holds the option itself) or ``None``.
 
         ``space`` items are ``(key, kind, args)``:
 
@@ -177,10 +184,22 @@ class RandomCore:
                 unknown kind, a wrong number of arguments, a non-finite or non-numeric
                 argument, a float where an int is needed, bad bounds, or a repeated key;
                 the message names the key and the bad value.
+            ValueError: ``options`` is not one entry per key, or lists values for a
+                non-choice key or a number of them other than its ``n_options``.
         """
 
     def __len__(self) -> int:
         """``n_trials``."""
+
+    def __getitem__(self, index: int, /) -> dict[str, Any]:
+        """Trial ``index`` as a fresh ``{key: value}`` dict in space order.
+
+        Negative ``index`` counts from the end.
+
+        Raises:
+            TypeError: ``index`` is not an int (a bool is not accepted).
+            IndexError: ``index`` outside ``[-n_trials, n_trials)``.
+        """
 
     def trial(self, index: int) -> list[float | int]:
         """Raw values of trial ``index`` in space order (negative counts from the end).
@@ -194,6 +213,34 @@ class RandomCore:
 
         Raises:
             IndexError: unless ``0 <= start <= stop <= n_trials``.
+        """
+
+@disjoint_base
+class ManualCore:
+    """Explicit parameter dicts, each handed out as a fresh copy.
+
+    Subclassable (``metalab.params.ManualSource`` is one).
+    """
+
+    def __new__(cls, cases: list[dict[str, Any]]) -> Self:
+        """Hold ``cases`` as given (validation is the caller's).
+
+        Raises:
+            TypeError: a case is not a dict.
+        """
+
+    def __len__(self) -> int:
+        """Number of cases."""
+
+    def __getitem__(self, index: int, /) -> dict[str, Any]:
+        """A copy of case ``index`` whose dicts, lists and tuples are new (like
+        ``copy.deepcopy``; a container subclass or other object is ``copy.deepcopy``-ed).
+
+        Negative ``index`` counts from the end.
+
+        Raises:
+            TypeError: ``index`` is not an int (a bool is not accepted).
+            IndexError: ``index`` outside ``[-len, len)``.
         """
 
 def seed_fingerprint(base: int, replicate: int) -> str:

@@ -6,6 +6,7 @@ import copy
 from collections.abc import Iterable
 from typing import Any
 
+from metalab import _core
 from metalab.errors import ParamSpecError
 from metalab.identity import fingerprint_many, to_plain
 from metalab.params.base import ParamSource
@@ -13,19 +14,28 @@ from metalab.params.base import ParamSource
 __all__ = ["ManualSource", "manual"]
 
 
-class ManualSource(ParamSource):
-    """A fixed list of parameter dicts, fingerprinted once at construction."""
+class ManualSource(_core.ManualCore, ParamSource):
+    """A fixed list of parameter dicts, fingerprinted once at construction.
 
-    def __init__(self, cases: list[dict[str, Any]]) -> None:
-        self._fingerprints = fingerprint_many(cases)  # validates; errors name values[i]
+    ``len()`` and ``[i]`` (a fresh copy of case ``i``) are answered by the Rust base class
+    itself; ``[i]`` keeps the contract of :meth:`ParamSource.__getitem__`.
+    """
+
+    _fingerprints: list[str]
+    _cases: list[dict[str, Any]]
+
+    def __new__(cls, cases: list[dict[str, Any]]) -> ManualSource:
+        fingerprints = fingerprint_many(cases)  # validates; errors name values[i]
         # Plain Python values (NumPy scalars unwrapped), identical fingerprints.
-        self._cases = [to_plain(case) for case in cases]
-
-    def __len__(self) -> int:
-        return len(self._cases)
+        plain = [to_plain(case) for case in cases]
+        self = super().__new__(cls, plain)
+        self._fingerprints, self._cases = fingerprints, plain
+        return self
 
     def _get(self, index: int) -> dict[str, Any]:
-        return copy.deepcopy(self._cases[index])
+        return _core.ManualCore.__getitem__(self, index)
+
+    __repr__ = ParamSource.__repr__
 
     def fingerprints(self, start: int = 0, stop: int | None = None) -> list[str]:
         """Return the cached fingerprints of ``[start, stop)``."""

@@ -7,34 +7,41 @@ from typing import Any
 from metalab import _core
 from metalab.errors import ParamSpecError
 from metalab.params.base import ParamSource
-from metalab.params.distributions import Distribution, distribution_from_spec, unwrap_numpy
+from metalab.params.distributions import (
+    Choice,
+    Distribution,
+    distribution_from_spec,
+    unwrap_numpy,
+)
 
 __all__ = ["RandomSource", "random"]
 
 
-class RandomSource(ParamSource):
+class RandomSource(_core.RandomCore, ParamSource):
     """``n_trials`` samples from a space of distributions, each addressable in O(1).
 
     Sampling is counter-based (see ``docs/run-identity.md``): trial ``i`` never depends
     on which other trials were drawn or in what order, so SLURM array tasks agree.
+    ``len()`` and ``[i]`` are answered by the Rust base class itself (a choice's option
+    included); ``[i]`` keeps the contract of :meth:`ParamSource.__getitem__`.
     """
 
-    def __init__(self, space: dict[str, Distribution], n_trials: int, seed: int) -> None:
-        self._space = dict(space)
-        self._seed = seed
-        self._n_trials = n_trials
-        core_space = [(key, dist.kind, dist.core_args()) for key, dist in self._space.items()]
-        self._core = _core.RandomCore(seed, core_space, n_trials)
+    _space: dict[str, Distribution]
+    _seed: int
+    _n_trials: int
 
-    def __len__(self) -> int:
-        return self._n_trials
+    def __new__(cls, space: dict[str, Distribution], n_trials: int, seed: int) -> RandomSource:
+        core_space = [(key, dist.kind, dist.core_args()) for key, dist in space.items()]
+        # A trial holds a choice's option index; the core hands out the option itself.
+        options = [d.options if isinstance(d, Choice) else None for d in space.values()]
+        self = super().__new__(cls, seed, core_space, n_trials, list(options))
+        self._space, self._seed, self._n_trials = dict(space), seed, n_trials
+        return self
 
     def _get(self, index: int) -> dict[str, Any]:
-        raw = self._core.trial(index)
-        return {
-            key: dist.to_value(value)
-            for (key, dist), value in zip(self._space.items(), raw, strict=True)
-        }
+        return _core.RandomCore.__getitem__(self, index)
+
+    __repr__ = ParamSource.__repr__
 
     def fingerprints(self, start: int = 0, stop: int | None = None) -> list[str]:
         """Return params fingerprints of trials ``[start, stop)`` (batched draws)."""
@@ -42,7 +49,7 @@ class RandomSource(ParamSource):
 
         end = self._n_trials if stop is None else stop
         dists = list(self._space.items())
-        rows = self._core.trials(start, end)
+        rows = self.trials(start, end)
         return fingerprint_many(
             [{key: d.to_value(v) for (key, d), v in zip(dists, row, strict=True)} for row in rows]
         )
