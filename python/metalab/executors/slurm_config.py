@@ -199,4 +199,3 @@ class SlurmConfig:
     def sbatch_memory(self) -> str:
         """``memory`` normalised for ``--mem`` ("16GB" -> "16G")."""
         return parse_memory(self.memory)
-
