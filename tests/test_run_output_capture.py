@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import subprocess
 import sys
 import threading
 import time
@@ -26,6 +25,7 @@ from metalab.capture import Capture, output
 from metalab.cli import main as cli_main
 from metalab.errors import StoreError
 from metalab.store.file import FileStore
+from small_disk import mounted_small_disk
 
 # Barriers by name (a context holds only JSON-like values): threads of one process only.
 BARRIERS: dict[str, threading.Barrier] = {}
@@ -279,20 +279,8 @@ def test_show_and_logs_commands_display_the_captured_lines(
 @pytest.fixture
 def full_disk(tmp_path: Path) -> Any:
     """A real 1 MiB tmpfs, filled up by "another job" (the file is returned to free it)."""
-    mount_point = tmp_path / "disk"
-    mount_point.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m,mode=0755", "tmpfs", str(mount_point)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"mounting a tmpfs needs root: {mounted.stderr.strip()}")
-    try:
+    with mounted_small_disk(tmp_path / "disk") as mount_point:
         yield mount_point
-    finally:
-        subprocess.run(["umount", "-l", str(mount_point)], check=False)
 
 
 def prints_on_a_full_disk(params: Any, context: Any) -> None:

@@ -16,6 +16,7 @@ import pytest
 import metalab
 from metalab.errors import StoreError
 from metalab.store.file import FileStore
+from small_disk import mounted_small_disk
 
 
 def _experiment(n: int = 20, name: str = "faults") -> metalab.Experiment:
@@ -155,25 +156,8 @@ ARTIFACT_BYTES = 300_000  # three fit in 1 MiB, a fourth does not; records still
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A real 1 MiB file system (tmpfs) mounted for the test, unmounted after it."""
-    from services import services_required
-
-    mount_point = tmp_path / "small-disk"
-    mount_point.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m,mode=0755", "tmpfs", str(mount_point)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if mounted.returncode != 0:
-        message = f"mounting a tmpfs needs root: {mounted.stderr.strip()}"
-        if services_required():
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
-    try:
+    with mounted_small_disk(tmp_path / "small-disk") as mount_point:
         yield mount_point
-    finally:
-        subprocess.run(["umount", "-l", str(mount_point)], check=False)
 
 
 def _grow(disk: Path) -> None:
