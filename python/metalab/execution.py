@@ -30,7 +30,7 @@ from metalab.plan import RunPlan, TaskIdentity
 from metalab.records import ErrorInfo, Provenance, RunRecord, RunState, utc_now
 from metalab.store.base import Store
 
-__all__ = ["DerivedFn", "execute_task", "failure_record", "worker_identity"]
+__all__ = ["DerivedFn", "base_record", "execute_task", "failure_record", "worker_identity"]
 
 DerivedFn = Callable[[Any], dict[str, Any]]
 
@@ -56,7 +56,8 @@ def _provenance(plan: RunPlan, executor: str, worker_id: str) -> Provenance:
     )
 
 
-def _base_record(plan: RunPlan, task: TaskIdentity, state: RunState) -> RunRecord:
+def base_record(plan: RunPlan, task: TaskIdentity, state: RunState) -> RunRecord:
+    """The record of ``task`` in ``state`` with its identity filled in, nothing measured yet."""
     return RunRecord(
         run_id=task.run_id,
         experiment_id=plan.experiment_id,
@@ -79,7 +80,7 @@ def failure_record(
     state: RunState = RunState.FAILED,
 ) -> RunRecord:
     """Build the record of a run that failed outside the operation (crash, timeout)."""
-    record = _base_record(plan, task, state)
+    record = base_record(plan, task, state)
     record.started_at = record.finished_at = utc_now()
     record.error = ErrorInfo(type(error).__name__, str(error), "")
     record.provenance = _provenance(plan, executor, worker_id)
@@ -120,7 +121,7 @@ def execute_task(
     """
     task = plan.task(task_index)
     exp = plan.experiment
-    record = _base_record(plan, task, RunState.RUNNING)
+    record = base_record(plan, task, RunState.RUNNING)
     capture = Capture(store, task.run_id, worker_id)
     runtime = Runtime(
         run_id=task.run_id,

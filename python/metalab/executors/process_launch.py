@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import cloudpickle
 
 from metalab.errors import ExecutorError, RunTimeoutError, StoreError, WorkerCrashedError
-from metalab.execution import failure_record, persist, worker_identity
+from metalab.execution import base_record, failure_record, persist, worker_identity
 from metalab.executors.base import Job, TallyingLaunch
 from metalab.executors.process_protocol import (
     Credentials,
@@ -347,20 +347,11 @@ class ProcessLaunch(TallyingLaunch):
     def _summary(self, done: Done) -> RunRecord:
         # A light copy of the stored record, enough for counts and progress displays.
         plan = self.job.plan
-        task = plan.task(done.task_index)
-        return RunRecord(
-            run_id=task.run_id,
-            experiment_id=plan.experiment_id,
-            status=RunState(done.status),
-            context_fingerprint=plan.context_fp,
-            params_fingerprint=task.params_fp,
-            seed_fingerprint=task.seed_fp,
-            params=task.params,
-            task_index=done.task_index,
-            replicate=task.replicate,
-            metrics=done.metrics,
-            error=ErrorInfo(done.error_type, done.error_message or "") if done.error_type else None,
-        )
+        record = base_record(plan, plan.task(done.task_index), RunState(done.status))
+        record.metrics = done.metrics
+        if done.error_type:
+            record.error = ErrorInfo(done.error_type, done.error_message or "")
+        return record
 
     def _on_fatal(self, worker: WorkerState, message: InitError | Fatal) -> None:
         error: BaseException
