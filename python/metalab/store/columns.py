@@ -1,0 +1,62 @@
+"""Run records as columns, for stores that have no columnar loader of their own.
+
+``FileStore.load_columns`` (one parallel Rust scan of the record files) and
+``PostgresStore.load_columns`` (one query, parsed in Rust) return records as columns: one
+list per record field, per parameter and per metric. :func:`columns_from_records` gives
+the same shape from records already in memory, so every store feeds one column table and
+``Results`` has a single implementation.
+
+The records are encoded with :func:`~metalab.store.record_codec.encode_record` and parsed
+by the same Rust code PostgreSQL rows go through (``_core.record_columns_from_docs``):
+one parser decides what a column holds (non-finite metrics, explicit ``null``\\ s,
+first-appearance column order), not two that could drift apart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, TypeVar
+
+from metalab import _core
+from metalab.errors import CorruptRecordError
+from metalab.records import RunRecord
+from metalab.store.record_codec import encode_record
+
+__all__ = ["ColumnData", "columns_from_records"]
+
+ColumnData = dict[str, Any]
+"""Keys ``run_id``, ``experiment_id``, ``status``, ``task_index``, ``replicate``,
+``duration_s``, ``started_at`` (one list each), ``params`` and ``metrics`` (lists of
+``(name, values, explicit_null_rows, first_row, position)``), rows ordered by
+(experiment id, task index); see ``_core.load_record_columns``."""
+
+# The problem type is the caller's (``LoadProblem``): generic so that this module needs
+# nothing from ``store.base``, whose default ``load_columns`` is built on it.
+_Problem = TypeVar("_Problem")
+
+
+def columns_from_records(
+    records: Sequence[RunRecord], problems: Sequence[_Problem] = ()
+) -> tuple[ColumnData, list[_Problem]]:
+    """Turn loaded records into the columns ``FileStore.load_columns`` returns.
+
+    Args:
+        records: the records, in any order (rows come out ordered by experiment id,
+            then task index, as every store's ``load_columns`` orders them).
+        problems: what the load that produced ``records`` could not read; returned
+            unchanged, so ``(columns, problems)`` is the pair ``load_columns`` returns.
+
+    Raises:
+        CorruptRecordError: a record fails a record check (records read from a store
+            always pass them; one built by hand may not), naming the run and the check.
+    """
+    docs = [(record.run_id, encode_record(record).decode()) for record in records]
+    data: ColumnData = _core.record_columns_from_docs(docs, None)
+    failed = data.pop("problems")
+    if failed:
+        run_id, reason, _corrupt = failed[0]
+        raise CorruptRecordError(
+            f"record of run {run_id!r} cannot be tabulated: {reason} (expected a record "
+            f"that passes the checks of metalab.store.record_codec)"
+        )
+    return data, list(problems)
