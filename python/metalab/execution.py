@@ -154,6 +154,10 @@ def execute_task(
         capture.failure(text)
     finally:
         capture.close()
+    if record.status is RunState.SUCCESS:
+        # Before the record: a run recorded as done never leaves a checkpoint behind
+        # that a forced re-execution (rerun="stale") would wrongly resume from.
+        capture.clear_checkpoint()
     if capture.store_failure is not None:
         # The operation saw (and may have swallowed) a failed artifact or log write:
         # the run's output is incomplete through no fault of its own.

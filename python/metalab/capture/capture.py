@@ -14,6 +14,12 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
+from metalab.capture.checkpoint import (
+    checkpoint_key,
+    decode_checkpoint,
+    encode_checkpoint,
+    encode_cleared,
+)
 from metalab.capture.serializers import serialize
 from metalab.errors import CaptureError, StoreError
 from metalab.records import ArtifactInfo, utc_now
@@ -114,6 +120,7 @@ class Capture:
         self.artifacts: dict[str, ArtifactInfo] = {}
         self.store_failure: StoreError | None = None
         """The first failed store write of this run (then every later write fails too)."""
+        self._checkpointed = False
 
     @contextlib.contextmanager
     def _writing(self, what: str) -> Iterator[None]:
@@ -189,6 +196,63 @@ class Capture:
             self.artifacts[safe] = self._store.put_artifact(
                 self._run_id, safe, buffer.getvalue(), "png", ".png", {}
             )
+
+    def checkpoint(self, state: Any) -> None:
+        """Save ``state`` as this run's checkpoint, replacing the previous one atomically.
+
+        A re-execution of the run (after a timeout, preemption, crash or failure, in any
+        executor) gets it back from :meth:`restore`. States are data: ``None``, ``bool``,
+        ``int``, ``float``, ``str``, ``bytes``, ``list``, ``tuple``, ``dict`` with ``str``
+        keys and NumPy arrays/scalars, nested (see :mod:`metalab.capture.checkpoint`).
+
+        Raises:
+            CaptureError: a value of ``state`` is of another kind (its place is named);
+                nothing is written then.
+            StoreError: the store could not write it (the launch stops).
+        """
+        blob = encode_checkpoint(state, self._run_id)
+        with self._writing("checkpoint"):
+            self._store.put_blob(checkpoint_key(self._run_id), blob)
+        self._checkpointed = True
+
+    def restore(self) -> Any:
+        """The state of this run's last :meth:`checkpoint`, or ``None`` if it has none.
+
+        ``None`` on a run's first execution and after the run succeeded (its checkpoint
+        is cleared then); otherwise an equal copy of what was saved, of the same types.
+
+        Raises:
+            CaptureError: the stored checkpoint is damaged or belongs to another run.
+            StoreError: the store could not be read (the launch stops).
+        """
+        if self.store_failure is not None:
+            raise self.store_failure
+        key = checkpoint_key(self._run_id)
+        try:
+            blob = self._store.get_blob(key)
+        except StoreError as exc:
+            self.store_failure = exc
+            raise
+        if blob is None:
+            return None
+        found, state = decode_checkpoint(
+            blob, self._run_id, f"checkpoint {key!r} of {self._store.locator}"
+        )
+        # Restored, so the run's success must clear it even if it saves no new one.
+        self._checkpointed = self._checkpointed or found
+        return state
+
+    def clear_checkpoint(self) -> None:
+        """Mark this run's checkpoint cleared; called by ``execute_task`` on success.
+
+        Nothing is written unless this execution saved or restored a checkpoint. A failed
+        write is only remembered in :attr:`store_failure` (``execute_task`` raises it, so
+        the run is not recorded as done while a stale checkpoint could remain).
+        """
+        if not self._checkpointed:
+            return
+        with contextlib.suppress(StoreError), self._writing("checkpoint"):
+            self._store.put_blob(checkpoint_key(self._run_id), encode_cleared(self._run_id))
 
     def log(self, message: str, level: str = "info") -> None:
         """Append a timestamped, levelled line with the worker's identity to the run log.
