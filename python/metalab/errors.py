@@ -9,25 +9,29 @@ The hierarchy, so you can see at a glance what to catch::
     ├── ExperimentError (ValueError)     an Experiment or operation is malformed
     ├── ContextError (ValueError)        a context spec is malformed or a FilePath is missing
     ├── CaptureError (ValueError)        a metric, artifact, figure or log call is invalid
-    ├── StoreError                       a store cannot be read or written
+    ├── StoreError                       a store cannot be read or written      .locator .path
     │   ├── LocatorError (ValueError)    a store locator is unknown or malformed
     │   ├── CorruptRecordError           a stored file cannot be parsed
-    │   │   └── UnsafeNameError          a name read from a store would escape its folder
+    │   │   └── UnsafeNameError          a name read from a store would escape   .name
     │   ├── StoreUnavailableError        the backend cannot be reached right now
     │   └── StoreAuthError               the backend answered but refused the login
     ├── ExecutorError                    an executor cannot run or submit work
-    │   └── SlurmError                   sbatch/squeue/scancel failed
+    │   └── SlurmError                   sbatch/squeue/scancel failed  .command .exit_code
+    │                                                                  .stdout .stderr
     ├── SlurmConfigError (ValueError)    a SlurmConfig value is invalid
-    ├── RunTimeoutError (TimeoutError)   a run exceeded its time limit
-    ├── ResultTimeoutError (TimeoutError) result(timeout=...) ran out; the runs go on
-    ├── WorkerCrashedError               a worker process died while running
-    ├── ServiceError                     the PostgreSQL service manager failed
+    ├── RunTimeoutError (TimeoutError)   a run exceeded its time limit         .run_id .timeout
+    ├── ResultTimeoutError (TimeoutError) result(timeout=...) ran out   .experiment_id .timeout
+    ├── WorkerCrashedError               a worker process died while running  .run_id .exit_code
+    ├── ServiceError                     the PostgreSQL service manager failed  .path
     └── UnsafeLoadError                  code or config could not be proven to come from you
         ├── UntrustedFileError           a file is foreign-owned or group/other-writable
-        └── SignatureError               a pickled payload's HMAC does not verify
+        │                                                          .path .owner_uid .mode
+        └── SignatureError               a pickled payload's HMAC does not verify  .what
 
 Errors whose cause is bad input also subclass :class:`ValueError`, so code that already
-catches ``ValueError`` keeps working.
+catches ``ValueError`` keeps working. Context fields are keyword-only and ``None`` where
+the raising code cannot know them (e.g. a store error raised below any one file); the
+message always repeats them, so printing an error loses nothing.
 """
 
 from __future__ import annotations
@@ -91,7 +95,19 @@ class CaptureError(MetalabError, ValueError):
 
 
 class StoreError(MetalabError):
-    """A store could not be read or written."""
+    """A store could not be read or written.
+
+    Attributes:
+        locator: the store's (redacted) locator, when the error is about one store.
+        path: the file (or blob key, for a database store) that failed, when there is one.
+    """
+
+    def __init__(
+        self, message: str, *, locator: str | None = None, path: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.locator = locator
+        self.path = path
 
 
 class LocatorError(StoreError, ValueError):
@@ -111,7 +127,29 @@ class ExecutorError(MetalabError):
 
 
 class SlurmError(ExecutorError):
-    """A SLURM command (sbatch, squeue, scancel) failed; holds its output."""
+    """A SLURM command (sbatch, squeue, scancel) failed; holds the command and its output.
+
+    Attributes:
+        command: the argv that failed (None when no command ran, e.g. a bad log path).
+        exit_code: its exit status (None when it did not exit: missing, timed out).
+        stdout: what it printed on stdout (None when it did not run to the end).
+        stderr: what it printed on stderr, e.g. sbatch's reason for refusing a job.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        command: tuple[str, ...] | None = None,
+        exit_code: int | None = None,
+        stdout: str | None = None,
+        stderr: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.command = command
+        self.exit_code = exit_code
+        self.stdout = stdout
+        self.stderr = stderr
 
 
 class SlurmConfigError(MetalabError, ValueError):
@@ -119,15 +157,48 @@ class SlurmConfigError(MetalabError, ValueError):
 
 
 class RunTimeoutError(MetalabError, TimeoutError):
-    """A run exceeded its time limit and was stopped."""
+    """A run exceeded its time limit and was stopped.
+
+    Attributes:
+        run_id: the run that was stopped, when the raiser knows it.
+        timeout: the limit it exceeded, in seconds, when known.
+    """
+
+    def __init__(
+        self, message: str, *, run_id: str | None = None, timeout: float | None = None
+    ) -> None:
+        super().__init__(message)
+        self.run_id = run_id
+        self.timeout = timeout
 
 
 class WorkerCrashedError(MetalabError):
-    """A worker process died (signal, os._exit, out of memory) while running a run."""
+    """A worker process died (signal, os._exit, out of memory) while running a run.
+
+    Attributes:
+        run_id: the run it was running.
+        exit_code: the process's exit status (negative: killed by that signal), None
+            when it is not known (a SLURM task that left the queue).
+    """
+
+    def __init__(
+        self, message: str, *, run_id: str | None = None, exit_code: int | None = None
+    ) -> None:
+        super().__init__(message)
+        self.run_id = run_id
+        self.exit_code = exit_code
 
 
 class ServiceError(MetalabError):
-    """The PostgreSQL service manager could not start, stop or find a server."""
+    """The PostgreSQL service manager could not start, stop or find a server.
+
+    Attributes:
+        path: the service directory (or file in it) involved, when there is one.
+    """
+
+    def __init__(self, message: str, *, path: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
 
 
 class UnsafeLoadError(MetalabError):
@@ -178,8 +249,8 @@ class UnsafeNameError(CorruptRecordError, ValueError):
         name: the refused name.
     """
 
-    def __init__(self, message: str, *, name: str) -> None:
-        super().__init__(message)
+    def __init__(self, message: str, *, name: str, path: str | None = None) -> None:
+        super().__init__(message, path=path)
         self.name = name
 
 

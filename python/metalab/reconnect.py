@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import json
 import socket
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from metalab.errors import CorruptRecordError, StoreError
 from metalab.executors.base import Launch, LaunchCounts
-from metalab.plan import RunPlan
+from metalab.handle import RunHandle
+from metalab.keys import launch_key
+from metalab.plan_loading import load_plan
 from metalab.progress import make_progress
-from metalab.runner import RunHandle, launch_key, spec_key
 from metalab.service import pid_alive
-from metalab.spec import experiment_from_spec, spec_from_bytes
 from metalab.store.locator import create_store
+
+if TYPE_CHECKING:
+    from metalab.plan import RunPlan
 
 __all__ = ["reconnect"]
 
@@ -30,26 +33,26 @@ def reconnect(store: Any, experiment_id: str | None = None, progress: Any = None
         CorruptRecordError: the launch pointer blob is garbled (names it and the fix).
     """
     target = create_store(store)
-    pointer_blob = target.get_blob(launch_key(experiment_id))
+    key = launch_key(experiment_id)
+    pointer_blob = target.get_blob(key)
     if pointer_blob is None:
         which = f"experiment {experiment_id!r}" if experiment_id else "any experiment"
-        raise StoreError(f"store {target.locator} has no launch of {which} to reconnect to")
-    where = f"launch pointer blob {launch_key(experiment_id)!r} of {target.locator}"
-    pointer = _launch_pointer(pointer_blob, where)
-    experiment = pointer["experiment_id"]
-    spec_blob = target.get_blob(spec_key(experiment))
-    if spec_blob is None:
-        raise StoreError(f"store {target.locator} lacks the spec of {experiment}")
-    # The spec carries pickled code: refused unless this account sealed it.
-    spec = spec_from_bytes(
-        spec_blob, experiment, f"spec blob {spec_key(experiment)!r} of {target.locator}"
-    )
-    plan = RunPlan(experiment_from_spec(spec), context_fp=spec["context_fingerprint"])
+        raise StoreError(
+            f"store {target.locator} has no launch of {which} to reconnect to",
+            locator=target.locator,
+            path=key,
+        )
+    where = f"launch pointer blob {key!r} of {target.locator}"
+    pointer = _launch_pointer(pointer_blob, where, target.locator, key)
+    # The spec carries pickled code: load_plan refuses it unless this account sealed it.
+    plan = load_plan(target, pointer["experiment_id"])
     try:
-        launch = _reattach(pointer, target)
+        launch = _reattach(pointer, target, plan)
     except (KeyError, TypeError) as exc:  # a field of the right JSON but the wrong shape
         raise CorruptRecordError(
-            f"{where} lacks a usable field ({exc!r}); {_POINTER_FIX}"
+            f"{where} lacks a usable field ({exc!r}); {_POINTER_FIX}",
+            locator=target.locator,
+            path=key,
         ) from None
     display = make_progress(progress)
     done = sum(target.completed(plan.run_ids))
@@ -64,7 +67,7 @@ _POINTER_FIX = (
 )
 
 
-def _launch_pointer(data: bytes, where: str) -> dict[str, Any]:
+def _launch_pointer(data: bytes, where: str, locator: str, key: str) -> dict[str, Any]:
     """Decode a launch pointer written by :func:`metalab.run`.
 
     Raises:
@@ -73,11 +76,15 @@ def _launch_pointer(data: bytes, where: str) -> dict[str, Any]:
     try:
         pointer = json.loads(data)
     except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
-        raise CorruptRecordError(f"{where} is not valid JSON ({exc}); {_POINTER_FIX}") from None
+        raise CorruptRecordError(
+            f"{where} is not valid JSON ({exc}); {_POINTER_FIX}", locator=locator, path=key
+        ) from None
     if not isinstance(pointer, dict) or not isinstance(pointer.get("experiment_id"), str):
         raise CorruptRecordError(
             f"{where} is not a launch pointer (expected a JSON object with a str "
-            f"'experiment_id'); {_POINTER_FIX}"
+            f"'experiment_id'); {_POINTER_FIX}",
+            locator=locator,
+            path=key,
         )
     return pointer
 
@@ -110,11 +117,11 @@ def _driver_alive(pointer: dict[str, Any]) -> bool:
     return pid_alive(pid)
 
 
-def _reattach(pointer: dict[str, Any], store: Any) -> Launch | None:
+def _reattach(pointer: dict[str, Any], store: Any, plan: RunPlan) -> Launch | None:
     if pointer.get("executor") == "slurm":
-        from metalab.executors.slurm import reattach
+        from metalab.executors.slurm_launch import reattach
 
-        return reattach(pointer, store)
+        return reattach(pointer, store, plan)
     if not _driver_alive(pointer):
         return _EndedLaunch()
     return None

@@ -75,13 +75,11 @@ class _Setup:
 
     def __init__(self, init: Init) -> None:
         # Imported here: the worker needs them, the driver importing this module does not.
-        from metalab.spec import experiment_from_spec
+        from metalab.plan_loading import plan_from_spec
         from metalab.store import credentials
         from metalab.store.locator import create_store
 
-        spec = json.loads(init.spec_text)
-        experiment = experiment_from_spec(spec)
-        self.plan = RunPlan(experiment, context_fp=spec["context_fingerprint"])
+        self.plan: RunPlan = plan_from_spec(json.loads(init.spec_text), "the driver's spec")
         self.store: Store = create_store(init.locator)
         # A refused login stops here, before any run executes (a FallbackStore would
         # otherwise send every record to its fallback).

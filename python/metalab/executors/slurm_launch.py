@@ -1,0 +1,314 @@
+"""A submitted SLURM experiment: its array jobs, watched through the store and ``squeue``.
+
+:class:`SlurmLaunch` maps array tasks to runs (the identity, or the submission's task list
+blob, :func:`encode_task_list`), asks the scheduler in one throttled ``squeue`` call per
+poll which tasks are still queued, and records a failure for each run whose array task
+left the queue without finishing it (killed, out of memory, out of time), so that it is
+visible and retried on resume. :func:`reattach` rebuilds a launch from the pointer
+``metalab.run`` saved (``metalab.reconnect``).
+"""
+
+from __future__ import annotations
+
+import array
+import subprocess
+import sys
+import threading
+import time
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from metalab.errors import MetalabError, StoreError, WorkerCrashedError
+from metalab.execution import failure_record, persist, worker_identity
+from metalab.executors.base import Launch, LaunchCounts
+from metalab.executors.slurm_commands import queued_tasks, scancel
+from metalab.executors.slurm_paths import SubmissionPaths, last_line
+from metalab.keys import slurm_cancelled_key, slurm_tasks_key
+from metalab.plan import RunPlan, TaskIdentity
+from metalab.plan_loading import load_plan
+from metalab.records import RunState
+from metalab.store.base import Store
+
+__all__ = ["POLL_INTERVAL_S", "SlurmLaunch", "decode_task_list", "encode_task_list", "reattach"]
+
+EXECUTOR_NAME = "slurm"
+POLL_INTERVAL_S = 2.0
+"""Least time between two ``squeue`` calls of one launch (the controller is shared)."""
+
+
+def encode_task_list(indices: Sequence[int]) -> bytes:
+    """Pack task indices as little-endian uint32 (4 bytes a task, 1.2 MB for 300k)."""
+    packed = array.array("I", indices)
+    if packed.itemsize != 4:  # pragma: no cover - every mainstream platform has 4-byte I
+        packed = array.array("L", indices)
+    if sys.byteorder != "little":  # pragma: no cover - the blob format is little-endian
+        packed.byteswap()
+    return packed.tobytes()
+
+
+def decode_task_list(data: bytes) -> array.array[int]:
+    """Unpack :func:`encode_task_list` output (indexable without building a list)."""
+    packed = array.array("I")
+    packed.frombytes(data)
+    if sys.byteorder != "little":  # pragma: no cover
+        packed.byteswap()
+    return packed
+
+
+class SlurmLaunch(Launch):
+    """Array jobs of one submission, watched through the store and ``squeue``.
+
+    Args:
+        store: the store the tasks write to.
+        plan: the experiment's plan.
+        submission: submission id (names the per-submission blobs).
+        shards: ``(job_id, offset, count)`` of each array job.
+        runs_per_task: runs per array task.
+        todo: task indices of the submission, or None for all tasks of the plan.
+        n_todo: number of tasks in the submission.
+        cancelled: the submission was cancelled before (reconnecting).
+        submit_dir: where sbatch ran, for the logs of stores that keep none (SLURM's
+            default ``slurm-<job>_<index>.out`` there); None when not known.
+    """
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        plan: RunPlan,
+        submission: str,
+        shards: list[tuple[str, int, int]],
+        runs_per_task: int,
+        todo: Sequence[int] | None,
+        n_todo: int,
+        cancelled: bool = False,
+        submit_dir: str | None = None,
+    ) -> None:
+        self.store = store
+        self.plan = plan
+        self.submission = submission
+        self.shards = shards
+        self.runs_per_task = runs_per_task
+        self._todo = todo
+        self.n_todo = n_todo
+        self._lock = threading.RLock()
+        self._cancelled = cancelled
+        self._last_poll = float("-inf")
+        self._running = 0
+        self._cancelled_runs = 0
+        self._finished = not shards
+        self._warned = False
+        # Array tasks (global index) not yet seen to leave the queue.
+        self._unresolved: set[int] = set()
+        for _job, offset, count in shards:
+            self._unresolved.update(range(offset, offset + count))
+        self._global_of = {job: offset for job, offset, _count in shards}
+        self.paths = SubmissionPaths.of(store, submission, submit_dir)
+
+    @property
+    def tracks_store(self) -> bool:
+        """Always True: runs execute on the cluster and report through the store."""
+        return True
+
+    @property
+    def job_ids(self) -> list[str]:
+        """SLURM job ids of the arrays, in shard order."""
+        return [job for job, _offset, _count in self.shards]
+
+    @property
+    def reconnect_info(self) -> dict[str, Any]:
+        """What :func:`reattach` needs (saved by ``metalab.run`` in the launch blob)."""
+        return {
+            "submission": self.submission,
+            "shards": [list(shard) for shard in self.shards],
+            "job_ids": self.job_ids,
+            "runs_per_task": self.runs_per_task,
+            "n_todo": self.n_todo,
+            # No shards, no task list: a resubmission with nothing to do writes no blob,
+            # so its pointer must not name one (reconnect would look for it).
+            "tasks_key": slurm_tasks_key(self.submission) if self._todo and self.shards else None,
+        }
+
+    def log_path(self, global_task: int) -> Path | None:
+        """Where the stdout/stderr of global array task ``global_task`` goes, if known.
+
+        ``{store}/slurm/logs/<submission>/shard<n>-<index>.out`` for a FileStore (written
+        through a private alias when sbatch cannot name that directory), else SLURM's
+        default file in the directory sbatch ran in.
+        """
+        for number, (job, offset, count) in enumerate(self.shards):
+            if offset <= global_task < offset + count:
+                return self.paths.log_path(number, job, global_task - offset)
+        return None
+
+    # -- mapping --------------------------------------------------------------------------
+    def _task_indices(self, global_task: int) -> list[int]:
+        start = global_task * self.runs_per_task
+        stop = min(start + self.runs_per_task, self.n_todo)
+        if self._todo is None:
+            return list(range(start, stop))
+        return [self._todo[pos] for pos in range(start, stop)]
+
+    # -- polling --------------------------------------------------------------------------
+    def _squeue(self) -> dict[int, str] | None:
+        """Global array task -> state of our queued tasks; None when squeue failed."""
+        try:
+            return queued_tasks(self._global_of)
+        except (MetalabError, OSError, subprocess.TimeoutExpired) as exc:
+            self._warn(f"{exc}; will retry")
+            return None
+
+    def _warn(self, message: str) -> None:
+        # A transient scheduler hiccup must never fail runs; say it once, keep polling.
+        if not self._warned:
+            warnings.warn(f"metalab SLURM: {message}", RuntimeWarning, stacklevel=3)
+            self._warned = True
+
+    def poll(self, force: bool = False) -> None:
+        """Refresh from ``squeue`` unless the last call was less than 2 s ago."""
+        with self._lock:
+            now = time.monotonic()
+            if self._finished or (not force and now - self._last_poll < POLL_INTERVAL_S):
+                return
+            self._last_poll = now
+            queued = self._squeue()
+            if queued is None:
+                return
+            running_tasks = [g for g, state in queued.items() if state != "PENDING"]
+            gone = [g for g in self._unresolved if g not in queued]
+            # Markers are read after squeue answered: a task absent from the answer had
+            # exited before, so every marker it wrote is already visible.
+            self._resolve(gone)
+            self._running = self._unfinished_count(running_tasks)
+            if not self._unresolved:
+                self._finished = True
+                self._running = 0
+
+    def _unfinished_count(self, global_tasks: list[int]) -> int:
+        if not global_tasks:
+            return 0
+        run_ids = [self.plan.task(t).run_id for g in global_tasks for t in self._task_indices(g)]
+        completed = self.store.completed(run_ids)
+        failed = self.store.failed(run_ids)
+        return sum(1 for c, f in zip(completed, failed, strict=True) if not c and not f)
+
+    def _resolve(self, gone: list[int]) -> None:
+        """Account for array tasks that left the queue; unfinished runs crashed."""
+        if not gone:
+            return
+        owners = [(g, self.plan.task(t)) for g in gone for t in self._task_indices(g)]
+        run_ids = [task.run_id for _g, task in owners]
+        completed = self.store.completed(run_ids)
+        failed = self.store.failed(run_ids)
+        for (g, task), is_done, is_failed in zip(owners, completed, failed, strict=True):
+            if is_done or is_failed:
+                continue
+            if self._cancelled:
+                self._cancelled_runs += 1
+                continue
+            self._record_crash(task, g)
+        self._unresolved.difference_update(gone)
+        if not self._unresolved:
+            self.paths.release()  # no task of ours can start any more
+
+    def _record_crash(self, task: TaskIdentity, global_task: int) -> None:
+        existing = self.store.get_record(task.run_id)
+        if existing is not None and existing.status in (
+            RunState.SUCCESS,
+            RunState.FAILED,
+            RunState.CANCELLED,
+        ):
+            # The task died between record and marker: the durable record is the truth.
+            self.store.mark(task.run_id, existing.status)
+            return
+        log = self.log_path(global_task)
+        last = last_line(log) if log is not None else None
+        where = f"its log is {str(log)!r}" if log is not None else "see its SLURM log"
+        # The worker's own reason (e.g. a refused login) or slurmstepd's (oom-kill, time
+        # limit) when the log ends with one, rather than a guess.
+        why = "killed, out of memory or out of time?"
+        if last is not None:
+            known = last.startswith(("metalab.worker:", "slurmstepd:"))
+            why = f"its log ends with: {last}" if known else f"{why} its log ends with: {last}"
+        error = WorkerCrashedError(
+            f"SLURM array task of run {task.run_id} (task {task.task_index}) left the queue "
+            f"before finishing it ({why}); {where}",
+            run_id=task.run_id,
+        )
+        record = failure_record(self.plan, task, error, EXECUTOR_NAME, worker_identity("monitor"))
+        persist(self.store, record)
+
+    # -- Launch API -----------------------------------------------------------------------
+    def counts(self) -> LaunchCounts:
+        """Running runs (from squeue, throttled) and runs cancelled with the submission."""
+        self.poll()
+        with self._lock:
+            return LaunchCounts(running=self._running, cancelled=self._cancelled_runs)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Poll until no array task of ours is queued (or ``timeout``); True when finished."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            self.poll()
+            if self._finished:
+                return True
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                return False
+            pause = max(self._last_poll + POLL_INTERVAL_S - now, 0.05)
+            if deadline is not None:
+                pause = min(pause, deadline - now)
+            time.sleep(pause)
+
+    def cancel(self) -> None:
+        """``scancel`` every array of the submission; unfinished runs count as cancelled.
+
+        Raises:
+            SlurmError: scancel is missing or failed (``exit_code``, ``stderr``).
+        """
+        with self._lock:
+            self._cancelled = True
+        self.store.put_blob(slurm_cancelled_key(self.submission), b"1")
+        if self.shards:
+            scancel(self.job_ids)
+
+
+def reattach(pointer: dict[str, Any], store: Store, plan: RunPlan | None = None) -> SlurmLaunch:
+    """Rebuild the launch saved in a launch blob (``metalab.reconnect``).
+
+    Args:
+        pointer: the launch pointer ``metalab.run`` saved.
+        store: the store it was read from.
+        plan: the experiment's plan when the caller already loaded it (else loaded here).
+
+    Raises:
+        StoreError: the spec or the task list of the submission is missing.
+        SignatureError: the spec was not sealed by this account; it was not unpickled.
+    """
+    if plan is None:
+        plan = load_plan(store, pointer["experiment_id"])
+    submission = pointer["submission"]
+    todo: Sequence[int] | None = None
+    shards = [(str(job), int(offset), int(count)) for job, offset, count in pointer["shards"]]
+    # Pointers written before the fix above name a task list for an empty submission:
+    # without shards the list is never read, so its absence is not an error.
+    key = pointer.get("tasks_key")
+    if key and shards:
+        data = store.get_blob(key)
+        if data is None:
+            raise StoreError(
+                f"store {store.locator} lacks blob {key}", locator=store.locator, path=key
+            )
+        todo = decode_task_list(data)
+    return SlurmLaunch(
+        store=store,
+        plan=plan,
+        submission=submission,
+        shards=shards,
+        runs_per_task=int(pointer["runs_per_task"]),
+        todo=todo,
+        n_todo=int(pointer["n_todo"]),
+        cancelled=store.get_blob(slurm_cancelled_key(submission)) is not None,
+    )

@@ -1,0 +1,60 @@
+"""Blob keys: the one place that names what metalab keeps in a store's blob area.
+
+Stores validate keys (:func:`metalab.store.layout.check_blob_key`) and decide where blobs
+live; this module only decides their names, so the writer (``metalab.run``, the SLURM
+executor) and every reader (workers, ``reconnect``, the CLI) agree by construction. It
+imports nothing from metalab: every layer may use it.
+
+=====================================  ==========================================
+key                                    content
+=====================================  ==========================================
+``spec-<experiment>.json``             sealed worker spec (:func:`spec_key`)
+``launch-<experiment>.json``           latest launch pointer of one experiment
+``launch-latest.json``                 latest launch pointer of the whole store
+``slurm-<submission>-tasks``           task indices of a partial submission
+``slurm-<submission>-derived``         sealed derived-metric functions
+``slurm-<submission>-cancelled``       present once the submission was cancelled
+``checkpoint-<run_id>``                a run's latest checkpoint
+=====================================  ==========================================
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "checkpoint_key",
+    "launch_key",
+    "slurm_cancelled_key",
+    "slurm_derived_key",
+    "slurm_tasks_key",
+    "spec_key",
+]
+
+
+def spec_key(experiment_id: str) -> str:
+    """Blob key of an experiment's worker spec."""
+    return f"spec-{experiment_id}.json"
+
+
+def launch_key(experiment_id: str | None = None) -> str:
+    """Blob key of the latest launch (of one experiment, or of the whole store)."""
+    return f"launch-{experiment_id}.json" if experiment_id else "launch-latest.json"
+
+
+def slurm_tasks_key(submission: str) -> str:
+    """Blob key of a SLURM submission's task list (little-endian uint32 indices)."""
+    return f"slurm-{submission}-tasks"
+
+
+def slurm_derived_key(submission: str) -> str:
+    """Blob key of a SLURM submission's sealed derived-metric functions."""
+    return f"slurm-{submission}-derived"
+
+
+def slurm_cancelled_key(submission: str) -> str:
+    """Blob key written when a SLURM submission was cancelled (seen by reconnected handles)."""
+    return f"slurm-{submission}-cancelled"
+
+
+def checkpoint_key(run_id: str) -> str:
+    """Blob key of a run's latest checkpoint (:mod:`metalab.capture.checkpoint`)."""
+    return f"checkpoint-{run_id}"
