@@ -10,8 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from metalab.executors.slurm_limits import SiteLimits, discover
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from services import require_slurm
+from services import require_slurm, services_required
 
 
 @pytest.fixture
@@ -34,3 +36,24 @@ def worker_env() -> dict[str, str]:
     env = dict(os.environ)
     env.pop("PYTHONSAFEPATH", None)
     return env
+
+
+@pytest.fixture
+def site() -> SiteLimits:
+    """The limits of a site-profile cluster (``slurm-local-cluster.sh --profile site``).
+
+    Skips (or fails, with METALAB_REQUIRE_SERVICES=1, as in CI, which runs the site
+    profile) on a cluster without accounting or without a finite ``MaxArraySize``.
+    """
+    require_slurm()
+    limits = discover(refresh=True)
+    if not limits.accounting or limits.max_array_size is None or limits.submit_limit is None:
+        message = (
+            "SLURM cluster is not the site profile (accounting, MaxArraySize and a QOS "
+            "submit limit): run scripts/slurm-local-cluster.sh --profile site and export "
+            "the SLURM_CONF it prints"
+        )
+        if services_required():
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    return limits
