@@ -34,7 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _load_commands() -> None:
     import importlib
 
-    for module in ("metalab.cli_store", "metalab.cli_postgres", "metalab.cli_inspect"):
+    modules = ("metalab.cli_store", "metalab.cli_postgres", "metalab.cli_inspect")
+    for module in (*modules, "metalab.ui.server"):
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as exc:
