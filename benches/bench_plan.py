@@ -20,6 +20,7 @@ from _common import Measurement, measure, print_table
 from metalab import _core
 from metalab.params import GridSource, ParamSource
 from metalab.plan import RunPlan
+from metalab.store.layout import FileLayout
 
 
 def _experiment(genes: int, values: int, replicates: int) -> metalab.Experiment:
@@ -143,7 +144,7 @@ def main(quick: bool = False) -> list[Measurement]:
         scan = measure(
             "(d) scan .done markers, half present",
             total,
-            lambda: _core.scan_done(str(tmp / "done"), run_ids),
+            lambda: _core.scan_done(FileLayout(tmp).scan, run_ids),
             target="<= 2x scandir floor",
         )
         floor = measure(
@@ -153,7 +154,7 @@ def main(quick: bool = False) -> list[Measurement]:
         )
         scan.floor_seconds = floor.median
         rows += [scan, floor]
-        assert sum(_core.scan_done(str(tmp / "done"), run_ids)) == (total + 1) // 2
+        assert sum(_core.scan_done(FileLayout(tmp).scan, run_ids)) == (total + 1) // 2
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print_table(

@@ -258,12 +258,21 @@ def plan_run_ids(
     return [run_id(experiment_id, context_fp, p, s) for p in params_fps for s in seed_fps]
 
 
-def scan_done(done_root: str, run_ids: list[str]) -> list[bool]:
-    return [os.path.isfile(os.path.join(done_root, r[:2], r + ".done")) for r in run_ids]
+def _has(root: str, run_id: str, suffix: str, shard_width: int) -> bool:
+    """Whether the run's visible file ``{root}/{shard}/{run_id}{suffix}`` exists."""
+    if not run_id or run_id.startswith("."):
+        return False
+    return os.path.lexists(os.path.join(root, run_id[:shard_width], run_id + suffix))
 
 
-def list_done(done_root: str) -> list[str]:
-    out = []
+def scan_done(
+    done_root: str, run_ids: list[str], suffix: str = ".done", shard_width: int = 2
+) -> list[bool]:
+    return [os.path.isfile(os.path.join(done_root, r[:shard_width], r + suffix)) for r in run_ids]
+
+
+def list_done(done_root: str, suffix: str = ".done", shard_width: int = 2) -> list[str]:
+    out: list[str] = []
     if not os.path.isdir(done_root):
         return out
     for shard in os.listdir(done_root):
@@ -271,10 +280,10 @@ def list_done(done_root: str) -> list[str]:
         if shard.startswith(".") or not os.path.isdir(d):
             continue
         for name in os.listdir(d):
-            if name.startswith(".") or not name.endswith(".done"):
+            if name.startswith(".") or not name.endswith(suffix):
                 continue
-            rid = name[: -len(".done")]
-            if rid and rid[:2] == shard:
+            rid = name[: -len(suffix)]
+            if rid and rid[:shard_width] == shard:
                 out.append(rid)
     return sorted(out)
 
@@ -292,3 +301,33 @@ def scan_completed(
     done = [m and h for m, h in zip(marked, has_record, strict=True)]
     orphans = [r for r, m, h in zip(run_ids, marked, has_record, strict=True) if m and not h]
     return done, orphans
+
+
+def scan_states(
+    runs_root: str,
+    done_root: str,
+    failed_root: str,
+    run_ids: list[str],
+    *,
+    suffixes: tuple[str, str, str] = (".json", ".done", ".failed"),
+    shard_width: int = 2,
+) -> tuple[list[str], list[str]]:
+    """``"done"`` (done marker and record), else ``"failed"`` (a failed marker), else
+    ``"absent"``, per run id; and the ids whose done marker has no record (the orphans).
+
+    ``suffixes`` are those of records, done markers and failed markers, in that order."""
+    record, done, failed = suffixes
+    states: list[str] = []
+    orphans: list[str] = []
+    for r in run_ids:
+        marked = _has(done_root, r, done, shard_width)
+        stored = _has(runs_root, r, record, shard_width)
+        if marked and stored:
+            states.append("done")
+        elif _has(failed_root, r, failed, shard_width):
+            states.append("failed")
+        else:
+            states.append("absent")
+        if marked and not stored:
+            orphans.append(r)
+    return states, orphans

@@ -438,7 +438,16 @@ def test_rust_raises_the_exact_metalab_error_class(
 def test_store_errors_from_rust_scans_are_store_errors(tmp_path: Any) -> None:
     f = tmp_path / "file"
     f.write_text("x")
-    for call in (lambda: _core.scan_done(str(f), ["ab12"]), lambda: _core.list_done(str(f))):
+    layout = _core.ScanLayout(
+        runs_dir=tmp_path / "runs",
+        done_dir=f,
+        failed_dir=tmp_path / "failed",
+        record_suffix=".json",
+        done_suffix=".done",
+        failed_suffix=".failed",
+        shard_width=2,
+    )
+    for call in (lambda: _core.scan_done(layout, ["ab12"]), lambda: _core.list_done(layout)):
         with pytest.raises(errors.StoreError) as ei:
             call()
         assert type(ei.value) is errors.StoreError

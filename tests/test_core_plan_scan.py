@@ -1,4 +1,5 @@
-"""plan_run_ids, scan_done and list_done vs the reference; timing of the 300k path."""
+"""plan_run_ids and the marker scans (scan_done, list_done, scan_states) vs the reference;
+the scans follow the layout they are given; timing of the 300k path."""
 
 from __future__ import annotations
 
@@ -14,8 +15,29 @@ from hypothesis import strategies as st
 import reference as ref
 from metalab import _core
 from metalab.errors import StoreError
+from metalab.store.layout import (
+    DONE_SUFFIX,
+    FAILED_SUFFIX,
+    RECORD_SUFFIX,
+    SHARD_WIDTH,
+)
 
 hex_ids = st.binary(min_size=16, max_size=16).map(bytes.hex)
+
+
+def _layout(done_root: str | Path) -> _core.ScanLayout:
+    """metalab's layout with its done markers under ``done_root`` (records and failed
+    markers in siblings of it)."""
+    done = Path(done_root)
+    return _core.ScanLayout(
+        runs_dir=done.parent / "runs",
+        done_dir=done_root,
+        failed_dir=done.parent / "failed",
+        record_suffix=RECORD_SUFFIX,
+        done_suffix=DONE_SUFFIX,
+        failed_suffix=FAILED_SUFFIX,
+        shard_width=SHARD_WIDTH,
+    )
 
 
 @given(st.text(), st.text(), st.lists(st.text(), max_size=6), st.lists(st.text(), max_size=4))
@@ -46,34 +68,34 @@ def test_scan_matches_reference(ids: list[str], data: st.DataObject) -> None:
                 _touch(root / rid[:2] / f".{rid}.done.tmp")
                 _touch(root / rid[:2] / f"{rid}.done.partial")
         _touch(root / ".tmp" / "x.done")
-        got = _core.scan_done(str(root), ids)
+        got = _core.scan_done(_layout(str(root)), ids)
         assert got == ref.scan_done(str(root), ids) == [i in done for i in ids]
-        assert _core.list_done(str(root)) == ref.list_done(str(root)) == sorted(done)
-        assert _core.scan_done(root, ids) == got  # os.PathLike accepted
+        assert _core.list_done(_layout(str(root))) == ref.list_done(str(root)) == sorted(done)
+        assert _core.scan_done(_layout(root), ids) == got  # os.PathLike accepted
 
 
 def test_scan_missing_root_and_shards(tmp_path: Path) -> None:
     missing = tmp_path / "nope"
-    assert _core.scan_done(str(missing), ["ab12", "cd34"]) == [False, False]
-    assert _core.list_done(str(missing)) == []
+    assert _core.scan_done(_layout(str(missing)), ["ab12", "cd34"]) == [False, False]
+    assert _core.list_done(_layout(str(missing))) == []
     _touch(tmp_path / "ab" / "ab12.done")
-    assert _core.scan_done(str(tmp_path), ["ab12", "cd34", "ab99"]) == [True, False, False]
-    assert _core.scan_done(str(tmp_path), []) == []
+    assert _core.scan_done(_layout(str(tmp_path)), ["ab12", "cd34", "ab99"]) == [True, False, False]
+    assert _core.scan_done(_layout(str(tmp_path)), []) == []
 
 
 def test_marker_in_wrong_shard_ignored(tmp_path: Path) -> None:
     _touch(tmp_path / "cd" / "ab12.done")
-    assert _core.scan_done(str(tmp_path), ["ab12"]) == [False]
-    assert _core.list_done(str(tmp_path)) == []
+    assert _core.scan_done(_layout(str(tmp_path)), ["ab12"]) == [False]
+    assert _core.list_done(_layout(str(tmp_path))) == []
 
 
 def test_root_not_a_directory(tmp_path: Path) -> None:
     f = tmp_path / "file"
     f.write_text("x")
     with pytest.raises(StoreError, match="file"):
-        _core.scan_done(str(f), ["ab12"])
+        _core.scan_done(_layout(str(f)), ["ab12"])
     with pytest.raises(StoreError, match="not a directory"):
-        _core.list_done(str(f))
+        _core.list_done(_layout(str(f)))
 
 
 def test_300k_path_is_fast(tmp_path: Path) -> None:
@@ -93,7 +115,7 @@ def test_300k_path_is_fast(tmp_path: Path) -> None:
         d.mkdir(exist_ok=True)
         (d / f"{rid}.done").touch()
     t0 = time.perf_counter()
-    flags = _core.scan_done(str(tmp_path), ids)
+    flags = _core.scan_done(_layout(str(tmp_path)), ids)
     scan_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     n = sum(1 for d in os.scandir(tmp_path) for _ in os.scandir(d.path))

@@ -5,7 +5,7 @@ of :mod:`metalab.errors`; messages name the offending value and what was expecte
 """
 
 from os import PathLike
-from typing import Any, Self
+from typing import Any, Self, TypeVar, final
 
 from typing_extensions import disjoint_base
 
@@ -15,6 +15,7 @@ __all__ = [
     "GridCore",
     "ManualCore",
     "RandomCore",
+    "ScanLayout",
     "__version__",
     "canonical_encode",
     "derive_entropy",
@@ -29,6 +30,7 @@ __all__ = [
     "run_id",
     "scan_completed",
     "scan_done",
+    "scan_states",
     "seed_fingerprint",
     "seed_root",
     "to_plain",
@@ -293,29 +295,83 @@ def plan_run_ids(
     so the replicate varies fastest. Computed in parallel with the GIL released.
     """
 
-def scan_done(done_root: str | PathLike[str], run_ids: list[str]) -> list[bool]:
-    """Whether ``{done_root}/{run_id[:2]}/{run_id}.done`` exists, for each run id.
+_L = TypeVar("_L")
 
-    Each needed shard directory is listed once (in parallel); a missing ``done_root`` or
-    shard directory means not done. Names starting with ``.`` or not ending in ``.done``
-    never count.
+@final
+class ScanLayout:
+    """The FileStore layout as the scanners take it: where the record, done-marker and
+    failed-marker trees are, their file suffixes and the shard width.
+
+    A run's file of a tree is ``{dir}/{run_id[:shard_width]}/{run_id}{suffix}``. The
+    scanners know no directory name, suffix or shard rule of their own; build one with
+    :attr:`metalab.store.layout.FileLayout.scan`, the owner of those names.
+    """
+
+    def __new__(
+        cls,
+        *,
+        runs_dir: str | PathLike[str],
+        done_dir: str | PathLike[str],
+        failed_dir: str | PathLike[str],
+        record_suffix: str,
+        done_suffix: str,
+        failed_suffix: str,
+        shard_width: int,
+    ) -> Self:
+        """Raises:
+        metalab.errors.StoreError: a suffix that is empty or holds ``/``, ``\\`` or
+            NUL, or a ``shard_width`` outside 1..32 (the message names it).
+        """
+
+    @property
+    def runs_dir(self) -> str:
+        """Directory of the record shards."""
+
+    @property
+    def done_dir(self) -> str:
+        """Directory of the done-marker shards."""
+
+    @property
+    def failed_dir(self) -> str:
+        """Directory of the failed-marker shards."""
+
+    @property
+    def record_suffix(self) -> str:
+        """What a record file name ends with after the run id."""
+
+    @property
+    def done_suffix(self) -> str:
+        """What a done marker's name ends with after the run id."""
+
+    @property
+    def failed_suffix(self) -> str:
+        """What a failed marker's name ends with after the run id."""
+
+    @property
+    def shard_width(self) -> int:
+        """Leading run-id characters naming a run's shard directory."""
+
+def scan_done(layout: ScanLayout, run_ids: list[str]) -> list[bool]:
+    """Whether the done marker of each run id exists.
+
+    Each needed shard directory is listed once (in parallel); a missing done directory or
+    shard means not done. Names starting with ``.``, with another suffix or filed under
+    the wrong shard never count.
 
     Raises:
-        metalab.errors.StoreError: ``done_root`` exists but is not a directory, or a
+        metalab.errors.StoreError: the done directory exists but is not a directory, or a
             directory cannot be read.
     """
 
-def list_done(done_root: str | PathLike[str]) -> list[str]:
-    """All run ids with a completion marker under ``done_root``, sorted.
+def list_done(layout: ScanLayout) -> list[str]:
+    """All run ids with a done marker, sorted.
 
     Raises:
         metalab.errors.StoreError: as :func:`scan_done`.
     """
 
-def scan_completed(
-    done_root: str | PathLike[str], runs_root: str | PathLike[str], run_ids: list[str]
-) -> tuple[list[bool], list[str]]:
-    """Which runs are done: their marker AND their record ``{runs_root}/{id[:2]}/{id}.json``.
+def scan_completed(layout: ScanLayout, run_ids: list[str]) -> tuple[list[bool], list[str]]:
+    """Which runs are done: their done marker AND their record file exist.
 
     Returns one flag per run id, and the run ids (in input order) whose marker exists
     without a record file (a deleted record: such a run is not done). Each needed marker
@@ -324,18 +380,36 @@ def scan_completed(
     during the scan is never taken for an orphan.
 
     Raises:
-        metalab.errors.StoreError: ``done_root`` exists but is not a directory, or a
+        metalab.errors.StoreError: the done directory exists but is not a directory, or a
             directory cannot be read.
     """
 
+def scan_states(
+    layout: ScanLayout, run_ids: list[str], labels: tuple[_L, _L, _L]
+) -> tuple[list[_L], list[str]]:
+    """Each run's state in one scan, as one of ``labels = (done, failed, absent)``.
+
+    Done is as in :func:`scan_completed` (done marker AND record file; it wins over a
+    failed marker an earlier attempt left), failed means a failed marker exists, absent
+    anything else. The result holds the very ``labels`` objects (e.g. the members of
+    :class:`metalab.records.StoredState`), so no state name lives in Rust and Python
+    converts nothing. Also returns the orphans, as :func:`scan_completed` does (they are
+    failed or absent). Per needed shard: one listing of failed markers, one of done
+    markers and, when it has done markers, one of records (in parallel, GIL released).
+
+    Raises:
+        metalab.errors.StoreError: the done or failed directory exists but is not a
+            directory, or a directory cannot be read.
+    """
+
 def load_record_columns(
-    root: str | PathLike[str],
+    layout: ScanLayout,
     run_ids: list[str] | None = None,
     experiment_id: str | None = None,
 ) -> dict[str, Any]:
-    """Read the FileStore records under ``root`` in parallel and return them as columns.
+    """Read the FileStore records of ``layout`` in parallel and return them as columns.
 
-    Reads ``runs/*/*.json`` (or only the records of ``run_ids``; missing files are
+    Reads every record file (or only the records of ``run_ids``; missing files are
     skipped), keeps those of ``experiment_id`` when given, ordered by (experiment id, task
     index). Keys: ``run_id``, ``experiment_id``, ``status``, ``task_index``,
     ``replicate``, ``duration_s``, ``started_at`` (one list each); ``params`` and
@@ -344,9 +418,9 @@ def load_record_columns(
     ``"-Infinity"`` become floats); ``problems``: ``(path, reason, corrupt)`` for files
     that could not be read (``corrupt=False``) or fail a record check of
     :mod:`metalab.store.record_codec` (``True``; a record whose ``run_id`` is not its file
-    name included), and for runs whose done marker ``{root}/done/..`` exists without a
-    record file (``corrupt=False``: the marker is no proof of anything, but stays so the
-    problem stays visible until the run executes again).
+    name included), and for runs whose done marker exists without a record file
+    (``corrupt=False``: the marker is no proof of anything, but stays so the problem stays
+    visible until the run executes again).
     """
 
 def record_columns_from_docs(

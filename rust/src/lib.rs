@@ -21,9 +21,12 @@
 //! The Rust unit tests cover only the pure modules, so both `cargo test` variants run the
 //! same tests; `--no-default-features` is the one to use where libpython cannot be linked.
 
+pub mod columns;
 pub mod encoding;
 pub mod fingerprint;
 pub mod grid;
+pub mod ids;
+pub mod layout;
 pub mod plan;
 pub mod random;
 pub mod record_checks;

@@ -1,158 +1,96 @@
-//! Completion-marker scans.
+//! Marker scans: which runs are done, failed or neither.
 //!
-//! A finished run leaves `{done_root}/{run_id[:2]}/{run_id}.done`. Scans read each shard
-//! directory once (in parallel) instead of stat-ing one path per run. A missing root or
-//! shard directory means nothing in it is done. Names starting with `.` (temp files) and
-//! names not ending in `.done` are ignored, as are markers filed under the wrong shard.
+//! Every path comes from the [`Layout`] (owned by `python/metalab/store/layout.py`): a
+//! finished run leaves a done marker `{done.root}/{shard}/{run_id}{done.suffix}`, a failed
+//! or cancelled one a failed marker in the failed tree, and its record in the record tree.
+//! Scans read each needed shard directory once (in parallel) instead of stat-ing one path
+//! per run. A missing root or shard directory means nothing in it is there. Hidden names
+//! (temporaries start with `.`), names with another suffix and files filed under the
+//! wrong shard are ignored.
 //!
-//! `scan_completed` (what resume and status use) also lists the record shard
-//! `{runs_root}/{run_id[:2]}/` of every shard that has markers: a marker only counts when
-//! `{run_id}.json` is there too, and markers without it are returned so they can be
-//! reported. Two listings per shard, never a `stat` per run.
+//! [`scan_completed`] and [`scan_states`] (what resume and status use) also list the record
+//! shard of every shard that has done markers: a marker only counts when the run's record
+//! is there too, and markers without it are returned as orphans so they can be reported.
+//! At most three listings per shard, never a `stat` per run.
 
 use std::collections::HashSet;
 use std::fs;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::io::ErrorKind;
 use std::path::Path;
 
 use rayon::prelude::*;
 
+use crate::ids::IdSet;
+use crate::layout::{Layout, Tree};
 use crate::CoreError;
-
-pub const MARKER_SUFFIX: &str = ".done";
-/// Suffix of a record file in a record shard directory.
-pub const RECORD_SUFFIX: &str = ".json";
-
-/// The shard directory name of a run id: its first two characters.
-pub fn shard_of(run_id: &str) -> &str {
-    match run_id.char_indices().nth(2) {
-        Some((i, _)) => &run_id[..i],
-        None => run_id,
-    }
-}
-
-fn store_err(path: &Path, e: std::io::Error) -> CoreError {
-    listing_err("completion markers", path, e)
-}
 
 fn listing_err(what: &str, path: &Path, e: std::io::Error) -> CoreError {
     CoreError::Store(format!("cannot read {what} in {}: {e}", path.display()))
 }
 
-/// Run ids with a marker in shard directory `shard` (empty if it does not exist).
-pub fn read_shard(root: &Path, shard: &str) -> Result<Vec<String>, CoreError> {
-    read_ids(root, shard, MARKER_SUFFIX, "completion markers")
-}
-
-/// Run ids `id` with a visible `{id}{suffix}` in `root/shard` filed under the right shard.
-fn read_ids(root: &Path, shard: &str, suffix: &str, what: &str) -> Result<Vec<String>, CoreError> {
-    let dir = root.join(shard);
+/// Run ids `id` with a visible `{id}{suffix}` in `tree.root/shard` filed under the right
+/// shard (empty if the directory does not exist).
+fn read_ids(layout: &Layout, tree: &Tree, shard: &str) -> Result<Vec<String>, CoreError> {
+    let dir = tree.root.join(shard);
     let entries = match fs::read_dir(&dir) {
         Ok(e) => e,
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(listing_err(what, &dir, e)),
+        Err(e) => return Err(listing_err(tree.what, &dir, e)),
     };
     let mut ids = Vec::new();
     for entry in entries {
-        let entry = entry.map_err(|e| listing_err(what, &dir, e))?;
-        // One allocation per marker: the OsString itself becomes the id.
+        let entry = entry.map_err(|e| listing_err(tree.what, &dir, e))?;
+        // One allocation per file: the OsString itself becomes the id.
         let Ok(mut name) = entry.file_name().into_string() else {
             continue;
         };
-        if name.starts_with('.') || !name.ends_with(suffix) {
+        let Some(id) = tree.id_of(&name) else {
             continue;
-        }
-        name.truncate(name.len() - suffix.len());
-        if !name.is_empty() && shard_of(&name) == shard {
+        };
+        if layout.shard_of(id) == shard {
+            name.truncate(id.len());
             ids.push(name);
         }
     }
     Ok(ids)
 }
 
-fn check_root(root: &Path) -> Result<bool, CoreError> {
-    match fs::metadata(root) {
+/// Whether `tree.root` exists (a missing root holds nothing); an error if it is no
+/// directory or cannot be inspected.
+fn check_root(tree: &Tree) -> Result<bool, CoreError> {
+    match fs::metadata(&tree.root) {
         Ok(m) if m.is_dir() => Ok(true),
         Ok(_) => Err(CoreError::Store(format!(
-            "done root {} is not a directory: expected a directory of shard directories",
-            root.display()
+            "{} root {} is not a directory: expected a directory of shard directories",
+            tree.what,
+            tree.root.display()
         ))),
         Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(store_err(root, e)),
+        Err(e) => Err(listing_err(tree.what, &tree.root, e)),
     }
 }
 
-/// For each run id, whether its marker exists.
-pub fn scan_done(root: &Path, run_ids: &[String]) -> Result<Vec<bool>, CoreError> {
-    if run_ids.is_empty() || !check_root(root)? {
-        return Ok(vec![false; run_ids.len()]);
-    }
-    // List each needed shard once, in parallel. Ids that are 32 lower-case hex digits (all
-    // run ids) are compared as u128s, anything else as strings. The ids are then checked
-    // in their own order, which keeps memory access sequential on large inputs.
-    let shards = needed_shards(run_ids);
-    let listed = shards
-        .par_iter()
-        .map(|s| read_shard(root, s))
-        .collect::<Result<Vec<_>, _>>()?;
-    let mut hex_done: HashSet<u128, BuildIdHasher> = HashSet::default();
-    let mut other_done: HashSet<String> = HashSet::new();
-    for name in listed.into_iter().flatten() {
-        match hex_key(&name) {
-            Some(k) => {
-                hex_done.insert(k);
-            }
-            None => {
-                other_done.insert(name);
-            }
-        }
-    }
-    Ok(run_ids
+/// For each run id, whether `set` holds it (in parallel on large inputs; the ids are
+/// checked in their own order, which keeps memory access sequential).
+fn flags(set: &IdSet, run_ids: &[String]) -> Vec<bool> {
+    run_ids
         .par_iter()
         .with_min_len(4096)
-        .map(|r| match hex_key(r) {
-            Some(k) => hex_done.contains(&k),
-            None => other_done.contains(r.as_str()),
-        })
-        .collect())
+        .map(|r| set.contains(r))
+        .collect()
 }
 
-/// A set of run ids: 32-digit hex ids (all real ones) as u128s, anything else as strings.
-#[derive(Default)]
-struct IdSet {
-    hex: HashSet<u128, BuildIdHasher>,
-    other: HashSet<String>,
-}
-
-impl IdSet {
-    fn insert(&mut self, id: String) {
-        match hex_key(&id) {
-            Some(k) => {
-                self.hex.insert(k);
-            }
-            None => {
-                self.other.insert(id);
-            }
-        }
+/// For each run id, whether its done marker exists.
+pub fn scan_done(layout: &Layout, run_ids: &[String]) -> Result<Vec<bool>, CoreError> {
+    if run_ids.is_empty() || !check_root(&layout.done)? {
+        return Ok(vec![false; run_ids.len()]);
     }
-
-    fn contains(&self, id: &str) -> bool {
-        match hex_key(id) {
-            Some(k) => self.hex.contains(&k),
-            None => self.other.contains(id),
-        }
-    }
-}
-
-impl FromIterator<String> for IdSet {
-    fn from_iter<I: IntoIterator<Item = String>>(ids: I) -> Self {
-        let mut set = IdSet::default();
-        for id in ids {
-            set.insert(id);
-        }
-        set
-    }
+    let listed = needed_shards(layout, run_ids)
+        .par_iter()
+        .map(|s| read_ids(layout, &layout.done, s))
+        .collect::<Result<Vec<_>, _>>()?;
+    let done: IdSet = listed.into_iter().flatten().collect();
+    Ok(flags(&done, run_ids))
 }
 
 /// What a completion scan found for a list of run ids.
@@ -164,148 +102,169 @@ pub struct Completion {
     pub orphans: Vec<String>,
 }
 
-/// For each run id, whether it is done: its marker under `done_root` and its record
-/// `{runs_root}/{shard}/{run_id}.json` both exist. Markers without a record are listed
-/// in `orphans` (a record deleted after the run finished): such a run is not done.
-pub fn scan_completed(
-    done_root: &Path,
-    runs_root: &Path,
-    run_ids: &[String],
-) -> Result<Completion, CoreError> {
-    let nothing = || Completion {
-        done: vec![false; run_ids.len()],
-        orphans: Vec::new(),
-    };
-    if run_ids.is_empty() || !check_root(done_root)? {
-        return Ok(nothing());
+/// Where a run stands by its markers (`metalab.records.StoredState` in Python).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// A done marker and the record it vouches for.
+    Done,
+    /// A failed marker (and not done).
+    Failed,
+    /// Neither: never run, running, or a done marker without its record.
+    Absent,
+}
+
+/// What a state scan found for a list of run ids.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct States {
+    /// One state per run id.
+    pub states: Vec<State>,
+    /// Run ids (in input order) whose done marker exists without a record file.
+    pub orphans: Vec<String>,
+}
+
+/// The ids found in the needed shards: done (marker and record), orphaned (marker
+/// only) and failed (a failed marker; listed only when asked for).
+#[derive(Default)]
+struct Found {
+    done: IdSet,
+    orphaned: IdSet,
+    failed: IdSet,
+}
+
+fn scan_shards(layout: &Layout, run_ids: &[String], with_failed: bool) -> Result<Found, CoreError> {
+    let with_done = check_root(&layout.done)?;
+    let with_failed = with_failed && check_root(&layout.failed)?;
+    if run_ids.is_empty() || !(with_done || with_failed) {
+        return Ok(Found::default());
     }
-    let shards = needed_shards(run_ids);
-    let listed = shards
+    type Listed = (Vec<String>, Vec<String>, Vec<String>);
+    let listed = needed_shards(layout, run_ids)
         .par_iter()
-        .map(|s| -> Result<(Vec<String>, Vec<String>), CoreError> {
-            let marked = read_shard(done_root, s)?;
+        .map(|s| -> Result<Listed, CoreError> {
+            // Failed markers first, then done markers, then records, in the order a run
+            // writes them (a retried run's done marker is created before its failed
+            // marker goes; a record is renamed into place before its done marker is
+            // created): a run finishing during the scan is seen in its old state or its
+            // new one, and never taken for an orphan.
+            let failed = if with_failed {
+                read_ids(layout, &layout.failed, s)?
+            } else {
+                Vec::new()
+            };
+            let marked = if with_done {
+                read_ids(layout, &layout.done, s)?
+            } else {
+                Vec::new()
+            };
             if marked.is_empty() {
-                return Ok((marked, Vec::new()));
+                return Ok((marked, Vec::new(), failed));
             }
-            // Markers first, then records: a record is renamed into place before its
-            // marker is created, so a marker seen here has its record in the listing
-            // below unless the record was removed.
-            let records: IdSet = read_ids(runs_root, s, RECORD_SUFFIX, "record files")?
-                .into_iter()
-                .collect();
-            Ok(marked.into_iter().partition(|id| records.contains(id)))
+            let records: IdSet = read_ids(layout, &layout.records, s)?.into_iter().collect();
+            let (with_record, without) = marked.into_iter().partition(|id| records.contains(id));
+            Ok((with_record, without, failed))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let mut done = IdSet::default();
-    let mut orphaned = IdSet::default();
-    for (with_record, without) in listed {
-        with_record.into_iter().for_each(|id| done.insert(id));
-        without.into_iter().for_each(|id| orphaned.insert(id));
+    let mut found = Found::default();
+    for (done, orphaned, failed) in listed {
+        found.done.extend(done);
+        found.orphaned.extend(orphaned);
+        found.failed.extend(failed);
     }
-    let flags = run_ids
-        .par_iter()
-        .with_min_len(4096)
-        .map(|r| done.contains(r))
-        .collect();
-    let orphans = if orphaned.hex.is_empty() && orphaned.other.is_empty() {
-        Vec::new()
-    } else {
-        run_ids
-            .iter()
-            .filter(|r| orphaned.contains(r))
-            .cloned()
-            .collect()
-    };
+    Ok(found)
+}
+
+fn orphans_of(found: &Found, run_ids: &[String]) -> Vec<String> {
+    if found.orphaned.is_empty() {
+        return Vec::new();
+    }
+    run_ids
+        .iter()
+        .filter(|r| found.orphaned.contains(r))
+        .cloned()
+        .collect()
+}
+
+/// For each run id, whether it is done: its done marker and its record file both exist.
+/// Markers without a record are listed in `orphans` (a record deleted after the run
+/// finished): such a run is not done.
+pub fn scan_completed(layout: &Layout, run_ids: &[String]) -> Result<Completion, CoreError> {
+    let found = scan_shards(layout, run_ids, false)?;
     Ok(Completion {
-        done: flags,
-        orphans,
+        done: flags(&found.done, run_ids),
+        orphans: orphans_of(&found, run_ids),
     })
 }
 
-/// The distinct non-empty shard names of `run_ids`; two-ASCII-byte shards (all run ids)
-/// are collected through a 64 Ki-entry table instead of hashing every id.
-fn needed_shards(run_ids: &[String]) -> Vec<&str> {
-    let mut seen = vec![false; 1 << 16];
+/// For each run id, its [`State`]: done as in [`scan_completed`] (which wins over a failed
+/// marker left by an earlier attempt), else failed when a failed marker exists, else
+/// absent; plus the orphans, as in [`scan_completed`]. One pass over the needed shards.
+pub fn scan_states(layout: &Layout, run_ids: &[String]) -> Result<States, CoreError> {
+    let found = scan_shards(layout, run_ids, true)?;
+    let states = run_ids
+        .par_iter()
+        .with_min_len(4096)
+        .map(|r| {
+            if found.done.contains(r) {
+                State::Done
+            } else if found.failed.contains(r) {
+                State::Failed
+            } else {
+                State::Absent
+            }
+        })
+        .collect();
+    Ok(States {
+        states,
+        orphans: orphans_of(&found, run_ids),
+    })
+}
+
+/// The distinct non-empty shard names of `run_ids`. Two-character shards of ASCII ids
+/// (all run ids, with metalab's shard width 2) are collected through a 64 Ki-entry table
+/// instead of hashing every id.
+fn needed_shards<'a>(layout: &Layout, run_ids: &'a [String]) -> Vec<&'a str> {
     let mut out = Vec::new();
     let mut others: HashSet<&str> = HashSet::new();
+    let mut seen = vec![false; if layout.shard_width == 2 { 1 << 16 } else { 0 }];
     for r in run_ids {
         let b = r.as_bytes();
-        if b.len() >= 2 && b[0].is_ascii() && b[1].is_ascii() {
+        if !seen.is_empty() && b.len() >= 2 && b[0].is_ascii() && b[1].is_ascii() {
             let slot = (b[0] as usize) << 8 | b[1] as usize;
             if !seen[slot] {
                 seen[slot] = true;
                 out.push(&r[..2]);
             }
-        } else if !r.is_empty() && others.insert(shard_of(r)) {
-            out.push(shard_of(r));
+        } else if !r.is_empty() && others.insert(layout.shard_of(r)) {
+            out.push(layout.shard_of(r));
         }
     }
     out
 }
 
-/// Hashes the u128 keys of hex run ids (BLAKE2 outputs, already uniform) with one
-/// multiply instead of SipHash; other input falls back to FNV-1a.
-#[derive(Default)]
-struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0 ^ b as u64).wrapping_mul(0x100_0000_01b3);
-        }
-    }
-
-    fn write_u128(&mut self, v: u128) {
-        let x = (v as u64) ^ ((v >> 64) as u64).rotate_left(32);
-        self.0 = x.wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(29);
-    }
-}
-
-type BuildIdHasher = BuildHasherDefault<IdHasher>;
-
-/// The value of a 32-digit lower-case hex id (the run-id format); `None` for anything
-/// else. Injective on the ids it accepts, so comparing keys equals comparing strings.
-pub fn hex_key(id: &str) -> Option<u128> {
-    if id.len() != 32 {
-        return None;
-    }
-    let mut v: u128 = 0;
-    for b in id.bytes() {
-        let d = match b {
-            b'0'..=b'9' => b - b'0',
-            b'a'..=b'f' => b - b'a' + 10,
-            _ => return None,
-        };
-        v = (v << 4) | d as u128;
-    }
-    Some(v)
-}
-
-/// Every run id with a marker under `done_root`, sorted.
-pub fn list_done(root: &Path) -> Result<Vec<String>, CoreError> {
-    if !check_root(root)? {
+/// Every run id with a done marker, sorted.
+pub fn list_done(layout: &Layout) -> Result<Vec<String>, CoreError> {
+    let tree = &layout.done;
+    if !check_root(tree)? {
         return Ok(Vec::new());
     }
+    let root = &tree.root;
+    let err = |e| listing_err(tree.what, root, e);
     let mut shards = Vec::new();
-    for entry in fs::read_dir(root).map_err(|e| store_err(root, e))? {
-        let entry = entry.map_err(|e| store_err(root, e))?;
+    for entry in fs::read_dir(root).map_err(err)? {
+        let entry = entry.map_err(err)?;
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
         if name.is_empty() || name.starts_with('.') {
             continue;
         }
-        let ft = entry.file_type().map_err(|e| store_err(root, e))?;
+        let ft = entry.file_type().map_err(err)?;
         if ft.is_dir() || (ft.is_symlink() && entry.path().is_dir()) {
             shards.push(name.to_string());
         }
     }
     let found = shards
         .par_iter()
-        .map(|s| read_shard(root, s))
+        .map(|s| read_ids(layout, tree, s))
         .collect::<Result<Vec<_>, _>>()?;
     let mut ids: Vec<String> = found.into_iter().flatten().collect();
     ids.sort_unstable();
@@ -315,6 +274,7 @@ pub fn list_done(root: &Path) -> Result<Vec<String>, CoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::layout::test_layout;
     use std::path::PathBuf;
 
     fn tmpdir(tag: &str) -> PathBuf {
@@ -337,66 +297,88 @@ mod tests {
         fs::write(p, b"").unwrap();
     }
 
+    fn ids(names: &[&str]) -> Vec<String> {
+        names.iter().map(|s| s.to_string()).collect()
+    }
+
     #[test]
     fn scan_and_list() {
         let root = tmpdir("a");
-        touch(&root, "ab/abc1.done");
-        touch(&root, "ab/.abc2.done.tmp");
-        touch(&root, "ab/abc3.tmp");
-        touch(&root, "cd/cd99.done");
-        touch(&root, "cd/ab77.done"); // wrong shard: ignored
-        let ids: Vec<String> = ["abc1", "abc2", "abc3", "cd99", "ab77", "ef00", "x"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        let root_s = root.as_path();
+        let layout = test_layout(&root);
+        let done = root.join("done");
+        touch(&done, "ab/abc1.done");
+        touch(&done, "ab/.abc2.done.tmp");
+        touch(&done, "ab/abc3.tmp");
+        touch(&done, "cd/cd99.done");
+        touch(&done, "cd/ab77.done"); // wrong shard: ignored
+        let ids = ids(&["abc1", "abc2", "abc3", "cd99", "ab77", "ef00", "x"]);
         assert_eq!(
-            scan_done(root_s, &ids).unwrap(),
+            scan_done(&layout, &ids).unwrap(),
             vec![true, false, false, true, false, false, false]
         );
-        assert_eq!(list_done(root_s).unwrap(), vec!["abc1", "cd99"]);
+        assert_eq!(list_done(&layout).unwrap(), vec!["abc1", "cd99"]);
+        fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn the_layout_decides_suffix_and_shard() {
+        let root = tmpdir("w");
+        let mut layout = test_layout(&root);
+        layout.done.suffix = ".ok".into();
+        layout.shard_width = 3;
+        touch(&root, "done/abc/abcd.ok");
+        touch(&root, "done/ab/abce.ok"); // the 2-character shard is the wrong one now
+        touch(&root, "done/abc/abcf.done");
+        let ids = ids(&["abcd", "abce", "abcf"]);
+        assert_eq!(scan_done(&layout, &ids).unwrap(), vec![true, false, false]);
+        assert_eq!(list_done(&layout).unwrap(), vec!["abcd"]);
         fs::remove_dir_all(&root).unwrap();
     }
 
     #[test]
     fn missing_root_is_nothing_done() {
-        let root = tmpdir("b").join("missing");
-        let s = root.as_path();
-        assert_eq!(scan_done(s, &["abcd".to_string()]).unwrap(), vec![false]);
-        assert!(list_done(s).unwrap().is_empty());
+        let layout = test_layout(&tmpdir("b").join("missing"));
+        assert_eq!(scan_done(&layout, &ids(&["abcd"])).unwrap(), vec![false]);
+        assert!(list_done(&layout).unwrap().is_empty());
+        let states = scan_states(&layout, &ids(&["abcd"])).unwrap();
+        assert_eq!(states.states, vec![State::Absent]);
     }
 
     #[test]
     fn root_is_a_file() {
         let dir = tmpdir("c");
-        let f = dir.join("file");
-        fs::write(&f, b"x").unwrap();
-        let e = scan_done(&f, &["abcd".to_string()]).unwrap_err();
-        assert!(e.to_string().contains("not a directory"));
+        let mut layout = test_layout(&dir);
+        layout.done.root = dir.join("file");
+        fs::write(&layout.done.root, b"x").unwrap();
+        let e = scan_done(&layout, &ids(&["abcd"])).unwrap_err();
+        assert!(e.to_string().contains("not a directory"), "{e}");
+        let mut layout = test_layout(&dir);
+        layout.failed.root = dir.join("file");
+        let e = scan_states(&layout, &ids(&["abcd"])).unwrap_err();
+        assert!(e.to_string().starts_with("failure markers root"), "{e}");
         fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
     fn hex_ids_and_other_ids_mix() {
         let root = tmpdir("d");
+        let layout = test_layout(&root);
         let hex = "0123456789abcdef0123456789abcdef".to_string();
         let upper = "0123456789ABCDEF0123456789ABCDEF".to_string();
-        touch(&root, &format!("01/{hex}.done"));
-        touch(&root, "zz/zzz.done");
+        touch(&root, &format!("done/01/{hex}.done"));
+        touch(&root, "done/zz/zzz.done");
         let ids = vec![hex.clone(), upper, "zzz".to_string(), "zzy".to_string()];
         assert_eq!(
-            scan_done(&root, &ids).unwrap(),
+            scan_done(&layout, &ids).unwrap(),
             vec![true, false, true, false]
         );
-        assert_eq!(hex_key(&hex), Some(0x0123456789abcdef0123456789abcdef));
-        assert_eq!(hex_key("0123456789ABCDEF0123456789abcdef"), None);
-        assert_eq!(hex_key("abc"), None);
         fs::remove_dir_all(&root).unwrap();
     }
 
     #[test]
     fn completion_needs_the_record_too() {
         let root = tmpdir("e");
+        let layout = test_layout(&root);
         let (done, runs) = (root.join("done"), root.join("runs"));
         let hex = "ab23456789abcdef0123456789abcdef".to_string();
         touch(&done, &format!("ab/{hex}.done"));
@@ -407,23 +389,45 @@ mod tests {
         touch(&runs, "cd/.cd77.json.tmp");
         touch(&done, "cd/cd77.done"); // only a hidden temporary: not a record
         touch(&runs, "ef/ef00.json"); // a record without marker is not done
-        let ids: Vec<String> = [hex.as_str(), "abc1", "cd99", "cd77", "ef00", "zz"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        let found = scan_completed(&done, &runs, &ids).unwrap();
+        let ids = ids(&[hex.as_str(), "abc1", "cd99", "cd77", "ef00", "zz"]);
+        let found = scan_completed(&layout, &ids).unwrap();
         assert_eq!(found.done, vec![true, false, true, false, false, false]);
         assert_eq!(found.orphans, vec!["abc1", "cd77"]);
-        let empty = scan_completed(&root.join("none"), &runs, &ids).unwrap();
+        let empty = scan_completed(&test_layout(&root.join("none")), &ids).unwrap();
         assert_eq!(empty.done, vec![false; ids.len()]);
         assert!(empty.orphans.is_empty());
         fs::remove_dir_all(&root).unwrap();
     }
 
     #[test]
-    fn shards() {
-        assert_eq!(shard_of("abcdef"), "ab");
-        assert_eq!(shard_of("a"), "a");
-        assert_eq!(shard_of("éàx"), "éà");
+    fn states_in_one_scan() {
+        let root = tmpdir("f");
+        let layout = test_layout(&root);
+        touch(&root, "done/ab/ab01.done");
+        touch(&root, "runs/ab/ab01.json");
+        touch(&root, "failed/ab/ab02.failed");
+        touch(&root, "failed/ab/.ab03.failed.tmp"); // a temporary: not a marker
+        touch(&root, "done/ab/ab04.done"); // orphan with a failed marker: failed
+        touch(&root, "failed/ab/ab04.failed");
+        touch(&root, "done/cd/cd05.done"); // orphan: absent
+        touch(&root, "done/cd/cd06.done"); // done wins over an old failed marker
+        touch(&root, "runs/cd/cd06.json");
+        touch(&root, "failed/cd/cd06.failed");
+        touch(&root, "failed/cd/ab07.failed"); // wrong shard
+        touch(&root, "failed/ef/ef08.failed"); // only a failed tree for this shard
+        let ids = ids(&[
+            "ab01", "ab02", "ab03", "ab04", "cd05", "cd06", "ab07", "ef08", "gh09",
+        ]);
+        let got = scan_states(&layout, &ids).unwrap();
+        use State::*;
+        assert_eq!(
+            got.states,
+            vec![Done, Failed, Absent, Failed, Absent, Done, Absent, Failed, Absent]
+        );
+        assert_eq!(got.orphans, vec!["ab04", "cd05"]);
+        let completed = scan_completed(&layout, &ids).unwrap();
+        let done: Vec<bool> = got.states.iter().map(|s| *s == Done).collect();
+        assert_eq!((completed.done, completed.orphans), (done, got.orphans));
+        fs::remove_dir_all(&root).unwrap();
     }
 }

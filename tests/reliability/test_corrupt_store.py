@@ -72,8 +72,8 @@ def test_python_and_rust_loaders_agree_on_the_corpus(case: str, tmp_path: Path) 
     location = str(path)
 
     python = _python_reason(data, location, RUN_ID)
-    listed = _core.load_record_columns(str(tmp_path))
-    by_id = _core.load_record_columns(str(tmp_path), [RUN_ID])
+    listed = _core.load_record_columns(store.layout.scan)
+    by_id = _core.load_record_columns(store.layout.scan, [RUN_ID])
     for columns in (listed, by_id):
         reasons = _rust_reasons(columns, location)
         assert len(reasons) + len(columns["run_id"]) == 1
@@ -347,5 +347,5 @@ def test_scan_completed_equals_the_reference(
             directory = root / top / run_id[:2]
             directory.mkdir(parents=True, exist_ok=True)
             (directory / f"{'.' if hidden else ''}{run_id}{suffix}").touch()
-        got = _core.scan_completed(root / "done", root / "runs", run_ids)
+        got = _core.scan_completed(FileStore(root).layout.scan, run_ids)
         assert got == ref.scan_completed(str(root / "done"), str(root / "runs"), run_ids)

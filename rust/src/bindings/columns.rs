@@ -1,0 +1,125 @@
+//! Record columns for Python: `load_record_columns` (FileStore record files) and
+//! `record_columns_from_docs` (documents already in memory), parsed with the GIL
+//! released and handed over as one dict of lists.
+
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList, PyTuple};
+
+use super::scans::ScanLayout;
+use crate::columns::{self, Cell, Column, Columns};
+use crate::records;
+
+fn json_to_py(py: Python<'_>, value: &serde_json::Value) -> PyObject {
+    use serde_json::Value;
+    match value {
+        Value::Null => py.None(),
+        Value::Bool(b) => b.into_py(py),
+        Value::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                i.into_py(py)
+            } else if let Some(u) = n.as_u64() {
+                u.into_py(py)
+            } else {
+                n.as_f64().unwrap_or(f64::NAN).into_py(py)
+            }
+        }
+        Value::String(s) => s.into_py(py),
+        Value::Array(items) => {
+            PyList::new_bound(py, items.iter().map(|v| json_to_py(py, v))).into_py(py)
+        }
+        Value::Object(map) => {
+            let dict = PyDict::new_bound(py);
+            for (k, v) in map {
+                // Setting a str key on a fresh dict cannot fail.
+                let _ = dict.set_item(k, json_to_py(py, v));
+            }
+            dict.into_py(py)
+        }
+    }
+}
+
+fn cell_to_py(py: Python<'_>, cell: &Cell) -> PyObject {
+    use Cell;
+    match cell {
+        Cell::Missing | Cell::Null => py.None(),
+        Cell::Bool(b) => b.into_py(py),
+        Cell::Int(i) => i.into_py(py),
+        Cell::UInt(u) => u.into_py(py),
+        Cell::Float(f) => f.into_py(py),
+        Cell::Str(s) => s.into_py(py),
+        Cell::Json(v) => json_to_py(py, v),
+    }
+}
+
+fn columns_to_py<'py>(py: Python<'py>, columns: &[Column]) -> Bound<'py, PyList> {
+    let out = PyList::empty_bound(py);
+    for column in columns {
+        let values = PyList::new_bound(py, column.values.iter().map(|c| cell_to_py(py, c)));
+        let nulls: Vec<usize> = column
+            .values
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| matches!(c, Cell::Null))
+            .map(|(i, _)| i)
+            .collect();
+        let entry = PyTuple::new_bound(
+            py,
+            [
+                column.name.as_str().into_py(py),
+                values.into_py(py),
+                nulls.into_py(py),
+                column.first_row.into_py(py),
+                column.position.into_py(py),
+            ],
+        );
+        // Appending to a fresh list cannot fail.
+        let _ = out.append(entry);
+    }
+    out
+}
+
+#[pyfunction]
+#[pyo3(signature = (layout, run_ids=None, experiment_id=None))]
+pub fn load_record_columns<'py>(
+    py: Python<'py>,
+    layout: &Bound<'py, ScanLayout>,
+    run_ids: Option<Vec<String>>,
+    experiment_id: Option<String>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let layout = &layout.get().layout;
+    let cols = py.allow_threads(|| {
+        records::load_columns(layout, run_ids.as_deref(), experiment_id.as_deref())
+    });
+    columns_to_dict(py, &cols)
+}
+
+/// Parse in-memory record documents `(location, json_text)` into columns (GIL released).
+#[pyfunction]
+#[pyo3(signature = (docs, experiment_id=None))]
+pub fn record_columns_from_docs<'py>(
+    py: Python<'py>,
+    docs: Vec<(String, String)>,
+    experiment_id: Option<String>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let cols = py.allow_threads(|| columns::columns_from_docs(&docs, experiment_id.as_deref()));
+    columns_to_dict(py, &cols)
+}
+
+fn columns_to_dict<'py>(py: Python<'py>, cols: &Columns) -> PyResult<Bound<'py, PyDict>> {
+    let out = PyDict::new_bound(py);
+    out.set_item("run_id", PyList::new_bound(py, &cols.run_id))?;
+    out.set_item("experiment_id", PyList::new_bound(py, &cols.experiment_id))?;
+    out.set_item("status", PyList::new_bound(py, &cols.status))?;
+    out.set_item("task_index", PyList::new_bound(py, &cols.task_index))?;
+    out.set_item("replicate", PyList::new_bound(py, &cols.replicate))?;
+    out.set_item("duration_s", PyList::new_bound(py, &cols.duration_s))?;
+    out.set_item("started_at", PyList::new_bound(py, &cols.started_at))?;
+    out.set_item("params", columns_to_py(py, &cols.params))?;
+    out.set_item("metrics", columns_to_py(py, &cols.metrics))?;
+    let problems = PyList::empty_bound(py);
+    for p in &cols.problems {
+        problems.append((p.path.as_str(), p.reason.as_str(), p.corrupt))?;
+    }
+    out.set_item("problems", problems)?;
+    Ok(out)
+}
