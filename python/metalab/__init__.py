@@ -34,17 +34,17 @@ from metalab.params import (
     random,
     uniform,
 )
-from metalab.progress import Progress
 from metalab.reconnect import reconnect
-from metalab.results import Results, Run, load_results
-from metalab.runner import RunHandle, RunStatus, run
 from metalab.seeds import SeedBundle, SeedPlan, seeds
 
 if TYPE_CHECKING:
-    # The type checker sees the real classes; at runtime they load on first use (below).
+    # The type checker sees the real names; at runtime they load on first use (below).
     from metalab.executors.process import ProcessExecutor
     from metalab.executors.slurm import SlurmExecutor
     from metalab.executors.slurm_config import SlurmConfig
+    from metalab.progress import Progress
+    from metalab.results import Results, Run, load_results
+    from metalab.runner import RunHandle, RunStatus, run
 
 __version__: str = _core.__version__
 
@@ -85,7 +85,28 @@ __all__ = [
 ]
 
 
+# Loaded on first use: every SLURM array task imports metalab (the worker, and the
+# user's module defining the operation), and needs none of these to execute its runs.
+# (``reconnect`` stays a plain import: it shares its name with its module, which would
+# shadow a lazy attribute once imported; reconnect.py itself imports little.)
+_LAZY = {
+    "Progress": "metalab.progress",
+    "Results": "metalab.results",
+    "Run": "metalab.results",
+    "load_results": "metalab.results",
+    "RunHandle": "metalab.runner",
+    "RunStatus": "metalab.runner",
+    "run": "metalab.runner",
+}
+
+
 def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value  # later lookups skip __getattr__
+        return value
     # Executors with heavier imports load on first use.
     if name == "ProcessExecutor":
         from metalab.executors.process import ProcessExecutor

@@ -8,14 +8,14 @@ from typing import TYPE_CHECKING, Any
 
 from metalab.errors import CorruptRecordError, StoreError
 from metalab.executors.base import Launch, LaunchCounts
-from metalab.handle import RunHandle
 from metalab.keys import launch_key
 from metalab.plan_loading import load_plan
-from metalab.progress import make_progress
-from metalab.service import pid_alive
 from metalab.store.locator import create_store
 
 if TYPE_CHECKING:
+    # Imported where used: ``import metalab`` loads this module, and every SLURM array
+    # task imports metalab without needing handles, progress displays or services.
+    from metalab.handle import RunHandle
     from metalab.plan import RunPlan
 
 __all__ = ["reconnect"]
@@ -32,6 +32,9 @@ def reconnect(store: Any, experiment_id: str | None = None, progress: Any = None
             role wrote or altered it); nothing of it was unpickled.
         CorruptRecordError: the launch pointer blob is garbled (names it and the fix).
     """
+    from metalab.handle import RunHandle
+    from metalab.progress import make_progress
+
     target = create_store(store)
     key = launch_key(experiment_id)
     pointer_blob = target.get_blob(key)
@@ -111,6 +114,8 @@ class _EndedLaunch(Launch):
 
 
 def _driver_alive(pointer: dict[str, Any]) -> bool:
+    from metalab.service import pid_alive
+
     host, pid = pointer.get("driver_host"), pointer.get("driver_pid")
     if host != socket.gethostname() or not isinstance(pid, int):
         return True  # cannot tell from here: keep watching the store

@@ -13,10 +13,11 @@ that execution ended (timeout, preemption, ``scancel``, a crashed process, an ex
 
 Where and how
 -------------
-One blob per run in the run's store, under :func:`checkpoint_key` (FileStore: a file in
-``blobs/``, written atomically, owner-only; PostgreSQL: one upserted row; FallbackStore:
-wherever its writes go). Each checkpoint replaces the previous one whole: a crash while
-saving leaves the previous checkpoint intact, never a torn one.
+One blob per run in the run's store, under :func:`metalab.keys.checkpoint_key`
+(FileStore: a file in ``blobs/``, written atomically, owner-only; PostgreSQL: one
+upserted row; FallbackStore: wherever its writes go). Each checkpoint replaces the
+previous one whole: a crash while saving leaves the previous checkpoint intact, never a
+torn one.
 
 States are data, never code: ``None``, ``bool``, ``int``, ``float`` (NaN and infinities
 included), ``str``, ``bytes``, ``list``, ``tuple``, ``dict`` with ``str`` keys, NumPy arrays
@@ -52,6 +53,7 @@ import sys
 from typing import Any
 
 from metalab.errors import CaptureError
+from metalab.keys import checkpoint_key
 from metalab.records import utc_now
 
 __all__ = ["MAGIC", "checkpoint_key", "decode_checkpoint", "encode_checkpoint", "encode_cleared"]
@@ -67,11 +69,6 @@ _ALLOWED = (
 # Reserved single keys of the JSON tree; a user dict with a key starting with "$" is
 # wrapped as {"$dict": {...}}, so no user dict is ever mistaken for a reference.
 _ARRAY, _SCALAR, _BYTES, _TUPLE, _DICT = "$array", "$scalar", "$bytes", "$tuple", "$dict"
-
-
-def checkpoint_key(run_id: str) -> str:
-    """Blob key of the checkpoint of run ``run_id``."""
-    return f"checkpoint-{run_id}"
 
 
 def _short(value: object) -> str:

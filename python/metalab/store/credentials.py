@@ -28,6 +28,7 @@ from __future__ import annotations
 import os
 import re
 import stat
+import sys
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -109,15 +110,15 @@ def _key(host: str | None, port: int | None, dbname: str | None, user: str | Non
 
 def configs_of(store: object) -> list[PostgresConfig]:
     """The PostgreSQL connection settings ``store`` uses (none for a FileStore)."""
-    from metalab.store.fallback import FallbackStore
-
-    if isinstance(store, FallbackStore):
+    # Looked up, not imported: a store of a class never loaded cannot be one, and a
+    # FileStore worker must not pay for importing psycopg (~0.2 s per SLURM task).
+    fallback = sys.modules.get("metalab.store.fallback")
+    if fallback is not None and isinstance(store, fallback.FallbackStore):
         return configs_of(store.primary) + configs_of(store.fallback)
-    try:
-        from metalab.store.postgres import PostgresStore
-    except ImportError:  # without psycopg there is no PostgresStore to look for
-        return []
-    return [store.config] if isinstance(store, PostgresStore) else []
+    postgres = sys.modules.get("metalab.store.postgres")
+    if postgres is not None and isinstance(store, postgres.PostgresStore):
+        return [store.config]
+    return []
 
 
 def credentials_of(store: object) -> list[Credential]:
