@@ -20,7 +20,9 @@
 #                   limits and QOS are enforced (AccountingStorageEnforce), root and
 #                   $SUDO_USER get an association in account `metalab`;
 #                 - QOS `normal` with MaxSubmitJobsPerUser=$METALAB_SLURM_SITE_MAX_SUBMIT
-#                   (default 200; every array task counts, a bigger array is refused whole);
+#                   (default 200; every array task counts, a bigger array is refused whole),
+#                   the users' default; QOS `bigsubmit` (MaxSubmitJobsPerUser=2000) also
+#                   granted, picked with --qos=bigsubmit or SBATCH_QOS=bigsubmit;
 #                 - MaxArraySize=1001 (--array=0-1000 at most), MaxJobCount=5000;
 #                 - memory enforced by cgroups (v1): a task above its --mem ends
 #                   OUT_OF_MEMORY; DefMemPerCPU=1000 (MB) for jobs without --mem;
@@ -91,6 +93,8 @@ if [ "$PROFILE" = site ]; then
     SLURMD_PORT=6828
     DBD_PORT=6829
     SITE_MAX_SUBMIT=${METALAB_SLURM_SITE_MAX_SUBMIT:-200}
+    SITE_BIG_QOS=bigsubmit
+    SITE_BIG_SUBMIT=2000
     SITE_CLUSTER=metalabsite
     SITE_ACCOUNT=metalab
     DB_PASS_FILE=$CONF_DIR/.storage-pass
@@ -466,7 +470,21 @@ ensure_associations() {
     if [ "$(sacctmgr -nP show qos normal format=MaxSubmitJobsPerUser)" != "$SITE_MAX_SUBMIT" ]; then
         sacctmgr -i modify qos normal set MaxSubmitJobsPerUser="$SITE_MAX_SUBMIT" >/dev/null
     fi
-    log "accounting: cluster $SITE_CLUSTER, account $SITE_ACCOUNT (users ${users[*]}), QOS normal MaxSubmitJobsPerUser=$SITE_MAX_SUBMIT"
+    # A second QOS with room for more than one MaxArraySize of tasks (sites grant such QOS
+    # on request; users pick it with --qos or SBATCH_QOS), for tests of big arrays.
+    if ! sacctmgr -nP show qos format=name | grep -qx "$SITE_BIG_QOS"; then
+        sacctmgr -i add qos "$SITE_BIG_QOS" >/dev/null
+    fi
+    if [ "$(sacctmgr -nP show qos "$SITE_BIG_QOS" format=MaxSubmitJobsPerUser)" != "$SITE_BIG_SUBMIT" ]; then
+        sacctmgr -i modify qos "$SITE_BIG_QOS" set MaxSubmitJobsPerUser="$SITE_BIG_SUBMIT" >/dev/null
+    fi
+    for u in "${users[@]}"; do
+        if [ "$(sacctmgr -nP show assoc where user="$u" account="$SITE_ACCOUNT" format=qos,defaultqos)" != "$SITE_BIG_QOS,normal|normal" ]; then
+            sacctmgr -i modify user "$u" where account="$SITE_ACCOUNT" \
+                set QOS=normal,"$SITE_BIG_QOS" DefaultQOS=normal >/dev/null
+        fi
+    done
+    log "accounting: cluster $SITE_CLUSTER, account $SITE_ACCOUNT (users ${users[*]}), QOS normal MaxSubmitJobsPerUser=$SITE_MAX_SUBMIT (default), QOS $SITE_BIG_QOS MaxSubmitJobsPerUser=$SITE_BIG_SUBMIT"
 }
 
 # is_prog PID NAME: PID is alive and runs NAME (a pid file may outlive its daemon, and the

@@ -75,6 +75,8 @@ class PartitionLimits:
     default_time_s: int | None = None
     """``DefaultTime`` in seconds; None when not set."""
     state: str = "UP"
+    total_cpus: int | None = None
+    """``TotalCPUs`` of the partition's nodes (how many 1-CPU tasks can run at once)."""
 
 
 @dataclass(frozen=True)
@@ -205,6 +207,7 @@ def parse_partitions(text: str) -> dict[str, PartitionLimits]:
             max_time_s=_seconds_or_none(fields.get("MaxTime")),
             default_time_s=_seconds_or_none(fields.get("DefaultTime")),
             state=fields.get("State", "UP"),
+            total_cpus=_int_or_none(fields.get("TotalCPUs")),
         )
     return parts
 
@@ -274,16 +277,16 @@ def _user() -> str:
     return os.environ.get("USER") or getpass.getuser()
 
 
-_CACHE: dict[tuple[str, str], SiteLimits] = {}
+_CACHE: dict[tuple[str, str, str], SiteLimits] = {}
 
 
 def discover(refresh: bool = False) -> SiteLimits:
-    """The site's limits, asked once per process (per ``SLURM_CONF`` and user).
+    """The site's limits, asked once per process (per ``SLURM_CONF``, user and ``SBATCH_QOS``).
 
     Four calls at most; none of them is repeated per task or per shard. A call that fails
     leaves its limits unknown (listed in :attr:`SiteLimits.problems`).
     """
-    cache_key = (os.environ.get("SLURM_CONF", ""), _user())
+    cache_key = (os.environ.get("SLURM_CONF", ""), _user(), os.environ.get("SBATCH_QOS", ""))
     if not refresh and cache_key in _CACHE:
         return _CACHE[cache_key]
     problems: list[str] = []
@@ -316,6 +319,8 @@ def _with_accounting(limits: SiteLimits, cluster: str | None, problems: list[str
         problems.append(why or "sacctmgr show user failed")
         return limits
     qos, assoc_submit, assoc_jobs = parse_user_assocs(out)
+    # sbatch takes the QOS from SBATCH_QOS when the user sets it (as sites document).
+    qos = os.environ.get("SBATCH_QOS") or qos
     out, why = _call(["sacctmgr", "-nP", "show", "qos", f"format={QOS_FORMAT}"])
     table = parse_qos_table(out) if out is not None else {}
     if why:
