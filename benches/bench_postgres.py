@@ -15,11 +15,10 @@ import uuid
 
 import pandas  # noqa: F401 - imported up front so its one-off import is not timed
 
-from metalab.records import RunRecord, RunState
+from metalab.records import RunRecord, RunState, StoredState
 from metalab.results import load_results
 from metalab.store.bundle import RunBundle
 from metalab.store.postgres import PostgresStore
-from metalab.store.postgres_bulk import write_bundles
 from metalab.store.record_codec import encode_record
 
 
@@ -98,10 +97,10 @@ def main(quick: bool = False) -> list[tuple[str, str]]:
             rec = _record(i, "bench:load")
             batch.append(RunBundle(rec.run_id, encode_record(rec).decode(), "success"))
             if len(batch) == 2000:
-                write_bundles(store, batch)
+                store.write_bundles(batch)
                 batch = []
         if batch:
-            write_bundles(store, batch)
+            store.write_bundles(batch)
         rows.append(
             (f"bulk import {n_load} runs, runs/s", f"{n_load / (time.perf_counter() - start):.0f}")
         )
@@ -117,11 +116,11 @@ def main(quick: bool = False) -> list[tuple[str, str]]:
         rows.append((f"load_results + to_dataframe {n_load} runs, s", f"{t_df:.2f}"))
         start = time.perf_counter()
         ids = [f"{i:016x}" for i in range(n_load)]
-        done = store.completed(ids)
+        states = store.states(ids)
         rows.append(
-            (f"completed() for {n_load} ids (one query), s", f"{time.perf_counter() - start:.2f}")
+            (f"states() for {n_load} ids (one query), s", f"{time.perf_counter() - start:.2f}")
         )
-        assert all(done)
+        assert all(state is StoredState.DONE for state in states)
     finally:
         store.drop_schema()
         store.close()

@@ -20,6 +20,7 @@ from typing import Any
 
 from metalab import _core
 from metalab.errors import StoreError, StoreUnavailableError, UnsafeLoadError
+from metalab.records import StoredState
 from metalab.staleness import manifest_plan_key, manifest_run_ids
 from metalab.store.base import Store
 
@@ -137,10 +138,9 @@ def marker_counts(store: Store, run_ids: Sequence[str]) -> dict[str, int]:
     ``pending`` is every run without a final marker: queued, running, or never executed
     (a store records no marker for a run in progress).
     """
-    done = store.completed(run_ids)
-    failed = store.failed(run_ids)
-    n_done = sum(done)
-    n_failed = sum(1 for ok, bad in zip(done, failed, strict=True) if bad and not ok)
+    states = store.states(run_ids)
+    n_done = states.count(StoredState.DONE)
+    n_failed = states.count(StoredState.FAILED)
     return {"success": n_done, "failed": n_failed, "pending": len(run_ids) - n_done - n_failed}
 
 
@@ -212,10 +212,8 @@ def failed_runs(store: Store, views: Sequence[ExperimentView]) -> list[tuple[str
     found = []
     for view in views:
         ids = view.run_ids or []
-        done = store.completed(ids)
-        failed = store.failed(ids)
-        for run_id, ok, bad in zip(ids, done, failed, strict=True):
-            if bad and not ok:
+        for run_id, state in zip(ids, store.states(ids), strict=True):
+            if state is StoredState.FAILED:
                 found.append((run_id, view))
     return found
 
@@ -276,8 +274,12 @@ class StatusSource:
             }
         failed_ids: list[str] = []
         if status["failed"]:
-            flags = self.store.failed(self.run_ids)
-            failed_ids = [r for r, bad in zip(self.run_ids, flags, strict=True) if bad]
+            states = self.store.states(self.run_ids)
+            failed_ids = [
+                r
+                for r, state in zip(self.run_ids, states, strict=True)
+                if state is StoredState.FAILED
+            ]
         executor = self.pointer.get("executor")
         jobs = self.pointer.get("job_ids") if executor == "slurm" else None
         return {

@@ -11,9 +11,11 @@ __all__ = [
     "RECORD_SCHEMA",
     "ArtifactInfo",
     "ErrorInfo",
+    "FailureReason",
     "Provenance",
     "RunRecord",
     "RunState",
+    "StoredState",
     "utc_now",
 ]
 
@@ -27,6 +29,43 @@ class RunState(StrEnum):
     FAILED = "failed"
     CANCELLED = "cancelled"
     RUNNING = "running"
+
+
+class StoredState(StrEnum):
+    """What a store can vouch for about one run, from its markers (see ``Store.states``).
+
+    Not :class:`RunState`: a store answers only for final, durable outcomes, and a run
+    in progress, never started, or whose record is gone is simply ``ABSENT``.
+    """
+
+    DONE = "done"
+    """A success marker and the record it vouches for are both stored."""
+    FAILED = "failed"
+    """The latest attempt ended failed or cancelled."""
+    ABSENT = "absent"
+    """Nothing final is stored: never run, still running, or a marker without record."""
+
+
+class FailureReason(StrEnum):
+    """Why a run did not succeed, as far as metalab or the scheduler can tell.
+
+    Stored as the record's optional ``reason`` (old records have none: ``None``).
+    """
+
+    EXCEPTION = "exception"
+    """The operation raised (a bug or bad input in user code)."""
+    TIMEOUT = "timeout"
+    """A time limit ended it: the run's ``timeout`` or the array task's walltime."""
+    OUT_OF_MEMORY = "out_of_memory"
+    """The kernel or the scheduler killed it for using more memory than it was given."""
+    PREEMPTED = "preempted"
+    """The scheduler stopped it for other work (preemption or requeue); it runs again."""
+    NODE_FAIL = "node_fail"
+    """The node it ran on failed."""
+    CANCELLED = "cancelled"
+    """Cancelled by a person (``handle.cancel()``, ``scancel``, Ctrl-C)."""
+    CRASHED = "crashed"
+    """Its process died without saying why (a signal, a segfault, an unknown exit)."""
 
 
 def utc_now() -> dt.datetime:
@@ -95,6 +134,9 @@ class RunRecord:
     provenance: Provenance | None = None
     artifacts: list[ArtifactInfo] = field(default_factory=list)
     derived_errors: dict[str, str] = field(default_factory=dict)
+    reason: FailureReason | None = None
+    """Why the run did not succeed (``None`` for a success, or a record written before
+    reasons existed)."""
 
     @property
     def duration(self) -> float | None:
@@ -117,6 +159,7 @@ class RunRecord:
         data["derived_errors"] = dict(self.derived_errors)
         data["schema"] = RECORD_SCHEMA
         data["status"] = self.status.value
+        data["reason"] = self.reason.value if self.reason is not None else None
         data["started_at"] = self.started_at.isoformat() if self.started_at else None
         data["finished_at"] = self.finished_at.isoformat() if self.finished_at else None
         data["duration_s"] = self.duration
@@ -153,4 +196,13 @@ class RunRecord:
             provenance=Provenance(**provenance) if provenance else None,
             artifacts=[ArtifactInfo(**a) for a in data.get("artifacts") or []],
             derived_errors=data.get("derived_errors") or {},
+            reason=_reason(data.get("reason")),
         )
+
+
+_REASONS = {reason.value: reason for reason in FailureReason}
+
+
+def _reason(value: Any) -> FailureReason | None:
+    """The stored ``reason``; a kind this version does not know (a newer writer) is None."""
+    return _REASONS.get(value) if isinstance(value, str) else None

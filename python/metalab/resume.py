@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from metalab.errors import ExperimentError
 from metalab.plan import RunPlan
+from metalab.records import StoredState
 from metalab.report import stale_notice
 from metalab.staleness import indices_of, mask_of, stale_runs
 from metalab.store.base import Store
@@ -58,7 +59,10 @@ def plan_resume(plan: RunPlan, store: Store, resume: bool, rerun: str | None) ->
     """
     total = plan.total
     everything = (1 << total) - 1
-    done = mask_of(store.completed(plan.run_ids)) if resume else 0
+    if resume:
+        done = mask_of([state is StoredState.DONE for state in store.states(plan.run_ids)])
+    else:
+        done = 0
     stale_count = 0
     if done:
         manifests = store.list_manifests(plan.experiment_id)

@@ -1,5 +1,9 @@
 """The storage interface every backend (file, PostgreSQL, fallback) implements.
 
+:class:`Store` is the sum of the small capabilities in :mod:`metalab.store.capabilities`
+(a run writer, a status index, readers, a launch book, a bundle reader/writer); code that
+needs one of them is typed against that protocol, not against ``Store``.
+
 The write path of one run is: :meth:`Store.open_log` and :meth:`Store.put_artifact`
 while the operation runs, then :meth:`Store.put_record`, then :meth:`Store.mark` — a
 completion marker is only ever written after the record it vouches for is durable.
@@ -8,12 +12,21 @@ completion marker is only ever written after the record it vouches for is durabl
 from __future__ import annotations
 
 import json
-from abc import ABC, abstractmethod
+from abc import ABC
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from metalab.records import ArtifactInfo, RunRecord, RunState
+from metalab.records import RunRecord, StoredState
+from metalab.store.capabilities import (
+    BundleReader,
+    BundleWriter,
+    ColumnarReader,
+    LaunchBook,
+    RecordReader,
+    RunWriter,
+    StatusIndex,
+)
 
 __all__ = ["LoadProblem", "LoadedRecords", "LogSink", "Store", "select_manifests"]
 
@@ -64,95 +77,44 @@ def select_manifests(
     return manifests
 
 
-class Store(ABC):
-    """Durable home of manifests, run records, artifacts, logs and derived metrics."""
+class Store(
+    RunWriter,
+    StatusIndex,
+    RecordReader,
+    ColumnarReader,
+    LaunchBook,
+    BundleReader,
+    BundleWriter,
+    ABC,
+):
+    """Durable home of manifests, run records, artifacts, logs and derived metrics.
 
-    @property
-    @abstractmethod
-    def locator(self) -> str:
-        """A locator string that recreates this store (never contains a password)."""
+    Every member is declared (abstract) by one of the capability protocols it inherits;
+    :meth:`load_columns` has a default built from :meth:`load_records`, which stores with
+    a faster columnar path override.
+    """
 
-    # -- experiments ------------------------------------------------------------------
-    @abstractmethod
-    def put_manifest(self, experiment_id: str, manifest: dict[str, Any]) -> str:
-        """Save a timestamped experiment manifest; return where it went."""
-
-    @abstractmethod
-    def list_manifests(self, experiment_id: str | None = None) -> list[dict[str, Any]]:
-        """Return stored manifests, oldest first, optionally for one experiment."""
-
-    @abstractmethod
-    def put_blob(self, key: str, data: bytes) -> None:
-        """Store a small named blob (experiment specs for workers and reconnect)."""
-
-    @abstractmethod
-    def get_blob(self, key: str) -> bytes | None:
-        """Return a blob saved with :meth:`put_blob`, or ``None``."""
-
-    # -- run write path ---------------------------------------------------------------
-    @abstractmethod
-    def open_log(self, run_id: str) -> LogSink:
-        """Return a sink that persists each log line of ``run_id`` as it is written."""
-
-    @abstractmethod
-    def put_artifact(
-        self, run_id: str, name: str, data: bytes, kind: str, ext: str, meta: dict[str, Any]
-    ) -> ArtifactInfo:
-        """Store one artifact's bytes atomically; ``name`` is already validated."""
-
-    @abstractmethod
-    def put_record(self, record: RunRecord) -> None:
-        """Store (or replace) the record of ``record.run_id`` atomically."""
-
-    @abstractmethod
-    def mark(self, run_id: str, state: RunState) -> None:
-        """Record the final state of a run after its record is durable.
-
-        A success marker is what resume and status trust; a failed marker lets status
-        count failures without reading records.
-        """
-
-    # -- completion -------------------------------------------------------------------
-    @abstractmethod
-    def completed(self, run_ids: Sequence[str]) -> list[bool]:
-        """Return, aligned with ``run_ids``, whether each run has succeeded (batched)."""
-
-    @abstractmethod
-    def failed(self, run_ids: Sequence[str]) -> list[bool]:
-        """Return, aligned with ``run_ids``, whether each run's latest attempt failed."""
-
-    # -- read path --------------------------------------------------------------------
-    @abstractmethod
-    def get_record(self, run_id: str) -> RunRecord | None:
-        """Return one record, or ``None`` when it does not exist."""
-
-    @abstractmethod
-    def load_records(
+    def load_columns(
         self, experiment_id: str | None = None, run_ids: Iterable[str] | None = None
-    ) -> LoadedRecords:
-        """Return every stored record (filtered), with problems for unreadable ones."""
+    ) -> tuple[dict[str, Any], list[LoadProblem]]:
+        """Records as columns, tabulated from :meth:`load_records` (the shape of
+        ``FileStore.load_columns``); problems are those of the load."""
+        from metalab.store.columns import columns_from_records
 
-    @abstractmethod
-    def get_artifact(self, run_id: str, info: ArtifactInfo) -> bytes:
-        """Return the bytes of an artifact described in the run's record.
+        loaded = self.load_records(experiment_id, run_ids)
+        return columns_from_records(loaded.records, loaded.problems)
 
-        Raises:
-            KeyError: the artifact's bytes are missing from the store.
-        """
+    # Transitional: callers move to states() (one scan for both); kept until the last
+    # caller in a module being split meanwhile has moved, then removed.
+    def completed(self, run_ids: Sequence[str]) -> list[bool]:
+        """Whether each run is done (see :meth:`states`)."""
+        return [state is StoredState.DONE for state in self.states(run_ids)]
 
-    @abstractmethod
-    def read_log(self, run_id: str) -> str:
-        """Return the run's log text ('' when it logged nothing)."""
+    def failed(self, run_ids: Sequence[str]) -> list[bool]:
+        """Whether each run's latest attempt failed (see :meth:`states`)."""
+        return [state is StoredState.FAILED for state in self.states(run_ids)]
 
-    @abstractmethod
-    def put_derived(self, run_id: str, values: dict[str, Any]) -> None:
-        """Store derived metrics of a run (kept apart from the record)."""
-
-    @abstractmethod
-    def get_derived(self, run_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
-        """Return derived metrics for the given runs (runs without any are absent)."""
-
-    def close(self) -> None:  # noqa: B027 - optional hook
+    def close(self) -> None:
         """Release connections or handles held by the store."""
 
     def __enter__(self) -> Store:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["ArtifactBlob", "RunBundle"]
+__all__ = ["ArtifactBlob", "ManifestDoc", "RunBundle"]
 
 
 @dataclass(frozen=True)
@@ -19,6 +19,15 @@ class ArtifactBlob:
     name: str
     kind: str
     data: bytes
+
+
+@dataclass(frozen=True)
+class ManifestDoc:
+    """One launch manifest as stored: its experiment, time stamp and exact JSON text."""
+
+    experiment_id: str
+    stamp: str
+    doc: str
 
 
 @dataclass

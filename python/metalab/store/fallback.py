@@ -26,11 +26,13 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
-from metalab.errors import LocatorError, StoreUnavailableError
-from metalab.records import ArtifactInfo, RunRecord, RunState
+from metalab.errors import CorruptRecordError, LocatorError, StoreUnavailableError
+from metalab.records import ArtifactInfo, RunRecord, RunState, StoredState
 from metalab.store.base import LoadedRecords, LoadProblem, LogSink, Store
+from metalab.store.bundle import ManifestDoc, RunBundle
 from metalab.store.locator import create_store, to_locator
 from metalab.store.postgres_config import mask_locator
+from metalab.store.record_codec import decode_record
 
 __all__ = ["FallbackStore"]
 
@@ -291,17 +293,18 @@ class FallbackStore(Store):
         self._write(op)
 
     # -- completion -------------------------------------------------------------------
-    def completed(self, run_ids: Sequence[str]) -> list[bool]:
-        ids = list(run_ids)
-        primary, fallback = self._read(lambda s: s.completed(ids))
-        return [a or b for a, b in zip(primary or [False] * len(ids), fallback, strict=True)]
+    def states(self, run_ids: Sequence[str]) -> list[StoredState]:
+        """Done if either store has it done, else failed if either has it failed.
 
-    def failed(self, run_ids: Sequence[str]) -> list[bool]:
+        A run that failed over stored its outcome only in the fallback, and one finished
+        by a later attempt may be done in one store and failed in the other: done wins.
+        """
         ids = list(run_ids)
-        done = self.completed(ids)
-        primary, fallback = self._read(lambda s: s.failed(ids))
-        pairs = zip(primary or [False] * len(ids), fallback, done, strict=True)
-        return [(a or b) and not ok for a, b, ok in pairs]
+        primary, fallback = self._read(lambda s: s.states(ids))
+        return [
+            _merge_states(a, b)
+            for a, b in zip(primary or [StoredState.ABSENT] * len(ids), fallback, strict=True)
+        ]
 
     # -- read path --------------------------------------------------------------------
     def get_record(self, run_id: str) -> RunRecord | None:
@@ -360,6 +363,47 @@ class FallbackStore(Store):
         primary, fallback = self._read(lambda s: s.get_derived(run_ids))
         return {**fallback, **(primary or {})}
 
+    # -- bundles (transfer) -------------------------------------------------------------
+    def stored_run_ids(self, experiment_id: str | None = None) -> list[str]:
+        primary, fallback = self._read(lambda s: s.stored_run_ids(experiment_id), force=True)
+        return sorted(set(primary or []) | set(fallback))
+
+    def read_bundles(self, run_ids: Sequence[str]) -> tuple[list[RunBundle], list[str]]:
+        """Each run as the store holding its latest attempt has it (see ``_newest``)."""
+        ids = list(run_ids)
+        primary, fallback = self._read(lambda s: s.read_bundles(ids), force=True)
+        refused = list(fallback[1])
+        chosen = {b.run_id: b for b in fallback[0]}
+        if primary is not None:
+            refused = primary[1] + refused
+            for bundle in primary[0]:
+                other = chosen.get(bundle.run_id)
+                if other is None or _prefer_first(bundle, other):
+                    chosen[bundle.run_id] = bundle
+        return [chosen[run_id] for run_id in ids if run_id in chosen], refused
+
+    def manifest_docs(
+        self, experiment_id: str | None = None
+    ) -> tuple[list[ManifestDoc], list[str]]:
+        primary, fallback = self._read(lambda s: s.manifest_docs(experiment_id), force=True)
+        merged: dict[tuple[str, str], ManifestDoc] = {}
+        refused: list[str] = []
+        for docs, problems in (primary or ([], [])), fallback:
+            refused += problems
+            for doc in docs:
+                merged.setdefault((doc.experiment_id, doc.stamp), doc)
+        return list(merged.values()), refused
+
+    def blob_keys(self) -> list[str]:
+        primary, fallback = self._read(lambda s: s.blob_keys(), force=True)
+        return sorted(set(primary or []) | set(fallback))
+
+    def write_bundles(self, bundles: Sequence[RunBundle]) -> None:
+        self._write(lambda s: s.write_bundles(bundles))
+
+    def put_manifest_doc(self, doc: ManifestDoc) -> None:
+        self._write(lambda s: s.put_manifest_doc(doc))
+
     def close(self) -> None:
         """Close both stores."""
         self.primary.close()
@@ -372,6 +416,29 @@ def _reason(exc: BaseException, locator: str) -> str:
     if locator in text:
         text = text.split(locator, 1)[1].lstrip(" :").removeprefix("unavailable: ")
     return text
+
+
+def _merge_states(a: StoredState, b: StoredState) -> StoredState:
+    if StoredState.DONE in (a, b):
+        return StoredState.DONE
+    if StoredState.FAILED in (a, b):
+        return StoredState.FAILED
+    return StoredState.ABSENT
+
+
+def _prefer_first(a: RunBundle, b: RunBundle) -> bool:
+    """Whether bundle ``a`` holds the later attempt of its run than ``b`` (ties: ``a``)."""
+    if a.record_doc is None or b.record_doc is None:
+        return b.record_doc is None and (a.record_doc is not None or a.marker is not None)
+    try:
+        first = decode_record(a.record_doc.encode(), f"record of {a.run_id}")
+    except CorruptRecordError:
+        return False
+    try:
+        second = decode_record(b.record_doc.encode(), f"record of {b.run_id}")
+    except CorruptRecordError:
+        return True
+    return _newest(first, second) is first
 
 
 def _newest(a: RunRecord | None, b: RunRecord | None) -> RunRecord | None:

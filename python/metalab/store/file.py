@@ -18,14 +18,25 @@ from typing import Any
 
 from metalab import _core
 from metalab.errors import StoreError
-from metalab.records import ArtifactInfo, RunRecord, RunState
+from metalab.records import ArtifactInfo, RunRecord, RunState, StoredState
 from metalab.store.atomic import STALE_FOREIGN_AGE, SweepReport, atomic_write, sweep_temporaries
 from metalab.store.base import LoadedRecords, LoadProblem, Store, select_manifests
-from metalab.store.layout import FileLayout, NoFollowReader, check_run_id
+from metalab.store.file_bundles import FileBundles
+from metalab.store.layout import (
+    FAILED_SUFFIX,
+    MANIFEST_SUFFIX,
+    RECORD_SUFFIX,
+    FileLayout,
+    NoFollowReader,
+    check_run_id,
+    shard_of,
+)
 from metalab.store.record_codec import decode_record, encode_record
 from metalab.trust import read_trusted
 
 __all__ = ["FileStore"]
+
+_ABSENT = StoredState.ABSENT
 
 
 def _readable(paths: Iterable[Path]) -> Iterator[bytes]:
@@ -61,7 +72,7 @@ def _as_store_error(what: str, path: Path) -> Iterator[None]:
         raise StoreError(f"cannot write the {what} {str(path)!r}: {exc}") from exc
 
 
-class FileStore(Store):
+class FileStore(FileBundles, Store):
     """Store runs under a directory; the layout is documented in ``docs/storage.md``.
 
     Args:
@@ -120,7 +131,7 @@ class FileStore(Store):
         directory = self.layout.experiments_dir
         if not directory.is_dir():
             return []
-        return select_manifests(_readable(directory.glob("*.json")), experiment_id)
+        return select_manifests(_readable(directory.glob(f"*{MANIFEST_SUFFIX}")), experiment_id)
 
     def put_blob(self, key: str, data: bytes) -> None:
         # Blobs carry pickled code (operations shipped by value): owner-only from creation.
@@ -164,29 +175,23 @@ class FileStore(Store):
             done.unlink(missing_ok=True)
 
     # -- completion -------------------------------------------------------------------
-    def completed(self, run_ids: Sequence[str]) -> list[bool]:
-        """Whether each run is done: its done marker AND its record file exist.
+    def states(self, run_ids: Sequence[str]) -> list[StoredState]:
+        """Done (done marker AND record file), failed (failure marker) or absent, per run.
 
         A marker whose record was deleted vouches for nothing: that run is not done (so
-        resume runs it again) and loading results reports it. One batched Rust scan.
+        resume runs it again) and loading results reports it. One batched Rust scan for
+        the done side; the failure markers of the other runs are listed once per shard
+        they fall in (never a walk of every shard).
         """
-        done, _orphans = _core.scan_completed(
-            self.layout.done_dir, self.layout.runs_dir, list(run_ids)
-        )
-        return done
-
-    def failed(self, run_ids: Sequence[str]) -> list[bool]:
-        present: set[str] = set()
-        root = self.layout.failed_dir
-        if root.is_dir():
-            for shard in os.scandir(root):
-                if shard.is_dir():
-                    present.update(
-                        entry.name[: -len(".failed")]
-                        for entry in os.scandir(shard.path)
-                        if entry.name.endswith(".failed") and not entry.name.startswith(".")
-                    )
-        return [run_id in present for run_id in run_ids]
+        ids = list(run_ids)
+        done, _orphans = _core.scan_completed(self.layout.done_dir, self.layout.runs_dir, ids)
+        pending = [run_id for run_id, ok in zip(ids, done, strict=True) if not ok]
+        shards = {shard_of(run_id) for run_id in pending}
+        failed = self.layout.run_names(self.layout.failed_dir, FAILED_SUFFIX, shards)
+        return [
+            StoredState.DONE if ok else StoredState.FAILED if run_id in failed else _ABSENT
+            for run_id, ok in zip(ids, done, strict=True)
+        ]
 
     # -- read path --------------------------------------------------------------------
     def get_record(self, run_id: str) -> RunRecord | None:
@@ -218,7 +223,7 @@ class FileStore(Store):
         paths = self._record_paths(run_ids)
         missing: list[str] = []
         for path in paths:
-            stored_as = path.name.removesuffix(".json")
+            stored_as = path.name.removesuffix(RECORD_SUFFIX)
             try:
                 data = path.read_bytes()
             except FileNotFoundError:
@@ -236,7 +241,7 @@ class FileStore(Store):
             if experiment_id is None or record.experiment_id == experiment_id:
                 loaded.records.append(record)
         if run_ids is None:
-            listed = {path.name.removesuffix(".json") for path in paths}
+            listed = {path.name.removesuffix(RECORD_SUFFIX) for path in paths}
             missing = [r for r in _core.list_done(self.layout.done_dir) if r not in listed]
         loaded.problems += self._missing_records(missing)
         return loaded
@@ -340,7 +345,7 @@ class FileStore(Store):
         # more than the sweep itself at 100,000 runs). Done markers are created in place,
         # never through a temporary, so their shards (half the entries of a half-done
         # store) are left to the full sweep.
-        shards = {run_id[:2]: run_id for run_id in ids}
+        shards = {shard_of(run_id): run_id for run_id in ids}
         tops = {self.layout.experiments_dir, self.layout.blobs_dir}
         for run_id in shards.values():
             tops.update(

@@ -9,23 +9,29 @@ read from a store (a JSON record, a database row, a directory listing) are writt
 whoever can write the store, so ``../../x`` must never reach ``open``. A refused name
 raises :class:`~metalab.errors.UnsafeNameError` (a ``ValueError``) naming it. Reads
 that must not follow a symbolic link planted inside the store go through
-:class:`NoFollowReader`.
+:class:`~metalab.store.nofollow.NoFollowReader` (re-exported here).
 """
 
 from __future__ import annotations
 
-import errno
 import os
 import re
-import stat
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 
 from metalab.errors import UnsafeNameError
+from metalab.store.nofollow import NoFollowReader
 
 __all__ = [
+    "DERIVED_SUFFIX",
+    "DONE_SUFFIX",
+    "FAILED_SUFFIX",
+    "LOG_SUFFIX",
+    "MANIFEST_SUFFIX",
+    "RECORD_SUFFIX",
     "RUN_ID_HEX_CHARS",
+    "SHARD_WIDTH",
     "FileLayout",
     "NoFollowReader",
     "check_blob_key",
@@ -34,12 +40,26 @@ __all__ = [
     "check_run_id",
     "check_stamp",
     "is_run_id",
+    "manifest_name",
+    "parse_manifest_name",
+    "run_id_of",
+    "shard_of",
     "shared_artifact_relative",
 ]
 
 #: Run IDs are ``hex(BLAKE2b-16(...))`` (docs/run-identity.md §3): exactly 32 lower-case
 #: hex characters, and nothing else is ever generated.
 RUN_ID_HEX_CHARS = 32
+#: Run-keyed directories are sharded by this many leading characters of the run ID.
+SHARD_WIDTH = 2
+#: File-name suffixes of the files of a run (and of manifests); the Rust scanners get them
+#: from here (``FileLayout.scan``), so these are the only spelling of each.
+RECORD_SUFFIX = ".json"
+LOG_SUFFIX = ".log"
+DONE_SUFFIX = ".done"
+FAILED_SUFFIX = ".failed"
+DERIVED_SUFFIX = ".json"
+MANIFEST_SUFFIX = ".json"
 _RUN_ID = re.compile(r"[0-9a-f]{32}")
 # Artifact files are ``{name}{ext}`` with names checked by capture.check_artifact_name
 # (1-128 characters); 255 is the file-name limit of common file systems.
@@ -128,16 +148,62 @@ def check_blob_key(key: object) -> str:
     return _check(_BLOB_KEY, "blob key", key, "1-200 letters, digits, '_', '.', ':', '-'")
 
 
+def shard_of(run_id: str) -> str:
+    """The shard directory name of a run ID: its first :data:`SHARD_WIDTH` characters.
+
+    Raises:
+        UnsafeNameError: ``run_id`` is not a run ID.
+    """
+    return check_run_id(run_id)[:SHARD_WIDTH]
+
+
+def run_id_of(file_name: str, suffix: str) -> str | None:
+    """The run ID of a run-keyed file name ``{run_id}{suffix}``, or ``None`` for any other.
+
+    Only names made of a valid run ID count, so a stray ``notes.json`` or a planted
+    ``..json`` is never taken for a run's file.
+    """
+    if file_name.endswith(suffix):
+        run_id = file_name[: -len(suffix)]
+        if is_run_id(run_id):
+            return run_id
+    return None
+
+
 def shared_artifact_relative(schema: str, run_id: str, file_name: str) -> str:
-    """``{schema}/{id[:2]}/{id}/{file}``: a PostgreSQL artifact's path under artifact_root.
+    """``{schema}/{shard}/{id}/{file}``: a PostgreSQL artifact's path under artifact_root.
 
     Raises:
         UnsafeNameError: an invalid run ID, file name or schema.
     """
-    check_run_id(run_id)
     check_file_name(file_name)
     _check(_STAMP, "schema", schema, "a plain identifier")
-    return f"{schema}/{run_id[:2]}/{run_id}/{file_name}"
+    return f"{schema}/{shard_of(run_id)}/{run_id}/{file_name}"
+
+
+def manifest_name(experiment_id: str, stamp: str) -> str:
+    """``{experiment_id}_{stamp}.json``: the name of a manifest (validated).
+
+    Raises:
+        UnsafeNameError: an invalid experiment ID or stamp.
+    """
+    return f"{check_experiment_id(experiment_id)}_{check_stamp(stamp)}{MANIFEST_SUFFIX}"
+
+
+def parse_manifest_name(file_name: str, experiment_id: str | None) -> tuple[str, str] | None:
+    """``(experiment_id, stamp)`` of a manifest file name, or ``None`` if it is not one.
+
+    Both parts may hold ``_``, so the split is ambiguous; ``experiment_id`` (from the
+    document inside, when it has one) picks the split that matches it, else the last
+    ``_`` splits. Names are returned unvalidated (they come from a listing).
+    """
+    if not file_name.endswith(MANIFEST_SUFFIX) or file_name.startswith("."):
+        return None
+    stem = file_name[: -len(MANIFEST_SUFFIX)]
+    if experiment_id and stem.startswith(experiment_id + "_"):
+        return experiment_id, stem[len(experiment_id) + 1 :]
+    exp, _, stamp = stem.rpartition("_")
+    return exp, stamp
 
 
 @dataclass(frozen=True)
@@ -148,8 +214,12 @@ class FileLayout:
 
     @staticmethod
     def shard(run_id: str) -> str:
-        """Return the shard directory name of a run ID."""
-        return check_run_id(run_id)[:2]
+        """Return the shard directory name of a run ID (see :func:`shard_of`)."""
+        return shard_of(run_id)
+
+    def _in_shard(self, top: str, run_id: str, suffix: str) -> Path:
+        # The one path rule of run-keyed files: {top}/{shard}/{run_id}{suffix}.
+        return self.root.joinpath(top, shard_of(run_id), run_id + suffix)
 
     @property
     def experiments_dir(self) -> Path:
@@ -158,9 +228,7 @@ class FileLayout:
 
     def manifest(self, experiment_id: str, timestamp: str) -> Path:
         """``experiments/{experiment_id}_{timestamp}.json``."""
-        check_experiment_id(experiment_id)
-        check_stamp(timestamp)
-        return self.experiments_dir / f"{experiment_id}_{timestamp}.json"
+        return self.experiments_dir / manifest_name(experiment_id, timestamp)
 
     @property
     def blobs_dir(self) -> Path:
@@ -178,7 +246,7 @@ class FileLayout:
 
     def run_dir(self, run_id: str) -> Path:
         """``runs/{id[:2]}/{id}/``: the run's artifacts (created only when it has some)."""
-        return self.root.joinpath("runs", self.shard(run_id), run_id)
+        return self.root.joinpath("runs", shard_of(run_id), run_id)
 
     def record(self, run_id: str) -> Path:
         """``runs/{id[:2]}/{id}.json``: the run's record.
@@ -187,7 +255,7 @@ class FileLayout:
         a directory costs several times more than creating a file on common file systems,
         and most runs have no artifacts.
         """
-        return self.root.joinpath("runs", self.shard(run_id), f"{run_id}.json")
+        return self._in_shard("runs", run_id, RECORD_SUFFIX)
 
     @staticmethod
     def run_id_of_record(file_name: str) -> str | None:
@@ -196,15 +264,11 @@ class FileLayout:
         Only names made of a valid run ID count, so a stray ``notes.json`` or a planted
         ``..json`` is never taken for a record.
         """
-        if file_name.endswith(".json"):
-            run_id = file_name[: -len(".json")]
-            if is_run_id(run_id):
-                return run_id
-        return None
+        return run_id_of(file_name, RECORD_SUFFIX)
 
     def log(self, run_id: str) -> Path:
         """``runs/{id[:2]}/{id}.log``: the run's log."""
-        return self.root.joinpath("runs", self.shard(run_id), f"{run_id}.log")
+        return self._in_shard("runs", run_id, LOG_SUFFIX)
 
     def artifact(self, run_id: str, file_name: str) -> Path:
         """``runs/{id[:2]}/{id}/{file}``: an artifact file of the run."""
@@ -217,7 +281,7 @@ class FileLayout:
 
     def done_marker(self, run_id: str) -> Path:
         """The success marker of a run."""
-        return self.root.joinpath("done", self.shard(run_id), f"{run_id}.done")
+        return self._in_shard("done", run_id, DONE_SUFFIX)
 
     @property
     def failed_dir(self) -> Path:
@@ -226,7 +290,7 @@ class FileLayout:
 
     def failed_marker(self, run_id: str) -> Path:
         """The failure marker of a run."""
-        return self.root.joinpath("failed", self.shard(run_id), f"{run_id}.failed")
+        return self._in_shard("failed", run_id, FAILED_SUFFIX)
 
     @property
     def derived_dir(self) -> Path:
@@ -235,11 +299,45 @@ class FileLayout:
 
     def derived(self, run_id: str) -> Path:
         """The derived-metrics file of a run."""
-        return self.derived_dir / self.shard(run_id) / f"{run_id}.json"
+        return self._in_shard("derived", run_id, DERIVED_SUFFIX)
+
+    def run_names(
+        self, top: Path, suffix: str | None = None, shards: Iterable[str] | None = None
+    ) -> set[str]:
+        """Names of the run-keyed files under ``top`` (a sharded directory), unvalidated.
+
+        ``{name}{suffix}`` files give ``name`` (with ``suffix=None``: any file, minus its
+        last extension). Only the given ``shards`` are listed (default: every one); a
+        hidden entry (a writer's temporary) or a symbolic-linked shard is never listed.
+        The names come from a listing, so a caller validates them before use.
+        """
+        names: set[str] = set()
+        if shards is None:
+            try:
+                with os.scandir(top) as entries:
+                    dirs = [e.path for e in entries if _listable_dir(e)]
+            except (FileNotFoundError, NotADirectoryError):
+                return names
+        else:
+            dirs = [str(top / shard) for shard in shards]
+        for directory in dirs:
+            try:
+                with os.scandir(directory) as entries:
+                    for entry in entries:
+                        name = entry.name
+                        if name.startswith("."):
+                            continue
+                        if suffix is None:
+                            names.add(name.rsplit(".", 1)[0])
+                        elif name.endswith(suffix):
+                            names.add(name[: -len(suffix)])
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+        return names
 
     def shard_dirs(self, run_id: str) -> tuple[Path, ...]:
         """The directories holding a run's files: its shard of runs, done, failed, derived."""
-        shard = self.shard(run_id)
+        shard = shard_of(run_id)
         return tuple(top / shard for top in self.data_dirs[2:])
 
     @property
@@ -255,142 +353,5 @@ class FileLayout:
         )
 
 
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
-# O_NONBLOCK: a FIFO planted in place of a file must not hang the reader in open().
-_FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
-_MAX_CACHED_DIRS = 64
-
-
-class NoFollowReader:
-    """Read files below ``root`` without following a symbolic link at any level below it.
-
-    Another user who can write the store could replace an artifact (or a whole run
-    directory) with a link to a file of yours, which an export would then copy out. Each
-    directory is opened relative to its parent with ``O_NOFOLLOW`` (``openat``), so a
-    link anywhere below ``root`` is refused, not followed, and nothing can be swapped
-    between a check and the read. ``root`` itself may be a link (you chose it).
-
-    Directory descriptors are cached (at most 64) because bulk reads revisit the same
-    shards; use the reader as a context manager, or call :meth:`close`.
-    """
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self._dirs: dict[tuple[str, ...], int] = {}
-
-    def __enter__(self) -> NoFollowReader:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    def close(self) -> None:
-        """Close every cached directory descriptor."""
-        for fd in self._dirs.values():
-            os.close(fd)
-        self._dirs.clear()
-
-    def _parts(self, path: Path) -> tuple[str, ...]:
-        try:
-            parts = path.relative_to(self.root).parts
-        except ValueError:
-            raise UnsafeNameError(
-                f"refusing to read {str(path)!r}: it is not inside the store {str(self.root)!r}",
-                name=str(path),
-            ) from None
-        if not parts or any(p in ("", ".", "..") for p in parts):
-            raise UnsafeNameError(f"refusing to read {str(path)!r}", name=str(path))
-        return parts
-
-    def _symlink_error(self, parts: tuple[str, ...]) -> UnsafeNameError:
-        path = self.root.joinpath(*parts)
-        try:
-            target = f" (to {os.readlink(path)!r})"
-        except OSError:
-            target = ""
-        return UnsafeNameError(
-            f"refusing to follow {str(path)!r}: it is a symbolic link{target} inside the "
-            f"store; metalab reads store files only directly",
-            name=str(path),
-        )
-
-    def _is_symlink(self, dir_fd: int, name: str) -> bool:
-        try:
-            return stat.S_ISLNK(os.lstat(name, dir_fd=dir_fd).st_mode)
-        except OSError:
-            return False
-
-    def _dir(self, parts: tuple[str, ...]) -> int | None:
-        """A descriptor of the directory ``root/parts``, or ``None`` if it is missing."""
-        cached = self._dirs.get(parts)
-        if cached is not None:
-            return cached
-        try:
-            if not parts:
-                fd = os.open(self.root, _DIR_FLAGS)
-            else:
-                parent = self._dir(parts[:-1])
-                if parent is None:
-                    return None
-                try:
-                    fd = os.open(parts[-1], _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=parent)
-                except OSError as exc:
-                    if exc.errno in (errno.ELOOP, errno.ENOTDIR) and self._is_symlink(
-                        parent, parts[-1]
-                    ):
-                        raise self._symlink_error(parts) from None
-                    raise
-        except (FileNotFoundError, NotADirectoryError):
-            return None
-        if len(self._dirs) >= _MAX_CACHED_DIRS:
-            self.close()
-        self._dirs[parts] = fd
-        return fd
-
-    def read(self, path: Path) -> bytes | None:
-        """Return the bytes of the regular file ``path``, or ``None`` if it is missing.
-
-        Raises:
-            UnsafeNameError: ``path`` (or a directory on the way) is a symbolic link or
-                not a regular file, or ``path`` is outside ``root``.
-            OSError: the file exists but cannot be read.
-        """
-        parts = self._parts(path)
-        parent = self._dir(parts[:-1])
-        if parent is None:
-            return None
-        try:
-            fd = os.open(parts[-1], _FILE_FLAGS, dir_fd=parent)
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            if exc.errno == errno.ELOOP:
-                raise self._symlink_error(parts) from None
-            raise
-        with os.fdopen(fd, "rb") as handle:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                raise UnsafeNameError(
-                    f"refusing to read {str(path)!r}: not a regular file", name=str(path)
-                )
-            return handle.read()
-
-    def list_dir(self, path: Path) -> list[tuple[str, bool]]:
-        """``(name, is_symlink)`` of the non-hidden entries of directory ``path``, sorted.
-
-        A missing directory has no entries.
-
-        Raises:
-            UnsafeNameError: ``path`` or a directory on the way is a symbolic link.
-        """
-        fd = self._dir(self._parts(path))
-        if fd is None:
-            return []
-        # scandir works on a duplicate of the descriptor and rewinds it, so the cached
-        # descriptor stays usable.
-        with os.scandir(fd) as entries:
-            return sorted((e.name, e.is_symlink()) for e in entries if not e.name.startswith("."))
+def _listable_dir(entry: os.DirEntry[str]) -> bool:
+    return not entry.name.startswith(".") and entry.is_dir(follow_symlinks=False)

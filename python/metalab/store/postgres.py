@@ -18,10 +18,13 @@ from typing import Any, TypeVar
 
 from metalab import _core
 from metalab.errors import StoreError, StoreUnavailableError
-from metalab.records import RunRecord, RunState
+from metalab.records import RunRecord, RunState, StoredState
+from metalab.store import postgres_sql as Q
 from metalab.store.base import LoadedRecords, LoadProblem, Store, select_manifests
+from metalab.store.bundle import ManifestDoc
 from metalab.store.credentials import Credential, connect_once, store_passfile
 from metalab.store.postgres_artifacts import PostgresArtifacts
+from metalab.store.postgres_bulk import PostgresBundles
 from metalab.store.postgres_config import PostgresConfig, quiet_pool_log, redact
 from metalab.store.record_codec import decode_record, encode_record, record_from_dict
 
@@ -60,34 +63,6 @@ class _PostgresLogSink:
         """Nothing is buffered, so nothing to flush."""
 
 
-RECORD_UPSERT = (
-    "INSERT INTO {s}.records (run_id, experiment_id, status, task_index, replicate, "
-    "started_at, finished_at, record, doc) "
-    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s) "
-    "ON CONFLICT (run_id) DO UPDATE SET experiment_id = EXCLUDED.experiment_id, "
-    "status = EXCLUDED.status, task_index = EXCLUDED.task_index, "
-    "replicate = EXCLUDED.replicate, started_at = EXCLUDED.started_at, "
-    "finished_at = EXCLUDED.finished_at, record = EXCLUDED.record, "
-    "doc = EXCLUDED.doc, updated_at = now()"
-)
-"""Idempotent upsert of one record row (``{s}`` is the quoted schema)."""
-
-
-def record_row(record: RunRecord, doc: str) -> tuple[Any, ...]:
-    """The parameters of :data:`RECORD_UPSERT` for ``record`` with exact JSON text ``doc``."""
-    return (
-        record.run_id,
-        record.experiment_id,
-        record.status.value,
-        record.task_index,
-        record.replicate,
-        record.started_at,
-        record.finished_at,
-        doc,
-        doc,
-    )
-
-
 def _close_pool_soon(pool: Any, owner_pid: int, wait: bool = True) -> None:
     if os.getpid() != owner_pid:
         return  # inherited through fork: the parent owns these connections
@@ -98,7 +73,7 @@ def _close_pool_soon(pool: Any, owner_pid: int, wait: bool = True) -> None:
     closer.join(timeout=5.0)
 
 
-class PostgresStore(PostgresArtifacts, Store):
+class PostgresStore(PostgresBundles, PostgresArtifacts, Store):
     """Store runs in a PostgreSQL schema (created on first use).
 
     Args:
@@ -248,7 +223,7 @@ class PostgresStore(PostgresArtifacts, Store):
         Raises:
             StoreUnavailableError: it does not.
         """
-        self._run(lambda conn: conn.execute("SELECT 1"))
+        self._run(lambda conn: conn.execute(Q.PING))
 
     def close(self) -> None:
         """Close the pool (a later call re-opens one)."""
@@ -261,13 +236,13 @@ class PostgresStore(PostgresArtifacts, Store):
         """Delete the schema and everything in it (tests and clean-ups)."""
 
         def op(conn: Any) -> None:
-            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(self._s))
+            conn.execute(self._q(Q.DROP_SCHEMA))
 
         self._run(op)
         self._schema_ready = False
 
     def _q(self, text: str) -> sql.Composed:
-        return sql.SQL(text).format(s=self._s)
+        return Q.query(self._s, text)
 
     # -- experiments ------------------------------------------------------------------
     def put_manifest(self, experiment_id: str, manifest: dict[str, Any]) -> str:
@@ -275,50 +250,43 @@ class PostgresStore(PostgresArtifacts, Store):
 
         stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
         doc = json.dumps(manifest, indent=2, default=str)
-        self.put_manifest_doc(experiment_id, stamp, doc)
+        self.put_manifest_doc(ManifestDoc(experiment_id, stamp, doc))
         return f"{self.locator}#manifests/{experiment_id}_{stamp}"
 
-    def put_manifest_doc(self, experiment_id: str, stamp: str, doc: str) -> None:
+    def put_manifest_doc(self, doc: ManifestDoc) -> None:
         """Store a manifest's exact JSON text under its timestamp (idempotent)."""
         try:
-            submitted = str(json.loads(doc).get("submitted_at", ""))
+            submitted = str(json.loads(doc.doc).get("submitted_at", ""))
         except (ValueError, AttributeError):
             submitted = ""
-        query = self._q(
-            "INSERT INTO {s}.manifests (experiment_id, stamp, submitted_at, doc) "
-            "VALUES (%s, %s, %s, %s) ON CONFLICT (experiment_id, stamp) "
-            "DO UPDATE SET doc = EXCLUDED.doc, submitted_at = EXCLUDED.submitted_at"
-        )
-        self._run(lambda conn: conn.execute(query, (experiment_id, stamp, submitted, doc)))
+        query = self._q(Q.MANIFEST_UPSERT)
+        params = (doc.experiment_id, doc.stamp, submitted, doc.doc)
+        self._run(lambda conn: conn.execute(query, params))
 
-    def manifest_docs(self, experiment_id: str | None = None) -> list[tuple[str, str, str]]:
-        """Return ``(experiment_id, stamp, exact JSON text)`` of stored manifests."""
-        query = self._q(
-            "SELECT experiment_id, stamp, doc FROM {s}.manifests "
-            "WHERE %s::text IS NULL OR experiment_id = %s ORDER BY submitted_at, stamp"
-        )
+    def manifest_docs(
+        self, experiment_id: str | None = None
+    ) -> tuple[list[ManifestDoc], list[str]]:
+        """Return the stored manifests' exact texts, oldest first (none is ever refused)."""
+        query = self._q(Q.MANIFESTS)
         rows = self._run(lambda conn: conn.execute(query, (experiment_id,) * 2).fetchall())
-        return [(str(e), str(t), str(d)) for e, t, d in rows]
+        return [ManifestDoc(str(e), str(t), str(d)) for e, t, d in rows], []
 
     def list_manifests(self, experiment_id: str | None = None) -> list[dict[str, Any]]:
-        docs = (doc for _, _, doc in self.manifest_docs(experiment_id))
-        return select_manifests(docs, experiment_id)
+        docs, _ = self.manifest_docs(experiment_id)
+        return select_manifests((m.doc for m in docs), experiment_id)
 
     def put_blob(self, key: str, data: bytes) -> None:
-        query = self._q(
-            "INSERT INTO {s}.blobs (key, data) VALUES (%s, %s) "
-            "ON CONFLICT (key) DO UPDATE SET data = EXCLUDED.data"
-        )
+        query = self._q(Q.BLOB_UPSERT)
         self._run(lambda conn: conn.execute(query, (key, data)))
 
     def get_blob(self, key: str) -> bytes | None:
-        query = self._q("SELECT data FROM {s}.blobs WHERE key = %s")
+        query = self._q(Q.BLOB_SELECT)
         row = self._run(lambda conn: conn.execute(query, (key,)).fetchone())
         return None if row is None else bytes(row[0])
 
     def blob_keys(self) -> list[str]:
         """Return every blob key, sorted."""
-        query = self._q("SELECT key FROM {s}.blobs ORDER BY key")
+        query = self._q(Q.BLOB_KEYS)
         return [str(r[0]) for r in self._run(lambda conn: conn.execute(query).fetchall())]
 
     # -- run write path ---------------------------------------------------------------
@@ -327,12 +295,7 @@ class PostgresStore(PostgresArtifacts, Store):
 
     def append_log(self, run_id: str, chunk: str) -> None:
         """Append text (whole lines with their newlines) to a run's log."""
-        # Asynchronous commit: the line is in the server as soon as this returns (a worker
-        # crash keeps it) without waiting for a WAL fsync (~4 ms here vs ~0.3 ms).
-        query = self._q(
-            "INSERT INTO {s}.logs (run_id, chunk) SELECT %s, %s "
-            "FROM (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit"
-        )
+        query = self._q(Q.LOG_APPEND)  # asynchronous commit, see postgres_sql
         self._run(lambda conn: conn.execute(query, (run_id, chunk)))
 
     def put_record(self, record: RunRecord) -> None:
@@ -340,15 +303,15 @@ class PostgresStore(PostgresArtifacts, Store):
 
     def put_record_doc(self, record: RunRecord, doc: str) -> None:
         """Upsert a record given its exact encoded JSON text ``doc``."""
-        query = self._q(RECORD_UPSERT)
-        params = record_row(record, doc)
+        query = self._q(Q.RECORD_UPSERT)
+        params = Q.record_row(record, doc)
 
         def op(conn: Any) -> None:
             # The record commits without waiting for fsync; the (synchronous) marker
             # written after it flushes the WAL up to and including the record, so a
             # marked run's record is always durable, as the Store contract demands.
             with conn.transaction():
-                conn.execute("SET LOCAL synchronous_commit TO off")
+                conn.execute(Q.ASYNC_COMMIT)
                 conn.execute(query, params)
 
         self._run(op)
@@ -356,32 +319,32 @@ class PostgresStore(PostgresArtifacts, Store):
     def mark(self, run_id: str, state: RunState) -> None:
         if state is RunState.RUNNING:
             return
-        query = self._q(
-            "INSERT INTO {s}.markers (run_id, state) VALUES (%s, %s) ON CONFLICT (run_id) "
-            "DO UPDATE SET state = EXCLUDED.state, updated_at = now()"
-        )
+        query = self._q(Q.MARKER_UPSERT)
         self._run(lambda conn: conn.execute(query, (run_id, state.value)))
 
     # -- completion -------------------------------------------------------------------
     def markers(self, run_ids: Sequence[str] | None = None) -> dict[str, str]:
         """Return ``{run_id: state}`` of stored markers (all, or of ``run_ids``) in one query."""
         if run_ids is None:
-            query = self._q("SELECT run_id, state FROM {s}.markers")
+            query = self._q(Q.MARKERS_ALL)
             rows = self._run(lambda conn: conn.execute(query).fetchall())
         else:
-            query = self._q("SELECT run_id, state FROM {s}.markers WHERE run_id = ANY(%s)")
+            query = self._q(Q.MARKERS_OF_RUNS)
             ids = list(run_ids)
             rows = self._run(lambda conn: conn.execute(query, (ids,)).fetchall())
         return {str(r): str(s) for r, s in rows}
 
-    def completed(self, run_ids: Sequence[str]) -> list[bool]:
-        found = self.markers(run_ids)
-        return [found.get(run_id) == RunState.SUCCESS.value for run_id in run_ids]
+    def states(self, run_ids: Sequence[str]) -> list[StoredState]:
+        """Done / failed / absent of each run from its marker, in one query.
 
-    def failed(self, run_ids: Sequence[str]) -> list[bool]:
-        found = self.markers(run_ids)
-        bad = (RunState.FAILED.value, RunState.CANCELLED.value)
-        return [found.get(run_id) in bad for run_id in run_ids]
+        Done needs the record too (a success marker whose record row is gone vouches for
+        nothing, as in a FileStore).
+        """
+        ids = list(run_ids)
+        query = self._q(Q.STATES)
+        rows = self._run(lambda conn: conn.execute(query, (ids,)).fetchall())
+        found = {str(run_id): _state_of(str(state), bool(has)) for run_id, state, has in rows}
+        return [found.get(run_id, StoredState.ABSENT) for run_id in ids]
 
     # -- read path --------------------------------------------------------------------
     def get_record(self, run_id: str) -> RunRecord | None:
@@ -390,7 +353,7 @@ class PostgresStore(PostgresArtifacts, Store):
 
     def get_record_doc(self, run_id: str) -> str | None:
         """Return a record's exact stored JSON text, or ``None``."""
-        query = self._q("SELECT doc FROM {s}.records WHERE run_id = %s")
+        query = self._q(Q.RECORD_DOC)
         row = self._run(lambda conn: conn.execute(query, (run_id,)).fetchone())
         return None if row is None else str(row[0])
 
@@ -399,12 +362,7 @@ class PostgresStore(PostgresArtifacts, Store):
     ) -> list[tuple[str, str]]:
         """Return ``(run_id, exact JSON text)`` of matching records in one SQL query."""
         ids = None if run_ids is None else list(run_ids)
-        query = self._q(
-            "SELECT run_id, doc FROM {s}.records "
-            "WHERE (%s::text IS NULL OR experiment_id = %s) "
-            "AND (%s::text[] IS NULL OR run_id = ANY(%s)) "
-            "ORDER BY experiment_id, task_index, run_id"
-        )
+        query = self._q(Q.RECORDS)
         params = (experiment_id, experiment_id, ids, ids)
 
         def op(conn: Any) -> list[tuple[str, str]]:
@@ -444,9 +402,7 @@ class PostgresStore(PostgresArtifacts, Store):
         return data, problems
 
     def read_log(self, run_id: str) -> str:
-        query = self._q(
-            "SELECT coalesce(string_agg(chunk, '' ORDER BY id), '') FROM {s}.logs WHERE run_id = %s"
-        )
+        query = self._q(Q.LOG_OF_RUN)
         row = self._run(lambda conn: conn.execute(query, (run_id,)).fetchone())
         return "" if row is None else str(row[0])
 
@@ -455,15 +411,12 @@ class PostgresStore(PostgresArtifacts, Store):
 
     def put_derived_doc(self, run_id: str, doc: str) -> None:
         """Store derived metrics as exact JSON text (NaN allowed, like the FileStore)."""
-        query = self._q(
-            "INSERT INTO {s}.derived (run_id, doc) VALUES (%s, %s) "
-            "ON CONFLICT (run_id) DO UPDATE SET doc = EXCLUDED.doc"
-        )
+        query = self._q(Q.DERIVED_UPSERT)
         self._run(lambda conn: conn.execute(query, (run_id, doc)))
 
     def derived_docs(self, run_ids: Sequence[str]) -> dict[str, str]:
         """Return ``{run_id: exact JSON text}`` of derived metrics, one query."""
-        query = self._q("SELECT run_id, doc FROM {s}.derived WHERE run_id = ANY(%s)")
+        query = self._q(Q.DERIVED_OF_RUNS)
         ids = list(run_ids)
         rows = self._run(lambda conn: conn.execute(query, (ids,)).fetchall())
         return {str(r): str(d) for r, d in rows}
@@ -477,15 +430,18 @@ class PostgresStore(PostgresArtifacts, Store):
                 continue
         return found
 
-    def run_ids(self, experiment_id: str | None = None) -> list[str]:
-        """Return every run ID that has any stored data (record, log, artifact, marker)."""
-        query = self._q(
-            "SELECT run_id FROM {s}.records WHERE %s::text IS NULL OR experiment_id = %s "
-            "UNION SELECT run_id FROM {s}.markers WHERE %s::text IS NULL "
-            "UNION SELECT run_id FROM {s}.logs WHERE %s::text IS NULL "
-            "UNION SELECT run_id FROM {s}.artifacts WHERE %s::text IS NULL "
-            "UNION SELECT run_id FROM {s}.derived WHERE %s::text IS NULL ORDER BY 1"
-        )
+    def stored_run_ids(self, experiment_id: str | None = None) -> list[str]:
+        """Every run ID with any stored data (record, log, artifact, marker, derived);
+        filtered: those with a record of ``experiment_id``."""
+        query = self._q(Q.RUN_IDS)
         params = (experiment_id,) * 6
         rows = self._run(lambda conn: conn.execute(query, params).fetchall())
         return [str(r[0]) for r in rows]
+
+
+def _state_of(marker: str, has_record: bool) -> StoredState:
+    if marker == RunState.SUCCESS.value:
+        return StoredState.DONE if has_record else StoredState.ABSENT
+    if marker in (RunState.FAILED.value, RunState.CANCELLED.value):
+        return StoredState.FAILED
+    return StoredState.ABSENT

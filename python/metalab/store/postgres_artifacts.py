@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from metalab.errors import StoreError, UnsafeNameError
 from metalab.records import ArtifactInfo
+from metalab.store import postgres_sql as Q
 from metalab.store.atomic import atomic_write
 from metalab.store.layout import NoFollowReader, check_file_name, shared_artifact_relative
 
@@ -77,22 +78,26 @@ class PostgresArtifacts:
         self, run_id: str, file_name: str, data: bytes, *, name: str = "", kind: str = ""
     ) -> None:
         """Store an artifact's bytes: in the database, or under artifact_root when large."""
+        query = self._q(Q.ARTIFACT_UPSERT)
+        row = self.artifact_row(run_id, file_name, data, name=name or file_name, kind=kind)
+        self._run(lambda conn: conn.execute(query, row))
+
+    def artifact_row(
+        self, run_id: str, file_name: str, data: bytes, *, name: str, kind: str
+    ) -> tuple[Any, ...]:
+        """The :data:`~metalab.store.postgres_sql.ARTIFACT_UPSERT` parameters of one
+        artifact, after writing its bytes under artifact_root when they are large.
+
+        Large files go to the shared file system, written atomically, and the row only
+        points at them: a row is written after its file, never before.
+        """
         path: str | None = None
         blob: bytes | None = data
         if self.config.artifact_root and len(data) > self.config.inline_limit:
-            # Large files go to the shared file system, written atomically, and the row
-            # only points at them; a row is written after its file, never before.
             path, target = self._artifact_path(run_id, file_name)
             atomic_write(target, data)
             blob = None
-        query = self._q(
-            "INSERT INTO {s}.artifacts (run_id, file, name, kind, size, data, path) "
-            "VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (run_id, file) DO UPDATE SET "
-            "name = EXCLUDED.name, kind = EXCLUDED.kind, size = EXCLUDED.size, "
-            "data = EXCLUDED.data, path = EXCLUDED.path"
-        )
-        params = (run_id, file_name, name or file_name, kind, len(data), blob, path)
-        self._run(lambda conn: conn.execute(query, params))
+        return (run_id, file_name, name, kind, len(data), blob, path)
 
     def get_artifact_file(self, run_id: str, file_name: str) -> bytes:
         """Return an artifact's bytes by file name.
@@ -103,7 +108,7 @@ class PostgresArtifacts:
                 file name, or the row points outside the run's folder.
         """
         check_file_name(file_name)
-        query = self._q("SELECT data, path FROM {s}.artifacts WHERE run_id = %s AND file = %s")
+        query = self._q(Q.ARTIFACT_OF_RUN)
         row = self._run(lambda conn: conn.execute(query, (run_id, file_name)).fetchone())
         if row is None:
             raise KeyError(f"artifact {file_name!r} of run {run_id} is missing from {self}")
