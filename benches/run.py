@@ -1,7 +1,7 @@
 """Run every benchmark and print one table; also write bench-results/results.json.
 
 Each ``benches/bench_*.py`` module exposing ``main(quick) -> list[Measurement]`` is called
-in turn (plan, scale, resume, executors, PostgreSQL, SLURM, worker start-up). A module
+in turn (plan, scale, resume, executors, PostgreSQL, SLURM, worker start-up, dashboard). A module
 that is missing or fails shows up as a row carrying the error instead of stopping the
 others. PostgreSQL and SLURM benchmarks need their services (``METALAB_TEST_POSTGRES_URL``,
 a SLURM cluster).
@@ -34,6 +34,7 @@ SUITES = (
     "bench_postgres",
     "bench_slurm",
     "bench_worker_startup",
+    "bench_ui",
 )
 RESULTS = Path(__file__).resolve().parent.parent / "bench-results" / "results.json"
 

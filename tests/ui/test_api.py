@@ -252,3 +252,44 @@ def test_pages_are_served_and_plotly_comes_from_the_python_package(server: Serve
         status, body, _ = server.get(path, **params)
         assert status == 200 and b"/static/app.js" in body
     assert json.loads(server.get("/api/experiments")[1])["experiments"]
+
+
+@pytest.mark.postgres
+def test_the_same_answers_from_postgresql(pi_store: Path, tmp_path: Path) -> None:
+    import uuid
+
+    from metalab.store import import_from_filestore
+    from metalab.store.postgres import PostgresStore
+    from services import postgres_url
+
+    url = postgres_url()
+    sep = "&" if "?" in url else "?"
+    locator = f"{url}{sep}schema=t_{uuid.uuid4().hex}&artifact_root={tmp_path / 'pg_artifacts'}"
+    import_from_filestore(str(pi_store), locator)
+    try:
+        with Server(locator) as pg:
+            [exp] = pg.json("/api/experiments")["experiments"]
+            assert exp["counts"] == {"success": 9, "failed": 3, "pending": 0}
+            file_rows = metalab.load_results(pi_store).to_dataframe()
+            doc = pg.json(
+                "/api/runs", experiment=E, where=["n_samples>=1000"], sort="pi_estimate", limit=100
+            )
+            want = file_rows[file_rows["param_n_samples"] >= 1000].sort_values(
+                "pi_estimate", kind="stable"
+            )
+            assert [r[doc["columns"].index("run_id")] for r in doc["rows"]] == want[
+                "run_id"
+            ].tolist()
+            plot = pg.json("/api/plot", experiment=E, x="n_samples", y="pi_estimate")
+            assert plot["data"]["n"] == [3, 3, 3]
+            run = metalab.load_results(pi_store).successful[0]
+            detail = pg.json(f"/api/runs/{run.run_id}")
+            assert detail["log"] == run.log
+            [figure] = [a for a in detail["artifacts"] if a["kind"] == "png"]
+            assert pg.get(figure["url"])[1] == bytes(run.figure("samples"))
+    finally:
+        store = PostgresStore.from_locator(locator)
+        try:
+            store.drop_schema()
+        finally:
+            store.close()
