@@ -20,10 +20,12 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import metalab
 from metalab.capture import Capture
-from metalab.capture.checkpoint import checkpoint_key, decode_checkpoint
+from metalab.capture.checkpoint import checkpoint_key, decode_checkpoint, encode_checkpoint
 from metalab.errors import CaptureError
 from metalab.records import RunState
 from metalab.store.base import Store
@@ -294,3 +296,33 @@ def test_a_damaged_or_foreign_checkpoint_is_refused(tmp_path: Path) -> None:
     store.put_blob(checkpoint_key("e" * 32), b"\x80\x04pickle")
     with pytest.raises(CaptureError, match="is not a metalab checkpoint"):
         Capture(store, "e" * 32, "w").restore()
+
+
+_KEYS = st.text(max_size=6) | st.sampled_from(["$array", "$bytes", "$tuple", "$dict", "$"])
+_LEAVES = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False)
+    | st.text()
+    | st.binary()
+    | st.builds(np.array, st.lists(st.floats(allow_nan=False, width=32), max_size=4))
+)
+_STATES = st.recursive(
+    _LEAVES,
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.lists(inner, max_size=4).map(tuple)
+        | st.dictionaries(_KEYS, inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@given(_STATES)
+def test_any_allowed_state_round_trips(state: Any) -> None:
+    # Reserved-looking keys ("$array"...) included: a user dict is never read as a reference.
+    blob = encode_checkpoint(state, "r" * 32)
+    found, restored = decode_checkpoint(blob, "r" * 32, "blob")
+    assert found
+    _assert_same(restored, state)
