@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 import reference as ref
 from metalab import _core
 from metalab.errors import StoreError
-from metalab.records import StoredState
+from metalab.records import RunState, StoredState
 from metalab.store.layout import FileLayout
 
 LABELS = ("done", "failed", "absent")
@@ -212,3 +212,7 @@ def test_record_columns_follow_the_layout(tmp_path: Path) -> None:
         ((path, reason, corrupt),) = data["problems"]
         assert path == str(tmp_path / "recs" / "abe" / "abe3.rec") and not corrupt
         assert f"done marker {marker} says run abe3 finished" in reason
+
+
+def test_the_record_statuses_are_those_of_run_state() -> None:
+    assert tuple(state.value for state in RunState) == _core.RECORD_STATUSES

@@ -14,6 +14,7 @@ __all__ = [
     "FINGERPRINT_HEX_CHARS",
     "GridCore",
     "ManualCore",
+    "RECORD_STATUSES",
     "RandomCore",
     "ScanLayout",
     "__version__",
@@ -45,6 +46,9 @@ any collision among 1e8 runs is about 1.5e-23)."""
 
 __version__: str
 """Version of the Rust crate."""
+
+RECORD_STATUSES: tuple[str, ...]
+"""The ``status`` values the record checks accept (those of ``metalab.records.RunState``)."""
 
 def canonical_encode(value: object) -> bytes:
     """Return the canonical encoding v1 of ``value``.

@@ -31,6 +31,8 @@ pub mod plan;
 pub mod random;
 pub mod record_checks;
 pub mod record_fast;
+pub mod record_fields;
+pub mod record_optional;
 pub mod records;
 pub mod scan;
 pub mod seeds;

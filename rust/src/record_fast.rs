@@ -16,7 +16,8 @@ use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use crate::record_checks::{timestamp_ok, Checked};
+use crate::record_checks::Checked;
+use crate::record_optional::timestamp_ok;
 
 /// A string that must be there and is not kept.
 struct AnyStr;
@@ -316,5 +317,17 @@ mod tests {
             }
         }
         assert!(fast_accepted >= 6, "{fast_accepted}");
+    }
+
+    #[test]
+    fn every_status_takes_the_fast_path() {
+        let base = r#"{"run_id": "ab", "experiment_id": "e:1", "status": "STATUS",
+            "context_fingerprint": "c", "params_fingerprint": "p", "seed_fingerprint": "s",
+            "params": {}, "task_index": 0, "replicate": 0}"#;
+        for status in crate::record_checks::STATUSES {
+            let doc = base.replace("STATUS", status);
+            let fast = parse(doc.as_bytes(), Some("ab")).expect(status);
+            assert_eq!(fast.status, status);
+        }
     }
 }

@@ -13,6 +13,7 @@
 
 use pyo3::exceptions::PyIndexError;
 use pyo3::prelude::*;
+use pyo3::types::PyTuple;
 
 use crate::fingerprint::FINGERPRINT_HEX_CHARS;
 use crate::CoreError;
@@ -103,6 +104,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("ENCODING_VERSION", crate::encoding::ENCODING_VERSION)?;
     m.add("FINGERPRINT_HEX_CHARS", FINGERPRINT_HEX_CHARS)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    let statuses = PyTuple::new_bound(m.py(), crate::record_checks::STATUSES);
+    m.add("RECORD_STATUSES", statuses)?;
     m.add_function(wrap_pyfunction!(encode::canonical_encode, m)?)?;
     m.add_function(wrap_pyfunction!(encode::py_fingerprint, m)?)?;
     m.add_function(wrap_pyfunction!(encode::fingerprint_many, m)?)?;
