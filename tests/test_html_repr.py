@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 import metalab
-from metalab.columnar import ColumnarResults, ColumnTable
+from metalab.column_table import ColumnTable
 from metalab.errors import ExperimentError
 from metalab.html import MAX_COLUMNS, MAX_ROWS, PngImage, progress_html
 from metalab.store.file import FileStore
@@ -94,7 +94,7 @@ def test_results_html_is_bounded_for_300000_runs(tmp_path: Path) -> None:
         "metrics": [("loss", [i / n for i in range(n)], [], 0, 0)],
     }
     table = ColumnTable(data, FileStore(tmp_path / "never-read"))
-    results = ColumnarResults(table, range(n))
+    results = metalab.Results.from_table(table, range(n))
     started = time.perf_counter()
     page = results._repr_html_()
     elapsed = time.perf_counter() - started

@@ -22,7 +22,6 @@ from matplotlib.container import BarContainer, ErrorbarContainer
 from matplotlib.figure import Figure
 
 import metalab
-from metalab.columnar import ColumnarResults
 from metalab.errors import ExperimentError
 from metalab.html import PngImage
 from metalab.results import Results
@@ -76,7 +75,7 @@ def sweep(tmp_path_factory: pytest.TempPathFactory) -> Results:
     store = tmp_path_factory.mktemp("plots") / "store"
     exp = _experiment(estimate, "pi", REPLICATES, n_samples=SIZES, method=METHODS)
     results = metalab.run(exp, store=store, progress=False).result()
-    assert isinstance(results, ColumnarResults) and len(results) == 18
+    assert isinstance(results, Results) and len(results) == 18
     return results
 
 

@@ -1,4 +1,4 @@
-"""The Rust columnar loader against a pure-Python reference, and ColumnarResults against
+"""The Rust columnar loader against a pure-Python reference, and Results loaded as columns against
 the record-based Results it replaces for FileStores."""
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from hypothesis import strategies as st
 
 import metalab
 from metalab import _core
-from metalab.columnar import ColumnarResults
 from metalab.errors import CorruptRecordError
 from metalab.results import Results
 from metalab.store.file import FileStore
@@ -65,7 +64,7 @@ def same(a: Any, b: Any) -> bool:
 
 
 def assert_matches(root: Path) -> None:
-    got = _core.load_record_columns(str(root), None, None)
+    got = _core.load_record_columns(FileStore(root).layout.scan, None, None)
     want = reference(root)
     for key in ("run_id", "experiment_id", "status", "task_index", "replicate", "started_at"):
         assert got[key] == want[key], key
@@ -193,7 +192,7 @@ def test_problems_name_path_and_reason_and_drop_done_marker(tmp_path: Path) -> N
     assert store.completed(["ab" * 16, "cd" * 16, "ef" * 16]) == [True, False, False]
 
 
-# -- ColumnarResults behaves like record-based Results -----------------------------------
+# -- Results loaded as columns behave like Results built from records ------------------
 
 
 @pytest.fixture
@@ -223,7 +222,7 @@ def both(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Results, Resu
 
 def test_columnar_results_match_record_results(both: tuple[Results, Results]) -> None:
     fast, slow = both
-    assert isinstance(fast, ColumnarResults) and len(fast) == len(slow) == 12
+    assert isinstance(fast, Results) and len(fast) == len(slow) == 12
     assert repr(fast) == repr(slow)
     assert [r.run_id for r in fast] == [r.run_id for r in slow]
     assert fast[3].record == slow[3].record and fast[-1].params == slow[-1].params

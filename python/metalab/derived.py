@@ -1,7 +1,7 @@
 """Derived metrics: post-hoc values computed from a run, stored apart from its record.
 
 Derived metrics never touch fingerprints. A derived function takes a
-:class:`metalab.results.Run` and returns ``{name: number}``; one that raises is
+:class:`metalab.run_view.Run` and returns ``{name: number}``; one that raises is
 reported for that run only.
 """
 
@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from metalab.capture.capture import metric_value
 from metalab.errors import CaptureError
+from metalab.run_view import Run
 
 if TYPE_CHECKING:
     from metalab.records import RunRecord
@@ -29,8 +30,6 @@ def apply_derived(
     record: RunRecord, store: Store, fns: Sequence[Callable[[Any], dict[str, Any]]]
 ) -> tuple[dict[str, Any], dict[str, str]]:
     """Evaluate ``fns`` on one run; return (values, {function name: error message})."""
-    from metalab.results import Run
-
     run = Run(record, store)
     values: dict[str, Any] = {}
     errors: dict[str, str] = {}

@@ -10,17 +10,17 @@ from __future__ import annotations
 
 import warnings
 from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
 from metalab.errors import ExperimentError
 from metalab.experiment import Experiment
-from metalab.results import Results
 from metalab.store.base import Store
 
-__all__ = ["load_filtered", "mixed_versions_warning"]
+__all__ = ["mixed_versions_warning", "select_experiment", "wanted"]
 
 
-def _wanted(experiment_id: str | None, experiment: Any) -> tuple[str | None, str | None]:
+def wanted(experiment_id: str | None, experiment: Any) -> tuple[str | None, str | None]:
     """(exact ``name:version`` or None, bare name or None) that the caller asked for.
 
     Raises:
@@ -43,20 +43,20 @@ def _wanted(experiment_id: str | None, experiment: Any) -> tuple[str | None, str
     return (experiment, None) if ":" in experiment else (None, experiment)
 
 
-def load_filtered(store: Store, experiment_id: str | None, experiment: Any) -> Results:
-    """Load ``store``'s runs, keep the requested experiment, warn about mixed versions.
+def select_experiment(
+    store: Store, experiment: Any, experiment_ids: Sequence[str], name: str | None
+) -> list[bool] | None:
+    """Which loaded rows to keep (``None``: all), and warnings about what was loaded.
 
-    Raises:
-        ExperimentError: see :func:`metalab.load_results`.
+    ``experiment_ids`` are the loaded rows' experiments; ``name`` is the bare name asked
+    for (from :func:`wanted`). Warns (attributed to the caller of ``load_results``) when
+    ``experiment`` matched nothing, and when the kept rows mix versions of one experiment.
     """
-    from metalab.columnar import results_from_store
-
-    exact, name = _wanted(experiment_id, experiment)
-    results = results_from_store(store, experiment_id=exact)
-    if name is not None:
-        ids = results._record_column("experiment_id")
-        results = results._subset([eid.partition(":")[0] == name for eid in ids])
-    if experiment is not None and not len(results):
+    keep = None if name is None else [eid.partition(":")[0] == name for eid in experiment_ids]
+    kept = experiment_ids
+    if keep is not None:
+        kept = [eid for eid, wanted in zip(experiment_ids, keep, strict=True) if wanted]
+    if experiment is not None and not kept:
         known = sorted({str(m.get("experiment_id")) for m in store.list_manifests()})
         holds = ", ".join(known) if known else "no experiment"
         warnings.warn(
@@ -64,15 +64,15 @@ def load_filtered(store: Store, experiment_id: str | None, experiment: Any) -> R
             UserWarning,
             stacklevel=3,
         )
-    message = mixed_versions_warning(results)
+    message = mixed_versions_warning(kept)
     if message:
         warnings.warn(message, UserWarning, stacklevel=3)
-    return results
+    return keep
 
 
-def mixed_versions_warning(results: Results) -> str:
-    """The warning for results that hold several versions of one experiment, or ``""``."""
-    counts = Counter(results._record_column("experiment_id"))
+def mixed_versions_warning(experiment_ids: Sequence[str]) -> str:
+    """The warning for runs of several versions of one experiment, or ``""``."""
+    counts = Counter(experiment_ids)
     by_name: dict[str, list[str]] = {}
     for experiment_id in sorted(counts):
         by_name.setdefault(experiment_id.partition(":")[0], []).append(experiment_id)

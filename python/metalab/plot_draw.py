@@ -3,7 +3,7 @@
 It uses the object API alone: figures are :class:`PlotFigure` (a
 ``matplotlib.figure.Figure``) built directly, never through pyplot, so no global figure
 manager keeps them alive, no window opens and threads can plot at once. Aggregation is
-done before (:func:`metalab.plots.aggregate`); this module only turns its small tables
+done before (:func:`metalab.plot_data.aggregate`); this module only turns its small tables
 into artists.
 """
 
@@ -21,13 +21,13 @@ from matplotlib.figure import Figure
 from matplotlib.image import imread
 
 from metalab.errors import ExperimentError
-from metalab.plots import MAX_PANELS, Aggregated
+from metalab.plot_data import MAX_PANELS, Aggregated
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from metalab.html import PngImage
-    from metalab.results import Run
+    from metalab.run_view import Run
 
 __all__ = ["PlotFigure", "draw_grid", "draw_plot", "draw_series"]
 
@@ -98,7 +98,7 @@ def _errors(values: pd.Series) -> np.ndarray[Any, Any] | None:
 def draw_plot(
     agg: Aggregated, kind: str, points: bool, logx: bool, logy: bool, ax: Axes | None
 ) -> Figure:
-    """Draw :func:`~metalab.plots.aggregate`'s points: one panel per col, one series per hue.
+    """Draw :func:`~metalab.plot_data.aggregate`'s points: one panel per col, one series per hue.
 
     Raises:
         ExperimentError: ``ax`` with ``col``, too many panels, or a bar plot against a

@@ -1,18 +1,28 @@
-"""Query and analyse the runs of an experiment."""
+"""Query and analyse the runs of an experiment.
+
+:class:`Results` is an ordered selection of rows of one
+:class:`~metalab.column_table.ColumnTable`: every store's ``load_columns`` feeds it (a
+FileStore in one parallel Rust scan, PostgreSQL in one query, other stores from their
+records), so ``to_dataframe()``, ``table()``, ``filter()`` and ``summary()`` read columns,
+and a :class:`~metalab.run_view.Run` is materialised only when one is indexed or iterated.
+See "Loading at scale" in ``docs/storage.md``.
+"""
 
 from __future__ import annotations
 
+import collections
 import csv
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, overload
 
-from metalab.capture.serializers import AllowPickle, deserialize
+from metalab.column_table import ColumnTable
 from metalab.derived import apply_derived
 from metalab.errors import ExperimentError
-from metalab.html import MAX_ROWS, PngImage, results_html, run_html
-from metalab.plots import ResultsPlots, RunFigures
-from metalab.records import ErrorInfo, RunRecord, RunState
+from metalab.html import MAX_ROWS, results_html
+from metalab.loading import select_experiment, wanted
+from metalab.plots import ResultsPlots
+from metalab.records import ErrorInfo, RunRecord
 from metalab.report import (
     ErrorGroup,
     ResultTable,
@@ -20,176 +30,100 @@ from metalab.report import (
     error_groups,
     failure_report,
     format_cell,
-    is_number,
     labelled_rows,
     render_summary,
     summary_groups,
 )
-from metalab.staleness import Generation, generation, latest_generations
+from metalab.run_view import Run
 from metalab.store.base import LoadProblem, Store
+from metalab.store.columns import columns_from_records
 from metalab.store.locator import create_store
 
-__all__ = ["ResultTable", "Results", "Run", "load_results"]
+__all__ = ["ResultTable", "Results", "Run", "load_results", "results_from_store"]
 
-
-class Run(RunFigures):
-    """One run's record with lazy access to its artifacts, log and derived metrics."""
-
-    _current: Generation | None = None
-    # The code its experiment runs now (from the latest launch manifest), set by Results.
-
-    def __init__(
-        self, record: RunRecord, store: Store, derived: dict[str, Any] | None = None
-    ) -> None:
-        self.record = record
-        self._store = store
-        self._derived = derived
-
-    @property
-    def run_id(self) -> str:
-        """The stable run ID."""
-        return self.record.run_id
-
-    @property
-    def status(self) -> RunState:
-        """success, failed, cancelled or running."""
-        return self.record.status
-
-    @property
-    def params(self) -> dict[str, Any]:
-        """The resolved parameters."""
-        return self.record.params
-
-    @property
-    def metrics(self) -> dict[str, Any]:
-        """Captured metrics (the last value of stepped metrics)."""
-        return self.record.metrics
-
-    @property
-    def error(self) -> Any:
-        """The failure (type, message, traceback), or ``None``."""
-        return self.record.error
-
-    @property
-    def is_stale(self) -> bool:
-        """True when another version of the operation computed this run.
-
-        "Now" is the code of the experiment's latest launch (its manifest's code hash;
-        another metalab major version counts too). False when they match or when no
-        launch is recorded to compare with. Re-run stale runs with
-        ``metalab.run(exp, rerun="stale")``.
-        """
-        current, provenance = self._current, self.record.provenance
-        if current is None or provenance is None:
-            return False
-        return generation(provenance.code_hash, provenance.metalab) != current
-
-    @property
-    def derived(self) -> dict[str, Any]:
-        """Stored derived metrics (``{}`` when none were computed)."""
-        if self._derived is None:
-            self._derived = self._store.get_derived([self.run_id]).get(self.run_id, {})
-        return self._derived
-
-    def metric_series(self, name: str) -> list[tuple[int, Any]]:
-        """Return ``[(step, value), ...]`` of a stepped metric, ordered by step.
-
-        Raises:
-            KeyError: the run recorded no stepped metric ``name``.
-        """
-        if name not in self.record.metric_series:
-            known = sorted(self.record.metric_series)
-            raise KeyError(f"run {self.run_id} has no stepped metric {name!r} (has: {known})")
-        return sorted((int(s), v) for s, v in self.record.metric_series[name])
-
-    def artifact(self, name: str, *, allow_pickle: AllowPickle = False) -> Any:
-        """Load an artifact back into the object that was captured.
-
-        A figure (``capture.figure``) comes back as its PNG bytes, as a
-        :class:`~metalab.html.PngImage`: ``bytes`` that a notebook displays as an image.
-
-        Args:
-            name: the artifact's name.
-            allow_pickle: for a pickle artifact: ``True`` loads it if this account wrote
-                it (its seal verifies); ``"unverified"`` loads any pickle, running the
-                code of whoever wrote it (e.g. one stored before pickles were sealed).
-
-        Raises:
-            KeyError: no artifact ``name``.
-            UnsafeLoadError: the artifact is a pickle and ``allow_pickle`` is False.
-            SignatureError: ``allow_pickle=True`` and another account wrote or altered
-                the pickle; it was not unpickled.
-        """
-        infos = {a.name: a for a in self.record.artifacts}
-        if name not in infos:
-            raise KeyError(f"run {self.run_id} has no artifact {name!r} (has: {sorted(infos)})")
-        info = infos[name]
-        data = self._store.get_artifact(self.run_id, info)
-        if info.kind == "png":
-            return PngImage(data, name)
-        return deserialize(info.kind, data, allow_pickle=allow_pickle, name=name)
-
-    @property
-    def log(self) -> str:
-        """The run's log text."""
-        return self._store.read_log(self.run_id)
-
-    def __repr__(self) -> str:
-        return f"Run({self.run_id[:12]}, {self.status.value}, params={self.params})"
-
-    def _repr_html_(self) -> str:
-        """Params, metrics, status, error and artifacts as HTML (for notebooks)."""
-        return run_html(self.record)
+DerivedFns = Sequence[Callable[[Any], dict[str, Any]]]
 
 
 class Results(ResultsPlots, Sequence[Run]):
     """An ordered collection of runs with tabular, filtering and export helpers."""
 
+    _table: ColumnTable
+    _sel: Sequence[int]
+
     def __init__(
         self, runs: Sequence[Run], store: Store, problems: Sequence[LoadProblem] = ()
     ) -> None:
-        self._runs = list(runs)
-        self.store = store
+        """Results of ``runs``, in this order (their records tabulated into columns)."""
+        runs = list(runs)
+        data, kept = columns_from_records([run.record for run in runs], problems)
+        table = ColumnTable(data, store)
+        rows_of: dict[str, collections.deque[int]] = {}
+        for row, run_id in enumerate(table.run_id):
+            rows_of.setdefault(run_id, collections.deque()).append(row)
+        rows = [rows_of[run.run_id].popleft() for run in runs]
+        for row, run in zip(rows, runs, strict=True):
+            table.adopt(row, run)  # the given runs are the ones handed out
+        self._bind(table, rows, kept)
+
+    def _bind(
+        self, table: ColumnTable, rows: Sequence[int], problems: Sequence[LoadProblem]
+    ) -> None:
+        self._table = table
+        self._sel = rows
+        self.store = table.store
         self.problems = list(problems)
+
+    @classmethod
+    def from_table(
+        cls,
+        table: ColumnTable,
+        rows: Sequence[int] | None = None,
+        problems: Sequence[LoadProblem] = (),
+    ) -> Results:
+        """The rows ``rows`` (default: all, in table order) of a loaded column table."""
+        results = cls.__new__(cls)
+        results._bind(table, range(len(table)) if rows is None else rows, problems)
+        return results
 
     @classmethod
     def from_records(
         cls, records: Sequence[RunRecord], store: Store, problems: Sequence[LoadProblem] = ()
     ) -> Results:
-        """Wrap records, ordered by (experiment, task index)."""
-        ordered = sorted(records, key=lambda r: (r.experiment_id, r.task_index))
-        runs = [Run(r, store) for r in ordered]
-        if runs:
-            current = latest_generations(store.list_manifests())
-            for run in runs:
-                run._current = current.get(run.record.experiment_id)
-        return cls(runs, store, problems)
+        """Wrap records, ordered by (experiment, task index), as every store loads them."""
+        data, kept = columns_from_records(records, problems)
+        table = ColumnTable(data, store)
+        by_id = {record.run_id: record for record in records}
+        for row, run_id in enumerate(table.run_id):
+            table.run(row).record = by_id[run_id]  # in memory already: never read again
+        return cls.from_table(table, problems=kept)
 
+    def _view(self, rows: Sequence[int], problems: Sequence[LoadProblem] = ()) -> Results:
+        return Results.from_table(self._table, rows, problems)
+
+    # -- sequence ---------------------------------------------------------------------
     @overload
     def __getitem__(self, index: int) -> Run: ...
     @overload
     def __getitem__(self, index: slice) -> Results: ...
     def __getitem__(self, index: int | slice) -> Run | Results:
         if isinstance(index, slice):
-            return Results(self._runs[index], self.store)
-        return self._runs[index]
+            return self._view(self._sel[index])
+        return self._table.run(self._sel[index])
 
     def __len__(self) -> int:
-        return len(self._runs)
+        return len(self._sel)
 
     def __iter__(self) -> Iterator[Run]:
-        return iter(self._runs)
+        run = self._table.run
+        return (run(row) for row in self._sel)
 
     def __repr__(self) -> str:
-        ok = sum(r.status is RunState.SUCCESS for r in self._runs)
-        return f"Results({len(self)} runs, {ok} successful)"
+        return f"Results({len(self)} runs, {self._status_counts().get('success', 0)} successful)"
 
     def _status_counts(self) -> dict[str, int]:
-        """Runs per status value (``{"success": 7, "failed": 2}``)."""
-        counts: dict[str, int] = {}
-        for run in self._runs:
-            counts[run.status.value] = counts.get(run.status.value, 0) + 1
-        return counts
+        """Runs per status value (``{"success": 7, "failed": 2}``), from the status column."""
+        status = self._table.status
+        return dict(collections.Counter(status[row] for row in self._sel))
 
     def _repr_html_(self) -> str:
         """Counts by status and the first rows of :meth:`table`, as HTML (for notebooks).
@@ -198,15 +132,20 @@ class Results(ResultsPlots, Sequence[Run]):
         """
         return results_html(len(self), self._status_counts(), self[:MAX_ROWS].table())
 
+    # -- selections -------------------------------------------------------------------
+    def _where(self, status: str) -> Results:
+        values = self._table.status
+        return self._view([row for row in self._sel if values[row] == status])
+
     @property
     def successful(self) -> Results:
         """Runs whose status is success."""
-        return Results([r for r in self._runs if r.status is RunState.SUCCESS], self.store)
+        return self._where("success")
 
     @property
     def failed(self) -> Results:
         """Runs whose status is failed."""
-        return Results([r for r in self._runs if r.status is RunState.FAILED], self.store)
+        return self._where("failed")
 
     def filter(self, **criteria: Any) -> Results:
         """Keep runs whose param, metric or record field equals each criterion.
@@ -214,33 +153,46 @@ class Results(ResultsPlots, Sequence[Run]):
         A key is looked up in params first, then metrics, then record fields
         (``status`` accepts ``"success"``).
         """
+        table = self._table
 
-        def value_of(run: Run, key: str) -> Any:
-            if key in run.params:
-                return run.params[key]
-            if key in run.metrics:
-                return run.metrics[key]
-            value = getattr(run.record, key, _MISSING)
-            return value.value if isinstance(value, RunState) else value
+        def value_of(row: int, key: str) -> Any:
+            for columns in (table.params, table.metrics):
+                column = columns.get(key)
+                if column is not None and column.present(row):
+                    return column.values[row]
+            return table.record_value(row, key)
 
-        return Results(
-            [r for r in self._runs if all(value_of(r, k) == v for k, v in criteria.items())],
-            self.store,
+        return self._view(
+            [row for row in self._sel if all(value_of(row, k) == v for k, v in criteria.items())]
         )
 
-    def _derived_for_all(self) -> dict[str, dict[str, Any]]:
-        found = self.store.get_derived([r.run_id for r in self._runs])
-        for run in self._runs:
-            run._derived = found.get(run.run_id, {})
-        return found
+    def _subset(self, keep: Sequence[bool]) -> Results:
+        """The runs whose ``keep`` flag is true (aligned with this sequence)."""
+        rows = [row for row, wanted in zip(self._sel, keep, strict=True) if wanted]
+        return self._view(rows, self.problems)
 
+    def _record_column(self, name: str) -> list[Any]:
+        """``run_id``, ``experiment_id``, ``replicate`` or ``status`` of every run."""
+        return self._table.pick(name, self._sel)
+
+    def _errors(self) -> list[ErrorInfo | None]:
+        """The error of every run (``None`` for successful ones), in order."""
+        return self._table.errors(self._sel)
+
+    def _successful_records(self) -> list[RunRecord]:
+        """Records of the successful runs (for stepped metrics: one batched read)."""
+        status = self._table.status
+        wanted = [row for row in self._sel if status[row] == "success"]
+        return [record for record in self._table.records(wanted) if record is not None]
+
+    # -- tables -----------------------------------------------------------------------
     def to_dataframe(
         self,
         include_params: bool = True,
         include_metrics: bool = True,
         include_record: bool = True,
         include_derived: bool = False,
-        derived_metrics: Sequence[Callable[[Any], dict[str, Any]]] | None = None,
+        derived_metrics: DerivedFns | None = None,
     ) -> Any:
         """Return a pandas DataFrame, one row per run.
 
@@ -250,16 +202,16 @@ class Results(ResultsPlots, Sequence[Run]):
         """
         import pandas as pd
 
-        return pd.DataFrame(
-            self._rows(
-                include_params,
-                include_metrics,
-                include_record,
-                include_derived,
-                derived_metrics,
-                param_prefix="param_",
+        if derived_metrics:
+            rows = self._rows(
+                include_params, include_metrics, include_record, include_derived, derived_metrics
             )
+            return pd.DataFrame(rows)
+        table = self._table
+        columns = table.columns_out(
+            self._sel, include_params, include_metrics, include_record, include_derived
         )
+        return pd.DataFrame(columns)
 
     def _rows(
         self,
@@ -267,35 +219,19 @@ class Results(ResultsPlots, Sequence[Run]):
         include_metrics: bool,
         include_record: bool,
         include_derived: bool,
-        derived_metrics: Sequence[Callable[[Any], dict[str, Any]]] | None,
-        param_prefix: str,
+        derived_metrics: DerivedFns | None,
+        param_prefix: str = "param_",
     ) -> list[dict[str, Any]]:
-        stored = self._derived_for_all() if include_derived else {}
-        rows = []
-        for run in self._runs:
-            row: dict[str, Any] = {}
-            if include_record:
-                rec = run.record
-                row.update(
-                    run_id=rec.run_id,
-                    experiment_id=rec.experiment_id,
-                    status=rec.status.value,
-                    replicate=rec.replicate,
-                    duration=rec.duration,
-                    stale=run.is_stale,
-                    error_type=rec.error.type if rec.error else None,
-                    error_message=rec.error.message if rec.error else None,
-                )
-            if include_params:
-                row.update({f"{param_prefix}{k}": v for k, v in run.params.items()})
-            if include_metrics:
-                row.update(run.metrics)
-            if include_derived:
-                row.update({f"derived_{k}": v for k, v in stored.get(run.run_id, {}).items()})
-            if derived_metrics:
-                values, _ = apply_derived(run.record, self.store, derived_metrics)
-                row.update({f"derived_{k}": v for k, v in values.items()})
-            rows.append(row)
+        table, sel = self._table, self._sel
+        rows = table.rows_out(
+            sel, include_params, include_metrics, include_record, include_derived, param_prefix
+        )
+        if derived_metrics:
+            records = table.records(sel)
+            for at, (row, record) in enumerate(zip(sel, records, strict=True)):
+                found = table.run(row).record if record is None else record  # None: raises
+                values, _ = apply_derived(found, self.store, derived_metrics)
+                rows[at].update({f"derived_{k}": v for k, v in values.items()})
         return rows
 
     def table(self, as_dataframe: bool = False) -> Any:
@@ -317,30 +253,10 @@ class Results(ResultsPlots, Sequence[Run]):
                 self._record_column("experiment_id"),
                 self._record_column("replicate"),
                 status,
-                self._stale() if rows else [],
+                self._table.stale_of(self._sel) if rows else [],
                 errors,
             )
         )
-
-    # -- per-row values that columnar results answer without materialising runs --------
-    def _subset(self, keep: Sequence[bool]) -> Results:
-        """The runs whose ``keep`` flag is true (aligned with this sequence)."""
-        runs = [run for run, wanted in zip(self._runs, keep, strict=True) if wanted]
-        return Results(runs, self.store, self.problems)
-
-    def _record_column(self, name: str) -> list[Any]:
-        """``run_id``, ``experiment_id``, ``replicate`` or ``status`` of every run."""
-        if name == "status":
-            return [run.status.value for run in self._runs]
-        return [getattr(run.record, name) for run in self._runs]
-
-    def _stale(self) -> list[bool]:
-        """:attr:`Run.is_stale` of every run, in order."""
-        return [run.is_stale for run in self._runs]
-
-    def _errors(self) -> list[ErrorInfo | None]:
-        """The error of every run (``None`` for successful ones), in order."""
-        return [None if run.status is RunState.SUCCESS else run.record.error for run in self._runs]
 
     def error_groups(self) -> list[ErrorGroup]:
         """Runs that did not succeed, grouped by error type (most frequent first)."""
@@ -373,6 +289,7 @@ class Results(ResultsPlots, Sequence[Run]):
                 writer.writeheader()
                 writer.writerows(rows)
 
+    # -- summaries --------------------------------------------------------------------
     def summary(
         self, group_by: Sequence[str] | str | None = None, as_dataframe: bool = False
     ) -> Any:
@@ -406,25 +323,7 @@ class Results(ResultsPlots, Sequence[Run]):
                 )
         if "experiment_id" not in keys and len(set(self._record_column("experiment_id"))) > 1:
             keys.insert(0, "experiment_id")  # averaging over versions would mix results
-        return keys, summary_groups(keys, self._groups(keys))
-
-    def _groups(
-        self, keys: Sequence[str]
-    ) -> list[tuple[tuple[Any, ...], int, list[tuple[str, list[float]]]]]:
-        """(key values, run count, [(metric, finite values)]) of each group, first seen first."""
-        groups: dict[tuple[Any, ...], list[Run]] = {}
-        for run in self.successful:
-            key = tuple(_group_value(run, k) for k in keys)
-            groups.setdefault(key, []).append(run)
-        out = []
-        for key, runs in groups.items():
-            names = list(dict.fromkeys(m for r in runs for m in r.metrics))
-            metrics = [
-                (name, [float(r.metrics[name]) for r in runs if is_number(r.metrics.get(name))])
-                for name in names
-            ]
-            out.append((key, len(runs), metrics))
-        return out
+        return keys, summary_groups(keys, self._table.groups(self._sel, keys))
 
     def display(self, group_by: Sequence[str] | str | None = None) -> None:
         """Print :meth:`summary` with labelled spreads (a rich table when rich is installed).
@@ -432,18 +331,18 @@ class Results(ResultsPlots, Sequence[Run]):
         Each metric cell reads ``mean ± std``; a note under the table says what ± is.
         """
         keys, groups = self._summary(group_by)
-        ok = sum(1 for s in self._record_column("status") if s == "success")
+        ok = self._status_counts().get("success", 0)
         render_summary(keys, groups, f"{len(self)} runs ({ok} successful)", format_cell)
 
     def compute_derived(
-        self, fns: Sequence[Callable[[Any], dict[str, Any]]], overwrite: bool = False
+        self, fns: DerivedFns, overwrite: bool = False
     ) -> dict[str, dict[str, str]]:
         """Compute and store derived metrics for successful runs.
 
         Existing values are kept unless ``overwrite``. Returns ``{run_id: {fn: error}}`` for
         runs where a function failed (the others are stored regardless).
         """
-        existing = self._derived_for_all()
+        existing = self._table.derived(self._sel)
         failures: dict[str, dict[str, str]] = {}
         for run in self.successful:
             values, errors = apply_derived(run.record, self.store, fns)
@@ -453,21 +352,23 @@ class Results(ResultsPlots, Sequence[Run]):
             merged = {**current, **values} if overwrite else {**values, **current}
             if merged != current:
                 self.store.put_derived(run.run_id, merged)
-            run._derived = merged
+            run.remember_derived(merged)
         return failures
 
 
-_MISSING = object()
-_GROUP_FIELDS = ("experiment_id", "replicate", "status", "task_index")
-
-
-def _group_value(run: Run, key: str) -> Any:
-    if key in run.params:
-        return run.params[key]
-    if key in _GROUP_FIELDS:
-        value = getattr(run.record, key)
-        return value.value if isinstance(value, RunState) else value
-    return None
+def results_from_store(
+    store: Store, experiment_id: str | None = None, run_ids: Sequence[str] | None = None
+) -> Results:
+    """Load ``store``'s runs (optionally one experiment, or some runs) as :class:`Results`."""
+    # Transitional, until Store has its default load_columns (store capabilities, in
+    # progress): then this is `store.load_columns(...)` for every store.
+    loader = getattr(store, "load_columns", None)
+    if callable(loader):
+        data, problems = loader(experiment_id=experiment_id, run_ids=run_ids)
+    else:
+        loaded = store.load_records(experiment_id=experiment_id, run_ids=run_ids)
+        data, problems = columns_from_records(loaded.records, loaded.problems)
+    return Results.from_table(ColumnTable(data, store), problems=problems)
 
 
 def load_results(
@@ -493,6 +394,8 @@ def load_results(
         ExperimentError: both filters are given, or ``experiment`` is not a name or an
             Experiment.
     """
-    from metalab.loading import load_filtered
-
-    return load_filtered(create_store(store), experiment_id, experiment)
+    opened = create_store(store)
+    exact, name = wanted(experiment_id, experiment)
+    results = results_from_store(opened, experiment_id=exact)
+    keep = select_experiment(opened, experiment, results._record_column("experiment_id"), name)
+    return results if keep is None else results._subset(keep)

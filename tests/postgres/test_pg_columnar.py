@@ -7,7 +7,6 @@ import math
 import pytest
 
 import metalab
-from metalab.columnar import ColumnarResults
 from metalab.results import Results
 from metalab.store import create_store
 
@@ -31,7 +30,7 @@ def test_columnar_load_equals_record_load(pg_locator: str) -> None:
     handle.result()
     handle.store.close()
     fast = metalab.load_results(pg_locator)
-    assert isinstance(fast, ColumnarResults) and not fast.problems
+    assert isinstance(fast, Results) and not fast.problems
     store = create_store(pg_locator)
     loaded = store.load_records()
     slow = Results.from_records(loaded.records, store, loaded.problems)
