@@ -18,7 +18,8 @@ from metalab.executors.base import Launch, LaunchCounts
 from metalab.html import handle_html, status_html
 from metalab.plan import RunPlan
 from metalab.progress import Progress, ProgressSnapshot
-from metalab.results import Results, results_from_store
+from metalab.records import StoredState
+from metalab.results import Results
 from metalab.store.base import Store
 
 __all__ = ["RunHandle", "RunStatus"]
@@ -95,8 +96,9 @@ class RunHandle:
         launch = self._launch
         counts = launch.counts() if launch is not None else LaunchCounts()
         if launch is None or launch.tracks_store:
-            completed = sum(self.store.completed(self.run_ids))
-            failed = sum(self.store.failed(self.run_ids))
+            states = self.store.states(self.run_ids)
+            completed = states.count(StoredState.DONE)
+            failed = states.count(StoredState.FAILED)
             running = min(counts.running, total - completed - failed)
             cancelled = counts.cancelled
         else:
@@ -155,7 +157,7 @@ class RunHandle:
         thousands of records that landed together would only cost time); the newest of
         them, by finish time, wins.
         """
-        done = self.store.completed(self.run_ids)
+        done = [state is StoredState.DONE for state in self.store.states(self.run_ids)]
         seen = self._metrics_seen
         if seen is None:
             seen = self._metrics_seen = bytearray(len(done))
@@ -202,6 +204,8 @@ class RunHandle:
             self._progress.close()
         if self._launch is not None and self._launch.fatal_errors:
             raise _with_context(self._launch.fatal_errors[0], self.experiment_id)
+        from metalab.columnar import results_from_store
+
         results = results_from_store(self.store, run_ids=self.run_ids)
         if not self._failures_reported:
             # Once per handle: a second result() call is asking for data, not news.

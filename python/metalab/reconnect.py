@@ -10,6 +10,7 @@ from metalab.errors import CorruptRecordError, StoreError
 from metalab.executors.base import Launch, LaunchCounts
 from metalab.keys import launch_key
 from metalab.plan_loading import load_plan
+from metalab.records import StoredState
 from metalab.store.locator import create_store
 
 if TYPE_CHECKING:
@@ -58,7 +59,7 @@ def reconnect(store: Any, experiment_id: str | None = None, progress: Any = None
             path=key,
         ) from None
     display = make_progress(progress)
-    done = sum(target.completed(plan.run_ids))
+    done = target.states(plan.run_ids).count(StoredState.DONE)
     if display is not None:
         display.start(plan.total, 0)
     return RunHandle(plan, target, launch, skipped=done if launch is None else 0, progress=display)

@@ -101,6 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from metalab.errors import StoreError, UnsafeLoadError
     from metalab.execution import execute_task, worker_identity
     from metalab.plan import RunPlan
+    from metalab.records import StoredState
     from metalab.runner import spec_key
     from metalab.spec import experiment_from_spec, spec_from_bytes
 
@@ -143,7 +144,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         todo = decode_task_list(data)
 
     indices = select_tasks(array_task, args.offset, args.runs_per_task, todo, plan.total)
-    done = store.completed([plan.task(t).run_id for t in indices])
+    states = store.states([plan.task(t).run_id for t in indices])
+    done = [state is StoredState.DONE for state in states]
     job = os.environ.get("SLURM_ARRAY_JOB_ID", "local")
     worker_id = worker_identity(f"{job}_{array_task}")
     signal.signal(signal.SIGTERM, _on_sigterm)

@@ -45,7 +45,7 @@ from metalab.executors.process_state import (
     describe_exit,
     main_module_hidden,
 )
-from metalab.records import ErrorInfo, RunRecord, RunState
+from metalab.records import ErrorInfo, RunRecord, RunState, StoredState
 from metalab.spec import experiment_to_spec
 from metalab.store.credentials import Credential, credentials_of
 
@@ -448,7 +448,8 @@ class ProcessLaunch(TallyingLaunch):
         plan, store = self.job.plan, self.job.store
         task = plan.task(task_index)
         # The worker may have persisted the run just before dying; that record stands.
-        existing = store.get_record(task.run_id) if store.completed([task.run_id])[0] else None
+        finished = store.states([task.run_id])[0] is StoredState.DONE
+        existing = store.get_record(task.run_id) if finished else None
         if existing is not None:
             return existing
         worker_id = worker_identity(worker.label)

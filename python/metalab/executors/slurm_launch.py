@@ -28,7 +28,7 @@ from metalab.executors.slurm_paths import SubmissionPaths, last_line
 from metalab.keys import slurm_cancelled_key, slurm_tasks_key
 from metalab.plan import RunPlan, TaskIdentity
 from metalab.plan_loading import load_plan
-from metalab.records import RunState
+from metalab.records import RunState, StoredState
 from metalab.store.base import Store
 
 __all__ = ["POLL_INTERVAL_S", "SlurmLaunch", "decode_task_list", "encode_task_list", "reattach"]
@@ -190,9 +190,7 @@ class SlurmLaunch(Launch):
         if not global_tasks:
             return 0
         run_ids = [self.plan.task(t).run_id for g in global_tasks for t in self._task_indices(g)]
-        completed = self.store.completed(run_ids)
-        failed = self.store.failed(run_ids)
-        return sum(1 for c, f in zip(completed, failed, strict=True) if not c and not f)
+        return self.store.states(run_ids).count(StoredState.ABSENT)
 
     def _resolve(self, gone: list[int]) -> None:
         """Account for array tasks that left the queue; unfinished runs crashed."""
@@ -200,10 +198,8 @@ class SlurmLaunch(Launch):
             return
         owners = [(g, self.plan.task(t)) for g in gone for t in self._task_indices(g)]
         run_ids = [task.run_id for _g, task in owners]
-        completed = self.store.completed(run_ids)
-        failed = self.store.failed(run_ids)
-        for (g, task), is_done, is_failed in zip(owners, completed, failed, strict=True):
-            if is_done or is_failed:
+        for (g, task), state in zip(owners, self.store.states(run_ids), strict=True):
+            if state is not StoredState.ABSENT:
                 continue
             if self._cancelled:
                 self._cancelled_runs += 1

@@ -23,7 +23,6 @@ from metalab.store.atomic import STALE_FOREIGN_AGE, SweepReport, atomic_write, s
 from metalab.store.base import LoadedRecords, LoadProblem, Store, select_manifests
 from metalab.store.file_bundles import FileBundles
 from metalab.store.layout import (
-    FAILED_SUFFIX,
     MANIFEST_SUFFIX,
     RECORD_SUFFIX,
     FileLayout,
@@ -36,7 +35,9 @@ from metalab.trust import read_trusted
 
 __all__ = ["FileStore"]
 
-_ABSENT = StoredState.ABSENT
+# What the Rust scan answers for (done, failed, absent): the enum members themselves, so no
+# per-run conversion is needed in Python.
+_LABELS = (StoredState.DONE, StoredState.FAILED, StoredState.ABSENT)
 
 
 def _readable(paths: Iterable[Path]) -> Iterator[bytes]:
@@ -179,19 +180,11 @@ class FileStore(FileBundles, Store):
         """Done (done marker AND record file), failed (failure marker) or absent, per run.
 
         A marker whose record was deleted vouches for nothing: that run is not done (so
-        resume runs it again) and loading results reports it. One batched Rust scan for
-        the done side; the failure markers of the other runs are listed once per shard
-        they fall in (never a walk of every shard).
+        resume runs it again) and loading results reports it. One batched Rust scan
+        answers all three (it hands back the very enum members given as labels).
         """
-        ids = list(run_ids)
-        done, _orphans = _core.scan_completed(self.layout.done_dir, self.layout.runs_dir, ids)
-        pending = [run_id for run_id, ok in zip(ids, done, strict=True) if not ok]
-        shards = {shard_of(run_id) for run_id in pending}
-        failed = self.layout.run_names(self.layout.failed_dir, FAILED_SUFFIX, shards)
-        return [
-            StoredState.DONE if ok else StoredState.FAILED if run_id in failed else _ABSENT
-            for run_id, ok in zip(ids, done, strict=True)
-        ]
+        states, _orphans = _core.scan_states(self.layout.scan, list(run_ids), _LABELS)
+        return states
 
     # -- read path --------------------------------------------------------------------
     def get_record(self, run_id: str) -> RunRecord | None:
@@ -242,7 +235,7 @@ class FileStore(FileBundles, Store):
                 loaded.records.append(record)
         if run_ids is None:
             listed = {path.name.removesuffix(RECORD_SUFFIX) for path in paths}
-            missing = [r for r in _core.list_done(self.layout.done_dir) if r not in listed]
+            missing = [r for r in _core.list_done(self.layout.scan) if r not in listed]
         loaded.problems += self._missing_records(missing)
         return loaded
 
@@ -258,7 +251,7 @@ class FileStore(FileBundles, Store):
             return []
         problems = []
         for run_id, marked in zip(
-            candidates, _core.scan_done(self.layout.done_dir, candidates), strict=True
+            candidates, _core.scan_done(self.layout.scan, candidates), strict=True
         ):
             record = self.layout.record(run_id)
             if marked and not os.path.lexists(record):
@@ -284,7 +277,7 @@ class FileStore(FileBundles, Store):
         :meth:`completed` already ignores it).
         """
         ids = list(run_ids) if run_ids is not None else None
-        data = _core.load_record_columns(str(self.root), ids, experiment_id)
+        data = _core.load_record_columns(self.layout.scan, ids, experiment_id)
         problems = []
         for location, reason, corrupt in data.pop("problems"):
             problems.append(LoadProblem(location, reason))

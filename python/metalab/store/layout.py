@@ -18,8 +18,10 @@ import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
+from metalab import _core
 from metalab.errors import UnsafeNameError
 from metalab.store.nofollow import NoFollowReader
 
@@ -339,6 +341,23 @@ class FileLayout:
         """The directories holding a run's files: its shard of runs, done, failed, derived."""
         shard = shard_of(run_id)
         return tuple(top / shard for top in self.data_dirs[2:])
+
+    @cached_property
+    def scan(self) -> _core.ScanLayout:
+        """This layout as the Rust scanners take it (built once per layout).
+
+        The scanners (``_core.scan_states``, ``load_record_columns``, ...) know no
+        directory name, suffix or shard rule of their own: each comes from here.
+        """
+        return _core.ScanLayout(
+            runs_dir=self.runs_dir,
+            done_dir=self.done_dir,
+            failed_dir=self.failed_dir,
+            record_suffix=RECORD_SUFFIX,
+            done_suffix=DONE_SUFFIX,
+            failed_suffix=FAILED_SUFFIX,
+            shard_width=SHARD_WIDTH,
+        )
 
     @property
     def data_dirs(self) -> tuple[Path, ...]:
