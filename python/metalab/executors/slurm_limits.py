@@ -34,6 +34,7 @@ __all__ = [
     "parse_partitions",
     "parse_qos_table",
     "parse_user_assocs",
+    "queued_for",
     "queued_jobs",
 ]
 
@@ -340,12 +341,26 @@ def _with_accounting(limits: SiteLimits, cluster: str | None, problems: list[str
     )
 
 
-def queued_jobs() -> int | None:
+def queued_jobs(qos: str | None = None) -> int | None:
     """Jobs (array tasks, each counted) the user has queued now; None if squeue failed.
 
-    One ``squeue`` call per submission: unlike the limits, this changes all the time.
+    Only those of QOS ``qos`` when given (a QOS limit counts its own jobs only). One
+    ``squeue`` call per submission: unlike the limits, this changes all the time.
     """
-    out, _why = _call(["squeue", "--me", "-h", "-r", "-o", "%i"])
+    out, _why = _call(["squeue", "--me", "-h", "-r", "-o", "%i %q"])
     if out is None:
         return None
-    return sum(1 for line in out.splitlines() if line.strip())
+    rows = [line.split() for line in out.splitlines() if line.strip()]
+    return sum(1 for row in rows if qos is None or (len(row) > 1 and row[1] == qos))
+
+
+def queued_for(limits: SiteLimits) -> int | None:
+    """Jobs queued against the binding submit limit of ``limits`` (None: no limit/unknown).
+
+    A QOS cap counts the jobs of that QOS; an association cap or ``MaxJobCount`` all of
+    the user's jobs.
+    """
+    if limits.submit_limit is None:
+        return None
+    binding = limits.submit_limit_name()
+    return queued_jobs(limits.qos if binding.startswith("QOS ") else None)
