@@ -21,7 +21,8 @@ compiles every module it imports from source again: stage (w0) shows that cost.
 (w0) as (w1), without bytecode cache (information, no target);
 (w1) FileStore, the identity task list (a first submission);
 (w2) FileStore, a ``--tasks`` blob of 150,000 runs (a resubmission of what was left);
-(w3) the whole task: start-up plus 100 trivial runs, process start to exit.
+(w3) the whole task: start-up plus 100 trivial runs, process start to exit;
+(w4) as (w1) on PostgreSQL, when ``METALAB_TEST_POSTGRES_URL`` is set (information).
 
 Run: ``uv run python benches/bench_worker_startup.py [--quick]``
 """
@@ -39,7 +40,9 @@ import sys
 import tempfile
 import textwrap
 import time
+import uuid
 from pathlib import Path
+from typing import Any
 
 import metalab
 from _common import Measurement, print_table
@@ -79,14 +82,16 @@ class _SubmitOnly(Executor):
         return launch
 
 
-def _prepare(root: Path) -> tuple[str, str]:
-    """A store holding the spec of a 300,000-run sweep; returns (store, experiment id)."""
-    (root / "ops").mkdir()
-    (root / "ops" / "bench_startup_ops.py").write_text(_OPERATION)
-    sys.path.insert(0, str(root / "ops"))
+def _experiment(root: Path) -> metalab.Experiment:
+    """The 300,000-run sweep, its operation in a module of its own (as a user's script)."""
+    ops = root / "ops"
+    if not ops.is_dir():
+        ops.mkdir()
+        (ops / "bench_startup_ops.py").write_text(_OPERATION)
+        sys.path.insert(0, str(ops))
     import bench_startup_ops
 
-    exp = metalab.Experiment(
+    return metalab.Experiment(
         name="startup",
         version="1",
         context={"atlas": "v1"},
@@ -94,12 +99,43 @@ def _prepare(root: Path) -> tuple[str, str]:
         params=metalab.grid(x=list(range(1000)), y=list(range(300))),
         seeds=metalab.seeds(base=42, replicates=1),
     )
-    store = root / "store"
+
+
+def _submit(exp: metalab.Experiment, store: Any) -> None:
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        metalab.run(exp, store=str(store), executor=_SubmitOnly(), progress=False)
+        metalab.run(exp, store=store, executor=_SubmitOnly(), progress=False)
+
+
+def _prepare(root: Path) -> tuple[str, str]:
+    """A store holding the spec of a 300,000-run sweep; returns (store, experiment id)."""
+    exp = _experiment(root)
+    store = root / "store"
+    _submit(exp, str(store))
     # A resubmission's task list: the odd half of the sweep.
     FileStore(store).put_blob("bench-startup-tasks", encode_task_list(range(1, 300_000, 2)))
     return str(store), exp.experiment_id
+
+
+def _postgres_stage(root: Path, env: dict[str, str], repeats: int, floor: float) -> Measurement:
+    """(w4) the same task against PostgreSQL (psycopg is imported: it is needed there)."""
+    from metalab.store.postgres import PostgresStore
+
+    url = os.environ["METALAB_TEST_POSTGRES_URL"]
+    sep = "&" if "?" in url else "?"
+    locator = f"{url}{sep}schema=bench_startup_{uuid.uuid4().hex[:12]}"
+    store = PostgresStore.from_locator(locator)
+    try:
+        exp = _experiment(root)
+        _submit(exp, store)
+        stamp = root / "stamp"
+        runs = [
+            _start_to_first_run(_worker(locator, exp.experiment_id, 20 + i, 1), stamp, env)
+            for i in range(repeats + 1)
+        ][1:]  # the first one fills the bytecode cache of psycopg
+        return _stage("(w4) start to first run, PostgreSQL", runs, 0, floor, 1, "")
+    finally:
+        store.drop_schema()
+        store.close()
 
 
 def _worker(store: str, experiment: str, task: int, per_task: int, *extra: str) -> list[str]:
@@ -209,6 +245,8 @@ def main(quick: bool = False) -> list[Measurement]:
             for i in range(max(3, repeats // 3))
         ]
         rows.append(_stage("(w3) whole task of 100 trivial runs", block, 1, floor, 100, ""))
+        if os.environ.get("METALAB_TEST_POSTGRES_URL"):
+            rows.append(_postgres_stage(root, env, repeats, floor))
     print_table("worker start-up: python -m metalab.worker, spawn to first run", rows)
     for row in rows:
         cpu = row.extra
