@@ -19,7 +19,7 @@ from metalab.html import handle_html, status_html
 from metalab.plan import RunPlan
 from metalab.progress import Progress, ProgressSnapshot
 from metalab.records import StoredState
-from metalab.results import Results
+from metalab.results import Results, results_from_store
 from metalab.store.base import Store
 
 __all__ = ["RunHandle", "RunStatus"]
@@ -204,8 +204,6 @@ class RunHandle:
             self._progress.close()
         if self._launch is not None and self._launch.fatal_errors:
             raise _with_context(self._launch.fatal_errors[0], self.experiment_id)
-        from metalab.columnar import results_from_store
-
         results = results_from_store(self.store, run_ids=self.run_ids)
         if not self._failures_reported:
             # Once per handle: a second result() call is asking for data, not news.
