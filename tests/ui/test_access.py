@@ -6,6 +6,7 @@ the live test writes a sweep while the server is watched, and the counts must cl
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -111,6 +112,16 @@ def test_command_binds_loopback_by_default_and_says_so(pi_store: Path) -> None:
         assert f"http://127.0.0.1:{port}/" in banner and "loopback only" in banner
         assert f"ssh -L {port}:localhost:{port}" in banner
         assert _wait_get(f"http://127.0.0.1:{port}/api/experiments") == 200
+        # The run table is loaded at start, before any page asks for it.
+        deadline = time.monotonic() + 30
+        while True:
+            url = f"http://127.0.0.1:{port}/api/experiments"
+            with urllib.request.urlopen(url, timeout=10) as response:
+                [exp] = json.loads(response.read())["experiments"]
+            if exp["loaded_runs"] is not None or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        assert exp["loaded_runs"] == 12
     finally:
         _stop(proc)
 

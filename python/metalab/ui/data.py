@@ -145,9 +145,17 @@ class StoreData:
                     "total": total,
                     "counts": counts,
                     "progress": None if not total else finished / total,
+                    "loaded_runs": self._loaded_rows(view.experiment_id),
                 }
             )
         return out
+
+    def _loaded_rows(self, experiment_id: str) -> int | None:
+        """Rows of the experiment's table in memory, None before it is first loaded."""
+        with self._lock:
+            entry = self._entries.get(experiment_id)
+        snapshot = None if entry is None else entry.snapshot
+        return None if snapshot is None else len(snapshot.frame)
 
     def manifest(self, experiment_id: str) -> dict[str, Any]:
         """The latest manifest of an experiment (its ``metadata`` included).
@@ -218,6 +226,20 @@ class StoreData:
             with entry.lock:
                 entry.reloading = False
                 entry.checked_at = time.monotonic()
+
+    def warm(self) -> None:
+        """Load every experiment's run table, the most recently launched first.
+
+        ``metalab ui`` calls this in a background thread at start, so the first page of
+        a large experiment does not wait for its table. Errors are left for the requests
+        to report.
+        """
+        views = sorted(self._experiment_views(), key=lambda v: v.last_activity or "")
+        for view in reversed(views):
+            try:
+                self.snapshot(view.experiment_id)
+            except Exception:  # an unreadable experiment answers its own requests
+                continue
 
     # -- runs -------------------------------------------------------------------------
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import threading
 from typing import TextIO
 
 from metalab.cli import register_command
@@ -66,6 +67,7 @@ def serve(
         token = token or new_token()
     data = StoreData(opened, refresh_s=refresh_s)
     app = create_app(data, name, token)
+    threading.Thread(target=data.warm, name="metalab-ui-warm", daemon=True).start()
     print(banner(host, port, name, token), file=out, flush=True)
     uvicorn.run(app, host=host, port=port, log_level="warning")
 
