@@ -283,21 +283,24 @@ pub(crate) fn assemble(loaded: Vec<Loaded>) -> Columns {
     out
 }
 
+/// A valid record document of experiment `e:1`, for the tests of this crate.
+#[cfg(test)]
+pub(crate) fn test_record(run_id: &str, task: i64, params: &str, metrics: &str) -> String {
+    format!(
+        r#"{{"run_id": "{run_id}", "experiment_id": "e:1", "status": "success",
+        "context_fingerprint": "c", "params_fingerprint": "p", "seed_fingerprint": "s",
+        "params": {params}, "task_index": {task}, "replicate": 0,
+        "metrics": {metrics}, "duration_s": 1.5, "started_at": "2026-01-01T00:00:00+00:00",
+        "finished_at": null, "provenance": {{"code_hash": "h", "operation": "m.op",
+        "python": "3.11", "metalab": "0.1", "host": "h", "pid": 1, "executor": "thread",
+        "worker_id": "w"}}}}"#
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn record(run_id: &str, task: i64, params: &str, metrics: &str) -> String {
-        format!(
-            r#"{{"run_id": "{run_id}", "experiment_id": "e:1", "status": "success",
-            "context_fingerprint": "c", "params_fingerprint": "p", "seed_fingerprint": "s",
-            "params": {params}, "task_index": {task}, "replicate": 0,
-            "metrics": {metrics}, "duration_s": 1.5, "started_at": "2026-01-01T00:00:00+00:00",
-            "finished_at": null, "provenance": {{"code_hash": "h", "operation": "m.op",
-            "python": "3.11", "metalab": "0.1", "host": "h", "pid": 1, "executor": "thread",
-            "worker_id": "w"}}}}"#
-        )
-    }
+    use test_record as record;
 
     #[test]
     fn unknown_status_is_rejected() {

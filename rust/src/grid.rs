@@ -155,15 +155,7 @@ impl Grid {
 
     /// Resolves a possibly negative index; `Err` past either end.
     pub fn resolve(&self, index: i128) -> Result<u64, CoreError> {
-        let n = self.len as i128;
-        let i = if index < 0 { index + n } else { index };
-        if i < 0 || i >= n {
-            return Err(CoreError::Index(format!(
-                "grid index {} out of range: expected -{} <= index < {}",
-                index, n, n
-            )));
-        }
-        Ok(i as u64)
+        resolve_index("grid", self.len, index)
     }
 
     /// Checks `0 <= start <= stop <= len`.
@@ -225,6 +217,19 @@ impl Grid {
             )
             .collect()
     }
+}
+
+/// Resolves a possibly negative `index` into a `what` of `len` items (`-1` is the last);
+/// `Err` past either end.
+pub fn resolve_index(what: &str, len: u64, index: i128) -> Result<u64, CoreError> {
+    let n = len as i128;
+    let i = if index < 0 { index + n } else { index };
+    if i < 0 || i >= n {
+        return Err(CoreError::Index(format!(
+            "{what} index {index} out of range: expected -{n} <= index < {n}"
+        )));
+    }
+    Ok(i as u64)
 }
 
 /// Checks `0 <= start <= stop <= len` for a `what` of `len` items.

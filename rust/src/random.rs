@@ -18,7 +18,7 @@ use rayon::prelude::*;
 
 use crate::encoding::{put_int, put_list_header, put_str, python_float_repr, quote_str};
 use crate::fingerprint::Hasher;
-use crate::grid::check_range;
+use crate::grid::{check_range, resolve_index};
 use crate::CoreError;
 
 pub const RANDOM_DOMAIN: &[u8] = b"metalab.random.v1\0";
@@ -292,16 +292,9 @@ impl RandomSpace {
         self.n_trials == 0
     }
 
+    /// Resolves a possibly negative index; `Err` past either end.
     pub fn resolve(&self, index: i128) -> Result<u64, CoreError> {
-        let n = self.n_trials as i128;
-        let i = if index < 0 { index + n } else { index };
-        if i < 0 || i >= n {
-            return Err(CoreError::Index(format!(
-                "trial index {} out of range: expected -{} <= index < {}",
-                index, n, n
-            )));
-        }
-        Ok(i as u64)
+        resolve_index("trial", self.n_trials, index)
     }
 
     pub fn check_range(&self, start: i128, stop: i128) -> Result<(u64, u64), CoreError> {

@@ -91,13 +91,14 @@ fn required(slot: &Option<Value>, key: &str, kind: Kind) -> Result<(), String> {
     }
 }
 
+/// The text of a field already checked to be a string.
+fn str_of(slot: &Option<Value>) -> &str {
+    slot.as_ref().and_then(Value::as_str).unwrap_or_default()
+}
+
 fn check_fields(f: &Fields, run_id: Option<&str>) -> Result<(), String> {
     required(&f.run_id, "run_id", Kind::Str)?;
-    let inner = f
-        .run_id
-        .as_ref()
-        .and_then(Value::as_str)
-        .unwrap_or_default();
+    let inner = str_of(&f.run_id);
     if inner.is_empty() {
         return Err("'run_id' must be a non-empty string, got ''".into());
     }
@@ -113,11 +114,7 @@ fn check_fields(f: &Fields, run_id: Option<&str>) -> Result<(), String> {
     }
     required(&f.experiment_id, "experiment_id", Kind::Str)?;
     required(&f.status, "status", Kind::Str)?;
-    let status = f
-        .status
-        .as_ref()
-        .and_then(Value::as_str)
-        .unwrap_or_default();
+    let status = str_of(&f.status);
     if !STATUSES.contains(&status) {
         return Err(format!(
             "unknown status {}: expected success, failed, cancelled or running",

@@ -234,20 +234,8 @@ fn missing_records(layout: &Layout, candidates: &[String]) -> Vec<Loaded> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::columns::Cell;
+    use crate::columns::{test_record as record, Cell};
     use crate::layout::test_layout;
-
-    fn record(run_id: &str, task: i64, params: &str, metrics: &str) -> String {
-        format!(
-            r#"{{"run_id": "{run_id}", "experiment_id": "e:1", "status": "success",
-            "context_fingerprint": "c", "params_fingerprint": "p", "seed_fingerprint": "s",
-            "params": {params}, "task_index": {task}, "replicate": 0,
-            "metrics": {metrics}, "duration_s": 1.5, "started_at": "2026-01-01T00:00:00+00:00",
-            "finished_at": null, "provenance": {{"code_hash": "h", "operation": "m.op",
-            "python": "3.11", "metalab": "0.1", "host": "h", "pid": 1, "executor": "thread",
-            "worker_id": "w"}}}}"#
-        )
-    }
 
     fn write(root: &Path, run_id: &str, body: &str) {
         let dir = root.join("runs").join(&run_id[..2]);
