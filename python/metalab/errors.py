@@ -9,24 +9,34 @@ The hierarchy, so you can see at a glance what to catch::
     ├── ExperimentError (ValueError)     an Experiment or operation is malformed
     ├── ContextError (ValueError)        a context spec is malformed or a FilePath is missing
     ├── CaptureError (ValueError)        a metric, artifact, figure or log call is invalid
-    ├── StoreError                       a store cannot be read or written      .locator .path
+    ├── StoreError                       a store cannot be read or written
     │   ├── LocatorError (ValueError)    a store locator is unknown or malformed
     │   ├── CorruptRecordError           a stored file cannot be parsed
-    │   │   └── UnsafeNameError          a name read from a store would escape   .name
+    │   │   └── UnsafeNameError          a name read from a store would escape its folder
     │   ├── StoreUnavailableError        the backend cannot be reached right now
     │   └── StoreAuthError               the backend answered but refused the login
     ├── ExecutorError                    an executor cannot run or submit work
-    │   └── SlurmError                   sbatch/squeue/scancel failed  .command .exit_code
-    │                                                                  .stdout .stderr
+    │   ├── SlurmError                   sbatch/squeue/scancel failed
+    │   └── WorkerCrashedError           a worker process died (signal, os._exit, OOM)
     ├── SlurmConfigError (ValueError)    a SlurmConfig value is invalid
-    ├── RunTimeoutError (TimeoutError)   a run exceeded its time limit         .run_id .timeout
-    ├── ResultTimeoutError (TimeoutError) result(timeout=...) ran out   .experiment_id .timeout
-    ├── WorkerCrashedError               a worker process died while running  .run_id .exit_code
-    ├── ServiceError                     the PostgreSQL service manager failed  .path
+    ├── RunTimeoutError (TimeoutError)   a run exceeded its time limit
+    ├── ResultTimeoutError (TimeoutError) result(timeout=...) ran out; the runs go on
+    ├── ServiceError                     the PostgreSQL service manager failed
     └── UnsafeLoadError                  code or config could not be proven to come from you
         ├── UntrustedFileError           a file is foreign-owned or group/other-writable
-        │                                                          .path .owner_uid .mode
-        └── SignatureError               a pickled payload's HMAC does not verify  .what
+        └── SignatureError               a pickled payload's HMAC does not verify
+
+What each error tells you besides its message (attributes)::
+
+    StoreError (and subclasses)   locator, path     which store, which file or blob key
+    UnsafeNameError               name              the refused name
+    SlurmError                    command, exit_code, stdout, stderr   what SLURM said
+    WorkerCrashedError            run_id, exit_code (negative: the signal that killed it)
+    RunTimeoutError               run_id, timeout
+    ResultTimeoutError            experiment_id, timeout
+    ServiceError                  path              the service directory or file
+    UntrustedFileError            path, owner_uid, mode
+    SignatureError                what              which payload failed its check
 
 Errors whose cause is bad input also subclass :class:`ValueError`, so code that already
 catches ``ValueError`` keeps working. Context fields are keyword-only and ``None`` where
@@ -172,11 +182,14 @@ class RunTimeoutError(MetalabError, TimeoutError):
         self.timeout = timeout
 
 
-class WorkerCrashedError(MetalabError):
-    """A worker process died (signal, os._exit, out of memory) while running a run.
+class WorkerCrashedError(ExecutorError):
+    """A worker process died (signal, os._exit, out of memory).
+
+    Recorded as the error of the run it was running; raised by ``result()`` when workers
+    keep dying before running anything (then ``run_id`` is None).
 
     Attributes:
-        run_id: the run it was running.
+        run_id: the run it was running, if any.
         exit_code: the process's exit status (negative: killed by that signal), None
             when it is not known (a SLURM task that left the queue).
     """

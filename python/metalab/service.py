@@ -30,12 +30,16 @@ from typing import Any
 
 from metalab.errors import ServiceError
 from metalab.service_files import (
+    CONTAINER_ENV,
+    DATA_DIR,
     DB_NAME,
     DB_USER,
+    SBATCH_SCRIPT,
     SERVICE_FILE,
     ServiceDir,
     ServiceInfo,
     default_service_dir,
+    job_log_name,
 )
 from metalab.service_native import (
     UNPRIVILEGED_USER,
@@ -149,7 +153,9 @@ def start_service(
     with ServiceDir.create(service_dir) as service:
         current = service.read_info()
         if current is not None and _accepting(current):
-            raise ServiceError(f"already running: {current.describe()} ({service.path})")
+            raise ServiceError(
+                f"already running: {current.describe()} ({service.path})", path=str(service.path)
+            )
         service.unlink(SERVICE_FILE)
         if slurm:
             return _start_slurm(service, sbatch_args or [], timeout)
@@ -161,7 +167,7 @@ def start_service(
 
 def _start_container(service: ServiceDir, engine: str, port: int, timeout: float) -> ServiceInfo:
     password = service.password()
-    data_dir = service.file("data")
+    data_dir = service.file(DATA_DIR)
     data_fd = open_trusted_dir(
         data_dir, "PostgreSQL data directory", create=True, dir_fd=service.fd
     )
@@ -170,7 +176,7 @@ def _start_container(service: ServiceDir, engine: str, port: int, timeout: float
     name = "metalab-postgres-" + hashlib.sha256(str(service.path).encode()).hexdigest()[:12]
     # The password goes through a 0600 env file, not the command line (visible in ps).
     service.write(
-        "container.env",
+        CONTAINER_ENV,
         f"POSTGRES_USER={DB_USER}\nPOSTGRES_PASSWORD={password}\nPOSTGRES_DB={DB_NAME}\n".encode(),
     )
     subprocess.run([engine, "rm", "-f", name], capture_output=True, check=False)
@@ -182,7 +188,7 @@ def _start_container(service: ServiceDir, engine: str, port: int, timeout: float
             "--name",
             name,
             "--env-file",
-            str(service.file("container.env")),
+            str(service.file(CONTAINER_ENV)),
             "-p",
             f"127.0.0.1:{port}:5432",
             "-v",
@@ -209,7 +215,7 @@ def _start_container(service: ServiceDir, engine: str, port: int, timeout: float
 
 def sbatch_script(service_dir: Path, python: str = sys.executable) -> str:
     """The batch script of the SLURM server job (it runs :func:`serve` in the foreground)."""
-    out = shlex.quote(str(service_dir / "slurm-%j.out"))
+    out = shlex.quote(str(service_dir / job_log_name("%j")))
     return (
         "#!/bin/bash\n"
         "#SBATCH --job-name=metalab-postgres\n"
@@ -222,8 +228,8 @@ def sbatch_script(service_dir: Path, python: str = sys.executable) -> str:
 
 
 def _start_slurm(service: ServiceDir, sbatch_args: list[str], timeout: float) -> ServiceInfo:
-    service.write("postgres.sbatch", sbatch_script(service.path).encode(), mode=0o700)
-    script = service.file("postgres.sbatch")
+    service.write(SBATCH_SCRIPT, sbatch_script(service.path).encode(), mode=0o700)
+    script = service.file(SBATCH_SCRIPT)
     out = run_checked(["sbatch", "--parsable", *sbatch_args, str(script)], "sbatch")
     job_id = out.strip().split(";", 1)[0]
     deadline = time.monotonic() + timeout
@@ -240,7 +246,8 @@ def _start_slurm(service: ServiceDir, sbatch_args: list[str], timeout: float) ->
     subprocess.run(["scancel", job_id], capture_output=True, check=False)
     raise ServiceError(
         f"SLURM job {job_id} did not publish {service.file(SERVICE_FILE)} within "
-        f"{timeout:.0f}s; see {service.path}/slurm-{job_id}.out"
+        f"{timeout:.0f}s; see {service.file(job_log_name(job_id))}",
+        path=str(service.path),
     )
 
 
@@ -255,7 +262,7 @@ def serve(service_dir: Path) -> int:
     """
     service = ServiceDir.open(service_dir)
     if service is None:
-        raise ServiceError(f"no service directory {service_dir}")
+        raise ServiceError(f"no service directory {service_dir}", path=str(service_dir))
     with service:
         return serve_foreground(service)
 
@@ -344,11 +351,11 @@ def _trusted_service(service_file: Path) -> tuple[ServiceInfo, Path]:
     """The info of a trusted service file and the path of its trusted ``pgpass``."""
     service = _open_existing(service_file.parent)
     if service is None:
-        raise ServiceError(f"no service file at {service_file}")
+        raise ServiceError(f"no service file at {service_file}", path=str(service_file))
     with service:
         info = service.read_info()
         if info is None:
-            raise ServiceError(f"no service file at {service_file}")
+            raise ServiceError(f"no service file at {service_file}", path=str(service_file))
         return info, service.ensure_passfile(info)
 
 

@@ -12,8 +12,13 @@ holds:
 ``data-location`` (0600)
     where the server's data directory is when it cannot be ``data/`` here (root's
     private scratch directory under ``/var/tmp``, whose name is random).
+``data/``
+    the server's data directory, when the server user can enter this directory.
 ``container.env`` (0600), ``postgres.sbatch`` (0700), ``slurm-<job>.out``
     container and SLURM mode.
+
+Every name above is a constant (or :func:`job_log_name`) of this module: nothing else
+spells them.
 
 Whoever can write a file here can redirect your runs to their database, so the directory
 must be yours and not writable by group/others (it is created 0700), and every file is
@@ -36,14 +41,18 @@ from metalab.store.atomic import temp_name
 from metalab.trust import open_trusted_dir, read_trusted
 
 __all__ = [
+    "CONTAINER_ENV",
+    "DATA_DIR",
     "DATA_LOCATION",
     "DB_NAME",
     "DB_USER",
     "PASSFILE",
+    "SBATCH_SCRIPT",
     "SERVICE_FILE",
     "ServiceDir",
     "ServiceInfo",
     "default_service_dir",
+    "job_log_name",
 ]
 
 DB_USER = "metalab"
@@ -51,6 +60,15 @@ DB_NAME = "metalab"
 SERVICE_FILE = "service.json"
 PASSFILE = "pgpass"
 DATA_LOCATION = "data-location"
+DATA_DIR = "data"
+CONTAINER_ENV = "container.env"
+SBATCH_SCRIPT = "postgres.sbatch"
+
+
+def job_log_name(job_id: str) -> str:
+    """Name of the SLURM server job's log; ``job_log_name("%j")`` is its ``--output`` pattern."""
+    return f"slurm-{job_id}.out"
+
 
 # What each file is, for messages; secrets are also refused when group/other-readable.
 _WHAT = {
@@ -102,13 +120,18 @@ def _parse_info(raw: bytes, path: Path) -> ServiceInfo:
     try:
         data = json.loads(raw)
     except ValueError as exc:
-        raise ServiceError(f"{path} is not valid JSON: {exc}") from None
+        raise ServiceError(f"{path} is not valid JSON: {exc}", path=str(path)) from None
     if not isinstance(data, dict):
-        raise ServiceError(f"{path} must hold a JSON object, got {type(data).__name__}")
+        raise ServiceError(
+            f"{path} must hold a JSON object, got {type(data).__name__}", path=str(path)
+        )
     known = {f.name for f in fields(ServiceInfo)}
     missing = [f.name for f in fields(ServiceInfo) if f.default is MISSING and f.name not in data]
     if missing:
-        raise ServiceError(f"{path} lacks {', '.join(missing)}; expected a metalab service file")
+        raise ServiceError(
+            f"{path} lacks {', '.join(missing)}; expected a metalab service file",
+            path=str(path),
+        )
     port = data["port"]
     if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
         raise ServiceError(f"{path}: port must be an integer in 1..65535, got {port!r}")
@@ -149,7 +172,9 @@ class ServiceDir:
         resolved = Path(path).expanduser().absolute()
         fd = open_trusted_dir(resolved, "service directory", create=True)
         if fd is None:  # pragma: no cover - create=True makes what is missing
-            raise ServiceError(f"could not create the service directory {resolved}")
+            raise ServiceError(
+                f"could not create the service directory {resolved}", path=str(resolved)
+            )
         return cls(resolved, fd)
 
     @property
@@ -256,7 +281,8 @@ class ServiceDir:
         text = raw.decode(errors="replace").strip()
         if not os.path.isabs(text):
             raise ServiceError(
-                f"{self.file(DATA_LOCATION)} must hold an absolute path, got {text!r}"
+                f"{self.file(DATA_LOCATION)} must hold an absolute path, got {text!r}",
+                path=str(self.file(DATA_LOCATION)),
             )
         return Path(text)
 

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from metalab.errors import ServiceError, UntrustedFileError
-from metalab.service_files import DB_NAME, DB_USER, ServiceDir, ServiceInfo
+from metalab.service_files import DATA_DIR, DB_NAME, DB_USER, ServiceDir, ServiceInfo
 from metalab.trust import open_trusted_dir, verify_trusted
 
 __all__ = [
@@ -189,7 +189,7 @@ def prepare_data_dir(service: ServiceDir) -> tuple[Path, int]:
         ServiceError: root without a ``postgres`` user.
     """
     ids = _server_ids()
-    preferred = service.file("data")
+    preferred = service.file(DATA_DIR)
     if ids is None or _server_can_enter(service.path):
         return preferred, _data_subdir(service.fd, preferred, ids)
     recorded = service.recorded_data_dir()

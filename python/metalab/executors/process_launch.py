@@ -416,9 +416,10 @@ class ProcessLaunch(TallyingLaunch):
                 if self._barren_deaths > _MAX_BARREN_DEATHS:
                     with self._lock:
                         self.errors.append(
-                            ExecutorError(
+                            WorkerCrashedError(
                                 f"worker processes keep dying before running anything "
-                                f"(last one {describe_exit(worker.process.exitcode)})"
+                                f"(last one {describe_exit(worker.process.exitcode)})",
+                                exit_code=worker.process.exitcode,
                             )
                         )
                     self.cancel()
@@ -429,7 +430,9 @@ class ProcessLaunch(TallyingLaunch):
         if reason is None:
             reason = WorkerCrashedError(
                 f"worker process {worker.process.pid} {describe_exit(worker.process.exitcode)} "
-                f"while running task {task_index}; the other runs continue"
+                f"while running task {task_index}; the other runs continue",
+                run_id=self.job.plan.task(task_index).run_id,
+                exit_code=worker.process.exitcode,
             )
         self._settle_current(worker)
         record = self._fail(task_index, reason, worker, state)
@@ -476,7 +479,9 @@ class ProcessLaunch(TallyingLaunch):
                     worker,
                     RunTimeoutError(
                         f"task {task_index} exceeded the per-run timeout of {self._timeout:g}s; "
-                        f"its worker process was killed"
+                        f"its worker process was killed",
+                        run_id=self.job.plan.task(task_index).run_id,
+                        timeout=self._timeout,
                     ),
                 )
             else:

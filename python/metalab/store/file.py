@@ -70,7 +70,7 @@ def _as_store_error(what: str, path: Path) -> Iterator[None]:
     try:
         yield
     except OSError as exc:
-        raise StoreError(f"cannot write the {what} {str(path)!r}: {exc}") from exc
+        raise StoreError(f"cannot write the {what} {str(path)!r}: {exc}", path=str(path)) from exc
 
 
 class FileStore(FileBundles, Store):
@@ -84,7 +84,10 @@ class FileStore(FileBundles, Store):
     def __init__(self, root: str | os.PathLike[str], *, durable: bool = False) -> None:
         self.root = Path(root).expanduser().absolute()
         if self.root.exists() and not self.root.is_dir():
-            raise StoreError(f"FileStore root {str(self.root)!r} exists and is not a directory")
+            raise StoreError(
+                f"FileStore root {str(self.root)!r} exists and is not a directory",
+                path=str(self.root),
+            )
         self.layout = FileLayout(self.root)
         self.durable = durable
 

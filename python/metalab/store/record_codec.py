@@ -392,15 +392,16 @@ def decode_record(data: bytes, location: str, run_id: str | None = None) -> RunR
             ``run_id`` differs (copied over another run's file) is refused.
 
     Raises:
-        CorruptRecordError: a check failed; the message is ``{location}: {reason}``.
+        CorruptRecordError: a check failed; the message is ``{location}: {reason}`` and
+            ``path`` is ``location``.
     """
     try:
         document = _parse(data)
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError, JSONDecodeError too
-        raise CorruptRecordError(f"{location}: not valid JSON ({exc})") from None
+        raise CorruptRecordError(f"{location}: not valid JSON ({exc})", path=location) from None
     try:
         return record_from_dict(document, run_id)
     except _Invalid as exc:
-        raise CorruptRecordError(f"{location}: {exc}") from None
+        raise CorruptRecordError(f"{location}: {exc}", path=location) from None
     except (KeyError, ValueError, TypeError) as exc:  # pragma: no cover - checks come first
-        raise CorruptRecordError(f"{location}: not a run record ({exc!r})") from None
+        raise CorruptRecordError(f"{location}: not a run record ({exc!r})", path=location) from None

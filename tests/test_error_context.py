@@ -1,0 +1,123 @@
+"""Errors carry their context as fields (run, file, exit code), set on real failures."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import metalab
+from metalab.errors import (
+    CorruptRecordError,
+    ExecutorError,
+    ServiceError,
+    StoreError,
+    WorkerCrashedError,
+)
+from metalab.executors.process import ProcessExecutor
+from metalab.keys import launch_key, spec_key
+from metalab.plan_loading import load_plan
+from metalab.store.file import FileStore
+
+
+@metalab.operation
+def square(params: dict[str, Any], capture: Any) -> None:
+    capture.metric("square", params["x"] ** 2)
+
+
+def _exp(n: int = 3, name: str = "ctx") -> metalab.Experiment:
+    return metalab.Experiment(
+        name=name,
+        version="1",
+        context={},
+        operation=square,
+        params=metalab.grid(x=list(range(n))),
+        seeds=metalab.seeds(0),
+    )
+
+
+def test_workers_dying_at_start_up_raise_worker_crashed_with_their_exit_code(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Real child processes that exit with status 3 before they are ready.
+    import metalab.executors.process as process_module
+
+    def die(conn: Any, inherited: Any = None) -> None:
+        os._exit(3)
+
+    monkeypatch.setattr(process_module, "_worker_main", die)
+    handle = metalab.run(
+        _exp(4), store=tmp_path / "s", executor=ProcessExecutor(2, mp_context="fork")
+    )
+    with pytest.raises(WorkerCrashedError) as info:
+        handle.result(timeout=30)
+    error = info.value
+    assert error.exit_code == 3
+    assert error.run_id is None  # nothing was running
+    assert isinstance(error, ExecutorError)  # what the launch raised before keeps matching
+    assert "keep dying" in str(error) and "3" in str(error)
+
+
+def test_corrupt_record_error_names_the_file(tmp_path: Path) -> None:
+    handle = metalab.run(_exp(2), store=tmp_path / "s")
+    handle.result(timeout=60)
+    store = FileStore(tmp_path / "s")
+    run_id = handle.run_ids[0]
+    path = store.layout.record(run_id)
+    path.write_bytes(b'{"run_id": "truncated')
+    with pytest.raises(CorruptRecordError) as info:
+        store.get_record(run_id)
+    assert info.value.path == str(path)
+    assert str(path) in str(info.value)
+
+
+def test_a_store_without_the_spec_says_which_blob_is_missing(tmp_path: Path) -> None:
+    store = FileStore(tmp_path / "empty")
+    with pytest.raises(StoreError) as info:
+        load_plan(store, "nothing:1")
+    assert info.value.path == spec_key("nothing:1") == "spec-nothing:1.json"
+    assert info.value.locator == store.locator
+    assert "spec-nothing:1.json" in str(info.value)
+
+
+def test_load_plan_rebuilds_the_stored_plan(tmp_path: Path) -> None:
+    handle = metalab.run(_exp(3), store=tmp_path / "s", executor=ProcessExecutor(1))
+    handle.result(timeout=60)
+    plan = load_plan(FileStore(tmp_path / "s"), "ctx:1")
+    assert plan.run_ids == handle.run_ids
+    assert plan.context_fp == handle.plan.context_fp
+
+
+def test_reconnect_errors_name_the_store_and_the_pointer_blob(tmp_path: Path) -> None:
+    store = FileStore(tmp_path / "s")
+    with pytest.raises(StoreError) as missing:
+        metalab.reconnect(store)
+    assert missing.value.path == launch_key() == "launch-latest.json"
+    assert missing.value.locator == store.locator
+    store.put_blob(launch_key(), b"{not json")
+    with pytest.raises(CorruptRecordError) as garbled:
+        metalab.reconnect(store)
+    assert garbled.value.path == "launch-latest.json"
+    assert garbled.value.locator == store.locator
+    store.put_blob(launch_key(), json.dumps({"experiment_id": 7}).encode())
+    with pytest.raises(CorruptRecordError) as wrong:
+        metalab.reconnect(store)
+    assert wrong.value.path == "launch-latest.json"
+
+
+def test_a_garbled_service_file_is_a_service_error_naming_it(tmp_path: Path) -> None:
+    from metalab.service import discover_service
+
+    service_dir = tmp_path / "s" / "services" / "postgres"
+    service_dir.mkdir(parents=True, mode=0o700)
+    service_file = service_dir / "service.json"
+    fd = os.open(service_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    os.write(fd, b'{"host": ')
+    os.close(fd)
+    with pytest.raises(ServiceError) as info:
+        discover_service(FileStore(tmp_path / "s"))
+    assert info.value.path == str(service_file)
+    assert "not valid JSON" in str(info.value)
