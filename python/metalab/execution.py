@@ -27,14 +27,60 @@ from metalab.context import fresh_copy
 from metalab.derived import apply_derived
 from metalab.operation import Runtime
 from metalab.plan import RunPlan, TaskIdentity
-from metalab.records import ErrorInfo, Provenance, RunRecord, RunState, utc_now
+from metalab.records import (
+    ErrorInfo,
+    FailureReason,
+    Provenance,
+    RunRecord,
+    RunState,
+    utc_now,
+)
 from metalab.store.base import Store
 
-__all__ = ["DerivedFn", "base_record", "execute_task", "failure_record", "worker_identity"]
+__all__ = [
+    "DerivedFn",
+    "RunInterrupted",
+    "base_record",
+    "execute_task",
+    "failure_record",
+    "reason_of",
+    "worker_identity",
+]
 
 DerivedFn = Callable[[Any], dict[str, Any]]
 
 _HOST = socket.gethostname()
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """An interrupt that knows why it came (the SLURM worker's signal handlers raise it).
+
+    Args:
+        message: recorded as the run's error message.
+        reason: recorded as the run's reason; a ``timeout`` makes the run ``failed`` (its
+            limit was too short, a retry may give it more), anything else ``cancelled``.
+    """
+
+    def __init__(self, message: str, reason: FailureReason) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def reason_of(error: BaseException, state: RunState = RunState.FAILED) -> FailureReason:
+    """The reason kind of a run that ended with ``error`` in ``state``."""
+    from metalab.errors import RunTimeoutError, WorkerCrashedError
+
+    if isinstance(error, RunInterrupted):
+        return error.reason
+    if isinstance(error, RunTimeoutError):
+        return FailureReason.TIMEOUT
+    if isinstance(error, MemoryError):
+        return FailureReason.OUT_OF_MEMORY
+    if state is RunState.CANCELLED or isinstance(error, KeyboardInterrupt):
+        return FailureReason.CANCELLED
+    if isinstance(error, WorkerCrashedError):
+        return FailureReason.CRASHED
+    return FailureReason.EXCEPTION
 
 
 def worker_identity(detail: str = "") -> str:
@@ -78,11 +124,16 @@ def failure_record(
     executor: str,
     worker_id: str,
     state: RunState = RunState.FAILED,
+    reason: FailureReason | None = None,
 ) -> RunRecord:
-    """Build the record of a run that failed outside the operation (crash, timeout)."""
+    """Build the record of a run that failed outside the operation (crash, timeout).
+
+    ``reason`` defaults to what the error says (:func:`reason_of`).
+    """
     record = base_record(plan, task, state)
     record.started_at = record.finished_at = utc_now()
     record.error = ErrorInfo(type(error).__name__, str(error), "")
+    record.reason = reason if reason is not None else reason_of(error, state)
     record.provenance = _provenance(plan, executor, worker_id)
     return record
 
@@ -144,11 +195,20 @@ def execute_task(
                 capture=capture,
             )
         record.status = RunState.SUCCESS
+    except RunInterrupted as exc:
+        # A timeout is a failure (more time may fix it); preemption or scancel is not.
+        timeout = exc.reason is FailureReason.TIMEOUT
+        record.status = RunState.FAILED if timeout else RunState.CANCELLED
+        record.reason = exc.reason
+        record.error = ErrorInfo(type(exc).__name__, str(exc), "")
+        capture.failure(f"{type(exc).__name__}: {exc}\n")
     except KeyboardInterrupt:
         record.status = RunState.CANCELLED
+        record.reason = FailureReason.CANCELLED
         record.error = ErrorInfo("KeyboardInterrupt", "run interrupted", "")
     except BaseException as exc:
         record.status = RunState.FAILED
+        record.reason = reason_of(exc)
         text = "".join(traceback.format_exception(exc))
         record.error = ErrorInfo(type(exc).__name__, str(exc), text)
         capture.failure(text)

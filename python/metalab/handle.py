@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from typing import Any
 
 from metalab.errors import ResultTimeoutError
@@ -36,6 +37,9 @@ class RunStatus:
     failed: int
     skipped: int
     cancelled: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
+    """Runs that did not succeed, by reason kind (:class:`~metalab.records.FailureReason`
+    values, ``"unknown"`` for records written before reasons existed), most first."""
 
     @property
     def is_complete(self) -> bool:
@@ -69,6 +73,7 @@ class RunHandle:
         # records were already looked at, and the latest value of each metric.
         self._metrics_seen: bytearray | None = None
         self._latest: dict[str, Any] = {}
+        self._reason_of: dict[str, str] = {}
 
     @property
     def experiment_id(self) -> str:
@@ -105,14 +110,35 @@ class RunHandle:
             completed = self._skipped + counts.succeeded
             failed, running, cancelled = counts.failed, counts.running, counts.cancelled
         pending = max(total - completed - failed - running - cancelled, 0)
-        return RunStatus(total, completed, running, pending, failed, self._skipped, cancelled)
+        reasons = self._reasons() if failed else {}
+        return RunStatus(
+            total, completed, running, pending, failed, self._skipped, cancelled, reasons
+        )
+
+    def _reasons(self) -> dict[str, int]:
+        """Failed runs by reason; each failed run's record is read once per failure."""
+        ids = self.run_ids
+        states = self.store.states(ids)
+        failed = [i for i, st in zip(ids, states, strict=True) if st is StoredState.FAILED]
+        known, failing = self._reason_of, set(failed)
+        for run_id in list(known):
+            if run_id not in failing:
+                del known[run_id]  # retried since: its next failure is read again
+        wanted = [run_id for run_id in failed if run_id not in known]
+        if wanted:
+            for record in self.store.load_records(run_ids=wanted).records:
+                known[record.run_id] = record.reason.value if record.reason else "unknown"
+        tally = Counter(known[run_id] for run_id in failed if run_id in known)
+        return dict(tally.most_common())
 
     @property
     def is_complete(self) -> bool:
         """True when no run is pending or running."""
         if self._launch is not None and not self._launch.tracks_store:
             return self._launch.wait(0)
-        return self.status.is_complete
+        # Counts from the store cannot show work still to come (SLURM's retry job about
+        # to resubmit failed runs): the launch has the last word.
+        return self.status.is_complete and (self._launch is None or self._launch.wait(0))
 
     def _wait(self, timeout: float | None) -> None:
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -147,6 +173,7 @@ class RunHandle:
             skipped=status.skipped,
             cancelled=status.cancelled,
             latest=dict(self._latest),
+            reasons=dict(status.reasons),
         )
 
     def _read_new_metrics(self) -> None:

@@ -49,6 +49,8 @@ class ProgressSnapshot:
     skipped: int = 0
     cancelled: int = 0
     latest: dict[str, Any] = field(default_factory=dict)
+    reasons: dict[str, int] = field(default_factory=dict)
+    """Runs that did not succeed by reason kind (from ``RunStatus.reasons``), if known."""
 
     @property
     def finished(self) -> int:
@@ -278,6 +280,10 @@ class Progress:
             f"failed {snap.failed}",
             f"skipped {snap.skipped}",
         ]
+        if snap.reasons:
+            # Why, in a word per kind: timeouts call for more time, exceptions for a fix.
+            kinds = ", ".join(f"{kind} {count}" for kind, count in snap.reasons.items())
+            parts[1] = f"failed {snap.failed} ({kinds})"
         if snap.cancelled:
             parts.append(f"cancelled {snap.cancelled}")
         for name, fmt in self.metric_formats:

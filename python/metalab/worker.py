@@ -61,17 +61,10 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--array-task", type=int, default=None, help="array index (default: $SLURM_ARRAY_TASK_ID)"
     )
+    parser.add_argument(
+        "--signal-lead", type=int, default=0, help="seconds of --signal=B:USR1 before walltime"
+    )
     return parser.parse_args(argv)
-
-
-class _Terminated(KeyboardInterrupt):
-    """SIGTERM from scancel or the walltime, raised in the running operation."""
-
-
-def _on_sigterm(signum: int, frame: FrameType | None) -> None:
-    # scancel/walltime send SIGTERM, then SIGKILL after KillWait: turn it into an interrupt
-    # so the current run is recorded as cancelled before the process is killed.
-    raise _Terminated("SLURM sent SIGTERM")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -100,27 +93,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     from metalab.capture import output
     from metalab.errors import StoreError, UnsafeLoadError
     from metalab.execution import execute_task, worker_identity
-    from metalab.plan import RunPlan
+    from metalab.plan_loading import load_plan
     from metalab.records import StoredState
-    from metalab.runner import spec_key
-    from metalab.spec import experiment_from_spec, spec_from_bytes
 
     store = _open_store(args.store, args.passfile)
     if store is None:
         return 2
-    key = spec_key(args.experiment)
-    spec_blob = store.get_blob(key)
-    if spec_blob is None:
-        print(
-            f"metalab.worker: store {store.locator} has no spec of {args.experiment}",
-            file=sys.stderr,
-        )
-        return 2
     try:
         # Both blobs carry code: each is checked against this account's key before it is
         # unpickled (the derived functions after the spec, whose sys_path they may need).
-        spec = spec_from_bytes(spec_blob, args.experiment, f"spec blob {key!r} of {store.locator}")
-        plan = RunPlan(experiment_from_spec(spec), context_fp=spec["context_fingerprint"])
+        plan = load_plan(store, args.experiment)
         derived = _load_derived(store, args.derived)
     except UnsafeLoadError as exc:
         print(
@@ -130,16 +112,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         store.close()
         return 3
+    except StoreError as exc:  # no spec (or a garbled one): nothing to run
+        print(f"metalab.worker: nothing was executed: {exc}", file=sys.stderr)
+        store.close()
+        return 2
 
     todo: Sequence[int] | None = None
     if args.tasks:
-        from metalab.executors.slurm import decode_task_list
+        from metalab.executors.slurm_launch import decode_task_list
 
         data = store.get_blob(args.tasks)
         if data is None:
             print(
                 f"metalab.worker: store {store.locator} has no blob {args.tasks}", file=sys.stderr
             )
+            store.close()
             return 2
         todo = decode_task_list(data)
 
@@ -148,13 +135,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     done = [state is StoredState.DONE for state in states]
     job = os.environ.get("SLURM_ARRAY_JOB_ID", "local")
     worker_id = worker_identity(f"{job}_{array_task}")
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    from metalab.execution import RunInterrupted
+    from metalab.executors.slurm_signals import WorkerSignals
+
+    # scancel, requeue, preemption and the walltime send SIGTERM (or SIGUSR1 first), then
+    # SIGKILL after KillWait: the running run is recorded with the reason before that.
+    signals = WorkerSignals(args.signal_lead)
+    signals.install()
     if args.timeout is not None:
         _install_timeout()
     # Each run's prints and warnings also go to its log (and to the shard log as before).
     output.install()
     try:
-        for task_index, finished in zip(indices, done, strict=True):
+        for at, (task_index, finished) in enumerate(zip(indices, done, strict=True)):
             if finished:
                 continue
             if args.timeout is not None:
@@ -169,10 +162,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             if args.timeout is not None:
                 signal.setitimer(signal.ITIMER_REAL, 0)
-            if record.status.value == "cancelled":
+            if record.status.value == "cancelled" or signals.stopping:
                 # Terminated while running: leave the rest of the block to the retry.
+                signals.abandon(plan, store, indices[at + 1 :], worker_id)
                 return 1
-    except _Terminated:
+    except RunInterrupted:
+        signals.abandon(plan, store, indices, worker_id)
         return 1
     except StoreError as exc:
         # Every later run of the block would fail the same way: stop computing in vain.

@@ -220,15 +220,25 @@ class SlurmExecutor(Executor):
                         f"sbatch refused array {shard.number} of {job.plan.experiment_id}", done
                     )
                 job_ids.append(done.stdout.strip().split(";")[0])
+            launch = self._launch_of(job, prepared, job_ids, None)
+            if self.config.retries and job_ids:
+                # Submitted last, after every array: it waits for all of them (afterany).
+                job_ids.append(self._submit_retry(job, prepared, launch))
+                launch = self._launch_of(job, prepared, job_ids[:-1], job_ids[-1])
         except BaseException:
             if job_ids:
                 run_tool(["scancel", *job_ids])
             prepared.paths.release()
             raise
+        return launch
+
+    def _launch_of(
+        self, job: Job, prepared: _Submission, job_ids: list[str], retry_job: str | None
+    ) -> SlurmLaunch:
         return SlurmLaunch(
-            store=store,
+            store=job.store,
             plan=job.plan,
-            submission=submission,
+            submission=prepared.submission,
             shards=[
                 (jid, s.offset, s.count) for jid, s in zip(job_ids, prepared.shards, strict=True)
             ],
@@ -236,4 +246,21 @@ class SlurmExecutor(Executor):
             todo=None if prepared.identity else prepared.todo,
             n_todo=len(prepared.todo),
             submit_dir=prepared.paths.submit_dir,
+            retry_job=retry_job,
+        )
+
+    def _submit_retry(self, job: Job, prepared: _Submission, launch: SlurmLaunch) -> str:
+        """Submit the retry job of ``SlurmConfig(retries=N)`` (see ``slurm_retry``)."""
+        from metalab.executors.slurm_retry import submit_retry_job
+
+        return submit_retry_job(
+            self.config,
+            store=job.store,
+            launch=launch,
+            python=self.python,
+            timeout=job.timeout,
+            derived_key=derived_key(prepared.submission) if job.derived_metrics else None,
+            job_name=job_name(job.plan.experiment.name, job.plan.run_ids),
+            output=prepared.paths.retry_output,
+            passfile=str(prepared.paths.passfile) if prepared.secrets else None,
         )

@@ -146,6 +146,18 @@ class SlurmConfig:
         setup: extra shell lines run before the worker starts (verbatim, they *are* shell).
         runs_per_task: runs executed one after another by one array task ("packing"),
             to amortise scheduling and Python start-up over several short runs.
+        retries: how many times runs that the infrastructure broke (reason ``timeout``,
+            ``out_of_memory``, ``preempted``, ``node_fail``, ``crashed``) are resubmitted,
+            by a small dependent job rather than by the submitting process (see
+            :mod:`metalab.executors.slurm_retry`); each retry after ``out_of_memory``
+            doubles ``memory``, after ``timeout`` multiplies ``time`` by 1.5.
+        retry_exceptions: also retry runs whose operation raised (off by default: a bug
+            fails the same way again).
+        requeue: submit the arrays ``--requeue``-able, so a preempted or requeued task
+            starts again (and executes only its runs that are not done).
+        signal_lead: seconds before the walltime at which SLURM warns the worker
+            (``--signal=B:USR1@N``, at most half the walltime) so that the running run is
+            recorded as ``timeout`` before the task is killed.
 
     Raises:
         SlurmConfigError: a value is invalid; the message names it.
@@ -162,6 +174,10 @@ class SlurmConfig:
     conda_env: str | None = None
     setup: list[str] = field(default_factory=list)
     runs_per_task: int = 1
+    retries: int = 0
+    retry_exceptions: bool = False
+    requeue: bool = True
+    signal_lead: int = 60
 
     def __post_init__(self) -> None:
         if not isinstance(self.partition, str) or not _PARTITION.fullmatch(self.partition):
@@ -189,11 +205,23 @@ class SlurmConfig:
             )
         self.setup = _strings("setup", self.setup)
         self.runs_per_task = _count("runs_per_task", self.runs_per_task, 1)
+        self.retries = _count("retries", self.retries, 0)
+        self.signal_lead = _count("signal_lead", self.signal_lead, 1)
+        for name in ("retry_exceptions", "requeue"):
+            if not isinstance(getattr(self, name), bool):
+                raise SlurmConfigError(
+                    f"SlurmConfig {name} must be True or False, got {getattr(self, name)!r}"
+                )
 
     @property
     def uses_default_partition(self) -> bool:
         """True when ``--partition`` is omitted so that SLURM picks the default."""
         return self.partition == DEFAULT_PARTITION
+
+    @property
+    def warning_lead(self) -> int:
+        """Seconds of ``--signal=B:USR1@N``: ``signal_lead``, at most half the walltime."""
+        return max(min(self.signal_lead, parse_time(self.time) // 2), 1)
 
     @property
     def sbatch_memory(self) -> str:

@@ -25,10 +25,11 @@ from metalab.execution import failure_record, persist, worker_identity
 from metalab.executors.base import Launch, LaunchCounts
 from metalab.executors.slurm_commands import queued_tasks, scancel
 from metalab.executors.slurm_paths import SubmissionPaths, last_line
+from metalab.executors.slurm_reasons import TaskEnd, reason_from_log, sacct_task_ends
 from metalab.keys import slurm_cancelled_key, slurm_tasks_key
 from metalab.plan import RunPlan, TaskIdentity
 from metalab.plan_loading import load_plan
-from metalab.records import RunState, StoredState
+from metalab.records import FailureReason, RunState, StoredState
 from metalab.store.base import Store
 
 __all__ = ["POLL_INTERVAL_S", "SlurmLaunch", "decode_task_list", "encode_task_list", "reattach"]
@@ -71,6 +72,11 @@ class SlurmLaunch(Launch):
         cancelled: the submission was cancelled before (reconnecting).
         submit_dir: where sbatch ran, for the logs of stores that keep none (SLURM's
             default ``slurm-<job>_<index>.out`` there); None when not known.
+        retry_job: job id of the submission's retry job (``SlurmConfig(retries=N)``,
+            :mod:`metalab.executors.slurm_retry`); the launch finishes after it and the
+            resubmissions it made.
+        wave_job: job id of the submission's wave job, which submits its later waves
+            (:mod:`metalab.executors.slurm_waves`); the launch finishes after them.
     """
 
     def __init__(
@@ -85,7 +91,12 @@ class SlurmLaunch(Launch):
         n_todo: int,
         cancelled: bool = False,
         submit_dir: str | None = None,
+        retry_job: str | None = None,
+        wave_job: str | None = None,
     ) -> None:
+        from metalab.executors.slurm_retry import RetryFollower
+        from metalab.executors.slurm_waves import WaveFollower
+
         self.store = store
         self.plan = plan
         self.submission = submission
@@ -106,6 +117,21 @@ class SlurmLaunch(Launch):
             self._unresolved.update(range(offset, offset + count))
         self._global_of = {job: offset for job, offset, _count in shards}
         self.paths = SubmissionPaths.of(store, submission, submit_dir)
+        self._retry = RetryFollower(self, retry_job) if retry_job else None
+        if retry_job:
+            self._global_of[retry_job] = RetryFollower.TASK  # seen by the same squeue call
+        self._wave = WaveFollower(self, wave_job) if wave_job else None
+        if wave_job:
+            self._global_of[wave_job] = WaveFollower.TASK
+
+    @property
+    def finished(self) -> bool:
+        """True once no task of the submission (nor of its retries) can run any more."""
+        return self._finished
+
+    def task_indices(self) -> list[int]:
+        """Task indices of every run of the submission, in submission order."""
+        return list(range(self.n_todo)) if self._todo is None else [int(t) for t in self._todo]
 
     @property
     def tracks_store(self) -> bool:
@@ -114,8 +140,11 @@ class SlurmLaunch(Launch):
 
     @property
     def job_ids(self) -> list[str]:
-        """SLURM job ids of the arrays, in shard order."""
-        return [job for job, _offset, _count in self.shards]
+        """SLURM job ids of the arrays, in shard order (then the retry job and retries)."""
+        jobs = [job for job, _offset, _count in self.shards]
+        if self._retry is not None:
+            jobs += self._retry.job_ids
+        return jobs + self._wave.job_ids if self._wave is not None else jobs
 
     @property
     def reconnect_info(self) -> dict[str, Any]:
@@ -129,6 +158,8 @@ class SlurmLaunch(Launch):
             # No shards, no task list: a resubmission with nothing to do writes no blob,
             # so its pointer must not name one (reconnect would look for it).
             "tasks_key": slurm_tasks_key(self.submission) if self._todo and self.shards else None,
+            "retry_job": self._retry.job_id if self._retry is not None else None,
+            "wave_job": self._wave.job_id if self._wave is not None else None,
         }
 
     def log_path(self, global_task: int) -> Path | None:
@@ -176,6 +207,10 @@ class SlurmLaunch(Launch):
             queued = self._squeue()
             if queued is None:
                 return
+            retry = self._retry
+            retry_queued = retry is not None and queued.pop(retry.TASK, None) is not None
+            wave = self._wave
+            wave_queued = wave is not None and queued.pop(wave.TASK, None) is not None
             running_tasks = [g for g, state in queued.items() if state != "PENDING"]
             gone = [g for g in self._unresolved if g not in queued]
             # Markers are read after squeue answered: a task absent from the answer had
@@ -183,8 +218,17 @@ class SlurmLaunch(Launch):
             self._resolve(gone)
             self._running = self._unfinished_count(running_tasks)
             if not self._unresolved:
-                self._finished = True
-                self._running = 0
+                # With retries (waves), the launch goes on until the retry (wave) job and
+                # the submissions it made end.
+                retried = self._retry is None or self._retry.update(retry_queued)
+                waved = self._wave is None or self._wave.update(wave_queued)
+                if retried and waved:
+                    self._finished = True
+                    self._running = 0
+                else:
+                    self._running = (self._retry.running() if self._retry else 0) + (
+                        self._wave.running() if self._wave else 0
+                    )
 
     def _unfinished_count(self, global_tasks: list[int]) -> int:
         if not global_tasks:
@@ -198,18 +242,34 @@ class SlurmLaunch(Launch):
             return
         owners = [(g, self.plan.task(t)) for g in gone for t in self._task_indices(g)]
         run_ids = [task.run_id for _g, task in owners]
+        crashed: list[tuple[int, TaskIdentity]] = []
         for (g, task), state in zip(owners, self.store.states(run_ids), strict=True):
             if state is not StoredState.ABSENT:
                 continue
             if self._cancelled:
                 self._cancelled_runs += 1
                 continue
-            self._record_crash(task, g)
+            crashed.append((g, task))
+        # One accounting call for every task that left unfinished in this poll.
+        ends = sacct_task_ends(self.job_ids) if crashed else None
+        for g, task in crashed:
+            self._record_crash(task, g, self._task_end(ends, g))
         self._unresolved.difference_update(gone)
-        if not self._unresolved:
-            self.paths.release()  # no task of ours can start any more
+        if not self._unresolved and self._retry is None and self._wave is None:
+            # No task of ours can start any more (a retry/wave job releases them itself).
+            self.paths.release()
 
-    def _record_crash(self, task: TaskIdentity, global_task: int) -> None:
+    def _task_end(self, ends: dict[tuple[str, int], TaskEnd] | None, g: int) -> TaskEnd | None:
+        if ends is None:
+            return None
+        for job, offset, count in self.shards:
+            if offset <= g < offset + count:
+                return ends.get((job, g - offset))
+        return None
+
+    def _record_crash(
+        self, task: TaskIdentity, global_task: int, end: TaskEnd | None = None
+    ) -> None:
         existing = self.store.get_record(task.run_id)
         if existing is not None and existing.status in (
             RunState.SUCCESS,
@@ -222,18 +282,26 @@ class SlurmLaunch(Launch):
         log = self.log_path(global_task)
         last = last_line(log) if log is not None else None
         where = f"its log is {str(log)!r}" if log is not None else "see its SLURM log"
-        # The worker's own reason (e.g. a refused login) or slurmstepd's (oom-kill, time
-        # limit) when the log ends with one, rather than a guess.
+        # Accounting's verdict first (the OOM killer's SIGKILL leaves no word in the
+        # worker), then slurmstepd's or the worker's last line, else an unexplained crash.
+        reason = end.reason if end is not None else None
+        logged = reason_from_log(last)
         why = "killed, out of memory or out of time?"
-        if last is not None:
-            known = last.startswith(("metalab.worker:", "slurmstepd:"))
-            why = f"its log ends with: {last}" if known else f"{why} its log ends with: {last}"
+        if reason is not None and end is not None:
+            why = f"SLURM ended it: {end.state}, exit {end.exit_code}"
+        elif logged is not None or (last is not None and last.startswith("metalab.worker:")):
+            why = f"its log ends with: {last}"
+        elif last is not None:
+            why = f"{why} its log ends with: {last}"
+        reason = reason or logged or FailureReason.CRASHED
         error = WorkerCrashedError(
             f"SLURM array task of run {task.run_id} (task {task.task_index}) left the queue "
             f"before finishing it ({why}); {where}",
             run_id=task.run_id,
         )
-        record = failure_record(self.plan, task, error, EXECUTOR_NAME, worker_identity("monitor"))
+        record = failure_record(
+            self.plan, task, error, EXECUTOR_NAME, worker_identity("monitor"), reason=reason
+        )
         persist(self.store, record)
 
     # -- Launch API -----------------------------------------------------------------------
@@ -267,6 +335,10 @@ class SlurmLaunch(Launch):
         with self._lock:
             self._cancelled = True
         self.store.put_blob(slurm_cancelled_key(self.submission), b"1")
+        if self._retry is not None:
+            self._retry.cancel()
+        if self._wave is not None:
+            self._wave.cancel()
         if self.shards:
             scancel(self.job_ids)
 
@@ -307,4 +379,6 @@ def reattach(pointer: dict[str, Any], store: Store, plan: RunPlan | None = None)
         todo=todo,
         n_todo=int(pointer["n_todo"]),
         cancelled=store.get_blob(slurm_cancelled_key(submission)) is not None,
+        retry_job=pointer.get("retry_job"),
+        wave_job=pointer.get("wave_job"),
     )

@@ -115,6 +115,12 @@ class SubmissionPaths:
         target = self.log_target
         return None if target is None else output_pattern(target, shard_number)
 
+    @property
+    def retry_output(self) -> str | None:
+        """The ``--output`` of the submission's retry job (``retry.out`` beside the logs)."""
+        target = self.log_target
+        return None if target is None else os.path.join(target, "retry.out")
+
     def log_path(self, shard_number: int, job_id: str, array_index: int) -> Path | None:
         """Where the log of one array task lands (through the alias, if any)."""
         if self.log_dir is not None:

@@ -1,0 +1,156 @@
+"""Retries of what the infrastructure broke, with escalated resources, no driver needed.
+
+The cluster tests submit from a child process that exits at once, then watch from a
+fresh handle (``reconnect``): the retry job on the cluster does the resubmitting.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from site_cluster import use_site_cluster
+
+from metalab.errors import SlurmConfigError
+from metalab.executors.slurm_config import SlurmConfig
+from metalab.executors.slurm_retry import escalate, format_time, scale_memory
+from metalab.reconnect import reconnect
+from metalab.records import FailureReason, RunState
+from metalab.store.file import FileStore
+
+
+def test_escalation_doubles_memory_after_oom_and_adds_half_the_time_after_timeout() -> None:
+    config = SlurmConfig(memory="200M", time="1", retries=2)
+    assert escalate(config, {FailureReason.OUT_OF_MEMORY}).memory == "400M"
+    assert escalate(config, {FailureReason.OUT_OF_MEMORY}).time == "1"
+    longer = escalate(config, {FailureReason.TIMEOUT})
+    assert longer.time == "0:01:30" and longer.memory == "200M" and longer.retries == 1
+    both = escalate(escalate(config, {FailureReason.TIMEOUT}), {FailureReason.TIMEOUT})
+    assert both.time == "0:02:15" and both.retries == 0
+    assert escalate(config, {FailureReason.NODE_FAIL}) == SlurmConfig(
+        memory="200M", time="1", retries=1
+    )
+    assert scale_memory("16GB", 2) == "32G" and format_time(93600) == "1-02:00:00"
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("retries", -1), ("retries", "2"), ("retry_exceptions", "yes"), ("requeue", 1)],
+)
+def test_retry_settings_are_validated(field: str, value: Any) -> None:
+    with pytest.raises(SlurmConfigError, match=field):
+        SlurmConfig(**{field: value})
+
+
+_SUBMIT = """
+import sys, time
+from pathlib import Path
+import metalab
+from metalab.runner import run
+
+def op(context, params, capture):
+    root = Path(context["dir"])
+    x = params["x"]
+    with open(root / f"exec-{{x}}", "a") as fh:
+        fh.write("start\\n")
+    if x == 0:
+        block = bytearray(320 * 1024 * 1024)  # more than 200M, less than 400M
+        for at in range(0, len(block), 4096):
+            block[at] = 1
+    if x == 1:
+        raise ValueError("a bug: not retried")
+    time.sleep(context["sleep"].get(str(x), 0))
+    capture.metric("y", x)
+
+exp = metalab.Experiment(
+    name={name!r}, version="1", context={{"dir": {dir!r}, "sleep": {sleep!r}}},
+    operation=op, params=metalab.grid(x={xs!r}), seeds=metalab.seeds(base=1, replicates=1),
+)
+config = metalab.SlurmConfig(memory="200M", time={time!r}, retries=1)
+handle = run(exp, store={store!r}, executor=metalab.SlurmExecutor(config))
+print(" ".join(handle.job_ids))
+"""
+
+
+def _submit_and_leave(tmp_path: Path, **kw: Any) -> list[str]:
+    script = textwrap.dedent(_SUBMIT.format(dir=str(tmp_path), **kw))
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.split()
+
+
+def _executions(tmp_path: Path, x: int) -> int:
+    path = tmp_path / f"exec-{x}"
+    return len(path.read_text().splitlines()) if path.exists() else 0
+
+
+@pytest.mark.slurm
+def test_out_of_memory_run_succeeds_on_its_retry_exception_is_not_retried(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_leftover_jobs: list[str]
+) -> None:
+    use_site_cluster(monkeypatch)
+    store = str(tmp_path / "store")
+    first = _submit_and_leave(
+        tmp_path, name="retry_oom", sleep={}, xs=[0, 1, 2], time="5", store=store
+    )
+    no_leftover_jobs.extend(first)
+    assert len(first) == 2  # the array and its retry job; the submitting process is gone
+    handle = reconnect(store)
+    results = handle.result(timeout=240)
+    no_leftover_jobs.extend(handle.job_ids)
+    by_x = {r.params["x"]: r.record for r in results}
+    assert by_x[0].status is RunState.SUCCESS and by_x[2].status is RunState.SUCCESS
+    assert by_x[1].status is RunState.FAILED and by_x[1].reason is FailureReason.EXCEPTION
+    assert [_executions(tmp_path, x) for x in (0, 1, 2)] == [2, 1, 1]
+    # The resubmission asked for twice the memory, and the handle follows it.
+    assert len(handle.job_ids) == 3
+    asked = subprocess.run(
+        ["sacct", "-X", "-n", "-P", "--format=JobID,ReqMem", "-j", handle.job_ids[2]],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "|400M" in asked, asked
+    log = next((tmp_path / "store" / "slurm" / "logs").glob("*/retry.out")).read_text()
+    assert "resubmitted 1 run(s)" in log and "(out_of_memory)" in log and "memory=400M" in log
+    status = handle.status
+    assert status.completed == 2 and status.failed == 1 and status.reasons == {"exception": 1}
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_run_past_a_one_minute_walltime_succeeds_on_its_retry(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_leftover_jobs: list[str]
+) -> None:
+    use_site_cluster(monkeypatch)
+    store = str(tmp_path / "store")
+    jobs = _submit_and_leave(
+        tmp_path, name="retry_time", sleep={"2": 75}, xs=[2], time="1", store=store
+    )
+    no_leftover_jobs.extend(jobs)
+    handle = reconnect(store)
+    run_id = handle.run_ids[0]
+    seen: set[Any] = set()
+    deadline = time.monotonic() + 420
+    while not handle.is_complete:
+        assert time.monotonic() < deadline, f"not finished; reasons seen: {seen}"
+        record = FileStore(tmp_path / "store").get_record(run_id)
+        if record is not None:
+            seen.add((record.status, record.reason))
+        time.sleep(2)
+    no_leftover_jobs.extend(handle.job_ids)
+    # The first attempt was recorded as timed out (by the worker, warned by SLURM), the
+    # retry with 1.5 times the walltime finished it.
+    assert (RunState.FAILED, FailureReason.TIMEOUT) in seen
+    final = handle.result(timeout=30)
+    assert [r.record.status for r in final] == [RunState.SUCCESS]
+    assert _executions(tmp_path, 2) == 2
+    log = next((tmp_path / "store" / "slurm" / "logs").glob("*/retry.out")).read_text()
+    assert "(timeout)" in log and "time=0:01:30" in log
