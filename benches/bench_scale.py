@@ -26,6 +26,7 @@ from typing import Any
 import metalab
 from _common import Measurement, measure, print_table
 from metalab.plan import RunPlan
+from metalab.records import StoredState
 from metalab.store.file import FileStore
 
 
@@ -153,24 +154,25 @@ def main(quick: bool = False) -> list[Measurement]:
         store = FileStore(tmp / "status")
         done_ids = run_ids[::2]
         _touch_markers(store.layout.done_dir, done_ids, ".done")
-        # A done run also has its record: completed() only trusts a marker whose record
+        # A done run also has its record: states() only trusts a marker whose record
         # file is listed next to it (names are all the scan reads, so empty files do).
         _touch_markers(store.layout.runs_dir, done_ids, ".json")
         _touch_markers(store.layout.failed_dir, run_ids[1:1000:2], ".failed")
 
         # (2) resume check
         resume = measure(
-            "(2) resume check: store.completed(plan)",
+            "(2) resume check: store.states(plan)",
             total,
-            lambda: store.completed(run_ids),
+            lambda: store.states(run_ids),
             target="<= 0.3 s",
         )
-        assert sum(store.completed(run_ids)) == len(done_ids)
+        assert store.states(run_ids).count(StoredState.DONE) == len(done_ids)
         rows.append(resume)
 
         # (3) status scan (what RunHandle.status does for a store-tracked launch)
         def status() -> tuple[int, int]:
-            return sum(store.completed(run_ids)), sum(store.failed(run_ids))
+            states = store.states(run_ids)
+            return states.count(StoredState.DONE), states.count(StoredState.FAILED)
 
         def floor() -> tuple[int, int]:
             done = _scandir_ids(store.layout.done_dir, ".done")
@@ -178,7 +180,7 @@ def main(quick: bool = False) -> list[Measurement]:
             failed = _scandir_ids(store.layout.failed_dir, ".failed")
             return sum(r in done for r in run_ids), sum(r in failed for r in run_ids)
 
-        scan = measure("(3) status scan: completed + failed", total, status, target="<= 2x floor")
+        scan = measure("(3) status scan: states()", total, status, target="<= 2x floor")
         bare = measure("    floor: bare os.scandir + set lookups", total, floor)
         assert status() == floor()
         scan.floor_seconds = bare.median

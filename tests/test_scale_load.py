@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 import metalab
 from metalab import _core
 from metalab.errors import CorruptRecordError
+from metalab.records import StoredState
 from metalab.results import Results
 from metalab.store.file import FileStore
 from metalab.store.record_codec import decode_metric, decode_record
@@ -189,7 +190,11 @@ def test_problems_name_path_and_reason_and_drop_done_marker(tmp_path: Path) -> N
     reasons = {Path(p.location).name.removesuffix(".json"): p.reason for p in results.problems}
     assert str(store.layout.record("cd" * 16)) + ": not valid JSON" in reasons["cd" * 16]
     assert reasons["ef" * 16].endswith("expected a JSON object")
-    assert store.completed(["ab" * 16, "cd" * 16, "ef" * 16]) == [True, False, False]
+    assert store.states(["ab" * 16, "cd" * 16, "ef" * 16]) == [
+        StoredState.DONE,
+        StoredState.ABSENT,
+        StoredState.ABSENT,
+    ]
 
 
 # -- Results loaded as columns behave like Results built from records ------------------

@@ -22,6 +22,7 @@ from psycopg.conninfo import make_conninfo
 
 import metalab
 from metalab.errors import StoreError
+from metalab.records import StoredState
 from metalab.store import FallbackStore, FileStore, create_store
 from metalab.store.credentials import verify_login
 from metalab.store.postgres import PostgresStore
@@ -84,7 +85,8 @@ def test_process_executor_workers_log_in_with_the_locator_password(
     store = PostgresStore.from_locator(pw_role.url)
     try:
         stored = store.load_records(exp.experiment_id).records
-        assert len(stored) == N_RUNS and all(store.completed([r.run_id for r in stored]))
+        assert len(stored) == N_RUNS
+        assert set(store.states([r.run_id for r in stored])) == {StoredState.DONE}
     finally:
         store.close()
     # The password went over the pipe: not in the workers' argv or environment.
@@ -104,12 +106,12 @@ def test_fallback_store_sends_every_record_to_postgres_none_to_the_fallback(
     primary = PostgresStore.from_locator(pw_role.url)
     try:
         assert len(primary.load_records(exp.experiment_id).records) == N_RUNS
-        assert all(primary.completed(run_ids))
+        assert set(primary.states(run_ids)) == {StoredState.DONE}
     finally:
         primary.close()
     backup = FileStore(str(fallback_dir))
     assert backup.load_records().records == []
-    assert not any(backup.completed(run_ids))
+    assert StoredState.DONE not in backup.states(run_ids)
     _assert_secret_absent(pw_role, *_proc_notes(tmp_path))
 
 

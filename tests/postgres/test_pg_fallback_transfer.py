@@ -16,7 +16,7 @@ import pytest
 from helpers_pg import experiment, record, slow
 
 import metalab
-from metalab.records import RunState
+from metalab.records import RunState, StoredState
 from metalab.store import (
     FallbackStore,
     FileStore,
@@ -40,7 +40,7 @@ def test_fallback_block_and_locator(pg_locator: str, tmp_path: Path) -> None:
     # write_to_both: both stores hold every run, log and artifact.
     for s in (primary, fallback):
         assert len(s.load_records().records) == 4
-        assert all(s.completed([r.run_id for r in results]))
+        assert set(s.states([r.run_id for r in results])) == {StoredState.DONE}
         assert "Training complete" in s.read_log(results[0].run_id)
     rebuilt = create_store(store.locator)
     assert isinstance(rebuilt, FallbackStore) and rebuilt.locator == store.locator
@@ -87,7 +87,7 @@ def test_fallback_survives_postgres_dying_mid_experiment(pg_locator: str, tmp_pa
     # Push what landed in the fallback back into the primary: then PG alone has all.
     import_from_filestore(backup, primary)
     ids = [r.run_id for r in results]
-    assert all(primary.completed(ids))
+    assert set(primary.states(ids)) == {StoredState.DONE}
     assert len(primary.load_records(experiment_id=exp.experiment_id).records) == n
 
 

@@ -14,7 +14,7 @@ from helpers_pg import experiment, record
 
 import metalab
 from metalab.errors import LocatorError
-from metalab.records import RunState
+from metalab.records import RunState, StoredState
 from metalab.store import FileStore, create_store, to_locator
 from metalab.store.postgres import PostgresStore
 
@@ -54,7 +54,7 @@ def test_end_to_end_run_then_load_results(pg_locator: str) -> None:
     # Resume: nothing left to do, completion answered from the markers table.
     again = metalab.run(exp, store=pg_locator)
     assert again.result() is not None and again.status.completed >= 0
-    assert all(store.completed([r.run_id for r in results]))
+    assert set(store.states([r.run_id for r in results])) == {StoredState.DONE}
 
 
 def _final(run):  # type: ignore[no-untyped-def]
@@ -90,7 +90,7 @@ def test_password_in_locator_is_used_but_never_shown(
     try:
         store.put_record(record("ab" * 8))
         store.mark("ab" * 8, RunState.SUCCESS)
-        assert store.completed(["ab" * 8]) == [True]
+        assert store.states(["ab" * 8]) == [StoredState.DONE]
         texts = [repr(store), store.locator, to_locator(store), str(store.config)]
         assert all(password not in t for t in texts)
         # Errors are sanitised: a wrong password on the same host.
@@ -158,9 +158,9 @@ def test_contract_artifacts_logs_derived_blobs(pg_locator: str, tmp_path: Path) 
     store.put_record(rec)
     store.put_record(rec)  # idempotent upsert
     store.mark(rid, RunState.FAILED)
-    assert store.failed([rid]) == [True] and store.completed([rid]) == [False]
+    assert store.states([rid]) == [StoredState.FAILED]
     store.mark(rid, RunState.SUCCESS)
-    assert store.failed([rid]) == [False] and store.completed([rid]) == [True]
+    assert store.states([rid]) == [StoredState.DONE]
     got = store.get_record(rid)
     assert got is not None and list(got.params) == ["zeta", "alpha"]  # key order kept
     assert len(store.load_records(experiment_id="e:1").records) == 1
@@ -195,7 +195,7 @@ def test_eight_concurrent_processes(pg_locator: str) -> None:
     ids = [f"{w:02x}{i:014x}" for w in range(8) for i in range(n)] + [
         f"ff{i:014x}" for i in range(n)
     ]
-    assert all(store.completed(ids))
+    assert set(store.states(ids)) == {StoredState.DONE}
     assert len(store.load_records().records) == 9 * n
     assert store.read_log("ff" + "0" * 14).count("\n") == 8
 

@@ -22,6 +22,7 @@ import pytest
 
 import metalab
 from metalab.plan import RunPlan
+from metalab.records import StoredState
 from metalab.store.atomic import STALE_FOREIGN_AGE, parse_temp_name, temp_name
 from metalab.store.file import FileStore
 from metalab.store.layout import FileLayout
@@ -138,7 +139,7 @@ def test_resume_removes_the_temporary_of_a_writer_killed_mid_artifact(
     info = parse_temp_name(temp.name)
     assert info is not None and info.pid == proc.pid and info.host is not None
     assert temp.exists() and temp.stat().st_size > 0  # the leftover a kill leaves
-    assert not FileStore(store).completed([run_id])[0]
+    assert FileStore(store).states([run_id])[0] is not StoredState.DONE
 
     results = metalab.run(experiment(), store=store, resume=True).result()
 

@@ -15,6 +15,7 @@ import pytest
 
 import metalab
 from metalab.errors import StoreError
+from metalab.records import StoredState
 from metalab.store.file import FileStore
 from small_disk import mounted_small_disk
 
@@ -232,7 +233,7 @@ def test_full_disk_writing_an_artifact_or_log_stops_the_launch(
     stored = metalab.load_results(store)
     assert not stored.problems
     assert stored and all(r.status.value == "success" for r in stored)
-    assert not any(FileStore(store).failed(exp_ids(exp)))
+    assert StoredState.FAILED not in FileStore(store).states(exp_ids(exp))
     # The launch stopped at once instead of computing the other runs in vain.
     ran = _calls(calls)
     assert 0 < len(ran) <= (4 if executor == "thread" else 8), ran
@@ -289,7 +290,7 @@ def test_slurm_worker_stops_its_block_on_a_full_disk(small_disk: Path, tmp_path:
     assert _calls(calls) == [0, 1, 2, 3]
     stored = metalab.load_results(store)
     assert len(stored) == 3 and all(r.status.value == "success" for r in stored)
-    assert not any(FileStore(store).failed(plan.run_ids))
+    assert StoredState.FAILED not in FileStore(store).states(plan.run_ids)
 
 
 def test_a_launch_pointer_that_cannot_be_saved_warns_and_the_launch_still_finishes(

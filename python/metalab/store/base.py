@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import json
 from abc import ABC
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from metalab.records import RunRecord, StoredState
+from metalab.records import RunRecord
 from metalab.store.capabilities import (
     BundleReader,
     BundleWriter,
@@ -104,15 +104,12 @@ class Store(
         loaded = self.load_records(experiment_id, run_ids)
         return columns_from_records(loaded.records, loaded.problems)
 
-    # Transitional: callers move to states() (one scan for both); kept until the last
-    # caller in a module being split meanwhile has moved, then removed.
-    def completed(self, run_ids: Sequence[str]) -> list[bool]:
-        """Whether each run is done (see :meth:`states`)."""
-        return [state is StoredState.DONE for state in self.states(run_ids)]
+    def ping(self) -> None:
+        """Check the store answers; a store without a server (a directory) always does.
 
-    def failed(self, run_ids: Sequence[str]) -> list[bool]:
-        """Whether each run's latest attempt failed (see :meth:`states`)."""
-        return [state is StoredState.FAILED for state in self.states(run_ids)]
+        Raises:
+            StoreUnavailableError: a server-backed store cannot be reached.
+        """
 
     def close(self) -> None:
         """Release connections or handles held by the store."""

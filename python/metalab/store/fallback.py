@@ -195,13 +195,10 @@ class FallbackStore(Store):
 
     def _recheck_later(self) -> None:
         """Wait, then ping the primary until it answers (in a daemon thread)."""
-        ping = getattr(self.primary, "ping", None)
         while True:
             time.sleep(_RETRY_AFTER_S)
-            if ping is None:
-                break  # no cheap check: try the primary again with the next write
             try:
-                ping()
+                self.primary.ping()
             except StoreUnavailableError:
                 continue
             except Exception:  # any other answer (a refused login...): the server is up
