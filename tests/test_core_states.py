@@ -51,30 +51,37 @@ def _states(layout: _core.ScanLayout, run_ids: list[str]) -> tuple[list[str], li
     )
 
 
-@settings(deadline=None)
-@given(
-    st.lists(
-        st.tuples(
-            st.sampled_from(IDS),
-            st.sampled_from(["done", "runs", "failed", "ok", "recs"]),
-            st.sampled_from(["", ".done", ".json", ".failed", ".ok", ".rec", ".json.tmp"]),
-            st.integers(1, 3),  # the shard width the file is filed under
-            st.booleans(),  # hidden (a leading dot, as temporaries have)
-        ),
-        max_size=16,
-    ),
-    st.lists(st.sampled_from([*IDS, "q", ""]), max_size=10),
+LAYOUTS = st.tuples(
     st.sampled_from([(".json", ".done", ".failed"), (".rec", ".ok", ".json")]),
     st.integers(1, 3),
     st.sampled_from([("runs", "done", "failed"), ("recs", "ok", "done")]),
 )
+
+
+@settings(deadline=None)
+@given(LAYOUTS, st.data())
 def test_scan_states_equals_the_reference(
-    files: list[tuple[str, str, str, int, bool]],
-    run_ids: list[str],
-    suffixes: tuple[str, str, str],
-    shard_width: int,
-    names: tuple[str, str, str],
+    chosen: tuple[tuple[str, str, str], int, tuple[str, str, str]], data: st.DataObject
 ) -> None:
+    suffixes, shard_width, names = chosen
+    # Files mostly where the layout looks (its directories, suffixes and shard width), and
+    # the rest where it must not look: other suffixes, shards, directories, temporaries.
+    files = data.draw(
+        st.lists(
+            st.tuples(
+                st.sampled_from(IDS),
+                st.sampled_from([*names, "ok", "recs"]),
+                st.one_of(
+                    st.sampled_from(suffixes),
+                    st.sampled_from(["", ".done", ".json", ".failed", ".ok", ".json.tmp"]),
+                ),
+                st.one_of(st.just(shard_width), st.integers(1, 3)),
+                st.booleans(),  # hidden (a leading dot, as temporaries have)
+            ),
+            max_size=16,
+        )
+    )
+    run_ids = data.draw(st.lists(st.sampled_from([*IDS, "q", ""]), max_size=10))
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         for run_id, top, suffix, width, hidden in files:
