@@ -8,11 +8,13 @@ so "resumed" is proven by each step appearing exactly once, never by the code's 
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import subprocess
 import sys
 import textwrap
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -326,3 +328,50 @@ def test_any_allowed_state_round_trips(state: Any) -> None:
     found, restored = decode_checkpoint(blob, "r" * 32, "blob")
     assert found
     _assert_same(restored, state)
+
+
+@metalab.operation
+def slow_counter(context: Any, capture: Any) -> None:
+    """Needs 10 steps of 0.2 s: never done within its 0.9 s limit in one execution."""
+    root = Path(context["dir"])
+    state = capture.restore() or {"step": 0}
+    with open(root / "starts", "a") as fh:
+        fh.write(f"{state['step']}\n")
+    for step in range(state["step"], 10):
+        time.sleep(0.2)
+        state = {"step": step + 1}
+        capture.checkpoint(state)
+    capture.metric("steps", state["step"])
+
+
+def test_a_run_longer_than_its_timeout_finishes_over_several_executions(tmp_path: Path) -> None:
+    exp = metalab.Experiment(
+        name="ckpt-timeout",
+        version="1",
+        context={"dir": str(tmp_path)},
+        operation=slow_counter,
+        params=metalab.grid(x=[0]),
+        seeds=metalab.seeds(base=1, replicates=1),
+    )
+    store = tmp_path / "store"
+    attempts = []
+    for _ in range(8):
+        handle = metalab.run(
+            exp,
+            store=store,
+            resume=True,
+            timeout=0.9,
+            executor=metalab.ProcessExecutor(1, mp_context="fork"),
+        )
+        (run,) = handle.result(60)
+        attempts.append(run)
+        if run.status is RunState.SUCCESS:
+            break
+        assert run.error.type == "RunTimeoutError"
+    starts = [int(line) for line in (tmp_path / "starts").read_text().split()]
+    assert attempts[-1].status is RunState.SUCCESS, starts
+    assert attempts[-1].metrics["steps"] == 10
+    # Every execution was killed at its limit and the next one went on from its last
+    # checkpoint: the start steps never go back (without checkpoints every start is 0).
+    assert len(starts) >= 2 and starts[0] == 0 and starts[-1] > 0, starts
+    assert all(a <= b for a, b in itertools.pairwise(starts)), starts
