@@ -1,10 +1,20 @@
 //! Rust core of metalab: canonical encoding, fingerprints, run ids, grid and random-search
-//! decoding, seed derivation, run planning and completion-marker scans.
+//! decoding, seed derivation, run planning, marker scans and columnar record loading.
 //!
 //! The specification of every byte produced here is `docs/run-identity.md`.
 //!
 //! Layout: every module except `bindings` is pure Rust with its own unit tests; all PyO3
-//! code lives in `bindings` behind the default cargo feature `python`.
+//! code lives in `bindings` (one submodule per area of the Python API) behind the default
+//! cargo feature `python`.
+//!
+//! - `encoding` (value model, byte writer, the one traversal, texts), `fingerprint`,
+//!   `plan`, `seeds`: run identity.
+//! - `grid`, `random`: sweep decoding.
+//! - `layout`, `ids`, `scan`: marker scans over a FileStore layout that Python owns
+//!   (`metalab.store.layout.FileLayout.scan`); no directory name, suffix or shard rule
+//!   is spelled here.
+//! - `record_fields`, `record_checks`, `record_optional`, `record_fast`: the checks of a
+//!   stored record; `columns` (records as columns) and `records` (reading record files).
 //!
 //! Commands (from the repository root):
 //!
