@@ -1,0 +1,103 @@
+"""What a SLURM array task imports before its first run (issue 13 item 8).
+
+Every array task is a fresh ``python -m metalab.worker`` process, so each import on that
+path is paid once per task (psycopg alone costs ~0.2 s here). A FileStore task of an
+operation that uses no NumPy must not load PostgreSQL drivers, data-frame, terminal or
+plotting libraries, nor the driver-side modules (results, progress, reconnect).
+``benches/bench_worker_startup.py`` measures the time itself.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import metalab
+from metalab.executors.base import Executor, Job, Launch, TallyingLaunch
+
+NEVER_ON_A_FILESTORE_TASK = (
+    "psycopg",
+    "psycopg_pool",
+    "pandas",
+    "numpy",
+    "rich",
+    "matplotlib",
+    "metalab.store.postgres",
+    "metalab.progress",
+    "metalab.html",
+)
+
+
+class _SubmitOnly(Executor):
+    """Leaves the store as a SLURM submission does (manifest, sealed spec); runs nothing."""
+
+    name = "slurm"
+    ships_experiment = True
+
+    def launch(self, job: Job) -> Launch:
+        launch = TallyingLaunch(job)
+        launch.mark_finished()
+        return launch
+
+
+def _modules_of_a_worker(tmp: Path, *worker_args: str) -> dict[str, Any]:
+    ops = tmp / "ops"
+    ops.mkdir()
+    (ops / "startup_ops.py").write_text(
+        textwrap.dedent(
+            """
+            import metalab
+
+            @metalab.operation
+            def add(params, capture):
+                capture.metric("y", params["x"] + 1)
+            """
+        )
+    )
+    sys.path.insert(0, str(ops))
+    try:
+        import startup_ops
+
+        exp = metalab.Experiment(
+            name="startup",
+            version="1",
+            context={"a": 1},
+            operation=startup_ops.add,
+            params=metalab.grid(x=list(range(100))),
+            seeds=metalab.seeds(base=1, replicates=1),
+        )
+        store = tmp / "store"
+        metalab.run(exp, store=str(store), executor=_SubmitOnly(), progress=False)
+    finally:
+        sys.path.remove(str(ops))
+        sys.modules.pop("startup_ops", None)
+    # The worker's main() as `python -m metalab.worker` runs it, then what it loaded.
+    argv = ["--store", str(store), "--experiment", exp.experiment_id]
+    argv += ["--array-task", "3", "--runs-per-task", "2", *worker_args]
+    probe = (
+        "import json, sys\n"
+        "from metalab import worker\n"
+        f"code = worker.main({argv!r})\n"
+        'print(json.dumps({"code": code, "modules": sorted(sys.modules)}))\n'
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    found: dict[str, Any] = json.loads(done.stdout.splitlines()[-1])
+    results = metalab.load_results(str(store))
+    assert sorted(r.params["x"] for r in results) == [6, 7]  # the task really ran its block
+    return found
+
+
+def _loaded(modules: list[str], name: str) -> bool:
+    return any(m == name or m.startswith(name + ".") for m in modules)
+
+
+def test_a_filestore_task_loads_nothing_heavy(tmp_path: Path) -> None:
+    found = _modules_of_a_worker(tmp_path)
+    assert found["code"] == 0
+    heavy = [name for name in NEVER_ON_A_FILESTORE_TASK if _loaded(found["modules"], name)]
+    assert heavy == [], heavy
