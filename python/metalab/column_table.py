@@ -151,6 +151,20 @@ class ColumnTable:
             out.append(None if record is None else record.error)
         return out
 
+    def reasons(self, rows: Sequence[int]) -> list[str | None]:
+        """Why each row did not succeed (a ``FailureReason`` value; ``None`` for successes
+        and records written before reasons). Read with the same records as :meth:`errors`."""
+        status = self.status
+        failed = [row for row in rows if status[row] != "success"]
+        if not failed:
+            return [None] * len(rows)
+        found = dict(zip(failed, self.records(failed), strict=True))
+        out: list[str | None] = []
+        for row in rows:
+            record = found.get(row)
+            out.append(None if record is None or record.reason is None else record.reason.value)
+        return out
+
     def record_value(self, row: int, key: str) -> Any:
         """A record field of a row, read from columns when possible (``MISSING``: none)."""
         if key in RECORD_FIELDS:
@@ -224,6 +238,7 @@ class ColumnTable:
             "stale": stale,
             "error_type": None if error is None else error.type,
             "error_message": None if error is None else error.message,
+            "reason": None if error is None else self.reasons([row])[0],
         }
 
     def columns_out(
@@ -243,6 +258,7 @@ class ColumnTable:
             errors = self.errors(rows)
             out["error_type"] = [None if e is None else e.type for e in errors]
             out["error_message"] = [None if e is None else e.message for e in errors]
+            out["reason"] = self.reasons(rows)
         for name, column in self.ordered(rows, params, metrics, "param_"):
             values = pick(column.values)
             if name in out:

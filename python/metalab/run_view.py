@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from metalab.capture.serializers import AllowPickle, deserialize
 from metalab.errors import ExperimentError, StoreError
 from metalab.html import PngImage, run_html
-from metalab.records import RunRecord, RunState
+from metalab.records import FailureReason, RunRecord, RunState
 
 if TYPE_CHECKING:
     from metalab.store.base import Store
@@ -105,6 +105,11 @@ class Run:
     def error(self) -> Any:
         """The failure (type, message, traceback), or ``None``."""
         return self.record.error
+
+    @property
+    def reason(self) -> FailureReason | None:
+        """Why the run did not succeed (``timeout``, ``out_of_memory``...), or ``None``."""
+        return self.record.reason
 
     @property
     def is_stale(self) -> bool:

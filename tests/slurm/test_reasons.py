@@ -134,6 +134,11 @@ def test_local_runs_record_exception_and_memory_reasons(tmp_path: Path) -> None:
     assert by_x[2].reason is FailureReason.OUT_OF_MEMORY
     assert handle.status.reasons == {"exception": 1, "out_of_memory": 1}
     assert sorted(r.record.reason for r in results.failed) == ["exception", "out_of_memory"]
+    assert sorted(r.reason for r in results.failed) == ["exception", "out_of_memory"]
+    frame = results.to_dataframe()
+    reason_of_x = dict(zip(frame["param_x"], frame["reason"], strict=True))
+    assert pd_isna(reason_of_x[0]) and reason_of_x[1] == "exception"
+    assert reason_of_x[2] == "out_of_memory"
     # Stored as a top-level key that the Rust column loader accepts as well.
     doc = json.loads(
         next((tmp_path / "store" / "runs").rglob(f"{by_x[1].run_id}.json")).read_text()
@@ -170,6 +175,11 @@ def test_progress_line_names_the_reasons() -> None:
     )
     assert "failed 3 (out_of_memory 2, timeout 1)" in progress.line()
     progress.close()
+
+
+def pd_isna(value: Any) -> bool:
+    """None or NaN, as pandas shows a missing value in an object column."""
+    return value is None or value != value
 
 
 # -- on the cluster -------------------------------------------------------------------------

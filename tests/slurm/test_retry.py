@@ -71,14 +71,14 @@ exp = metalab.Experiment(
     name={name!r}, version="1", context={{"dir": {dir!r}, "sleep": {sleep!r}}},
     operation=op, params=metalab.grid(x={xs!r}), seeds=metalab.seeds(base=1, replicates=1),
 )
-config = metalab.SlurmConfig(memory="200M", time={time!r}, retries=1)
+config = metalab.SlurmConfig(memory="200M", time={time!r}, retries=1, runs_per_task={k!r})
 handle = run(exp, store={store!r}, executor=metalab.SlurmExecutor(config))
 print(" ".join(handle.job_ids))
 """
 
 
-def _submit_and_leave(tmp_path: Path, **kw: Any) -> list[str]:
-    script = textwrap.dedent(_SUBMIT.format(dir=str(tmp_path), **kw))
+def _submit_and_leave(tmp_path: Path, k: int = 1, **kw: Any) -> list[str]:
+    script = textwrap.dedent(_SUBMIT.format(dir=str(tmp_path), k=k, **kw))
     done = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False
     )
@@ -131,26 +131,54 @@ def test_run_past_a_one_minute_walltime_succeeds_on_its_retry(
 ) -> None:
     use_site_cluster(monkeypatch)
     store = str(tmp_path / "store")
+    # One array task of two runs: x=2 sleeps past the walltime, x=3 never gets to start.
     jobs = _submit_and_leave(
-        tmp_path, name="retry_time", sleep={"2": 75}, xs=[2], time="1", store=store
+        tmp_path, name="retry_time", sleep={"2": 75}, xs=[2, 3], time="1", store=store, k=2
     )
     no_leftover_jobs.extend(jobs)
     handle = reconnect(store)
-    run_id = handle.run_ids[0]
-    seen: set[Any] = set()
+    seen: dict[int, set[Any]] = {0: set(), 1: set()}
     deadline = time.monotonic() + 420
     while not handle.is_complete:
         assert time.monotonic() < deadline, f"not finished; reasons seen: {seen}"
-        record = FileStore(tmp_path / "store").get_record(run_id)
-        if record is not None:
-            seen.add((record.status, record.reason))
+        for at, run_id in enumerate(handle.run_ids):
+            record = FileStore(tmp_path / "store").get_record(run_id)
+            if record is not None:
+                seen[at].add((record.status, record.reason))
         time.sleep(2)
     no_leftover_jobs.extend(handle.job_ids)
-    # The first attempt was recorded as timed out (by the worker, warned by SLURM), the
-    # retry with 1.5 times the walltime finished it.
-    assert (RunState.FAILED, FailureReason.TIMEOUT) in seen
+    # The first attempt was recorded as timed out (the worker, warned by SLURM, was
+    # stopped at the walltime), and so was the run it never started; the retry with 1.5
+    # times the walltime finished both.
+    assert (RunState.FAILED, FailureReason.TIMEOUT) in seen[0]
+    assert (RunState.FAILED, FailureReason.TIMEOUT) in seen[1]
     final = handle.result(timeout=30)
-    assert [r.record.status for r in final] == [RunState.SUCCESS]
-    assert _executions(tmp_path, 2) == 2
+    assert [r.record.status for r in final] == [RunState.SUCCESS] * 2
+    assert _executions(tmp_path, 2) == 2 and _executions(tmp_path, 3) == 1
     log = next((tmp_path / "store" / "slurm" / "logs").glob("*/retry.out")).read_text()
-    assert "(timeout)" in log and "time=0:01:30" in log
+    assert "resubmitted 2 run(s)" in log and "(timeout)" in log and "time=0:01:30" in log
+
+
+@pytest.mark.slurm
+def test_cancel_stops_the_retry_job_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_leftover_jobs: list[str]
+) -> None:
+    use_site_cluster(monkeypatch)
+    store = str(tmp_path / "store")
+    jobs = _submit_and_leave(
+        tmp_path, name="retry_cancel", sleep={"2": 60}, xs=[2], time="5", store=store
+    )
+    no_leftover_jobs.extend(jobs)
+    handle = reconnect(store)
+    deadline = time.monotonic() + 240  # the shared cluster may be busy with other tests
+    while _executions(tmp_path, 2) == 0:
+        assert time.monotonic() < deadline, "the run never started"
+        time.sleep(0.2)
+    handle.cancel()
+    results = handle.result(timeout=60)
+    assert [r.record.reason for r in results] == [FailureReason.CANCELLED]
+    queued = subprocess.run(
+        ["squeue", "-h", "-j", ",".join(jobs), "-o", "%i"], capture_output=True, text=True
+    ).stdout
+    assert queued.strip() == ""  # the retry job went with the arrays: nothing resubmitted
+    assert handle.job_ids == tuple(jobs) and _executions(tmp_path, 2) == 1
