@@ -13,7 +13,8 @@ socket included):
 (3) plot-builder data: score vs expr_val per gene, 2,000 x 50 points, each the mean
     and sd over 3 replicates (``metalab.plots.aggregate``)            target <= 1 s
 
-Run: ``uv run python benches/bench_ui.py [--quick]`` (``--quick``: 100 x 50 x 3 runs).
+Run: ``uv run python benches/bench_ui.py [--quick] [--store DIR]`` (``--quick``: 100 x 50
+x 3 runs; ``--store``: keep the generated store there and reuse it next time).
 """
 
 from __future__ import annotations
@@ -72,8 +73,26 @@ def _stage(base: str, stage: str, size: int, target: str, path: str, **params: A
     return Measurement(stage, size, seconds, peak_rss_mb(), target=target, extra=extra)
 
 
-def main(quick: bool = False) -> list[Measurement]:
-    """Build the store, serve it, time the API stages; print and return the table."""
+def _build(big: Path, tmp: Path, total: int, values: int, replicates: int) -> str:
+    """Fill ``big`` with ``total`` records and the experiment's manifest (reused if there).
+
+    Writing 300,000 record files takes minutes on a loaded 2-core machine, so a store
+    kept with ``--store DIR`` is reused when it already holds exactly ``total`` records.
+    """
+    done = big / "complete.json"
+    if done.exists() and json.loads(done.read_text()).get("total") == total:
+        return str(json.loads(done.read_text())["experiment_id"])
+    shutil.rmtree(big, ignore_errors=True)
+    template, template_store = _template(tmp)
+    generate_store(big, template, total, values, replicates)
+    shutil.copytree(template_store / "experiments", big / "experiments")
+    experiment = str(template["experiment_id"])
+    done.write_text(json.dumps({"total": total, "experiment_id": experiment}))
+    return experiment
+
+
+def main(quick: bool = False, store: Path | None = None) -> list[Measurement]:
+    """Build (or reuse) the store, serve it, time the API stages; print and return them."""
     from dashboard_helpers import Server
 
     genes, values, replicates = (100, 50, 3) if quick else (2000, 50, 3)
@@ -81,11 +100,8 @@ def main(quick: bool = False) -> list[Measurement]:
     tmp = Path(tempfile.mkdtemp(prefix="metalab-ui-bench-"))
     rows: list[Measurement] = []
     try:
-        template, template_store = _template(tmp)
-        big = tmp / "big"
-        generate_store(big, template, total, values, replicates)
-        shutil.copytree(template_store / "experiments", big / "experiments")
-        experiment = template["experiment_id"]
+        big = store if store is not None else tmp / "big"
+        experiment = _build(big, tmp, total, values, replicates)
         with Server(big, refresh_s=3.0) as server:
             took, first = _get(server.base, "/api/runs", experiment=experiment, limit=50)
             assert first["total"] == total, first["total"]
@@ -150,4 +166,6 @@ def main(quick: bool = False) -> list[Measurement]:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small sizes (CI)")
-    main(parser.parse_args().quick)
+    parser.add_argument("--store", type=Path, help="build the store here and keep it")
+    args = parser.parse_args()
+    main(args.quick, args.store)

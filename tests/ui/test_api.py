@@ -294,3 +294,21 @@ def test_the_same_answers_from_postgresql(pi_store: Path, tmp_path: Path) -> Non
             store.drop_schema()
         finally:
             store.close()
+
+
+def test_a_fallback_pair_with_its_primary_down_is_read_from_the_fallback(
+    pi_store: Path, frame: pd.DataFrame
+) -> None:
+    import urllib.parse
+    import warnings
+
+    down = "postgresql://metalab@127.0.0.1:1/none"  # nothing listens on port 1
+    query = urllib.parse.urlencode({"primary": down, "fallback": f"file://{pi_store}"})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # "primary store ... is unreachable"
+        with Server(f"fallback://?{query}") as pair:
+            [exp] = pair.json("/api/experiments")["experiments"]
+            assert exp["counts"] == {"success": 9, "failed": 3, "pending": 0}
+            got = pair.json("/api/runs", experiment=E, status="failed")
+            ids = [row[got["columns"].index("run_id")] for row in got["rows"]]
+            assert ids == frame[frame["status"] == "failed"]["run_id"].tolist()

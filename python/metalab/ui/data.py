@@ -178,6 +178,11 @@ class StoreData:
             warnings.simplefilter("ignore")  # mixed-version notes are for notebooks
             results = load_results(self.store, experiment_id=experiment_id)
             frame = results.to_dataframe()
+        # A few distinct strings in 300,000 rows: as categories a status mask costs ~1 ms
+        # instead of ~100 ms of string comparisons (and nunique, which plots run, too).
+        for name in ("experiment_id", "status", "error_type"):
+            if name in frame:
+                frame[name] = frame[name].astype("category")
         return Snapshot(
             experiment_id,
             frame,

@@ -15,6 +15,7 @@ substring). COLUMN is a table column or a bare param name (``n_samples`` for
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Sequence
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
 
     from metalab.records import RunRecord
 
-__all__ = ["MAX_LIMIT", "Query", "compare", "csv_text", "page", "plot_data", "select"]
+__all__ = ["MAX_LIMIT", "PlotData", "Query", "compare", "csv_text", "page", "plot_data", "select"]
 
 MAX_LIMIT = 1000  # rows per page: a browser table past this is unreadable anyway
 _WHERE = re.compile(r"\s*([A-Za-z_][\w.\-]*)\s*(==|!=|>=|<=|=|>|<|~)\s*(.*?)\s*")
@@ -178,6 +179,25 @@ def plain(value: Any) -> Any:
     return value
 
 
+def listed(series: pd.Series) -> list[Any]:
+    """A column as a JSON-ready list, vectorised: NaN and inf become None.
+
+    100,000 plot points through :func:`plain` one by one cost ~0.4 s; a float column
+    goes through numpy here in ~10 ms.
+    """
+    import numpy as np
+    import pandas as pd
+
+    if pd.api.types.is_float_dtype(series):
+        values = series.to_numpy(dtype=float).astype(object)
+        values[~np.isfinite(series.to_numpy(dtype=float))] = None
+        out: list[Any] = values.tolist()
+        return out
+    if pd.api.types.is_integer_dtype(series) or pd.api.types.is_bool_dtype(series):
+        return list(series.tolist())
+    return [plain(v) for v in series.tolist()]
+
+
 def page(selected: pd.DataFrame, offset: int, limit: int) -> dict[str, Any]:
     """``columns``, ``rows`` (lists in column order) and ``matched`` of one page.
 
@@ -232,7 +252,7 @@ def plot_data(
     hue: str | None,
     col: str | None,
     errorbar: str | None,
-) -> dict[str, Any]:
+) -> PlotData:
     """Replicate-aggregated points of ``y`` against ``x`` (the successful selected runs).
 
     The answer is columnar: ``x``, ``mean``, ``err``, ``n`` (and ``hue``, ``col``,
@@ -255,7 +275,19 @@ def plot_data(
     found = {what: _column(ok, name, what) for what, name in names.items()}
     agg = aggregate(ok, found["x"], found["y"], found.get("hue"), found.get("col"), errorbar)
     table = agg.table
-    out: dict[str, Any] = {
+    data = {
+        "x": table["x_mean"],
+        "mean": table["mean"],
+        "err": table["err"],
+        "n": table["n"].astype(int),
+    }
+    if not agg.x_is_param:
+        data["x_err"] = table["x_err"]
+    for key in ("hue", "col"):
+        column = found.get(key)
+        if column is not None:
+            data[key] = table[column]
+    meta = {
         "x": found["x"],
         "y": found["y"],
         "hue": found.get("hue"),
@@ -264,20 +296,37 @@ def plot_data(
         "ylabel": agg.ylabel,
         "points": len(table),
         "runs": len(ok),
-        "data": {
-            "x": [plain(v) for v in table["x_mean"].tolist()],
-            "mean": [plain(v) for v in table["mean"].tolist()],
-            "err": [plain(v) for v in table["err"].tolist()],
-            "n": [int(v) for v in table["n"].tolist()],
-        },
     }
-    if not agg.x_is_param:
-        out["data"]["x_err"] = [plain(v) for v in table["x_err"].tolist()]
-    for key in ("hue", "col"):
-        column = found.get(key)
-        if column is not None:
-            out["data"][key] = [plain(v) for v in table[column].tolist()]
-    return out
+    return PlotData(meta, data)
+
+
+@dataclass(frozen=True)
+class PlotData:
+    """The plot answer: ``meta`` (names, label, counts) and parallel point columns."""
+
+    meta: dict[str, Any]
+    columns: dict[str, pd.Series]
+
+    def to_json(self, **extra: Any) -> str:
+        """The JSON document ``{**meta, **extra, "data": {name: [values...]}}``.
+
+        Numeric columns are encoded by pandas' C encoder at 15 significant digits
+        (``json.dumps`` of the 400,000 numbers of a 2,000 x 50 plot took ~0.4 s, this
+        ~0.1 s); NaN and infinities are ``null``.
+        """
+        import pandas as pd
+
+        parts = []
+        for name, series in self.columns.items():
+            numeric = pd.api.types.is_numeric_dtype(series)
+            if numeric and not pd.api.types.is_bool_dtype(series):
+                finite = series.where(series.abs() != math.inf)
+                text = finite.to_json(orient="records", double_precision=15)
+            else:
+                text = json.dumps(listed(series))
+            parts.append(f"{json.dumps(name)}:{text}")
+        head = json.dumps({**self.meta, **extra})
+        return f'{head[:-1]},"data":{{{",".join(parts)}}}}}'
 
 
 def compare(records: Sequence[RunRecord]) -> dict[str, Any]:
