@@ -23,6 +23,7 @@ from metalab.errors import StoreError, StoreUnavailableError, UnsafeLoadError
 from metalab.records import StoredState
 from metalab.staleness import manifest_plan_key, manifest_run_ids
 from metalab.store.base import Store
+from metalab.store.capabilities import LaunchBook, RecordReader, StatusIndex
 
 __all__ = [
     "EXIT_ERROR",
@@ -118,7 +119,7 @@ class ExperimentView:
         return None if ids is None else len(ids)
 
 
-def experiments(store: Store, experiment_id: str | None = None) -> list[ExperimentView]:
+def experiments(store: LaunchBook, experiment_id: str | None = None) -> list[ExperimentView]:
     """The experiments recorded in ``store``'s manifests, sorted by experiment ID.
 
     Raises:
@@ -132,7 +133,7 @@ def experiments(store: Store, experiment_id: str | None = None) -> list[Experime
     return [ExperimentView(eid, grouped[eid]) for eid in sorted(grouped)]
 
 
-def marker_counts(store: Store, run_ids: Sequence[str]) -> dict[str, int]:
+def marker_counts(store: StatusIndex, run_ids: Sequence[str]) -> dict[str, int]:
     """``{"success", "failed", "pending"}`` counts from the store's marker scans.
 
     ``pending`` is every run without a final marker: queued, running, or never executed
@@ -171,7 +172,7 @@ def resolve_experiment(views: Sequence[ExperimentView], wanted: str) -> Experime
 
 
 def resolve_run(
-    store: Store, views: Sequence[ExperimentView], text: str
+    store: RecordReader, views: Sequence[ExperimentView], text: str
 ) -> tuple[str, ExperimentView | None]:
     """The run ID that ``text`` names (a whole ID or a unique prefix, like git) and the
     experiment whose plan holds it (``None`` for a stored run no manifest plans).
@@ -207,7 +208,9 @@ def resolve_run(
     raise CommandError(f"no run matches {text!r} in this store")
 
 
-def failed_runs(store: Store, views: Sequence[ExperimentView]) -> list[tuple[str, ExperimentView]]:
+def failed_runs(
+    store: StatusIndex, views: Sequence[ExperimentView]
+) -> list[tuple[str, ExperimentView]]:
     """``(run_id, experiment)`` of every failed run of each experiment's latest launch."""
     found = []
     for view in views:
@@ -218,7 +221,7 @@ def failed_runs(store: Store, views: Sequence[ExperimentView]) -> list[tuple[str
     return found
 
 
-def launch_pointer(store: Store, experiment_id: str) -> dict[str, Any] | None:
+def launch_pointer(store: LaunchBook, experiment_id: str) -> dict[str, Any] | None:
     """The launch blob ``metalab.run`` saved for ``experiment_id`` (``None``: none)."""
     from metalab.runner import launch_key
 

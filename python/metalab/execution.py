@@ -36,6 +36,7 @@ from metalab.records import (
     utc_now,
 )
 from metalab.store.base import Store
+from metalab.store.capabilities import RunWriter
 
 __all__ = [
     "DerivedFn",
@@ -138,7 +139,7 @@ def failure_record(
     return record
 
 
-def persist(store: Store, record: RunRecord) -> None:
+def persist(store: RunWriter, record: RunRecord) -> None:
     """Write the record, then its marker (the marker only vouches for a durable record).
 
     Raises:

@@ -24,6 +24,7 @@ from metalab.capture.serializers import serialize
 from metalab.errors import CaptureError, StoreError
 from metalab.records import ArtifactInfo, utc_now
 from metalab.store.base import LogSink, Store
+from metalab.store.capabilities import Located
 
 __all__ = ["LOG_LEVELS", "Capture", "check_artifact_name", "metric_value", "store_write"]
 
@@ -69,7 +70,7 @@ def metric_value(name: str, value: object) -> int | float:
 
 
 @contextlib.contextmanager
-def store_write(what: str, run_id: str, store: Store) -> Iterator[None]:
+def store_write(what: str, run_id: str, store: Located) -> Iterator[None]:
     """Turn an ``OSError`` raised while writing ``what`` of a run into a StoreError.
 
     A store that already raises :class:`StoreError` (PostgreSQL, fallback) passes through.

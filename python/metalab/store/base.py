@@ -104,6 +104,17 @@ class Store(
         loaded = self.load_records(experiment_id, run_ids)
         return columns_from_records(loaded.records, loaded.problems)
 
+    def portable_locator(self) -> str:
+        """A locator that recreates this store in any later process of this user.
+
+        The default is :attr:`locator`; a store whose login needs a password overrides it
+        (it never puts the password itself in a locator).
+
+        Raises:
+            StoreError: what the store must write for it (a password file) cannot be.
+        """
+        return self.locator
+
     def ping(self) -> None:
         """Check the store answers; a store without a server (a directory) always does.
 

@@ -138,5 +138,4 @@ def to_locator(store: Store) -> str:
     """
     if not isinstance(store, Store):
         raise LocatorError(f"to_locator() needs a Store, got {type(store).__name__}")
-    portable = getattr(store, "portable_locator", None)
-    return str(portable()) if callable(portable) else store.locator
+    return store.portable_locator()
