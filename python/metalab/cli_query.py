@@ -11,7 +11,6 @@ count runs. Manifests are plain JSON and nothing but :class:`StatusSource` (thro
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import socket
 import string
@@ -33,6 +32,7 @@ __all__ = [
     "EXIT_UNREACHABLE",
     "EXIT_USAGE",
     "MAX_FAILED_IDS",
+    "STATUS_KEYS",
     "CommandError",
     "ExperimentView",
     "StatusSource",
@@ -55,6 +55,9 @@ EXIT_INTERRUPTED = 130
 _HEX = frozenset(string.hexdigits.lower())
 _MAX_CANDIDATES = 20
 MAX_FAILED_IDS = 100
+#: The counts of ``status --json`` (``status.*``), a documented shape: new fields of
+#: RunStatus (e.g. failure reasons) do not change it unannounced.
+STATUS_KEYS = ("total", "completed", "running", "pending", "failed", "skipped", "cancelled")
 
 
 class CommandError(Exception):
@@ -263,7 +266,8 @@ class StatusSource:
     def payload(self) -> dict[str, Any]:
         """The ``status`` payload (see ``metalab.cli_inspect``), counted now."""
         if self.handle is not None:
-            status = dataclasses.asdict(self.handle.status)
+            counted = self.handle.status
+            status = {key: getattr(counted, key) for key in STATUS_KEYS}
         else:
             counts = marker_counts(self.store, self.run_ids)
             status = {
