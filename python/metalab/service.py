@@ -40,6 +40,7 @@ from metalab.service_files import (
     ServiceInfo,
     default_service_dir,
     job_log_name,
+    service_artifact_root,
 )
 from metalab.service_native import (
     UNPRIVILEGED_USER,
@@ -341,7 +342,7 @@ def _postgres_store(info: ServiceInfo, passfile: Path, file_store: Any) -> Any:
         port=info.port,
         user=info.user,
         dbname=info.database,
-        artifact_root=str(Path(root) / "artifacts") if root is not None else None,
+        artifact_root=str(service_artifact_root(root)) if root is not None else None,
         libpq=(("passfile", str(passfile)),),
     )
     return PostgresStore(config)

@@ -53,6 +53,7 @@ __all__ = [
     "ServiceInfo",
     "default_service_dir",
     "job_log_name",
+    "service_artifact_root",
 ]
 
 DB_USER = "metalab"
@@ -113,6 +114,12 @@ def default_service_dir(store: str | os.PathLike[str] | None = None) -> Path:
     if store is not None:
         return Path(store).expanduser().absolute() / "services" / "postgres"
     return Path.home() / ".metalab" / "postgres"
+
+
+def service_artifact_root(store: str | os.PathLike[str]) -> Path:
+    """``{store}/artifacts``: where the PostgreSQL service a FileStore advertises keeps
+    artifact files (the database holds their rows, the files stay next to the store)."""
+    return Path(store) / "artifacts"
 
 
 def _parse_info(raw: bytes, path: Path) -> ServiceInfo:

@@ -119,7 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     todo: Sequence[int] | None = None
     if args.tasks:
-        from metalab.executors.slurm_launch import decode_task_list
+        from metalab.executors.slurm_tasks import decode_task_list
 
         data = store.get_blob(args.tasks)
         if data is None:

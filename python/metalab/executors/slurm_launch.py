@@ -1,7 +1,7 @@
 """A submitted SLURM experiment: its array jobs, watched through the store and ``squeue``.
 
 :class:`SlurmLaunch` maps array tasks to runs (the identity, or the submission's task list
-blob, :func:`encode_task_list`), asks the scheduler in one throttled ``squeue`` call per
+blob, :mod:`metalab.executors.slurm_tasks`), asks the scheduler in one throttled ``squeue`` call per
 poll which tasks are still queued, and records a failure for each run whose array task
 left the queue without finishing it (killed, out of memory, out of time), so that it is
 visible and retried on resume. :func:`reattach` rebuilds a launch from the pointer
@@ -10,9 +10,7 @@ visible and retried on resume. :func:`reattach` rebuilds a launch from the point
 
 from __future__ import annotations
 
-import array
 import subprocess
-import sys
 import threading
 import time
 import warnings
@@ -26,6 +24,7 @@ from metalab.executors.base import Launch, LaunchCounts
 from metalab.executors.slurm_commands import queued_tasks, scancel
 from metalab.executors.slurm_paths import SubmissionPaths, last_line
 from metalab.executors.slurm_reasons import TaskEnd, reason_from_log, sacct_task_ends
+from metalab.executors.slurm_tasks import decode_task_list, encode_task_list
 from metalab.keys import slurm_cancelled_key, slurm_tasks_key
 from metalab.plan import RunPlan, TaskIdentity
 from metalab.plan_loading import load_plan
@@ -37,25 +36,6 @@ __all__ = ["POLL_INTERVAL_S", "SlurmLaunch", "decode_task_list", "encode_task_li
 EXECUTOR_NAME = "slurm"
 POLL_INTERVAL_S = 2.0
 """Least time between two ``squeue`` calls of one launch (the controller is shared)."""
-
-
-def encode_task_list(indices: Sequence[int]) -> bytes:
-    """Pack task indices as little-endian uint32 (4 bytes a task, 1.2 MB for 300k)."""
-    packed = array.array("I", indices)
-    if packed.itemsize != 4:  # pragma: no cover - every mainstream platform has 4-byte I
-        packed = array.array("L", indices)
-    if sys.byteorder != "little":  # pragma: no cover - the blob format is little-endian
-        packed.byteswap()
-    return packed.tobytes()
-
-
-def decode_task_list(data: bytes) -> array.array[int]:
-    """Unpack :func:`encode_task_list` output (indexable without building a list)."""
-    packed = array.array("I")
-    packed.frombytes(data)
-    if sys.byteorder != "little":  # pragma: no cover
-        packed.byteswap()
-    return packed
 
 
 class SlurmLaunch(Launch):
