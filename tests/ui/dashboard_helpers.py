@@ -158,3 +158,25 @@ def slow_experiment(runs: int) -> metalab.Experiment:
         params=metalab.grid(k=list(range(runs))),
         seeds=metalab.seeds(base=1, replicates=1),
     )
+
+
+GATE = threading.Event()  # held closed, runs of gated_experiment() wait for it
+
+
+@metalab.operation
+def gated(params: dict[str, Any], capture: Any) -> None:
+    """A run that waits until :data:`GATE` opens (at most 60 s)."""
+    GATE.wait(timeout=60)
+    capture.metric("k", params["k"])
+
+
+def gated_experiment() -> metalab.Experiment:
+    """Two runs of :func:`gated`."""
+    return metalab.Experiment(
+        name="gated",
+        version="1",
+        context={},
+        operation=gated,
+        params=metalab.grid(k=[1, 2]),
+        seeds=metalab.seeds(base=1, replicates=1),
+    )

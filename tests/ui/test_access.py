@@ -179,3 +179,25 @@ def test_counts_climb_while_a_sweep_is_written(tmp_path: Path) -> None:
     climbing = {c for c in seen if 0 < c < runs}
     assert len(climbing) >= 3, seen  # seen in progress, not just before and after
     assert len({m for m in matched if 0 < m < runs}) >= 2, matched
+
+
+def test_an_experiment_without_records_yet_answers_zero_runs(tmp_path: Path) -> None:
+    from dashboard_helpers import GATE, gated_experiment
+
+    store = tmp_path / "gated"
+    GATE.clear()
+    handle = metalab.run(gated_experiment(), store=store, progress=False)
+    try:
+        with Server(store) as server:
+            [exp] = server.json("/api/experiments")["experiments"]
+            assert exp["total"] == 2 and exp["counts"]["pending"] == 2
+            assert exp["progress"] == 0.0
+            page = server.json("/api/runs", experiment="gated:1", status="failed")
+            assert (page["total"], page["matched"], page["rows"]) == (0, 0, [])
+            info = server.json("/api/experiment", experiment="gated:1")
+            assert info["loaded"] == 0 and info["columns"]["metrics"] == []
+            bad = server.json("/api/plot", expect=400, experiment="gated:1", x="k", y="k")
+            assert "nothing to plot" in bad["error"]["message"]
+    finally:
+        GATE.set()
+        handle.result()

@@ -83,7 +83,7 @@ def experiment(request: Request, experiment: Experiment) -> dict[str, Any]:
         "summary": summary,
         "manifest": q.plain(manifest),
         "metadata": q.plain(manifest.get("metadata") or {}),
-        "columns": q.describe_columns(snapshot.frame),
+        "columns": q.describe_columns(snapshot.frame, snapshot.record_columns),
         "loaded": len(snapshot.frame),
         "loaded_at": snapshot.loaded_at,
         "load_seconds": snapshot.load_seconds,

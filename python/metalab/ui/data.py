@@ -37,6 +37,18 @@ __all__ = ["NotFound", "Snapshot", "StoreData"]
 
 _RUN_ID = re.compile(r"[0-9a-f]{8,64}")
 _SUMMARY_KINDS = ("numpy", "npz", "json", "pandas")
+# The record columns of an experiment without any record yet (to_dataframe() of no run
+# has no columns at all), so filters and pages answer "0 runs" instead of failing.
+_EMPTY_COLUMNS = (
+    "run_id",
+    "experiment_id",
+    "status",
+    "replicate",
+    "duration",
+    "stale",
+    "error_type",
+    "error_message",
+)
 MAX_LOG_CHARS = 200_000  # a run page shows the log's tail beyond this
 
 
@@ -58,6 +70,7 @@ class Snapshot:
     load_seconds: float
     markers: tuple[int, int]
     problems: int
+    record_columns: tuple[str, ...] = ()
 
 
 class _Entry:
@@ -173,11 +186,18 @@ class StoreData:
 
     def _load(self, experiment_id: str) -> Snapshot:
         markers = self.counts(experiment_id)
+        import pandas as pd
+
         start = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # mixed-version notes are for notebooks
             results = load_results(self.store, experiment_id=experiment_id)
             frame = results.to_dataframe()
+            # Which columns describe the record (status, duration, ...) rather than params
+            # or metrics: asked of one run, so a field added to records is not a "metric".
+            record = results[:1].to_dataframe(include_params=False, include_metrics=False)
+        if frame.empty:  # a launch whose first record is not written yet
+            frame = pd.DataFrame({name: pd.Series(dtype=object) for name in _EMPTY_COLUMNS})
         # A few distinct strings in 300,000 rows: as categories a status mask costs ~1 ms
         # instead of ~100 ms of string comparisons (and nunique, which plots run, too).
         for name in ("experiment_id", "status", "error_type"):
@@ -190,6 +210,7 @@ class StoreData:
             time.perf_counter() - start,
             (markers["success"], markers["failed"]),
             len(results.problems),
+            tuple(str(c) for c in record.columns) or _EMPTY_COLUMNS,
         )
 
     def _entry(self, experiment_id: str) -> _Entry:

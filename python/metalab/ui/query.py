@@ -34,7 +34,6 @@ __all__ = ["MAX_LIMIT", "PlotData", "Query", "compare", "csv_text", "page", "plo
 
 MAX_LIMIT = 1000  # rows per page: a browser table past this is unreadable anyway
 _WHERE = re.compile(r"\s*([A-Za-z_][\w.\-]*)\s*(==|!=|>=|<=|=|>|<|~)\s*(.*?)\s*")
-_RECORD = ("run_id", "experiment_id", "status", "replicate", "duration", "stale")
 
 
 @dataclass(frozen=True)
@@ -226,12 +225,15 @@ def csv_text(selected: pd.DataFrame) -> str:
     return text
 
 
-def describe_columns(frame: pd.DataFrame) -> dict[str, Any]:
-    """Column names by kind, and the statuses and error types present (for the filter UI)."""
+def describe_columns(frame: pd.DataFrame, record: Sequence[str]) -> dict[str, Any]:
+    """Column names by kind, and the statuses and error types present (for the filter UI).
+
+    ``record`` names the record columns (run_id, status, ...); metrics are the rest.
+    """
     import pandas as pd
 
     params = [c for c in frame.columns if c.startswith("param_")]
-    known = {*_RECORD, "error_type", "error_message", *params}
+    known = {*record, *params}
     metrics = [c for c in frame.columns if c not in known]
     numeric = [c for c in frame.columns if pd.api.types.is_numeric_dtype(frame[c])]
     errors = frame["error_type"].dropna().unique().tolist() if "error_type" in frame else []
