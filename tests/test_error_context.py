@@ -121,3 +121,42 @@ def test_a_garbled_service_file_is_a_service_error_naming_it(tmp_path: Path) -> 
         discover_service(FileStore(tmp_path / "s"))
     assert info.value.path == str(service_file)
     assert "not valid JSON" in str(info.value)
+
+
+@metalab.operation
+def stalls(params: dict[str, Any], capture: Any) -> None:
+    import time
+
+    time.sleep(30)
+
+
+def test_a_slurm_worker_timeout_names_the_run_and_its_limit(tmp_path: Path) -> None:
+    # What the driver stores before sbatch, then the array task's own command line.
+    import subprocess
+    import sys
+
+    from metalab.plan import RunPlan
+    from metalab.spec import experiment_to_spec, spec_to_bytes
+
+    exp = metalab.Experiment(
+        name="stall",
+        version="1",
+        context={},
+        operation=stalls,
+        params=metalab.grid(x=[0]),
+        seeds=metalab.seeds(0),
+    )
+    store = FileStore(tmp_path / "s")
+    plan = RunPlan(exp)
+    spec = experiment_to_spec(exp)
+    spec["context_fingerprint"] = plan.context_fp
+    store.put_blob(spec_key(exp.experiment_id), spec_to_bytes(spec, exp.experiment_id))
+    argv = [sys.executable, "-m", "metalab.worker", "--store", store.locator]
+    argv += ["--experiment", "stall:1", "--array-task", "0", "--timeout", "0.5"]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    run_id = plan.run_ids[0]
+    record = store.get_record(run_id)
+    assert record is not None and record.error is not None
+    assert record.error.type == "RunTimeoutError"
+    assert run_id in record.error.message and "0.5s" in record.error.message

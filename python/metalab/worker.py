@@ -142,8 +142,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     # SIGKILL after KillWait: the running run is recorded with the reason before that.
     signals = WorkerSignals(args.signal_lead)
     signals.install()
+    running: list[str] = []  # the run id the alarm interrupts, while one runs
     if args.timeout is not None:
-        _install_timeout()
+        _install_timeout(args.timeout, running)
     # Each run's prints and warnings also go to its log (and to the shard log as before).
     output.install()
     try:
@@ -151,6 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if finished:
                 continue
             if args.timeout is not None:
+                running[:] = [plan.task(task_index).run_id]
                 signal.setitimer(signal.ITIMER_REAL, args.timeout)
             record = execute_task(
                 plan,
@@ -220,11 +222,18 @@ def _open_store(locator: str, passfile: str | None) -> Store | None:
     return store
 
 
-def _install_timeout() -> None:
+def _install_timeout(limit: float, running: list[str]) -> None:
+    """Make SIGALRM stop the running run with a :class:`RunTimeoutError` naming it.
+
+    ``running`` holds the id of the run the alarm was armed for (the loop updates it).
+    """
     from metalab.errors import RunTimeoutError
 
     def on_alarm(signum: int, frame: FrameType | None) -> None:
-        raise RunTimeoutError("run exceeded its time limit")
+        run_id = running[0] if running else None
+        raise RunTimeoutError(
+            f"run {run_id} exceeded its time limit of {limit:g}s", run_id=run_id, timeout=limit
+        )
 
     signal.signal(signal.SIGALRM, on_alarm)
 
