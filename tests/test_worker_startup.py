@@ -101,3 +101,18 @@ def test_a_filestore_task_loads_nothing_heavy(tmp_path: Path) -> None:
     assert found["code"] == 0
     heavy = [name for name in NEVER_ON_A_FILESTORE_TASK if _loaded(found["modules"], name)]
     assert heavy == [], heavy
+
+
+def test_lazy_exports_are_not_shadowed_by_submodules() -> None:
+    # Importing a submodule binds it as an attribute of the package: one named like a
+    # lazy export (a `metalab/run.py`) would turn `metalab.run` into a module once loaded.
+    import importlib.util
+
+    lazy = metalab._LAZY  # type: ignore[attr-defined]
+    clashes = [name for name in lazy if importlib.util.find_spec(f"metalab.{name}") is not None]
+    assert clashes == []
+    for name, module in lazy.items():
+        importlib.import_module(module)
+        value = getattr(metalab, name)
+        assert getattr(importlib.import_module(module), name) is value
+        assert callable(value), name
