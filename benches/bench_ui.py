@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import sys
@@ -28,6 +29,7 @@ import tempfile
 import time
 import urllib.parse
 import urllib.request
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -91,10 +93,95 @@ def _build(big: Path, tmp: Path, total: int, values: int, replicates: int) -> st
     return experiment
 
 
-def main(quick: bool = False, store: Path | None = None) -> list[Measurement]:
-    """Build (or reuse) the store, serve it, time the API stages; print and return them."""
+def _stages(store: Any, experiment: str, kind: str, genes: int, values: int) -> list[Measurement]:
+    """Serve ``store`` and time stages (0)-(3) of the module docstring against it."""
     from dashboard_helpers import Server
 
+    total = genes * values * 3
+    rows: list[Measurement] = []
+    with Server(store, refresh_s=3.0) as server:
+        base = server.base
+        took, first = _get(base, "/api/runs", experiment=experiment, limit=50)
+        assert first["total"] == total, first["total"]
+        rows.append(
+            Measurement(
+                f"{kind} (0) first load of the run table",
+                total,
+                [took],
+                peak_rss_mb(),
+                target="once per experiment",
+            )
+        )
+        rows.append(
+            _stage(
+                base,
+                f"{kind} (1) first runs-table page (50 rows)",
+                total,
+                "<= 0.3 s",
+                "/api/runs",
+                experiment=experiment,
+                limit=50,
+            )
+        )
+        rows.append(
+            _stage(
+                base,
+                f"{kind} (2) filtered + sorted page",
+                total,
+                "<= 0.5 s",
+                "/api/runs",
+                experiment=experiment,
+                where=["expr_val>=25", "gene<1500"],
+                sort="loss",
+                order="desc",
+                offset=100,
+                limit=50,
+            )
+        )
+        rows.append(
+            _stage(
+                base,
+                f"{kind} (3) plot data {genes} x {values}, sd of 3",
+                total,
+                "<= 1 s",
+                "/api/plot",
+                experiment=experiment,
+                x="expr_val",
+                y="score",
+                hue="gene",
+                errorbar="sd",
+            )
+        )
+        assert rows[-1].extra["points"] == genes * values
+    return rows
+
+
+def _postgres_rows(big: Path, experiment: str, genes: int, values: int) -> list[Measurement]:
+    """The same stages on PostgreSQL: ``big`` imported into a throw-away schema."""
+    from metalab.store import import_from_filestore
+    from metalab.store.postgres import PostgresStore
+
+    url = os.environ["METALAB_TEST_POSTGRES_URL"]
+    sep = "&" if "?" in url else "?"
+    locator = f"{url}{sep}schema=bench_ui_{uuid.uuid4().hex[:12]}"
+    start = time.perf_counter()
+    import_from_filestore(str(big), locator)
+    imported = time.perf_counter() - start
+    try:
+        rows = _stages(locator, experiment, "pg", genes, values)
+        rows[0].extra["import_s"] = imported
+        return rows
+    finally:
+        store = PostgresStore.from_locator(locator)
+        try:
+            store.drop_schema()
+        finally:
+            store.close()
+
+
+def main(quick: bool = False, store: Path | None = None) -> list[Measurement]:
+    """Build (or reuse) the store, time the API stages on it (and on PostgreSQL when
+    ``METALAB_TEST_POSTGRES_URL`` is set); print and return them."""
     genes, values, replicates = (100, 50, 3) if quick else (2000, 50, 3)
     total = genes * values * replicates
     tmp = Path(tempfile.mkdtemp(prefix="metalab-ui-bench-"))
@@ -102,64 +189,14 @@ def main(quick: bool = False, store: Path | None = None) -> list[Measurement]:
     try:
         big = store if store is not None else tmp / "big"
         experiment = _build(big, tmp, total, values, replicates)
-        with Server(big, refresh_s=3.0) as server:
-            took, first = _get(server.base, "/api/runs", experiment=experiment, limit=50)
-            assert first["total"] == total, first["total"]
-            rows.append(
-                Measurement(
-                    "(0) first load of the run table",
-                    total,
-                    [took],
-                    peak_rss_mb(),
-                    target="once per experiment",
-                )
-            )
-            rows.append(
-                _stage(
-                    server.base,
-                    "(1) first runs-table page (50 rows)",
-                    total,
-                    "<= 0.3 s",
-                    "/api/runs",
-                    experiment=experiment,
-                    limit=50,
-                )
-            )
-            rows.append(
-                _stage(
-                    server.base,
-                    "(2) filtered + sorted page",
-                    total,
-                    "<= 0.5 s",
-                    "/api/runs",
-                    experiment=experiment,
-                    where=["expr_val>=25", "gene<1500"],
-                    sort="loss",
-                    order="desc",
-                    offset=100,
-                    limit=50,
-                )
-            )
-            rows.append(
-                _stage(
-                    server.base,
-                    f"(3) plot data {genes} x {values}, sd over replicates",
-                    total,
-                    "<= 1 s",
-                    "/api/plot",
-                    experiment=experiment,
-                    x="expr_val",
-                    y="score",
-                    hue="gene",
-                    errorbar="sd",
-                )
-            )
-            assert rows[-1].extra["points"] == genes * values
+        rows += _stages(big, experiment, "file", genes, values)
+        if os.environ.get("METALAB_TEST_POSTGRES_URL"):
+            rows += _postgres_rows(big, experiment, genes, values)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     for row in rows:
         row.extra["median_ms"] = round(1000 * statistics.median(row.seconds), 1)
-    print_table(f"dashboard API benchmark: {total} runs, FileStore, over HTTP", rows)
+    print_table(f"dashboard API benchmark: {total} runs, over HTTP", rows)
     return rows
 
 
