@@ -89,7 +89,7 @@ def _experiment(root: Path) -> metalab.Experiment:
         ops.mkdir()
         (ops / "bench_startup_ops.py").write_text(_OPERATION)
         sys.path.insert(0, str(ops))
-    import bench_startup_ops
+    import bench_startup_ops  # type: ignore[import-not-found]
 
     return metalab.Experiment(
         name="startup",

@@ -60,7 +60,7 @@ def _modules_of_a_worker(tmp: Path, *worker_args: str) -> dict[str, Any]:
     )
     sys.path.insert(0, str(ops))
     try:
-        import startup_ops
+        import startup_ops  # type: ignore[import-not-found]
 
         exp = metalab.Experiment(
             name="startup",
@@ -108,7 +108,7 @@ def test_lazy_exports_are_not_shadowed_by_submodules() -> None:
     # lazy export (a `metalab/run.py`) would turn `metalab.run` into a module once loaded.
     import importlib.util
 
-    lazy = metalab._LAZY  # type: ignore[attr-defined]
+    lazy: dict[str, str] = metalab._LAZY
     clashes = [name for name in lazy if importlib.util.find_spec(f"metalab.{name}") is not None]
     assert clashes == []
     for name, module in lazy.items():
