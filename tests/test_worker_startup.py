@@ -18,6 +18,8 @@ from typing import Any
 
 import metalab
 from metalab.executors.base import Executor, Job, Launch, TallyingLaunch
+from metalab.executors.slurm_tasks import encode_task_list
+from metalab.store.file import FileStore
 
 NEVER_ON_A_FILESTORE_TASK = (
     "psycopg",
@@ -72,6 +74,8 @@ def _modules_of_a_worker(tmp: Path, *worker_args: str) -> dict[str, Any]:
         )
         store = tmp / "store"
         metalab.run(exp, store=str(store), executor=_SubmitOnly(), progress=False)
+        # A resubmission's task list (every task, in order: the block stays runs 6, 7).
+        FileStore(store).put_blob("startup-tasks", encode_task_list(range(100)))
     finally:
         sys.path.remove(str(ops))
         sys.modules.pop("startup_ops", None)
@@ -100,6 +104,16 @@ def test_a_filestore_task_loads_nothing_heavy(tmp_path: Path) -> None:
     found = _modules_of_a_worker(tmp_path)
     assert found["code"] == 0
     heavy = [name for name in NEVER_ON_A_FILESTORE_TASK if _loaded(found["modules"], name)]
+    assert heavy == [], heavy
+
+
+def test_a_resubmitted_task_decodes_its_task_list_without_the_launch_machinery(
+    tmp_path: Path,
+) -> None:
+    found = _modules_of_a_worker(tmp_path, "--tasks", "startup-tasks")
+    assert found["code"] == 0
+    never = (*NEVER_ON_A_FILESTORE_TASK, "metalab.executors.slurm_launch")
+    heavy = [name for name in never if _loaded(found["modules"], name)]
     assert heavy == [], heavy
 
 
