@@ -47,7 +47,7 @@ from typing import Any
 import metalab
 from _common import Measurement, print_table
 from metalab.executors.base import Executor, Job, Launch, TallyingLaunch
-from metalab.executors.slurm import encode_task_list
+from metalab.executors.slurm_tasks import encode_task_list
 from metalab.store.file import FileStore
 
 TARGET_S = 0.15
