@@ -152,6 +152,14 @@ def test_bad_queries_answer_typed_errors_naming_the_value(
         assert name in doc["error"]["message"]
 
 
+def test_malformed_parameters_answer_400_in_the_same_shape(server: Server) -> None:
+    doc = server.json("/api/runs", expect=400, experiment=E, offset="abc")
+    assert doc["error"]["type"] == "RequestValidationError"
+    assert "offset" in doc["error"]["message"] and "'abc'" in doc["error"]["message"]
+    doc = server.json("/api/runs", expect=400)
+    assert "experiment" in doc["error"]["message"]
+
+
 def test_unknown_things_are_404_and_bad_ids_400(server: Server) -> None:
     doc = server.json("/api/runs", expect=404, experiment="nope:1")
     assert "nope:1" in doc["error"]["message"] and E in doc["error"]["message"]

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import FileResponse, HTMLResponse, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
@@ -64,6 +65,17 @@ def create_app(data: StoreData, store_name: str, token: str | None = None) -> Fa
     @app.exception_handler(MetalabError)
     def _metalab_error(request: Request, exc: MetalabError) -> Response:
         return error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    def _bad_request(request: Request, exc: RequestValidationError) -> Response:
+        # One error shape for every bad input (FastAPI's own would be a 422 "detail").
+        problems = [
+            f"{'.'.join(str(p) for p in e.get('loc', ())[1:])}: {e.get('msg')}"
+            + (f", got {e['input']!r}" if e.get("input") is not None else "")
+            for e in exc.errors()
+        ]
+        body = {"error": {"type": "RequestValidationError", "message": "; ".join(problems)}}
+        return JSONResponse(body, status_code=400)
 
     @app.exception_handler(ValueError)
     def _value_error(request: Request, exc: ValueError) -> Response:
