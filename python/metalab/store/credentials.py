@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from metalab.errors import StoreAuthError, StoreError, StoreUnavailableError, UntrustedFileError
+from metalab.store.redaction import redact, remember_secret
 from metalab.trust import describe_owner, read_trusted, verify_trusted
 
 if TYPE_CHECKING:
@@ -130,8 +131,6 @@ def credentials_of(store: object) -> list[Credential]:
 # -- the worker side ------------------------------------------------------------------
 def install(credentials: Iterable[Credential]) -> None:
     """Make handed-over passwords available to :meth:`PostgresConfig.parse` (workers)."""
-    from metalab.store.postgres_config import remember_secret
-
     given = list(credentials)
     with _INSTALLED_LOCK:
         for credential in given:
@@ -174,8 +173,6 @@ def connect_once(config: PostgresConfig, advice: str = _LOGIN_ADVICE) -> None:
     """
     import psycopg
     from psycopg.conninfo import make_conninfo
-
-    from metalab.store.postgres_config import redact
 
     try:
         psycopg.connect(make_conninfo("", **config.conninfo_kwargs())).close()

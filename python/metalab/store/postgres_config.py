@@ -10,16 +10,24 @@ A password given in the locator reaches worker processes out of band
 
 from __future__ import annotations
 
-import logging
 import re
-import threading
-import time
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl, quote, quote_plus, unquote, urlencode, urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 from metalab.errors import LocatorError
 from metalab.store.credentials import handed_over_password
+
+# Re-exported: the secret masking lives in store/redaction.py (below credentials, which
+# needs it too); the private set and lock are what tests save and restore.
+from metalab.store.redaction import (  # noqa: F401
+    _SECRETS,
+    _SECRETS_LOCK,
+    mask_locator,
+    quiet_pool_log,
+    redact,
+    remember_secret,
+)
 
 __all__ = [
     "DEFAULT_SCHEMA",
@@ -53,130 +61,12 @@ _LIBPQ_PARAMS = (
     "dbname",
 )
 _METALAB_PARAMS = ("schema", "artifact_root", "pool_size", "inline_limit")
-_SECRETS: set[str] = set()
-_SECRETS_LOCK = threading.Lock()
-_URL_START = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://")
-# ``password=`` (a query parameter, a libpq keyword, PGPASSWORD=, sslpassword=): a quoted
-# value, else everything up to the next '&' or the end of the line. A password may hold
-# spaces, so a libpq "password=x host=h" string loses "host=h" too: the safe direction.
-_KV_PASSWORD = re.compile(r"(?P<head>password\s*=\s*)('(?:[^'\\]|\\.)*'|[^&\n]*)", re.I)
-# A locator nested in another one's query (fallback://?primary=postgresql%3A%2F%2F...).
-_NESTED_LOCATOR = re.compile(r"%3A%2F%2F", re.I)
 _ASCII_NUMBER = re.compile(r"[0-9]+")
 _FORM = "postgresql://[user[:password]@]host[:port]/dbname[?param=value&...]"
 _ENCODE_HINT = (
     "percent-encode '/', '?', '#', '%' and spaces in the user name and password, e.g. "
     "urllib.parse.quote(password, safe='')"
 )
-
-
-def remember_secret(secret: str | None) -> None:
-    """Register a password so :func:`redact` masks it wherever it shows up."""
-    if secret:
-        with _SECRETS_LOCK:
-            _SECRETS.add(secret)
-        _install_log_filter()
-
-
-def redact(text: str) -> str:
-    """Return ``text`` with passwords replaced by ``***``.
-
-    Masked are: every password seen so far (also in its percent-encoded forms), the
-    password of any ``scheme://user:password@host`` URL and any ``password=`` value.
-    """
-    with _SECRETS_LOCK:
-        secrets = sorted(_SECRETS, key=len, reverse=True)
-    for secret in secrets:
-        for form in (secret, quote(secret, safe=""), quote_plus(secret, safe="")):
-            text = text.replace(form, "***")
-    text = "\n".join(_mask_url_password(line) for line in text.split("\n"))
-    return _KV_PASSWORD.sub(lambda m: m.group("head") + "***", text)
-
-
-def _mask_url_password(line: str) -> str:
-    """Mask what may be a URL password in one line: from the first ':' after the first
-    ``scheme://`` to the line's last '@'.
-
-    This is where ``urlsplit`` finds the password (it splits the userinfo at its *last*
-    '@'), and it also covers a password typed with '@', ':', spaces, '/' or '#' left
-    unencoded. An '@' later on (``?application_name=me@lab``) masks more than needed:
-    the safe direction for text that may hold a password.
-    """
-    start = _URL_START.search(line)
-    if start is None:
-        return line
-    at = line.rfind("@", start.end())
-    colon = line.find(":", start.end(), at) if at >= 0 else -1
-    if colon < 0:
-        return line
-    return line[: colon + 1] + "***" + line[at:]
-
-
-def mask_locator(locator: str) -> str:
-    """Return ``locator`` with any password masked (for error messages).
-
-    A locator nested in another's query (``fallback://?primary=postgresql%3A%2F%2F...``)
-    is shown decoded, so that its password is found and masked too.
-    """
-    text = unquote(locator) if _NESTED_LOCATOR.search(locator) else locator
-    return redact(text)
-
-
-class _RedactFilter(logging.Filter):
-    """Masks passwords in psycopg's own log records (pool connection errors)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        cleaned = redact(message)
-        if cleaned != message:
-            record.msg, record.args = cleaned, None
-        return True
-
-
-_FILTER = _RedactFilter()
-# A pool that lost its server retries in the background and logs every attempt, the same
-# line again and again; the store's own error already carries the reason.
-_REPEAT_WINDOW_S = 60.0
-
-
-class _RepeatFilter(logging.Filter):
-    """Lets a pool log line through once per minute (the first of each burst)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._seen: dict[str, float] = {}
-        self._lock = threading.Lock()
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        key = record.getMessage()
-        now = time.monotonic()
-        with self._lock:
-            last = self._seen.get(key)
-            if last is not None and now - last < _REPEAT_WINDOW_S:
-                return False
-            if len(self._seen) > 1000:  # bounded: messages may embed changing details
-                self._seen.clear()
-            self._seen[key] = now
-        return True
-
-
-_REPEATS = _RepeatFilter()
-
-
-def quiet_pool_log() -> None:
-    """Mask passwords in psycopg's pool log and drop its repeats within a minute."""
-    _install_log_filter()
-    logger = logging.getLogger("psycopg.pool")
-    if _REPEATS not in logger.filters:
-        logger.addFilter(_REPEATS)
-
-
-def _install_log_filter() -> None:
-    # Filters attach per logger (not inherited by children), hence both names.
-    for name in ("psycopg", "psycopg.pool"):
-        logger = logging.getLogger(name)
-        if _FILTER not in logger.filters:
-            logger.addFilter(_FILTER)
 
 
 def validate_schema(schema: str) -> str:
