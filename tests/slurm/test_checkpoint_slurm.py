@@ -2,10 +2,12 @@
 
 The run takes 24 steps of 0.25 s and checkpoints after each. The test waits until it has
 checkpointed a few steps, then ends its array task the way a site does (``scancel``:
-SIGTERM, as at a walltime or a preemption) or the way a crash does (SIGKILL of the
-worker process: no record, no cleanup), and resubmits. A side file, written by the run
-after every checkpoint and at every start, shows where each execution began: the second
-one must start right after the last step the first one checkpointed, not at step 0.
+SIGTERM, as at a walltime) or the way a crash does (SIGKILL of the worker process: no
+record, no cleanup) and resubmits, or requeues it as preemption does (``scontrol
+requeue``), after which SLURM starts the same task again with no resubmission. A side
+file, written by the run after every checkpoint and at every start, shows where each
+execution began: the second one must start right after the last step the first one
+checkpointed, not at step 0.
 """
 
 from __future__ import annotations
@@ -56,6 +58,22 @@ def _events(tmp: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
+def _release_now(task: str, tmp: Path) -> list[int]:
+    """Wait for the requeued task to be pending again, start it now (skipping its ~2 min
+    BeginTime delay); return the steps checkpointed before it ran again."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        state = subprocess.run(
+            ["squeue", "-h", "-j", task, "-o", "%T"], capture_output=True, text=True
+        ).stdout
+        if "PENDING" in state:
+            saved = [e["step"] for e in _events(tmp) if e["event"] == "checkpoint"]
+            subprocess.run(["scontrol", "update", f"jobid={task}", "StartTime=now"], check=True)
+            return saved
+        time.sleep(0.2)
+    raise AssertionError(f"{task} did not return to the queue after the requeue")
+
+
 def _executor() -> metalab.SlurmExecutor:
     return metalab.SlurmExecutor(metalab.SlurmConfig(runs_per_task=1, time="5"))
 
@@ -78,20 +96,28 @@ def _kill_mid_way_then_resume(tmp: Path, jobs: list[str], how: str) -> None:
     while sum(e["event"] == "checkpoint" for e in _events(tmp)) < 4:
         assert time.monotonic() < deadline, f"the run never checkpointed: {_events(tmp)}"
         time.sleep(0.1)
-    if how == "scancel":
-        subprocess.run(["scancel", launch.job_ids[0]], check=True)
+    if how == "requeue":
+        # What preemption with PreemptMode=REQUEUE does: SIGTERM, back to pending, the
+        # same array task starts again by itself; nobody resubmits anything.
+        task = f"{launch.job_ids[0]}_0"
+        subprocess.run(["scontrol", "requeue", task], check=True)
+        saved_before = _release_now(task, tmp)
+        (done,) = handle.result(timeout=180)
+        saved = saved_before
     else:
-        os.kill(int((tmp / "pid").read_text()), signal.SIGKILL)
-    first = handle.result(timeout=120)
-    (killed,) = first
-    assert killed.status.value in ("cancelled", "failed"), killed.status
-    saved = [e["step"] for e in _events(tmp) if e["event"] == "checkpoint"]
+        if how == "scancel":
+            subprocess.run(["scancel", launch.job_ids[0]], check=True)
+        else:
+            os.kill(int((tmp / "pid").read_text()), signal.SIGKILL)
+        first = handle.result(timeout=120)
+        (killed,) = first
+        assert killed.status.value in ("cancelled", "failed"), killed.status
+        saved = [e["step"] for e in _events(tmp) if e["event"] == "checkpoint"]
+        again = metalab.run(exp, store=store, resume=True, executor=_executor())
+        assert isinstance(again._launch, SlurmLaunch)
+        jobs.extend(again._launch.job_ids)
+        (done,) = again.result(timeout=120)
     assert 4 <= saved[-1] < STEPS, saved  # killed mid-way, after a few checkpoints
-
-    again = metalab.run(exp, store=store, resume=True, executor=_executor())
-    assert isinstance(again._launch, SlurmLaunch)
-    jobs.extend(again._launch.job_ids)
-    (done,) = again.result(timeout=120)
     assert done.status.value == "success", done.error
     assert done.metrics["sum"] == sum(range(STEPS))
     starts = [e for e in _events(tmp) if e["event"] == "start"]
@@ -116,3 +142,9 @@ def test_killed_worker_resumes_from_the_checkpoint(
     tmp_path: Path, no_leftover_jobs: list[str]
 ) -> None:
     _kill_mid_way_then_resume(tmp_path, no_leftover_jobs, "kill")
+
+
+def test_requeued_task_resumes_from_the_checkpoint_by_itself(
+    tmp_path: Path, no_leftover_jobs: list[str]
+) -> None:
+    _kill_mid_way_then_resume(tmp_path, no_leftover_jobs, "requeue")
