@@ -14,6 +14,11 @@ key                                    content
 ``slurm-<submission>-tasks``           task indices of a partial submission
 ``slurm-<submission>-derived``         sealed derived-metric functions
 ``slurm-<submission>-cancelled``       present once the submission was cancelled
+``slurm-<submission>-retry``           retry settings of the submission (JSON)
+``slurm-<submission>-retried``         launch info of the resubmissions its retry job made
+``slurm-<submission>-waves``           wave settings of the submission (JSON)
+``slurm-<submission>-rest``            task indices its wave job submits (uint32 LE)
+``slurm-<submission>-next``            launch info of the submission its wave job made
 ``checkpoint-<run_id>``                a run's latest checkpoint
 =====================================  ==========================================
 """
@@ -25,7 +30,12 @@ __all__ = [
     "launch_key",
     "slurm_cancelled_key",
     "slurm_derived_key",
+    "slurm_next_key",
+    "slurm_rest_key",
+    "slurm_retried_key",
+    "slurm_retry_key",
     "slurm_tasks_key",
+    "slurm_waves_key",
     "spec_key",
 ]
 
@@ -40,19 +50,49 @@ def launch_key(experiment_id: str | None = None) -> str:
     return f"launch-{experiment_id}.json" if experiment_id else "launch-latest.json"
 
 
+def _slurm(submission: str, part: str) -> str:
+    # The one rule of per-submission blobs: a submission's blobs sort together.
+    return f"slurm-{submission}-{part}"
+
+
 def slurm_tasks_key(submission: str) -> str:
     """Blob key of a SLURM submission's task list (little-endian uint32 indices)."""
-    return f"slurm-{submission}-tasks"
+    return _slurm(submission, "tasks")
 
 
 def slurm_derived_key(submission: str) -> str:
     """Blob key of a SLURM submission's sealed derived-metric functions."""
-    return f"slurm-{submission}-derived"
+    return _slurm(submission, "derived")
 
 
 def slurm_cancelled_key(submission: str) -> str:
     """Blob key written when a SLURM submission was cancelled (seen by reconnected handles)."""
-    return f"slurm-{submission}-cancelled"
+    return _slurm(submission, "cancelled")
+
+
+def slurm_retry_key(submission: str) -> str:
+    """Blob key of a SLURM submission's retry settings (JSON)."""
+    return _slurm(submission, "retry")
+
+
+def slurm_retried_key(submission: str) -> str:
+    """Blob key of the launch info of the resubmissions a retry job made (JSON list)."""
+    return _slurm(submission, "retried")
+
+
+def slurm_waves_key(submission: str) -> str:
+    """Blob key of a SLURM submission's wave settings (JSON)."""
+    return _slurm(submission, "waves")
+
+
+def slurm_rest_key(submission: str) -> str:
+    """Blob key of the task indices a submission's wave job submits (uint32 LE)."""
+    return _slurm(submission, "rest")
+
+
+def slurm_next_key(submission: str) -> str:
+    """Blob key of the launch info of the submission a wave job made (JSON)."""
+    return _slurm(submission, "next")
 
 
 def checkpoint_key(run_id: str) -> str:

@@ -35,6 +35,8 @@ from typing import TYPE_CHECKING, Any
 
 from metalab.errors import SlurmConfigError, SlurmError
 from metalab.executors.slurm_config import SlurmConfig, parse_memory, parse_time
+from metalab.keys import slurm_retried_key as retried_key
+from metalab.keys import slurm_retry_key as retry_key
 from metalab.records import FailureReason, StoredState
 
 if TYPE_CHECKING:
@@ -72,16 +74,6 @@ RETRY_JOB_TIME = "15:00"
 RETRY_JOB_MEMORY = "1G"
 _MODULE = "metalab.executors.slurm_retry"
 _SQUEUE_ATTEMPTS = 5
-
-
-def retry_key(submission: str) -> str:
-    """Blob key of a submission's retry settings (JSON)."""
-    return f"slurm-{submission}-retry"
-
-
-def retried_key(submission: str) -> str:
-    """Blob key of the launch info of the resubmissions a retry job made (JSON list)."""
-    return f"slurm-{submission}-retried"
 
 
 def scale_memory(memory: str, factor: int) -> str:
