@@ -33,6 +33,17 @@ __all__ = [
 ]
 
 
+def _fallback_store(locator: str) -> Store:
+    from metalab.store.fallback import FallbackStore
+
+    return FallbackStore.from_locator(locator)
+
+
+# Wired here, not in locator.py: FallbackStore resolves its parts with create_store, and
+# every import of a metalab.store module runs this file first, so the scheme is always known.
+register_scheme("fallback", _fallback_store)
+
+
 def __getattr__(name: str) -> Any:
     # Optional backends import lazily so psycopg is only needed when used.
     if name == "PostgresStore":

@@ -74,14 +74,9 @@ def _postgres_store(locator: str) -> Store:
     return PostgresStore.from_locator(locator)
 
 
-def _fallback_store(locator: str) -> Store:
-    from metalab.store.fallback import FallbackStore
-
-    return FallbackStore.from_locator(locator)
-
-
 register_scheme("file", _file_store)
-register_scheme("fallback", _fallback_store)
+# "fallback://" is registered by the package (metalab/store/__init__.py): FallbackStore
+# builds its parts with create_store, so this module must not import it back.
 register_scheme("postgresql", _postgres_store)
 register_scheme("postgres", _postgres_store)
 
