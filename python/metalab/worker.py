@@ -164,7 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             if args.timeout is not None:
                 signal.setitimer(signal.ITIMER_REAL, 0)
-            if record.status.value == "cancelled" or signals.stopping:
+            if record.status.value == "cancelled" or signals.reason is not None:
                 # Terminated while running: leave the rest of the block to the retry.
                 signals.abandon(plan, store, indices[at + 1 :], worker_id)
                 return 1

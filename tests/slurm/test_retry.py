@@ -131,9 +131,11 @@ def test_run_past_a_one_minute_walltime_succeeds_on_its_retry(
 ) -> None:
     use_site_cluster(monkeypatch)
     store = str(tmp_path / "store")
-    # One array task of two runs: x=2 sleeps past the walltime, x=3 never gets to start.
+    # One array task of two runs: x=2 sleeps past the walltime (SLURM enforces it on a
+    # ~30 s tick, so 100 s is surely past 1:00), x=3 never gets to start. The retry's 1:30
+    # is rounded up to whole minutes by SLURM: 2:00 holds the 100 s.
     jobs = _submit_and_leave(
-        tmp_path, name="retry_time", sleep={"2": 75}, xs=[2, 3], time="1", store=store, k=2
+        tmp_path, name="retry_time", sleep={"2": 100}, xs=[2, 3], time="1", store=store, k=2
     )
     no_leftover_jobs.extend(jobs)
     handle = reconnect(store)
@@ -182,3 +184,51 @@ def test_cancel_stops_the_retry_job_too(
     ).stdout
     assert queued.strip() == ""  # the retry job went with the arrays: nothing resubmitted
     assert handle.job_ids == tuple(jobs) and _executions(tmp_path, 2) == 1
+
+
+def pg_oom_op(context: Any, params: Any, capture: Any) -> None:
+    """Need about 320 MB: more than 200M, less than the 400M of the retry."""
+    with open(Path(context["dir"]) / "exec-0", "a") as fh:
+        fh.write("start\n")
+    block = bytearray(320 * 1024 * 1024)
+    for at in range(0, len(block), 4096):
+        block[at] = 1
+    capture.metric("y", 1)
+
+
+@pytest.mark.slurm
+@pytest.mark.postgres
+def test_retry_job_logs_in_to_postgres_with_the_submission_password(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_leftover_jobs: list[str]
+) -> None:
+    use_site_cluster(monkeypatch)
+    import metalab
+    from metalab.runner import run
+    from metalab.store.credentials import CREDENTIALS_DIR_ENV, passfile_path
+    from pg_roles import password_role
+
+    monkeypatch.setenv(CREDENTIALS_DIR_ENV, str(tmp_path / "private"))
+    monkeypatch.chdir(tmp_path)  # SLURM's default logs of PostgreSQL-store tasks land here
+    with password_role(tmp_path, monkeypatch) as role:
+        exp = metalab.Experiment(
+            name="retry_pg",
+            version="1",
+            context={"dir": str(tmp_path)},
+            operation=pg_oom_op,
+            params=metalab.grid(x=[0]),
+            seeds=metalab.seeds(base=1, replicates=1),
+        )
+        config = metalab.SlurmConfig(memory="200M", time="5", retries=1)
+        handle = run(exp, store=role.url, executor=metalab.SlurmExecutor(config))
+        no_leftover_jobs.extend(handle.job_ids)
+        submission = handle._launch.submission  # type: ignore[union-attr]
+        results = handle.result(timeout=240)
+        no_leftover_jobs.extend(handle.job_ids)
+        assert [r.record.status for r in results] == [RunState.SUCCESS]
+        assert _executions(tmp_path, 0) == 2 and len(handle.job_ids) == 3
+        # The retry job used the first submission's password file, then removed it.
+        assert not passfile_path(f"slurm-{submission}").exists()
+        log = (tmp_path / f"slurm-{handle.job_ids[1]}_0.out").read_text()
+        assert "(out_of_memory)" in log and "memory=400M" in log
+        for secret in role.secrets:
+            assert secret not in log

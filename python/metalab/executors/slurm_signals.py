@@ -8,8 +8,9 @@ SLURM warns a task before it ends it:
 - ``SIGTERM`` at ``scancel``, at the walltime (when no warning came first), at preemption
   and at ``scontrol requeue``; ``SIGKILL`` follows ``KillWait`` seconds later.
 
-The warning interrupts nothing: the running run keeps the whole walltime, and the task
-starts no further run of its block (those are recorded as ``timeout``: they did not fit).
+The warning interrupts nothing: the running run keeps the whole walltime and the block
+goes on (a run that does not fit is stopped by the SIGTERM the walltime brings, and the
+runs of the block not started by then are recorded as ``timeout`` too: they did not fit).
 SIGTERM raises :class:`~metalab.execution.RunInterrupted` in the running operation with the
 reason, which the record keeps. The reason is asked from the controller, once
 (``scontrol show job -o``, a few milliseconds): a restart count above the one the task
@@ -92,7 +93,7 @@ class WorkerSignals:
     def __init__(self, lead: int) -> None:
         self.lead = lead
         self.warned = False
-        """SLURM's walltime warning came: no further run of the block is started."""
+        """SLURM's walltime warning came: the SIGTERM that follows is the walltime's."""
         self.reason: FailureReason | None = None
         """The reason of the ending signal, once one came (later ones are ignored)."""
         self._started_restarts = os.environ.get("SLURM_RESTART_COUNT", "0")
@@ -102,14 +103,10 @@ class WorkerSignals:
         signal.signal(signal.SIGTERM, self._on_term)
         signal.signal(signal.SIGUSR1, self._on_warning)
 
-    @property
-    def stopping(self) -> bool:
-        """True once the task should start no further run."""
-        return self.warned or self.reason is not None
-
     def _on_warning(self, signum: int, frame: FrameType | None) -> None:
         # The running run keeps its time: it is interrupted only by the SIGTERM that the
-        # walltime brings (then recorded as a timeout), and may well finish before.
+        # walltime brings (then recorded as a timeout), and may well finish before; so
+        # may the next runs of the block.
         self.warned = True
 
     def _classify(self) -> tuple[FailureReason, str]:
@@ -137,14 +134,14 @@ class WorkerSignals:
         raise RunInterrupted(message, reason)
 
     def abandon(self, plan: RunPlan, store: Store, indices: Sequence[int], worker_id: str) -> None:
-        """After the walltime warning, record the block's runs not started as timed out.
+        """After the walltime's SIGTERM, record the block's runs not started as timed out.
 
         They did not run because the task's walltime was too short for its block: saying
         ``timeout`` lets a retry give them more (:mod:`metalab.executors.slurm_retry`). After
         any other signal they stay unrecorded: a requeued task runs them, a cancelled
         launch counts them as cancelled.
         """
-        if not (self.warned or self.reason is FailureReason.TIMEOUT) or not indices:
+        if self.reason is not FailureReason.TIMEOUT or not indices:
             return
         tasks = [plan.task(t) for t in indices]
         states = store.states([task.run_id for task in tasks])
