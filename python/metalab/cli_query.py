@@ -226,7 +226,7 @@ def failed_runs(
 
 def launch_pointer(store: LaunchBook, experiment_id: str) -> dict[str, Any] | None:
     """The launch blob ``metalab.run`` saved for ``experiment_id`` (``None``: none)."""
-    from metalab.runner import launch_key
+    from metalab.keys import launch_key
 
     blob = store.get_blob(launch_key(experiment_id))
     if blob is None:
