@@ -31,6 +31,7 @@ NEVER_ON_A_FILESTORE_TASK = (
     "metalab.store.postgres",
     "metalab.progress",
     "metalab.html",
+    "metalab.store.bundle",
 )
 
 

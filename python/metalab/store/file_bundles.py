@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING
 from metalab.errors import CorruptRecordError, UnsafeNameError
 from metalab.records import RunRecord, RunState
 from metalab.store.atomic import atomic_write
-from metalab.store.bundle import ArtifactBlob, ManifestDoc, RunBundle
 from metalab.store.layout import (
     RECORD_SUFFIX,
     FileLayout,
@@ -26,6 +25,11 @@ from metalab.store.layout import (
     parse_manifest_name,
 )
 from metalab.store.record_codec import decode_record
+
+if TYPE_CHECKING:
+    # Imported where used: every FileStore (every SLURM array task) loads this mixin,
+    # only export/import builds bundles.
+    from metalab.store.bundle import ManifestDoc, RunBundle
 
 __all__ = ["FileBundles"]
 
@@ -81,6 +85,8 @@ class FileBundles:
         return bundles, refused
 
     def _bundle(self, reader: NoFollowReader, run_id: str) -> RunBundle:
+        from metalab.store.bundle import ArtifactBlob, RunBundle
+
         layout = self.layout
         bundle = RunBundle(run_id)
         bundle.record_doc = _read_part(reader, bundle, layout.record(run_id), "record")
@@ -158,6 +164,8 @@ class FileBundles:
         self, experiment_id: str | None = None
     ) -> tuple[list[ManifestDoc], list[str]]:
         """The manifests' exact texts (in file-name order) and the refused (linked) ones."""
+        from metalab.store.bundle import ManifestDoc
+
         directory = self.layout.experiments_dir
         docs: list[ManifestDoc] = []
         refused: list[str] = []
