@@ -21,11 +21,13 @@
 #                   $SUDO_USER get an association in account `metalab`;
 #                 - QOS `normal` with MaxSubmitJobsPerUser=$METALAB_SLURM_SITE_MAX_SUBMIT
 #                   (default 200; every array task counts, a bigger array is refused whole),
-#                   the users' default; QOS `bigsubmit` (MaxSubmitJobsPerUser=2000) also
-#                   granted, picked with --qos=bigsubmit or SBATCH_QOS=bigsubmit;
+#                   the users' default; QOS `bigsubmit` (MaxSubmitJobsPerUser=2000),
+#                   `smallsubmit` (20) and `tinysubmit` (8) also granted, picked with --qos
+#                   or SBATCH_QOS (the small ones make wave tests quick);
 #                 - MaxArraySize=1001 (--array=0-1000 at most), MaxJobCount=5000;
 #                 - memory enforced by cgroups (v1): a task above its --mem ends
-#                   OUT_OF_MEMORY; DefMemPerCPU=1000 (MB) for jobs without --mem;
+#                   OUT_OF_MEMORY; DefMemPerCPU=1000 (MB) for jobs without --mem; the node
+#                   declares max(memory - 4 GiB, 4 GiB per CPU), so 8 tasks of --mem=4G fit;
 #                 - partitions `low` (default, PriorityTier=1, PreemptMode=REQUEUE,
 #                   MaxTime=12:00:00, DefaultTime=1:00:00) and `high` (PriorityTier=10,
 #                   MaxTime=4:00:00): a `high` job preempts `low` jobs, which are requeued;
@@ -93,8 +95,7 @@ if [ "$PROFILE" = site ]; then
     SLURMD_PORT=6828
     DBD_PORT=6829
     SITE_MAX_SUBMIT=${METALAB_SLURM_SITE_MAX_SUBMIT:-200}
-    SITE_BIG_QOS=bigsubmit
-    SITE_BIG_SUBMIT=2000
+    SITE_EXTRA_QOS=(bigsubmit:2000 smallsubmit:20 tinysubmit:8) # name:MaxSubmitJobsPerUser
     SITE_CLUSTER=metalabsite
     SITE_ACCOUNT=metalab
     DB_PASS_FILE=$CONF_DIR/.storage-pass
@@ -289,6 +290,10 @@ EOF
 write_site_conf() {
     local ncpu cpus total_mb real_mem def_mem tmp
     node_resources
+    # Like the CPUs, memory is declared beyond the machine (4 GiB a CPU) so that every CPU
+    # can run a task with metalab's default --mem=4G; cgroups still hold each task to its
+    # own --mem, which is what the tests of OUT_OF_MEMORY rely on.
+    [ "$real_mem" -ge $((cpus * 4096)) ] || real_mem=$((cpus * 4096))
     install -d -m 0755 "$CONF_DIR" "$LOGDIR" "$SPOOL_DIR"
     # slurmctld and slurmdbd run as SlurmUser=slurm, as at a site: it owns their state/logs.
     install -d -m 0755 -o slurm -g slurm "$STATE_DIR"
@@ -470,21 +475,28 @@ ensure_associations() {
     if [ "$(sacctmgr -nP show qos normal format=MaxSubmitJobsPerUser)" != "$SITE_MAX_SUBMIT" ]; then
         sacctmgr -i modify qos normal set MaxSubmitJobsPerUser="$SITE_MAX_SUBMIT" >/dev/null
     fi
-    # A second QOS with room for more than one MaxArraySize of tasks (sites grant such QOS
-    # on request; users pick it with --qos or SBATCH_QOS), for tests of big arrays.
-    if ! sacctmgr -nP show qos format=name | grep -qx "$SITE_BIG_QOS"; then
-        sacctmgr -i add qos "$SITE_BIG_QOS" >/dev/null
-    fi
-    if [ "$(sacctmgr -nP show qos "$SITE_BIG_QOS" format=MaxSubmitJobsPerUser)" != "$SITE_BIG_SUBMIT" ]; then
-        sacctmgr -i modify qos "$SITE_BIG_QOS" set MaxSubmitJobsPerUser="$SITE_BIG_SUBMIT" >/dev/null
-    fi
-    for u in "${users[@]}"; do
-        if [ "$(sacctmgr -nP show assoc where user="$u" account="$SITE_ACCOUNT" format=qos,defaultqos)" != "$SITE_BIG_QOS,normal|normal" ]; then
-            sacctmgr -i modify user "$u" where account="$SITE_ACCOUNT" \
-                set QOS=normal,"$SITE_BIG_QOS" DefaultQOS=normal >/dev/null
+    # More QOS, granted next to the default `normal` (sites grant such QOS on request; users
+    # pick one with --qos or SBATCH_QOS): `bigsubmit` has room for more than one
+    # MaxArraySize of tasks, `smallsubmit` makes waves quick to test.
+    local spec name limit
+    for spec in "${SITE_EXTRA_QOS[@]}"; do
+        name=${spec%%:*} limit=${spec#*:}
+        if ! sacctmgr -nP show qos format=name | grep -qx "$name"; then
+            sacctmgr -i add qos "$name" >/dev/null
+        fi
+        if [ "$(sacctmgr -nP show qos "$name" format=MaxSubmitJobsPerUser)" != "$limit" ]; then
+            sacctmgr -i modify qos "$name" set MaxSubmitJobsPerUser="$limit" >/dev/null
         fi
     done
-    log "accounting: cluster $SITE_CLUSTER, account $SITE_ACCOUNT (users ${users[*]}), QOS normal MaxSubmitJobsPerUser=$SITE_MAX_SUBMIT (default), QOS $SITE_BIG_QOS MaxSubmitJobsPerUser=$SITE_BIG_SUBMIT"
+    local want_qos
+    want_qos=$(printf '%s\n' normal "${SITE_EXTRA_QOS[@]%%:*}" | sort | paste -sd,)
+    for u in "${users[@]}"; do
+        if [ "$(sacctmgr -nP show assoc where user="$u" account="$SITE_ACCOUNT" format=qos,defaultqos)" != "$want_qos|normal" ]; then
+            sacctmgr -i modify user "$u" where account="$SITE_ACCOUNT" \
+                set QOS="$want_qos" DefaultQOS=normal >/dev/null
+        fi
+    done
+    log "accounting: cluster $SITE_CLUSTER, account $SITE_ACCOUNT (users ${users[*]}), QOS normal (default) MaxSubmitJobsPerUser=$SITE_MAX_SUBMIT, also ${SITE_EXTRA_QOS[*]}"
 }
 
 # is_prog PID NAME: PID is alive and runs NAME (a pid file may outlive its daemon, and the

@@ -16,6 +16,25 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from services import require_slurm, services_required
 
 
+@pytest.fixture(autouse=True)
+def _no_cluster_for_unit_tests(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[None]:
+    """Tests neither marked ``slurm`` nor using a cluster fixture run as without a cluster.
+
+    Submission asks the cluster for its limits (``slurm_limits.discover``); a test that
+    plans without a cluster must not depend on whichever cluster this machine runs, so its
+    SLURM clients get a config file that does not exist (they fail, no limits are known).
+    """
+    cluster = {"slurm", "site"} & set(request.fixturenames)
+    if request.node.get_closest_marker("slurm") is not None or cluster:
+        yield
+        return
+    # Discovery is cached per SLURM_CONF: this answer never reaches the cluster tests.
+    monkeypatch.setenv("SLURM_CONF", "/nonexistent/metalab-unit-tests/slurm.conf")
+    yield
+
+
 @pytest.fixture
 def slurm() -> None:
     """Skip (or fail, with METALAB_REQUIRE_SERVICES=1) unless a SLURM node is usable."""

@@ -31,10 +31,19 @@ def _exp() -> metalab.Experiment:
 
 
 def test_sbatch_refusal_keeps_the_command_exit_code_and_stderr(slurm: None, tmp_path: Path) -> None:
-    # A partition the cluster does not have: the real sbatch refuses the job.
-    executor = SlurmExecutor(SlurmConfig(partition="no_such_partition"))
-    with pytest.raises(SlurmError) as info:
-        metalab.run(_exp(), store=tmp_path / "s", executor=executor)
+    # A partition that exists but is INACTIVE: the real sbatch refuses the job. (One the
+    # cluster does not have is refused before sbatch, by metalab's limits discovery.)
+    subprocess.run(
+        ["scontrol", "create", "PartitionName=refusing", "Nodes=ALL", "State=INACTIVE"],
+        check=True,
+        capture_output=True,
+    )
+    try:
+        executor = SlurmExecutor(SlurmConfig(partition="refusing"))
+        with pytest.raises(SlurmError) as info:
+            metalab.run(_exp(), store=tmp_path / "s", executor=executor)
+    finally:
+        subprocess.run(["scontrol", "delete", "PartitionName=refusing"], check=False)
     error = info.value
     assert error.command is not None and error.command[0] == "sbatch"
     assert error.exit_code is not None and error.exit_code != 0

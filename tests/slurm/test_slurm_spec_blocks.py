@@ -8,6 +8,7 @@ executes scaled down to 12 runs; its planning and dry run use the full size.
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 
 import metalab
+from metalab.executors.slurm_limits import discover
 from services import services_required
 
 pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("slurm")]
@@ -160,10 +162,22 @@ def test_large_sweep_block_scaled_down_runs() -> None:
     assert len(results) == 12 and all(r.status.value == "success" for r in results)
 
 
-@pytest.mark.usefixtures("scratch")
+@pytest.mark.usefixtures("partitions", "scratch")
 def test_large_sweep_block_full_size_plans(capsys: pytest.CaptureFixture[str]) -> None:
     handle = _large_sweep_block(2000, 50, dry_run=True)
     assert handle.status.total == 300000 and len(set(handle.run_ids)) == 300000
     out = capsys.readouterr().out
-    assert "arrays: 30" in out and "--partition=cpu" in out
+    assert "--partition=cpu" in out
+    # "Auto-shard into chunks of 10k" as far as the cluster allows: arrays of at most
+    # MaxArraySize tasks (1001 on a site), and no more tasks at once than the user may
+    # queue (the rest in waves).
+    limits = discover(refresh=True)
+    chunk = min(10000, limits.max_array_size or 10000)
+    counts = [int(n) for n in re.findall(r"  array \d+: (\d+) tasks, offset", out)]
+    assert counts and max(counts) == min(chunk, sum(counts)) and all(c <= chunk for c in counts)
+    if limits.submit_limit is None and limits.max_job_count is None:
+        assert "arrays: 30" in out
+    else:
+        room = min(c for c in (limits.submit_limit, limits.max_job_count) if c is not None)
+        assert sum(counts) <= room and "waves: " in out
     assert not Path("/scratch/runs/large_sweep/blobs").exists()

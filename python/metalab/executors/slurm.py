@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from metalab.errors import ExecutorError, SlurmError
+from metalab.executors import slurm_limits
 from metalab.executors.base import Executor, Job
 from metalab.executors.slurm_commands import command_error, run_tool
 from metalab.executors.slurm_config import SlurmConfig
@@ -38,6 +39,8 @@ from metalab.executors.slurm_launch import (
     encode_task_list,
     reattach,
 )
+from metalab.executors.slurm_layout import Layout, measured_run_seconds, plan_layout
+from metalab.executors.slurm_limits import SiteLimits
 from metalab.executors.slurm_paths import SubmissionPaths
 from metalab.executors.slurm_script import (
     Shard,
@@ -84,6 +87,12 @@ class _Submission:
     paths: SubmissionPaths
     secrets: list[credentials.Credential]
     """Passwords of the store's logins, written to the password file at submission."""
+    config: SlurmConfig
+    """The executor's config fitted to the site (runs per task, array size)."""
+    layout: Layout
+    limits: SiteLimits
+    rest: Sequence[int]
+    """Task indices of the later waves (submitted by the wave job); empty: one wave."""
 
 
 class SlurmExecutor(Executor):
@@ -111,16 +120,34 @@ class SlurmExecutor(Executor):
     # -- planning -------------------------------------------------------------------------
     def _prepare(self, job: Job, submission: str) -> _Submission:
         plan, store = job.plan, job.store
-        todo = job.task_indices
-        identity = len(todo) == plan.total  # todo is a sorted subset: same size => all
-        k = self.config.runs_per_task
-        shards = plan_shards(-(-len(todo) // k), self.config)
+        # Fitted to the site before anything is written or submitted: a submission that
+        # cannot fit raises SlurmConfigError here.
+        names = [] if self.config.uses_default_partition else self.config.partition.split(",")
+        limits = slurm_limits.discover_for(names)
+        queued = slurm_limits.queued_for(limits)
+        layout = plan_layout(
+            len(job.task_indices),
+            self.config,
+            limits,
+            queued=queued,
+            run_seconds=measured_run_seconds(store, plan, job.task_indices),
+            followers=1 if self.config.retries else 0,
+        )
+        config = layout.config(self.config)
+        # todo is a sorted subset: same size => all. The first wave of all tasks is the
+        # identity's prefix, so it needs no task list either.
+        identity = len(job.task_indices) == plan.total
+        first = layout.wave_runs(len(job.task_indices))
+        todo, rest = job.task_indices[:first], job.task_indices[first:]
+        k = config.runs_per_task
+        assert isinstance(k, int)  # resolved by the layout
+        shards = plan_shards(-(-len(todo) // k), config)
         paths = SubmissionPaths.of(store, submission, os.getcwd())
         secrets = credentials.credentials_of(store)
         passfile = str(paths.passfile) if secrets else None
         scripts = [
             render_script(
-                self.config,
+                config,
                 python=self.python,
                 store_locator=store.locator,
                 experiment_id=plan.experiment_id,
@@ -133,7 +160,10 @@ class SlurmExecutor(Executor):
             )
             for shard in shards
         ]
-        return _Submission(submission, todo, identity, shards, scripts, paths, secrets)
+        return _Submission(
+            submission, todo, identity, shards, scripts, paths, secrets, config, layout, limits,
+            rest,
+        )  # fmt: skip
 
     def _sbatch_argv(self, prepared: _Submission, shard: Shard, after_job: str | None) -> list[str]:
         output = prepared.paths.output(shard.number)
@@ -142,13 +172,18 @@ class SlurmExecutor(Executor):
     def describe(self, plan: RunPlan, store: Store, todo: list[int]) -> None:
         """Print what :meth:`launch` would submit (``metalab.run(..., dry_run=True)``)."""
         prepared = self._prepare(Job(plan, store, todo), "DRYRUN")
-        k = self.config.runs_per_task
+        k = prepared.config.runs_per_task
         n_tasks = sum(shard.count for shard in prepared.shards)
         print(f"SLURM dry run of {plan.experiment_id} into {store.locator}")
         print(f"  runs: {plan.total} total, {len(todo)} to run, {plan.total - len(todo)} done")
+        for line in prepared.limits.describe():
+            print(f"  site: {line}")
+        for line in prepared.layout.describe():
+            print(f"  {line}")
+        wave = f" in the first of {prepared.layout.waves} waves" if prepared.rest else ""
         print(
-            f"  array tasks: {n_tasks} ({k} run(s) per task), arrays: {len(prepared.shards)}"
-            f" (max_array_size={self.config.max_array_size}, "
+            f"  array tasks: {n_tasks}{wave} ({k} run(s) per task), arrays: "
+            f"{len(prepared.shards)} (max_array_size={prepared.config.max_array_size}, "
             f"max_concurrent={self.config.max_concurrent})"
         )
         if not prepared.identity:
@@ -189,6 +224,8 @@ class SlurmExecutor(Executor):
         """
         submission = _new_submission_id()
         prepared = self._prepare(job, submission)
+        for note in prepared.layout.notes:
+            print(f"metalab SLURM: {note}", file=sys.stderr)  # said once, at submission
         store = job.store
         if not prepared.identity and prepared.shards:
             store.put_blob(tasks_key(submission), encode_task_list(prepared.todo))
@@ -225,6 +262,13 @@ class SlurmExecutor(Executor):
                 # Submitted last, after every array: it waits for all of them (afterany).
                 job_ids.append(self._submit_retry(job, prepared, launch))
                 launch = self._launch_of(job, prepared, job_ids[:-1], job_ids[-1])
+            if prepared.rest:
+                # After the arrays and the retry job: the next wave is laid out against a
+                # queue that already holds the retries.
+                arrays = job_ids[: len(prepared.shards)]
+                retry_job = job_ids[-1] if len(job_ids) > len(arrays) else None
+                job_ids.append(self._submit_wave(job, prepared, list(job_ids)))
+                launch = self._launch_of(job, prepared, arrays, retry_job, job_ids[-1])
         except BaseException:
             if job_ids:
                 run_tool(["scancel", *job_ids])
@@ -233,7 +277,12 @@ class SlurmExecutor(Executor):
         return launch
 
     def _launch_of(
-        self, job: Job, prepared: _Submission, job_ids: list[str], retry_job: str | None
+        self,
+        job: Job,
+        prepared: _Submission,
+        job_ids: list[str],
+        retry_job: str | None,
+        wave_job: str | None = None,
     ) -> SlurmLaunch:
         return SlurmLaunch(
             store=job.store,
@@ -242,12 +291,39 @@ class SlurmExecutor(Executor):
             shards=[
                 (jid, s.offset, s.count) for jid, s in zip(job_ids, prepared.shards, strict=True)
             ],
-            runs_per_task=self.config.runs_per_task,
+            runs_per_task=int(prepared.config.runs_per_task),
             todo=None if prepared.identity else prepared.todo,
             n_todo=len(prepared.todo),
             submit_dir=prepared.paths.submit_dir,
             retry_job=retry_job,
+            wave_job=wave_job,
         )
+
+    def _submit_wave(self, job: Job, prepared: _Submission, after: list[str]) -> str:
+        """Submit the wave job that releases ``prepared.rest`` after ``after`` (slurm_waves)."""
+        from metalab.executors.slurm_waves import submit_wave_job, wave_paths
+
+        # The wave job's own password file: the arrays' one is removed when they end.
+        paths = wave_paths(job.store, prepared.submission, prepared.paths.submit_dir)
+        paths.create(prepared.secrets)
+        try:
+            return submit_wave_job(
+                self.config,
+                store=job.store,
+                plan=job.plan,
+                submission=prepared.submission,
+                rest=prepared.rest,
+                after=after,
+                python=self.python,
+                timeout=job.timeout,
+                derived_key=derived_key(prepared.submission) if job.derived_metrics else None,
+                job_name=job_name(job.plan.experiment.name, job.plan.run_ids),
+                log_dir=prepared.paths.log_target,
+                passfile=str(paths.passfile) if prepared.secrets else None,
+            )
+        except BaseException:
+            paths.release()
+            raise
 
     def _submit_retry(self, job: Job, prepared: _Submission, launch: SlurmLaunch) -> str:
         """Submit the retry job of ``SlurmConfig(retries=N)`` (see ``slurm_retry``)."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Literal
 
 from metalab.errors import SlurmConfigError
 
@@ -145,7 +146,9 @@ class SlurmConfig:
         conda_env: conda environment to activate before the worker starts.
         setup: extra shell lines run before the worker starts (verbatim, they *are* shell).
         runs_per_task: runs executed one after another by one array task ("packing"),
-            to amortise scheduling and Python start-up over several short runs.
+            to amortise scheduling and Python start-up over several short runs; ``"auto"``
+            chooses it from the site's limits, the walltime and the measured duration of
+            runs (see :mod:`metalab.executors.slurm_layout`).
         retries: how many times runs that the infrastructure broke (reason ``timeout``,
             ``out_of_memory``, ``preempted``, ``node_fail``, ``crashed``) are resubmitted,
             by a small dependent job rather than by the submitting process (see
@@ -173,7 +176,7 @@ class SlurmConfig:
     modules: list[str] = field(default_factory=list)
     conda_env: str | None = None
     setup: list[str] = field(default_factory=list)
-    runs_per_task: int = 1
+    runs_per_task: int | Literal["auto"] = 1
     retries: int = 0
     retry_exceptions: bool = False
     requeue: bool = True
@@ -204,7 +207,14 @@ class SlurmConfig:
                 f"got {self.conda_env!r}"
             )
         self.setup = _strings("setup", self.setup)
-        self.runs_per_task = _count("runs_per_task", self.runs_per_task, 1)
+        if self.runs_per_task != "auto":
+            try:
+                self.runs_per_task = _count("runs_per_task", self.runs_per_task, 1)
+            except SlurmConfigError:
+                raise SlurmConfigError(
+                    f"SlurmConfig runs_per_task must be a positive int or 'auto', "
+                    f"got {self.runs_per_task!r}"
+                ) from None
         self.retries = _count("retries", self.retries, 0)
         self.signal_lead = _count("signal_lead", self.signal_lead, 1)
         for name in ("retry_exceptions", "requeue"):

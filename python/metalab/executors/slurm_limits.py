@@ -20,7 +20,9 @@ from __future__ import annotations
 import getpass
 import os
 import re
+import shutil
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from metalab.errors import SlurmConfigError
@@ -30,6 +32,7 @@ __all__ = [
     "PartitionLimits",
     "SiteLimits",
     "discover",
+    "discover_for",
     "parse_config",
     "parse_partitions",
     "parse_qos_table",
@@ -291,6 +294,16 @@ def discover(refresh: bool = False) -> SiteLimits:
     if not refresh and cache_key in _CACHE:
         return _CACHE[cache_key]
     problems: list[str] = []
+    conf = os.environ.get("SLURM_CONF")
+    if conf and not os.path.exists(conf):
+        # The clients would retry for a minute before failing: say it at once instead.
+        limits = SiteLimits(problems=(f"SLURM_CONF={conf} does not exist",))
+        _CACHE[cache_key] = limits
+        return limits
+    if shutil.which("scontrol") is None:
+        limits = SiteLimits(problems=("scontrol not found on PATH",))
+        _CACHE[cache_key] = limits
+        return limits
     out, why = _call(["scontrol", "show", "config"])
     config = parse_config(out) if out is not None else {}
     if why:
@@ -339,6 +352,18 @@ def _with_accounting(limits: SiteLimits, cluster: str | None, problems: list[str
         assoc_max_submit=assoc_submit,
         assoc_max_jobs=assoc_jobs,
     )
+
+
+def discover_for(partitions: Sequence[str]) -> SiteLimits:
+    """:func:`discover`, asked again once when it knows none of ``partitions`` by name.
+
+    Partitions can be created while a process runs (``scontrol create``); the cached
+    answer must not call a partition that exists now unknown.
+    """
+    limits = discover()
+    if limits.partitions and any(name not in limits.partitions for name in partitions):
+        limits = discover(refresh=True)
+    return limits
 
 
 def queued_jobs(qos: str | None = None) -> int | None:
