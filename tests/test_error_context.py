@@ -160,3 +160,36 @@ def test_a_slurm_worker_timeout_names_the_run_and_its_limit(tmp_path: Path) -> N
     assert record is not None and record.error is not None
     assert record.error.type == "RunTimeoutError"
     assert run_id in record.error.message and "0.5s" in record.error.message
+
+
+def test_an_unreachable_postgres_store_names_its_locator() -> None:
+    # A real connection attempt to a port nothing listens on (connection refused).
+    import socket
+
+    from metalab.errors import StoreUnavailableError
+    from metalab.store.locator import create_store
+
+    with socket.socket() as probe:  # a free port, closed again: nobody answers there
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    store = create_store(f"postgresql://metalab@127.0.0.1:{port}/metalab?connect_timeout=2")
+    try:
+        with pytest.raises(StoreUnavailableError) as info:
+            store.get_blob(spec_key("e:1"))
+    finally:
+        store.close()
+    assert info.value.locator == store.locator
+    assert f"127.0.0.1:{port}" in str(info.value.locator)
+
+
+def test_a_malformed_password_file_names_itself(tmp_path: Path) -> None:
+    from metalab.store.credentials import read_passfile
+
+    path = tmp_path / "pass"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    os.write(fd, b"host:5432:db\n")
+    os.close(fd)
+    with pytest.raises(StoreError) as info:
+        read_passfile(path)
+    assert info.value.path == str(path)
+    assert "line 1" in str(info.value)

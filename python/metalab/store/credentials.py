@@ -182,10 +182,11 @@ def connect_once(config: PostgresConfig, advice: str = _LOGIN_ADVICE) -> None:
         reason = " ".join(redact(str(exc)).split())
         if login_refused(reason):
             raise StoreAuthError(
-                f"cannot log in to PostgreSQL store {config.locator()}: {reason}; {advice}"
+                f"cannot log in to PostgreSQL store {config.locator()}: {reason}; {advice}",
+                locator=config.locator(),
             ) from None
         raise StoreUnavailableError(
-            f"PostgreSQL store {config.locator()} unavailable: {reason}"
+            f"PostgreSQL store {config.locator()} unavailable: {reason}", locator=config.locator()
         ) from None
 
 
@@ -254,7 +255,9 @@ def make_alias(name: str, target: str) -> Path:
         os.symlink(target, path)
     except FileExistsError:
         if not path.is_symlink() or os.readlink(path) != target:
-            raise StoreError(f"{str(path)!r} exists and is not an alias of {target!r}") from None
+            raise StoreError(
+                f"{str(path)!r} exists and is not an alias of {target!r}", path=str(path)
+            ) from None
     return path
 
 
@@ -280,7 +283,8 @@ def _private_directory(directory: Path) -> None:
         raise StoreError(
             f"cannot create the private directory {str(directory)!r} for PostgreSQL "
             f"password files: {exc.strerror or exc}; create it (mode 0700) or set "
-            f"${CREDENTIALS_DIR_ENV}"
+            f"${CREDENTIALS_DIR_ENV}",
+            path=str(directory),
         ) from None
     st = os.lstat(directory)
     if not stat.S_ISDIR(st.st_mode):
@@ -333,7 +337,9 @@ def write_passfile(name: str, credentials: Iterable[Credential]) -> Path:
     try:
         fd = os.open(path, flags, 0o600)
     except OSError as exc:
-        raise StoreError(f"cannot create password file {str(path)!r}: {exc.strerror}") from None
+        raise StoreError(
+            f"cannot create password file {str(path)!r}: {exc.strerror}", path=str(path)
+        ) from None
     try:
         os.fchmod(fd, 0o600)  # whatever the umask
         with os.fdopen(fd, "w", encoding="utf-8", closefd=False) as handle:
@@ -361,7 +367,8 @@ def read_passfile(path: str | os.PathLike[str]) -> list[Credential]:
             f"the PostgreSQL password file {str(path)!r} of this submission does not exist: "
             f"it is removed when the launch finishes; if this node does not see the "
             f"submitting host's home directory, set ${CREDENTIALS_DIR_ENV} to a private "
-            f"directory on shared storage before submitting"
+            f"directory on shared storage before submitting",
+            path=str(path),
         )
     found = []
     for number, line in enumerate(data.decode("utf-8").splitlines(), 1):
@@ -371,7 +378,8 @@ def read_passfile(path: str | os.PathLike[str]) -> list[Credential]:
         if len(fields) != 5:
             raise StoreError(
                 f"PostgreSQL password file {str(path)!r}, line {number}: expected "
-                f"host:port:database:user:password, got {len(fields)} fields"
+                f"host:port:database:user:password, got {len(fields)} fields",
+                path=str(path),
             )
         found.append(Credential(*fields))
     return found
@@ -423,7 +431,9 @@ def store_passfile(credential: Credential) -> Path:
     try:
         fd = os.open(temp, flags, 0o600)
     except OSError as exc:
-        raise StoreError(f"cannot create password file {str(temp)!r}: {exc.strerror}") from None
+        raise StoreError(
+            f"cannot create password file {str(temp)!r}: {exc.strerror}", path=str(temp)
+        ) from None
     try:
         os.fchmod(fd, 0o600)  # whatever the umask
         with os.fdopen(fd, "w", encoding="utf-8", closefd=False) as handle:

@@ -191,8 +191,12 @@ class PostgresStore(PostgresBundles, PostgresArtifacts, Store):
                     continue
             except psycopg.Error as exc:
                 message = redact(f"{type(exc).__name__}: {exc}")
-                raise StoreError(f"PostgreSQL store {self.locator}: {message}") from None
-        raise StoreUnavailableError(f"PostgreSQL store {self.locator} unavailable: {message}")
+                raise StoreError(
+                    f"PostgreSQL store {self.locator}: {message}", locator=self.locator
+                ) from None
+        raise StoreUnavailableError(
+            f"PostgreSQL store {self.locator} unavailable: {message}", locator=self.locator
+        )
 
     def _discard_pool(self, pool: Any) -> None:
         with self._lock:
