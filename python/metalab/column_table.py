@@ -210,10 +210,14 @@ class ColumnTable:
     # -- tables -----------------------------------------------------------------------
     def ordered(
         self, rows: Sequence[int], params: bool, metrics: bool, param_prefix: str
-    ) -> list[tuple[str, Column]]:
-        """Output name and column of every param/metric present in ``rows``, in
-        first-appearance order (a metric named like an earlier column keeps its place)."""
-        keyed: list[tuple[tuple[int, int, int], str, Column]] = []
+    ) -> list[tuple[str, list[Column]]]:
+        """Output name and columns of every param/metric present in ``rows``.
+
+        Names come in first-appearance order. A name shared by a param and a metric
+        (possible without a prefix) has both columns, param first: in a row holding both
+        the metric wins, as ``row.update(params); row.update(metrics)`` would decide.
+        """
+        found: dict[str, tuple[tuple[int, int, int], list[Column]]] = {}
         sections = []
         if params:
             sections.append((1, param_prefix, self.params))
@@ -222,10 +226,15 @@ class ColumnTable:
         for section, prefix, columns in sections:
             for column in columns.values():
                 first = column.first_in(rows)
-                if first is not None:
-                    keyed.append(((first, section, column.position), prefix + column.name, column))
-        keyed.sort(key=lambda item: item[0])
-        return [(name, column) for _, name, column in keyed]
+                if first is None:
+                    continue
+                key, name = (first, section, column.position), prefix + column.name
+                if name in found:
+                    earlier, both = found[name]
+                    found[name] = (min(earlier, key), [*both, column])
+                else:
+                    found[name] = (key, [column])
+        return [(name, cols) for name, (_, cols) in sorted(found.items(), key=lambda i: i[1][0])]
 
     def record_row(self, row: int, stale: bool, error: ErrorInfo | None) -> dict[str, Any]:
         """The record fields ``to_dataframe()`` shows for one row."""
@@ -259,16 +268,19 @@ class ColumnTable:
             out["error_type"] = [None if e is None else e.type for e in errors]
             out["error_message"] = [None if e is None else e.message for e in errors]
             out["reason"] = self.reasons(rows)
-        for name, column in self.ordered(rows, params, metrics, "param_"):
-            values = pick(column.values)
-            if name in out:
-                # Later keys overwrite earlier ones where present, as dict.update does.
-                merged = list(out[name])
+        for name, columns in self.ordered(rows, params, metrics, "param_"):
+            if name not in out and len(columns) == 1:
+                out[name] = pick(columns[0].values)
+                continue
+            # Later keys overwrite earlier ones where present, as dict.update does (a
+            # metric named like a record field or a param); the name keeps its place.
+            merged = list(out.get(name, [None] * len(rows)))
+            for column in columns:
+                values = column.values
                 for at, row in enumerate(rows):
                     if column.present(row):
-                        merged[at] = values[at]
-                values = merged
-            out[name] = values
+                        merged[at] = values[row]
+            out[name] = merged
         if derived:
             stored = self.derived(rows)
             run_ids = self.run_id
@@ -294,9 +306,10 @@ class ColumnTable:
         out = []
         for at, row in enumerate(rows):
             values = self.record_row(row, stale[at], errors[at]) if record else {}
-            for name, column in ordered:
-                if column.present(row):
-                    values[name] = column.values[row]
+            for name, columns in ordered:
+                for column in columns:
+                    if column.present(row):
+                        values[name] = column.values[row]
             if derived:
                 found = stored.get(self.run_id[row], {})
                 values.update({f"derived_{k}": v for k, v in found.items()})
