@@ -245,3 +245,43 @@ def test_site_cluster_reasons_oom_exception_cancel(
     assert isinstance(handle, RunHandle) and status.failed == 3
     # Accounting was asked once per poll that saw tasks leave unfinished, for all arrays.
     assert 1 <= len(calls) <= 3 and all("-j" in c for c in calls)
+
+
+_SIGNALS = """
+import os, signal, sys
+from metalab.execution import RunInterrupted
+from metalab.executors.slurm_signals import WorkerSignals
+os.environ.pop("SLURM_JOB_ID", None)  # no controller to ask: the fallbacks decide
+signals = WorkerSignals(30)
+signals.install()
+if sys.argv[1] == "warned":
+    os.kill(os.getpid(), signal.SIGUSR1)  # the walltime warning interrupts nothing
+    print("still running", signals.warned, flush=True)
+try:
+    os.kill(os.getpid(), signal.SIGTERM)
+    signal.pause()
+except RunInterrupted as exc:
+    print(exc.reason.value, exc, flush=True)
+os.kill(os.getpid(), signal.SIGTERM)  # a second signal while recording is ignored
+print("recorded", flush=True)
+"""
+
+
+@pytest.mark.parametrize(
+    ("case", "expected"),
+    [
+        ("warned", ["still running True", "timeout", "recorded"]),
+        ("term", ["cancelled", "recorded"]),
+    ],
+)
+def test_worker_signals_become_interrupts_with_their_reason(case: str, expected: list[str]) -> None:
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", _SIGNALS, case], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert len(lines) == len(expected) and all(
+        line.startswith(start) for line, start in zip(lines, expected, strict=True)
+    ), lines

@@ -106,8 +106,14 @@ class WorkerSignals:
     def _on_warning(self, signum: int, frame: FrameType | None) -> None:
         # The running run keeps its time: it is interrupted only by the SIGTERM that the
         # walltime brings (then recorded as a timeout), and may well finish before; so
-        # may the next runs of the block.
-        self.warned = True
+        # may the next runs of the block. A warning far from the walltime is preemption's
+        # (preempt_send_user_signal): its SIGTERM is told apart by the restart count.
+        fields = _job_fields()
+        limit = parse_duration(fields.get("TimeLimit", ""))
+        ran = parse_duration(fields.get("RunTime", ""))
+        far = limit is not None and ran is not None and limit - ran > self.lead + _TIMEOUT_SLACK_S
+        if not far:
+            self.warned = True
 
     def _classify(self) -> tuple[FailureReason, str]:
         fields = _job_fields()
