@@ -263,7 +263,8 @@ class Results(ResultsPlots, Sequence[Run]):
         status = self._record_column("status")
         if all(s == "success" for s in status):
             return []
-        return error_groups(self._record_column("run_id"), self._errors())
+        reasons = self._table.reasons(self._sel)
+        return error_groups(self._record_column("run_id"), self._errors(), reasons)
 
     def failure_report(self) -> str:
         """One line per error type (count, first message, how to see its traceback).
@@ -360,14 +361,7 @@ def results_from_store(
     store: Store, experiment_id: str | None = None, run_ids: Sequence[str] | None = None
 ) -> Results:
     """Load ``store``'s runs (optionally one experiment, or some runs) as :class:`Results`."""
-    # Transitional, until Store has its default load_columns (store capabilities, in
-    # progress): then this is `store.load_columns(...)` for every store.
-    loader = getattr(store, "load_columns", None)
-    if callable(loader):
-        data, problems = loader(experiment_id=experiment_id, run_ids=run_ids)
-    else:
-        loaded = store.load_records(experiment_id=experiment_id, run_ids=run_ids)
-        data, problems = columns_from_records(loaded.records, loaded.problems)
+    data, problems = store.load_columns(experiment_id=experiment_id, run_ids=run_ids)
     return Results.from_table(ColumnTable(data, store), problems=problems)
 
 
