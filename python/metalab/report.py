@@ -105,19 +105,28 @@ class ErrorGroup:
     """The message of the first such run (in result order)."""
     run_id: str
     """The first such run: ``metalab show STORE RUN_ID`` prints its whole traceback."""
+    reason: str | None = None
+    """Their reason kind when it is not ``exception`` (``out_of_memory``, ``timeout``...):
+    what the infrastructure did, which the error type alone does not say."""
 
 
-def error_groups(run_ids: Sequence[str], errors: Sequence[ErrorInfo | None]) -> list[ErrorGroup]:
-    """Group runs by error type, most frequent first (ties: first seen first)."""
-    first: dict[str, tuple[str, str]] = {}
-    counts: dict[str, int] = {}
-    for run_id, error in zip(run_ids, errors, strict=True):
+def error_groups(
+    run_ids: Sequence[str],
+    errors: Sequence[ErrorInfo | None],
+    reasons: Sequence[str | None] | None = None,
+) -> list[ErrorGroup]:
+    """Group runs by error type and reason, most frequent first (ties: first seen first)."""
+    first: dict[tuple[str, str | None], tuple[str, str]] = {}
+    counts: dict[tuple[str, str | None], int] = {}
+    kinds = reasons if reasons is not None else [None] * len(run_ids)
+    for run_id, error, reason in zip(run_ids, errors, kinds, strict=True):
         if error is None:
             continue
-        counts[error.type] = counts.get(error.type, 0) + 1
-        first.setdefault(error.type, (error.message, run_id))
+        key = (error.type, None if reason == "exception" else reason)
+        counts[key] = counts.get(key, 0) + 1
+        first.setdefault(key, (error.message, run_id))
     order = sorted(counts, key=lambda t: -counts[t])  # sorted() is stable: ties keep order
-    return [ErrorGroup(t, counts[t], first[t][0], first[t][1]) for t in order]
+    return [ErrorGroup(k[0], counts[k], first[k][0], first[k][1], k[1]) for k in order]
 
 
 def labelled_rows(
@@ -187,8 +196,9 @@ def failure_report(experiment: str, total: int, groups: Sequence[ErrorGroup], st
     for group in groups:
         runs = "run" if group.count == 1 else "runs"
         message = _one_line(group.message) or "(no message)"
+        kind = f"{group.reason}: " if group.reason else ""
         lines.append(
-            f"  {group.type} ({group.count} {runs}): {message}  [first: run "
+            f"  {kind}{group.type} ({group.count} {runs}): {message}  [first: run "
             f"{group.run_id[:12]}; full traceback: metalab show {where} {group.run_id}]"
         )
     return "\n".join(lines)

@@ -240,6 +240,12 @@ def test_site_cluster_reasons_oom_exception_cancel(
     oom = next(r.record for r in results if r.params["x"] == 1)
     assert oom.error is not None
     assert "OUT_OF_MEMORY" in oom.error.message or "oom-kill" in oom.error.message
+    # The report printed by result() names what the infrastructure did; a plain
+    # exception keeps its usual line.
+    report = results.failure_report()
+    assert "  out_of_memory: WorkerCrashedError (1 run): " in report
+    assert "  cancelled: RunInterrupted (1 run): SLURM sent SIGTERM (scancel)" in report
+    assert "  ValueError (1 run): bad x 2" in report
     status = handle.status
     assert status.reasons == {"out_of_memory": 1, "exception": 1, "cancelled": 1}
     assert isinstance(handle, RunHandle) and status.failed == 3
