@@ -375,3 +375,19 @@ def test_a_run_longer_than_its_timeout_finishes_over_several_executions(tmp_path
     # checkpoint: the start steps never go back (without checkpoints every start is 0).
     assert len(starts) >= 2 and starts[0] == 0 and starts[-1] > 0, starts
     assert all(a <= b for a, b in itertools.pairwise(starts)), starts
+
+
+_VALID = encode_checkpoint({"w": np.arange(3.0), "t": (1, b"x"), "$k": {"$array": 0}}, "g" * 32)
+
+
+@given(st.binary(max_size=200), st.integers(0, len(_VALID) - 1), st.binary(min_size=1, max_size=8))
+def test_garbled_blobs_raise_capture_error_only(noise: bytes, at: int, patch: bytes) -> None:
+    # Whatever a co-user or a broken disk leaves under the key: a CaptureError naming the
+    # blob, never another exception (and never an unpickle: there is none to run).
+    from metalab.capture.checkpoint import MAGIC
+
+    for blob in (MAGIC + noise, _VALID[:at] + patch + _VALID[at + len(patch) :]):
+        try:
+            decode_checkpoint(blob, "g" * 32, "blob")
+        except CaptureError as exc:
+            assert "blob" in str(exc)

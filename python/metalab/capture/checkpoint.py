@@ -180,6 +180,8 @@ def decode_checkpoint(blob: bytes, run_id: str, what: str) -> tuple[bool, Any]:
             lengths: list[int] = []
         else:
             lengths = [int(n) for n in header["segments"]]
+        if any(n < 0 for n in lengths):
+            raise ValueError(f"negative segment length in {lengths}")
     except (ValueError, KeyError, TypeError) as exc:
         raise CaptureError(f"{what} has a damaged header: {exc}") from None
     if stored_run != run_id:
@@ -198,7 +200,7 @@ def decode_checkpoint(blob: bytes, run_id: str, what: str) -> tuple[bool, Any]:
         offset += length
     try:
         return True, _Decoder(segments).decode(header["state"])
-    except (ValueError, KeyError, TypeError, IndexError, EOFError) as exc:
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError, EOFError) as exc:
         raise CaptureError(f"{what} has a damaged state: {type(exc).__name__}: {exc}") from None
 
 
@@ -230,5 +232,9 @@ class _Decoder:
     def npy(self, index: int) -> Any:
         import numpy
 
-        # allow_pickle=False: an object array (which would unpickle) is refused.
-        return numpy.lib.format.read_array(io.BytesIO(self.segments[index]), allow_pickle=False)
+        segment = self.segments[index]
+        try:
+            # allow_pickle=False: an object array (which would unpickle) is refused.
+            return numpy.lib.format.read_array(io.BytesIO(segment), allow_pickle=False)
+        except Exception as exc:  # NumPy's header parser raises SyntaxError, TokenError...
+            raise ValueError(f"segment {index} is not a .npy array: {exc}") from None
