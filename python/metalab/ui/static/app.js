@@ -3,6 +3,7 @@
 "use strict";
 
 const POLL_MS = 3000;
+const MAX_TRACES = 100; // plot builder: more hue groups than this become one coloured trace
 
 function el(tag, attrs, text) {
   const node = document.createElement(tag);
@@ -322,17 +323,40 @@ async function draw(experiment) {
   for (const [facet, traces] of facets) {
     const div = el("div", { class: "chart plot" });
     plots.append(div);
-    const data = [...traces].map(([name, t]) => ({
+    const bars = doc.errorbar !== null;
+    let data = [...traces].map(([name, t]) => ({
       x: t.x, y: t.y, name, type: "scatter", mode: "lines+markers",
-      error_y: { type: "data", array: t.err, visible: doc.errorbar !== null },
-      error_x: d.x_err ? { type: "data", array: t.xerr, visible: doc.errorbar !== null } : undefined,
+      error_y: { type: "data", array: t.err, visible: bars },
+      error_x: d.x_err ? { type: "data", array: t.xerr, visible: bars } : undefined,
     }));
+    if (data.length > MAX_TRACES) {
+      // Thousands of lines (one per hue value) make plotly slow and the legend useless:
+      // one trace of markers coloured by the hue value instead.
+      const all = { x: [], y: [], err: [], xerr: [], color: [] };
+      [...traces].forEach(([name, t], i) => {
+        const value = Number(name);
+        for (let j = 0; j < t.x.length; j++) {
+          all.x.push(t.x[j]); all.y.push(t.y[j]); all.err.push(t.err[j]);
+          if (d.x_err) all.xerr.push(t.xerr[j]);
+          all.color.push(Number.isFinite(value) ? value : i);
+        }
+      });
+      data = [{
+        x: all.x, y: all.y, type: "scattergl", mode: "markers", name: doc.hue,
+        marker: { color: all.color, colorscale: "Viridis", size: 4,
+          colorbar: { title: { text: doc.hue.replace(/^param_/, "") } } },
+        error_y: { type: "data", array: all.err, visible: bars },
+        error_x: d.x_err ? { type: "data", array: all.xerr, visible: bars } : undefined,
+      }];
+      document.getElementById("plot-info").textContent +=
+        ` · ${traces.size} groups: drawn as markers coloured by ${doc.hue}`;
+    }
     const title = doc.col ? `${doc.col.replace(/^param_/, "")} = ${facet}` : "";
     await Plotly.newPlot(div, data, {
       title: { text: title }, height: 420, margin: { t: 40 },
       xaxis: { title: { text: doc.x }, type: logx ? "log" : "-" },
       yaxis: { title: { text: doc.ylabel }, type: logy ? "log" : "-" },
-      showlegend: Boolean(doc.hue),
+      showlegend: Boolean(doc.hue) && data.length > 1,
     }, { displaylogo: false, responsive: true });
   }
 }
