@@ -91,7 +91,7 @@ class RunHandle:
 
         Empty for local executors and for a resubmission that had nothing to submit.
         """
-        jobs = getattr(self._launch, "job_ids", None) or ()
+        jobs = self._launch.job_ids if self._launch is not None else ()
         return tuple(str(job) for job in jobs)
 
     @property

@@ -142,7 +142,7 @@ def run(
         "launched_at": utc_now().isoformat(),
         "driver_host": socket.gethostname(),
         "driver_pid": os.getpid(),
-        **getattr(launch, "reconnect_info", {}),
+        **launch.reconnect_info,
     }
     try:
         target.put_blob(launch_key(exp.experiment_id), json.dumps(pointer).encode())
@@ -195,14 +195,7 @@ def _save_spec(exp: Experiment, plan: RunPlan, store: Store, executor: Executor)
 def _dry_run(
     plan: RunPlan, store: Store, executor: Executor, todo: list[int], skipped: int
 ) -> RunHandle:
-    describe = getattr(executor, "describe", None)
-    if callable(describe):
-        describe(plan, store, todo)
-    else:
-        print(
-            f"dry run: {len(todo)} of {plan.total} runs to execute ({skipped} already done) "
-            f"with {executor!r} into {store.locator}"
-        )
+    executor.describe(plan, store, todo)
     return RunHandle(plan, store, None, skipped)
 
 

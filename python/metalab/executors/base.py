@@ -11,6 +11,7 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from metalab.execution import DerivedFn
 from metalab.plan import RunPlan
@@ -67,6 +68,16 @@ class Launch(ABC):
         """True when status must come from the store (tasks run outside this process)."""
         return False
 
+    @property
+    def job_ids(self) -> Sequence[str]:
+        """Scheduler job ids of the launch (SLURM arrays); empty for in-process launches."""
+        return ()
+
+    @property
+    def reconnect_info(self) -> dict[str, Any]:
+        """What ``metalab.reconnect`` needs beyond the plan, saved in the launch pointer."""
+        return {}
+
 
 class Executor(ABC):
     """Runs the tasks of a job somewhere."""
@@ -78,6 +89,14 @@ class Executor(ABC):
     @abstractmethod
     def launch(self, job: Job) -> Launch:
         """Start executing ``job`` and return immediately."""
+
+    def describe(self, plan: RunPlan, store: Store, todo: list[int]) -> None:
+        """Print what :meth:`launch` would do (``metalab.run(..., dry_run=True)``)."""
+        done = plan.total - len(todo)
+        print(
+            f"dry run: {len(todo)} of {plan.total} runs to execute ({done} already done) "
+            f"with {self!r} into {store.locator}"
+        )
 
 
 @dataclass
