@@ -39,6 +39,7 @@ def test_experiments_list_counts_progress_and_identity(server: Server) -> None:
     assert exp["counts"] == {"success": 9, "failed": 3, "pending": 0}
     assert exp["progress"] == 1.0
     assert exp["loaded_runs"] in (None, 12)  # 12 once a page has asked for the table
+    assert exp["metadata"] == {"author": "tests/ui", "notes": "pi for the dashboard"}
 
 
 def test_experiment_detail_has_manifest_metadata_and_columns(server: Server) -> None:

@@ -113,6 +113,7 @@ def test_experiments_page_lists_counts(page: Page) -> None:
     assert page.text(f"{row} td.total") == "12"
     assert page.text(f"{row} td.success") == "9"
     assert page.text(f"{row} td.failed") == "3"
+    assert page.text(f"{row} td.metadata") == "author, notes"  # folded; opens to the JSON
     page.done("experiments")
 
 

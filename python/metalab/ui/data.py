@@ -96,6 +96,7 @@ class StoreData:
         self.refresh_s = refresh_s
         self._lock = threading.Lock()
         self._views: list[ExperimentView] = []
+        self._manifests: dict[str, tuple[int, dict[str, Any]]] = {}  # id -> (launches, latest)
         self._views_at = -1e9
         self._counts: dict[str, tuple[float, dict[str, int]]] = {}
         self._entries: dict[str, _Entry] = {}
@@ -159,6 +160,7 @@ class StoreData:
                     "counts": counts,
                     "progress": None if not total else finished / total,
                     "loaded_runs": self._loaded_rows(view.experiment_id),
+                    "metadata": self.manifest(view.experiment_id).get("metadata") or {},
                 }
             )
         return out
@@ -176,10 +178,16 @@ class StoreData:
         Raises:
             NotFound: the store holds no manifest of ``experiment_id``.
         """
-        self._view(experiment_id)
+        view = self._view(experiment_id)
+        with self._lock:
+            cached = self._manifests.get(experiment_id)
+        if cached is not None and cached[0] == view.launches:
+            return cached[1]
         manifests = self.store.list_manifests(experiment_id)
         if not manifests:
             raise NotFound(f"experiment {experiment_id!r} has no manifest in this store")
+        with self._lock:
+            self._manifests[experiment_id] = (view.launches, manifests[-1])
         return manifests[-1]
 
     # -- run tables -------------------------------------------------------------------

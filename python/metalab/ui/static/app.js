@@ -70,10 +70,18 @@ async function experimentsPage() {
       progress.append(bar, el("span", {}, e.progress === null ? "" : ` ${(100 * e.progress).toFixed(1)}%`));
       const plot = el("td");
       plot.append(el("a", { href: `/plot?experiment=${encodeURIComponent(e.experiment_id)}` }, "plot"));
+      const meta = el("td", { class: "metadata" });
+      const entries = Object.entries(e.metadata || {});
+      if (entries.length) {
+        const box = el("details");
+        box.append(el("summary", {}, entries.map(([k]) => k).join(", ")),
+          el("pre", {}, JSON.stringify(e.metadata, null, 2)));
+        meta.append(box);
+      }
       row.append(first, el("td", {}, e.name), el("td", {}, e.version), el("td", {}, e.launches),
         el("td", { class: "num total" }, fmt(e.total)), el("td", { class: "num success" }, e.counts.success),
         el("td", { class: "num failed" }, e.counts.failed), el("td", { class: "num pending" }, e.counts.pending),
-        progress, el("td", {}, e.last_activity || ""), plot);
+        progress, el("td", {}, e.last_activity || ""), meta, plot);
       body.append(row);
     }
     live(`updated ${new Date().toLocaleTimeString()}`);
