@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from metalab.store.base import Store
 
-__all__ = ["main", "select_tasks"]
+__all__ = ["main", "open_store", "select_tasks"]
 
 
 def select_tasks(
@@ -96,7 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from metalab.plan_loading import load_plan
     from metalab.records import StoredState
 
-    store = _open_store(args.store, args.passfile)
+    store = open_store(args.store, args.passfile)
     if store is None:
         return 2
     try:
@@ -199,7 +199,7 @@ def _load_derived(store: Any, key: str | None) -> list[Any]:
     return derived_from_bytes(data, key) if data is not None else []
 
 
-def _open_store(locator: str, passfile: str | None) -> Store | None:
+def open_store(locator: str, passfile: str | None) -> Store | None:
     """The store, logged in with the submission's passwords; None (reason printed) if not.
 
     The login is checked here, before anything runs: a task that cannot write its records
@@ -220,6 +220,10 @@ def _open_store(locator: str, passfile: str | None) -> Store | None:
         print(message, file=sys.stderr)
         return None
     return store
+
+
+# The SLURM retry and wave jobs imported it under its old private name.
+_open_store = open_store
 
 
 def _install_timeout(limit: float, running: list[str]) -> None:
