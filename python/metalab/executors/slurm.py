@@ -122,15 +122,19 @@ class SlurmExecutor(Executor):
         plan, store = job.plan, job.store
         # Fitted to the site before anything is written or submitted: a submission that
         # cannot fit raises SlurmConfigError here.
-        names = [] if self.config.uses_default_partition else self.config.partition.split(",")
-        limits = slurm_limits.discover_for(names)
-        queued = slurm_limits.queued_for(limits)
+        # (A resubmission with nothing to do asks the cluster nothing: it stays instant.)
+        limits, queued, run_s = SiteLimits(), None, None
+        if job.task_indices:
+            names = [] if self.config.uses_default_partition else self.config.partition.split(",")
+            limits = slurm_limits.discover_for(names)
+            queued = slurm_limits.queued_for(limits)
+            run_s = measured_run_seconds(store, plan, job.task_indices)
         layout = plan_layout(
             len(job.task_indices),
             self.config,
             limits,
             queued=queued,
-            run_seconds=measured_run_seconds(store, plan, job.task_indices),
+            run_seconds=run_s,
             followers=1 if self.config.retries else 0,
         )
         config = layout.config(self.config)
@@ -224,7 +228,7 @@ class SlurmExecutor(Executor):
         """
         submission = _new_submission_id()
         prepared = self._prepare(job, submission)
-        for note in prepared.layout.notes:
+        for note in prepared.layout.notes if prepared.shards else ():
             print(f"metalab SLURM: {note}", file=sys.stderr)  # said once, at submission
         store = job.store
         if not prepared.identity and prepared.shards:
