@@ -272,7 +272,7 @@ class FileStore(FileBundles, Store):
     def load_columns(
         self, experiment_id: str | None = None, run_ids: Iterable[str] | None = None
     ) -> tuple[dict[str, Any], list[LoadProblem]]:
-        """Read records as columns in one parallel Rust call (see ``metalab.columnar``).
+        """Read records as columns in one parallel Rust call (see ``metalab.column_table``).
 
         Corrupt records are reported like :meth:`load_records` does, and lose their done
         marker so resume re-runs them. A done marker without its record is reported too
