@@ -25,7 +25,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import subprocess
 from collections.abc import Sequence
 from types import FrameType
 from typing import TYPE_CHECKING
@@ -70,6 +69,8 @@ def _job_fields() -> dict[str, str]:
     job = os.environ.get("SLURM_JOB_ID")
     if not job:
         return {}
+    import subprocess  # only when a signal came: array tasks start without it (~10 ms)
+
     try:
         done = subprocess.run(
             ["scontrol", "show", "job", "-o", job],
