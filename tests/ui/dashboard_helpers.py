@@ -180,3 +180,25 @@ def gated_experiment() -> metalab.Experiment:
         params=metalab.grid(k=[1, 2]),
         seeds=metalab.seeds(base=1, replicates=1),
     )
+
+
+HOSTILE = "<img src=x onerror=\"document.title='pwned'\">"  # markup in a param and a log
+
+
+@metalab.operation
+def hostile_op(params: dict[str, Any], capture: Any) -> None:
+    """Echo a param holding markup into a metric name's neighbour, the log and an error."""
+    capture.log(f"label is {params['label']}")
+    capture.metric("size", len(params["label"]))
+
+
+def hostile_experiment() -> metalab.Experiment:
+    """One run whose string param is HTML markup."""
+    return metalab.Experiment(
+        name="hostile",
+        version="1",
+        context={},
+        operation=hostile_op,
+        params=metalab.manual([{"label": HOSTILE}]),
+        seeds=metalab.seeds(base=1, replicates=1),
+    )

@@ -206,3 +206,22 @@ def test_compare_two_runs_from_the_table_highlights_differences(page: Page) -> N
     assert {"params.n_samples", "record.status", "record.replicate"} <= set(differing)
     assert "record.experiment_id" not in differing
     page.done("compare")
+
+
+def test_markup_in_params_and_logs_is_shown_as_text(driver: Any, tmp_path: Path) -> None:
+    from dashboard_helpers import HOSTILE, hostile_experiment
+
+    store = tmp_path / "hostile"
+    [run] = metalab.run(hostile_experiment(), store=store, progress=False).result()
+    with Server(store) as server:
+        page = Page(driver, server)
+        page.visit("/experiment?experiment=hostile:1")
+        page.wait(lambda d: page.text("#run-count") == "1")
+        assert HOSTILE in page.text("#runs-table tbody")
+        assert page.count("#runs-table img") == 0
+        page.visit(f"/run/{run.run_id}")
+        page.wait(lambda d: "label is" in page.text("#log"))
+        assert f"label is {HOSTILE}" in page.text("#log")
+        assert page.count("main img") == 0  # no figure: nothing may have become an image
+        assert driver.title != "pwned"
+        page.done("hostile")
