@@ -193,3 +193,55 @@ def test_a_malformed_password_file_names_itself(tmp_path: Path) -> None:
         read_passfile(path)
     assert info.value.path == str(path)
     assert "line 1" in str(info.value)
+
+
+def _raise_slurm_error() -> None:
+    from metalab.errors import SlurmError
+
+    raise SlurmError("sbatch refused", command=("sbatch",), exit_code=1, stderr="no partition")
+
+
+CONTEXT_ERRORS = [
+    ("SlurmError", {"command": ("sbatch", "-p", "x"), "exit_code": 1, "stderr": "e"}),
+    ("WorkerCrashedError", {"run_id": "ab" * 32, "exit_code": -9}),
+    ("StoreError", {"locator": "file:///s", "path": "/s/runs/ab/x.json"}),
+    ("CorruptRecordError", {"path": "/s/runs/ab/x.json"}),
+    ("UnsafeNameError", {"name": "../x"}),
+    ("RunTimeoutError", {"run_id": "r", "timeout": 2.5}),
+    ("ResultTimeoutError", {"experiment_id": "e:1", "timeout": 0.5}),
+    ("ServiceError", {"path": "/home/u/.metalab/postgres"}),
+    ("UntrustedFileError", {"path": "/x", "owner_uid": 1000, "mode": 0o666}),
+    ("SignatureError", {"what": "spec blob 'spec-e:1.json'"}),
+]
+
+
+@pytest.mark.parametrize(("name", "fields"), CONTEXT_ERRORS)
+def test_errors_keep_their_fields_through_pickle_and_copy(
+    name: str, fields: dict[str, Any]
+) -> None:
+    import copy
+    import pickle
+
+    from metalab import errors
+
+    error = getattr(errors, name)(f"{name} happened", **fields)
+    error.add_note("and a note")
+    for twin in (pickle.loads(pickle.dumps(error)), copy.deepcopy(error), copy.copy(error)):
+        assert type(twin) is type(error)
+        assert str(twin) == str(error) and twin.args == error.args
+        assert {key: getattr(twin, key) for key in fields} == fields
+        assert twin.__notes__ == ["and a note"]
+
+
+def test_a_process_pool_hands_back_the_error_with_its_fields() -> None:
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from metalab.errors import SlurmError
+
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        future = pool.submit(_raise_slurm_error)
+        with pytest.raises(SlurmError) as info:
+            future.result(timeout=60)
+    assert info.value.exit_code == 1 and info.value.stderr == "no partition"
+    assert info.value.command == ("sbatch",)

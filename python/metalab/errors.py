@@ -46,6 +46,8 @@ message always repeats them, so printing an error loses nothing.
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "CaptureError",
     "ContextError",
@@ -75,6 +77,18 @@ __all__ = [
 
 class MetalabError(Exception):
     """Base class of every error raised by metalab."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Context fields are keyword-only, which Exception's default reduction (calling
+        # ``cls(*args)``) cannot pass: copy, deepcopy and pickle (process pools) would
+        # fail or drop them. Rebuild without __init__, then restore args and fields.
+        return (_rebuild, (type(self), self.args), self.__dict__)
+
+
+def _rebuild(cls: type[MetalabError], args: tuple[Any, ...]) -> MetalabError:
+    error = cls.__new__(cls, *args)
+    error.args = args  # OSError's __new__ (TimeoutError subclasses) leaves them to __init__
+    return error
 
 
 class EncodingError(MetalabError, ValueError):
