@@ -176,6 +176,32 @@ def test_waves_never_exceed_the_submit_limit(tmp_path: Path, qos: Any) -> None:
     assert again.status.completed == 15 and again.job_ids == handle.job_ids
 
 
+def test_cancel_in_the_first_wave_accounts_for_every_run(tmp_path: Path, qos: Any) -> None:
+    qos("tinysubmit")
+    exp = _exp("site_wave_cancel", tmp_path, 15)
+    (tmp_path / "ready").touch()
+    handle = metalab.run(
+        exp,
+        store=str(tmp_path / "store"),
+        executor=metalab.SlurmExecutor(metalab.SlurmConfig(time="10:00", memory="300M")),
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while handle.status.completed == 0 and time.monotonic() < deadline:
+            time.sleep(0.3)
+        handle.cancel()
+        assert handle._launch.wait(timeout=120)
+    finally:
+        _cancel_all(handle)
+    status = handle.status
+    # Runs of the waves never released count as cancelled, like the queued ones.
+    assert status.completed >= 1 and status.failed == 0 and status.pending == 0
+    assert status.completed + status.cancelled == 15
+    assert not [n for n in _queued_names() if "site_wave_cancel" in n]
+    executions = _executions(tmp_path)
+    assert set(executions) <= {1} and len(executions) >= status.completed
+
+
 def test_auto_packing_from_measured_runs(tmp_path: Path, qos: Any) -> None:
     qos("smallsubmit")
     exp = _exp("site_auto", tmp_path, 400)

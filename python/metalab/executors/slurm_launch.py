@@ -289,7 +289,8 @@ class SlurmLaunch(Launch):
         """Running runs (from squeue, throttled) and runs cancelled with the submission."""
         self.poll()
         with self._lock:
-            return LaunchCounts(running=self._running, cancelled=self._cancelled_runs)
+            cancelled = self._cancelled_runs + (self._wave.cancelled() if self._wave else 0)
+            return LaunchCounts(running=self._running, cancelled=cancelled)
 
     def wait(self, timeout: float | None = None) -> bool:
         """Poll until no array task of ours is queued (or ``timeout``); True when finished."""

@@ -174,6 +174,7 @@ class WaveFollower:
         self._waiting = True
         self.unreleased = 0
         """Runs the wave job never submitted (it failed or the submission was cancelled)."""
+        self._cancelled_unreleased = 0
 
     @property
     def job_ids(self) -> list[str]:
@@ -217,6 +218,7 @@ class WaveFollower:
         rest = decode_task_list(data) if data is not None else []
         self.unreleased = len(rest)
         if cancelled or launch.store.get_blob(_cancelled_key(launch.submission)) is not None:
+            self._cancelled_unreleased = len(rest)
             return
         why = error or "it ended without a word (killed? see its log wave.out)"
         for index in rest:
@@ -230,12 +232,31 @@ class WaveFollower:
             )
             persist(launch.store, record)
 
+    def cancelled(self) -> int:
+        """Runs of the next waves cancelled with the submission (submitted or not)."""
+        if self.child is not None:
+            return self.child.counts().cancelled
+        return self._cancelled_unreleased
+
     def running(self) -> int:
         """Runs executing in the next waves."""
         return self.child.counts().running if self.child is not None else 0
 
     def cancel(self) -> None:
-        """Mark the next waves cancelled (the caller scancels :attr:`job_ids`)."""
+        """Cancel the next waves; the caller scancels :attr:`job_ids` (the wave job too).
+
+        A wave job that already ran may have submitted the next wave without this launch
+        having looked yet: its blob is read now so that wave is cancelled as well.
+        """
+        if self.child is None and self._waiting:
+            from metalab.executors.slurm_launch import reattach
+
+            raw = self.launch.store.get_blob(next_key(self.launch.submission))
+            info = json.loads(raw) if raw else {}
+            if info.get("launch"):
+                pointer = {"experiment_id": self.launch.plan.experiment_id, **info["launch"]}
+                self.child = reattach(pointer, self.launch.store, self.launch.plan)
+                self._waiting = False
         if self.child is not None:
             self.child.cancel()
 
@@ -262,8 +283,10 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _launch_rest(store: Store, plan: RunPlan, settings: dict[str, Any], rest: list[int]) -> Any:
-    """Submit ``rest``, waiting while the submit limit leaves no room; the launch info."""
+def _launch_rest(
+    store: Store, plan: RunPlan, settings: dict[str, Any], rest: list[int]
+) -> SlurmLaunch:
+    """Submit ``rest``, waiting while the submit limit leaves no room."""
     from metalab.executors.base import Job
     from metalab.executors.slurm import SlurmExecutor
     from metalab.spec import derived_from_bytes
@@ -276,8 +299,7 @@ def _launch_rest(store: Store, plan: RunPlan, settings: dict[str, Any], rest: li
     pause = 10.0
     while True:
         try:
-            launch = executor.launch(Job(plan, store, rest, derived, settings.get("timeout")))
-            return launch.reconnect_info
+            return executor.launch(Job(plan, store, rest, derived, settings.get("timeout")))
         except (SlurmConfigError, SlurmError) as exc:
             # Other jobs of the user fill the limit (seen by the layout, or by sbatch when
             # they were submitted meanwhile: launch cancelled what it had submitted).
@@ -315,8 +337,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         plan = load_plan(store, args.experiment)
         rest = [int(t) for t in decode_task_list(data)]
-        out = {"launch": _launch_rest(store, plan, json.loads(raw), rest)}
-        print(f"{_MODULE}: submitted {len(rest)} run(s) of {args.submission}: {out['launch']}")
+        launch = _launch_rest(store, plan, json.loads(raw), rest)
+        out = {"launch": launch.reconnect_info}
+        if store.get_blob(_cancelled_key(args.submission)) is not None:
+            # Cancelled while this job was submitting: take the new wave back at once.
+            launch.cancel()
+            out["cancelled"] = True
+        print(f"{_MODULE}: submitted {len(rest)} run(s) of {args.submission} as {launch.job_ids}")
     except (SlurmError, SlurmConfigError) as exc:
         out = {"error": str(exc)}
         print(f"{_MODULE}: the next wave of {args.submission} failed: {exc}", file=sys.stderr)
