@@ -262,6 +262,9 @@ def test_pages_are_served_and_plotly_comes_from_the_python_package(server: Serve
         status, body, _ = server.get(path, **params)
         assert status == 200 and b"/static/app.js" in body
     assert json.loads(server.get("/api/experiments")[1])["experiments"]
+    schema = server.json("/api/openapi.json")
+    assert {"/api/runs", "/api/plot", "/api/compare"} <= set(schema["paths"])
+    assert server.get("/docs")[0] == 404 and server.get("/api/docs")[0] == 404  # CDN-backed
 
 
 @pytest.mark.postgres

@@ -54,7 +54,14 @@ def create_app(data: StoreData, store_name: str, token: str | None = None) -> Fa
         store_name: how pages name the store (a password-free locator).
         token: required on every request when set (see :mod:`metalab.ui.auth`).
     """
-    app = FastAPI(title="metalab dashboard", docs_url="/api/docs", redoc_url=None)
+    # No /docs page: FastAPI's Swagger UI loads its JavaScript from a CDN. The OpenAPI
+    # schema is served; docs/dashboard.md is the reference.
+    app = FastAPI(
+        title="metalab dashboard",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url="/api/openapi.json",
+    )
     app.state.data = data
     app.state.store_name = store_name
     app.middleware("http")(TokenGuard(token))
