@@ -225,3 +225,19 @@ def test_markup_in_params_and_logs_is_shown_as_text(driver: Any, tmp_path: Path)
         assert page.count("main img") == 0  # no figure: nothing may have become an image
         assert driver.title != "pwned"
         page.done("hostile")
+
+
+def test_token_once_in_the_url_lets_the_pages_call_the_api(driver: Any, pi_store: Path) -> None:
+    token = "browser-token-123"
+    with Server(pi_store, token=token) as server:
+        page = Page(driver, server)
+        driver.delete_all_cookies()
+        page.visit("/")
+        assert "missing or wrong token" in driver.page_source  # no page without it
+        driver.get_log("browser")  # the refused page load's 401 is expected here
+        page.visit(f"/?token={token}")
+        page.wait(lambda d: page.count("#experiments tbody tr") == 1)  # fetches used the cookie
+        page.visit(f"/experiment?experiment={E}")
+        page.wait(lambda d: page.text("#run-count") == "12")
+        page.done("token")
+        driver.delete_all_cookies()
