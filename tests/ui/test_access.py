@@ -174,6 +174,14 @@ def test_counts_climb_while_a_sweep_is_written(tmp_path: Path) -> None:
                 break
             time.sleep(0.1)
         writer.join(timeout=30)
+        info = server.json("/api/experiment", experiment="live:1")
+        table = server.json("/api/runs", experiment="live:1", limit=1000)
+    # The table grew by merging the new runs in, and equals a full load of the store.
+    assert info["merges"] >= 1, info
+    full = metalab.load_results(store).to_dataframe()
+    got = [dict(zip(table["columns"], row, strict=True)) for row in table["rows"]]
+    assert [r["run_id"] for r in got] == full["run_id"].tolist()
+    assert [r["square"] for r in got] == full["square"].tolist()
     assert seen == sorted(seen), seen  # never goes back
     assert seen[-1] == runs and matched[-1] == runs, (seen[-5:], matched[-5:])
     climbing = {c for c in seen if 0 < c < runs}

@@ -87,6 +87,7 @@ def experiment(request: Request, experiment: Experiment) -> dict[str, Any]:
         "loaded": len(snapshot.frame),
         "loaded_at": snapshot.loaded_at,
         "load_seconds": snapshot.load_seconds,
+        "merges": snapshot.merges,
         "problems": snapshot.problems,
     }
 
