@@ -245,3 +245,23 @@ def test_a_process_pool_hands_back_the_error_with_its_fields() -> None:
             future.result(timeout=60)
     assert info.value.exit_code == 1 and info.value.stderr == "no partition"
     assert info.value.command == ("sbatch",)
+
+
+@metalab.operation
+def too_big(params: dict[str, Any], capture: Any) -> None:
+    capture.artifact("blob", b"x" * (2 << 20))  # 2 MiB on a 1 MiB file system
+
+
+@pytest.mark.parametrize("executor", ["thread", "process"])
+def test_a_full_disk_store_error_names_the_store(tmp_path: Path, executor: str) -> None:
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from small_disk import mounted_small_disk
+
+    with mounted_small_disk(tmp_path / "disk") as disk:
+        exp = metalab.Experiment("full", "1", {}, too_big, metalab.grid(x=[0]), metalab.seeds(0))
+        runner = ProcessExecutor(1) if executor == "process" else None
+        with pytest.raises(StoreError, match="No space left on device") as info:
+            metalab.run(exp, store=disk / "s", executor=runner).result(timeout=120)
+        assert info.value.locator == FileStore(disk / "s").locator

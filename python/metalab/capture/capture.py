@@ -10,6 +10,7 @@ even if the operation caught the exception, and never records it as the run's fa
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -84,8 +85,11 @@ def store_write(what: str, run_id: str, store: Located) -> Iterator[None]:
     except StoreError:
         raise
     except OSError as exc:
+        path = None if exc.filename is None else os.fsdecode(exc.filename)
         raise StoreError(
-            f"cannot write the {what} of run {run_id} to {store.locator}: {exc}"
+            f"cannot write the {what} of run {run_id} to {store.locator}: {exc}",
+            locator=store.locator,
+            path=path,
         ) from exc
 
 

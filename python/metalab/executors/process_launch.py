@@ -363,7 +363,8 @@ class ProcessLaunch(TallyingLaunch):
         else:
             error = StoreError(
                 f"worker {worker.label}, task {message.task_index}: "
-                f"{message.error_type}: {message.message}\n{message.traceback}"
+                f"{message.error_type}: {message.message}\n{message.traceback}",
+                locator=self.job.store.locator,
             )
         self._settle_current(worker)
         self.fatal(error)
