@@ -8,35 +8,21 @@ never used as a path: it must equal the path derived from the run ID and file na
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any
 
 from metalab.errors import StoreError, UnsafeNameError
 from metalab.records import ArtifactInfo
 from metalab.store import postgres_sql as Q
 from metalab.store.atomic import atomic_write
 from metalab.store.layout import NoFollowReader, check_file_name, shared_artifact_relative
-
-if TYPE_CHECKING:
-    from psycopg import sql
-
-    from metalab.store.postgres_config import PostgresConfig
+from metalab.store.postgres_conn import PostgresConnection
 
 __all__ = ["PostgresArtifacts"]
 
-T = TypeVar("T")
 
-
-class PostgresArtifacts:
-    """Artifact methods of PostgresStore (a mixin: it provides ``config``, ``_q``, ``_run``)."""
-
-    if TYPE_CHECKING:
-        config: PostgresConfig
-
-        def _q(self, text: str) -> sql.Composed: ...
-
-        def _run(self, op: Callable[[Any], T]) -> T: ...
+class PostgresArtifacts(PostgresConnection):
+    """The artifact methods of PostgresStore, over its connection."""
 
     def _artifact_path(self, run_id: str, file_name: str) -> tuple[str, Path]:
         relative = shared_artifact_relative(self.config.schema, run_id, file_name)

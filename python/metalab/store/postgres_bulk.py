@@ -8,33 +8,26 @@ so importing 100,000 runs costs a few hundred commits, not a few hundred thousan
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from metalab.errors import StoreError, UnsafeNameError
 from metalab.records import RunState
 from metalab.store import postgres_sql as Q
 from metalab.store.bundle import ArtifactBlob, RunBundle
+from metalab.store.postgres_artifacts import PostgresArtifacts
 from metalab.store.record_codec import decode_record
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
-    from psycopg import sql
-
 __all__ = ["PostgresBundles"]
 
-T = TypeVar("T")
 
-
-class PostgresBundles:
-    """Bundle methods of PostgresStore (a mixin: the store provides the rest below)."""
+class PostgresBundles(PostgresArtifacts):
+    """The bundle methods of PostgresStore (its record reads are declared below)."""
 
     if TYPE_CHECKING:
-
-        def _q(self, text: str) -> sql.Composed: ...
-
-        def _run(self, op: Callable[[Any], T]) -> T: ...
 
         def record_docs(
             self, experiment_id: str | None = None, run_ids: Iterable[str] | None = None
@@ -43,12 +36,6 @@ class PostgresBundles:
         def markers(self, run_ids: Sequence[str] | None = None) -> dict[str, str]: ...
 
         def derived_docs(self, run_ids: Sequence[str]) -> dict[str, str]: ...
-
-        def read_artifact_path(self, run_id: str, file_name: str, path: object) -> bytes | None: ...
-
-        def artifact_row(
-            self, run_id: str, file_name: str, data: bytes, *, name: str, kind: str
-        ) -> tuple[Any, ...]: ...
 
     def read_bundles(self, run_ids: Sequence[str]) -> tuple[list[RunBundle], list[str]]:
         """Return the bundles of ``run_ids`` (in that order), one query per table.
