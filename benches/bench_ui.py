@@ -12,6 +12,9 @@ socket included):
 (2) a filtered and sorted page (two conditions, sort by a metric)    target <= 500 ms
 (3) plot-builder data: score vs expr_val per gene, 2,000 x 50 points, each the mean
     and sd over 3 replicates (``metalab.plots.aggregate``)            target <= 1 s
+(4) the in-memory part of an incremental refresh (``metalab.ui.refresh``): find the
+    1,000 runs that finished since the table was loaded and merge them in (reading
+    their records comes on top: 1,000 ``load_records``).
 
 Run: ``uv run python benches/bench_ui.py [--quick] [--store DIR]`` (``--quick``: 100 x 50
 x 3 runs; ``--store``: keep the generated store there and reuse it next time).
@@ -153,7 +156,34 @@ def _stages(store: Any, experiment: str, kind: str, genes: int, values: int) -> 
             )
         )
         assert rows[-1].extra["points"] == genes * values
+        rows.append(_merge_stage(server, experiment, kind, total))
     return rows
+
+
+def _merge_stage(server: Any, experiment: str, kind: str, total: int) -> Measurement:
+    """(4) the in-memory part of an incremental refresh: 1,000 runs finished since."""
+    from metalab.records import StoredState
+    from metalab.ui.refresh import changed_runs, merge
+
+    frame = server.data.snapshot(experiment).frame
+    order = frame["run_id"].tolist()
+    fresh = frame.iloc[::300].copy()  # 1,000 rows at 300,000: the runs that "finished"
+    older = frame.drop(fresh.index)
+    states = [StoredState.DONE] * len(order)
+    seconds = []
+    for _ in range(REPEATS):
+        start = time.perf_counter()
+        changed = changed_runs(older, order, states)
+        merged = merge(older, fresh, order)
+        seconds.append(time.perf_counter() - start)
+    assert len(changed) == len(fresh) and merged["run_id"].tolist() == order
+    return Measurement(
+        f"{kind} (4) refresh: find + merge {len(fresh)} new runs",
+        total,
+        seconds,
+        peak_rss_mb(),
+        target="<< a full load",
+    )
 
 
 def _postgres_rows(big: Path, experiment: str, genes: int, values: int) -> list[Measurement]:
