@@ -11,7 +11,7 @@ socket included):
 (1) first runs-table page (50 rows, task order)                      target <= 300 ms
 (2) a filtered and sorted page (two conditions, sort by a metric)    target <= 500 ms
 (3) plot-builder data: score vs expr_val per gene, 2,000 x 50 points, each the mean
-    and sd over 3 replicates (``metalab.plots.aggregate``)            target <= 1 s
+    and sd over 3 replicates (``metalab.plot_data.aggregate``)            target <= 1 s
 (4) the in-memory part of an incremental refresh (``metalab.ui.refresh``): find the
     1,000 runs that finished since the table was loaded and merge them in (reading
     their records comes on top: 1,000 ``load_records``).

@@ -34,17 +34,7 @@ if TYPE_CHECKING:
     from metalab.records import RunRecord
     from metalab.run_view import Run
 
-__all__ = [
-    "ERRORBARS",
-    "KINDS",
-    "MAX_FIGURES",
-    "MAX_LINES",
-    "PlotSource",
-    "ResultsPlots",
-    "aggregate",
-    "resolve",
-    "series_table",
-]
+__all__ = ["PlotSource", "ResultsPlots"]
 
 
 class PlotSource(Protocol):

@@ -147,7 +147,7 @@ def plot(
     error_type: str | None = None,
     where: Where = None,
 ) -> Response:
-    """Replicate-aggregated plot data (metalab.plots.aggregate) of the filtered runs."""
+    """Replicate-aggregated plot data (metalab.plot_data.aggregate) of the filtered runs."""
     start = time.perf_counter()
     _, selected = _selected(request, experiment, status, error_type, where, None, None)
     bar = None if errorbar in ("", "none") else errorbar

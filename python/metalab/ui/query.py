@@ -4,7 +4,7 @@ Every function takes the in-memory DataFrame of a :class:`~metalab.ui.data.Snaps
 (the columns of ``Results.to_dataframe()``) and answers with plain JSON-ready values.
 Filtering is vectorised pandas (one boolean mask per condition), so a filtered and sorted
 page of 300,000 runs costs a mask, a sort of what matched and 50 rows of conversion.
-The plot data is :func:`metalab.plots.aggregate`, the same replicate aggregation
+The plot data is :func:`metalab.plot_data.aggregate`, the same replicate aggregation
 ``results.plot()`` draws.
 
 Filter conditions (``where=``, repeatable) are ``COLUMN OP VALUE`` with OP one of
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from metalab.errors import ExperimentError
-from metalab.plots import ERRORBARS, aggregate, resolve
+from metalab.plot_data import ERRORBARS, aggregate, resolve
 
 if TYPE_CHECKING:
     import pandas as pd
