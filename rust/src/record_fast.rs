@@ -234,6 +234,8 @@ struct Record {
     artifacts: Option<ArrayOf<Artifact>>,
     #[serde(default)]
     derived_errors: Option<ObjectOf<AnyStr>>,
+    #[serde(default)]
+    reason: Option<AnyStr>,
 }
 
 /// The record's kept values when it passes every check on this path; `None` when the

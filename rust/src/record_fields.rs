@@ -30,6 +30,7 @@ pub struct Fields {
     pub provenance: Option<Value>,
     pub artifacts: Option<Value>,
     pub derived_errors: Option<Value>,
+    pub reason: Option<Value>,
 }
 
 /// Where a known key's value goes.
@@ -57,6 +58,7 @@ impl Fields {
             "provenance" => |f| &mut f.provenance,
             "artifacts" => |f| &mut f.artifacts,
             "derived_errors" => |f| &mut f.derived_errors,
+            "reason" => |f| &mut f.reason,
             _ => return None,
         };
         Some(slot)

@@ -189,6 +189,13 @@ pub(crate) fn check_optional(f: &Fields) -> Result<(), String> {
     if let Some(v) = given(&f.error) {
         shape("'error'", v, &ERROR, true)?;
     }
+    // Any string is accepted: a kind this version does not know (a newer writer's) loads
+    // as no reason, so only the type is checked.
+    if let Some(v) = given(&f.reason) {
+        if !v.is_string() {
+            return Err(format!("'reason' must be a string or null, got {}", got(v)));
+        }
+    }
     if let Some(v) = given(&f.provenance) {
         shape("'provenance'", v, &PROVENANCE, true)?;
     }

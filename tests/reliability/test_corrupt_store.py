@@ -259,7 +259,7 @@ _PLACES: list[tuple[Any, ...]] = [
     for key in (
         "run_id", "experiment_id", "status", "params_fingerprint", "params", "task_index",
         "replicate", "metrics", "metric_series", "started_at", "finished_at", "duration_s",
-        "error", "provenance", "artifacts", "derived_errors", "schema",
+        "error", "provenance", "artifacts", "derived_errors", "reason", "schema",
     )
 ] + [
     ("provenance", "pid"), ("provenance", "host"), ("artifacts", 0), ("artifacts", 0, "size"),

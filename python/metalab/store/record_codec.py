@@ -311,6 +311,11 @@ def _check_optional(document: dict[str, Any]) -> None:
         raise _Invalid(f"'duration_s' must be a number or null, got {_got(duration)}")
     if present("error") is not None:
         _shape("'error'", document["error"], _ERROR, nullable=True)
+    # Any string is accepted: a kind this version does not know (a newer writer's) loads as
+    # no reason, so only the type is checked.
+    reason = present("reason")
+    if reason is not None and not isinstance(reason, str):
+        raise _Invalid(f"'reason' must be a string or null, got {_got(reason)}")
     if present("provenance") is not None:
         _shape("'provenance'", document["provenance"], _PROVENANCE, nullable=True)
     artifacts = present("artifacts")
