@@ -58,20 +58,24 @@ def _events(tmp: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
-def _release_now(task: str, tmp: Path) -> list[int]:
-    """Wait for the requeued task to be pending again, start it now (skipping its ~2 min
-    BeginTime delay); return the steps checkpointed before it ran again."""
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        state = subprocess.run(
-            ["squeue", "-h", "-j", task, "-o", "%T"], capture_output=True, text=True
-        ).stdout
-        if "PENDING" in state:
-            saved = [e["step"] for e in _events(tmp) if e["event"] == "checkpoint"]
-            subprocess.run(["scontrol", "update", f"jobid={task}", "StartTime=now"], check=True)
-            return saved
-        time.sleep(0.2)
-    raise AssertionError(f"{task} did not return to the queue after the requeue")
+def _squeue(task: str) -> str:
+    return subprocess.run(
+        ["squeue", "-h", "-j", task, "-o", "%T %r"], capture_output=True, text=True
+    ).stdout.strip()
+
+
+def _release_now(task: str, run_started: Any) -> None:
+    """Start the requeued task now instead of after its ~2 minute BeginTime delay.
+
+    Repeated while it stays pending: an update that lands while the requeue is still
+    being processed (the task COMPLETING) is overwritten by the requeue's BeginTime.
+    """
+    deadline = time.monotonic() + 150  # BeginTime passes by itself after ~120 s
+    while not run_started():
+        assert time.monotonic() < deadline, f"{task} was not started again: {_squeue(task)!r}"
+        if _squeue(task).startswith("PENDING"):
+            subprocess.run(["scontrol", "update", f"jobid={task}", "StartTime=now"], check=False)
+        time.sleep(1.0)
 
 
 def _executor() -> metalab.SlurmExecutor:
@@ -101,9 +105,17 @@ def _kill_mid_way_then_resume(tmp: Path, jobs: list[str], how: str) -> None:
         # same array task starts again by itself; nobody resubmits anything.
         task = f"{launch.job_ids[0]}_0"
         subprocess.run(["scontrol", "requeue", task], check=True)
-        saved_before = _release_now(task, tmp)
-        (done,) = handle.result(timeout=180)
-        saved = saved_before
+        _release_now(task, lambda: len([e for e in _events(tmp) if e["event"] == "start"]) > 1)
+        # The store says when the second attempt is done (the interrupted attempt's
+        # record stands until then).
+        (run_id,) = handle.run_ids
+        deadline = time.monotonic() + 180
+        while (record := FileStore(store).get_record(run_id)) is None or (
+            record.status.value != "success"
+        ):
+            assert time.monotonic() < deadline, f"the requeued task never finished: {record}"
+            time.sleep(0.3)
+        (done,) = metalab.load_results(store)
     else:
         if how == "scancel":
             subprocess.run(["scancel", launch.job_ids[0]], check=True)
@@ -112,16 +124,19 @@ def _kill_mid_way_then_resume(tmp: Path, jobs: list[str], how: str) -> None:
         first = handle.result(timeout=120)
         (killed,) = first
         assert killed.status.value in ("cancelled", "failed"), killed.status
-        saved = [e["step"] for e in _events(tmp) if e["event"] == "checkpoint"]
         again = metalab.run(exp, store=store, resume=True, executor=_executor())
         assert isinstance(again._launch, SlurmLaunch)
         jobs.extend(again._launch.job_ids)
         (done,) = again.result(timeout=120)
-    assert 4 <= saved[-1] < STEPS, saved  # killed mid-way, after a few checkpoints
     assert done.status.value == "success", done.error
     assert done.metrics["sum"] == sum(range(STEPS))
     starts = [e for e in _events(tmp) if e["event"] == "start"]
     assert len(starts) == 2 and starts[0]["execution"] != starts[1]["execution"], starts
+    first = starts[0]["execution"]
+    saved = [
+        e["step"] for e in _events(tmp) if e["event"] == "checkpoint" and e["execution"] == first
+    ]
+    assert 4 <= saved[-1] < STEPS, saved  # killed mid-way, after a few checkpoints
     # The re-execution began where the killed one had checkpointed last, not at step 0.
     assert [s["step"] for s in starts] == [0, saved[-1]], (starts, saved)
     # Checkpointed steps 1..STEPS each once: no step was computed twice to completion.
