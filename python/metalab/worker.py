@@ -202,28 +202,12 @@ def _load_derived(store: Any, key: str | None) -> list[Any]:
 def open_store(locator: str, passfile: str | None) -> Store | None:
     """The store, logged in with the submission's passwords; None (reason printed) if not.
 
-    The login is checked here, before anything runs: a task that cannot write its records
-    must say why in its log rather than run operations in vain (or, behind a
-    FallbackStore, send every record to the fallback).
+    The login is checked here, before anything runs (see
+    :mod:`metalab.executors.task_store`).
     """
-    from metalab.errors import MetalabError
-    from metalab.store import credentials
-    from metalab.store.locator import create_store
+    from metalab.executors.task_store import open_task_store
 
-    try:
-        if passfile is not None:
-            credentials.install(credentials.read_passfile(passfile))
-        store = create_store(locator)
-        credentials.verify_login(store)
-    except MetalabError as exc:
-        message = f"metalab.worker: cannot open the store, nothing was executed: {exc}"
-        print(message, file=sys.stderr)
-        return None
-    return store
-
-
-# The SLURM retry and wave jobs imported it under its old private name.
-_open_store = open_store
+    return open_task_store(locator, passfile, "metalab.worker")
 
 
 def _install_timeout(limit: float, running: list[str]) -> None:

@@ -322,7 +322,7 @@ class SlurmExecutor(Executor):
                 timeout=job.timeout,
                 derived_key=derived_key(prepared.submission) if job.derived_metrics else None,
                 job_name=job_name(job.plan.experiment.name, job.plan.run_ids),
-                log_dir=prepared.paths.log_target,
+                output=prepared.paths.wave_output,
                 passfile=str(paths.passfile) if prepared.secrets else None,
             )
         except BaseException:

@@ -7,13 +7,25 @@ bad value, instead of as an ``sbatch`` error after planning a large experiment.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from metalab.errors import SlurmConfigError
 
-__all__ = ["DEFAULT_PARTITION", "SlurmConfig", "parse_memory", "parse_time"]
+__all__ = [
+    "DEFAULT_PARTITION",
+    "EXECUTOR_NAME",
+    "SlurmConfig",
+    "config_from_json",
+    "config_to_json",
+    "parse_memory",
+    "parse_time",
+]
+
+EXECUTOR_NAME = "slurm"
+"""The SLURM executor's name in run records and manifests."""
 
 DEFAULT_PARTITION = "default"
 """Partition value meaning "let SLURM use the cluster's default" (no ``--partition``)."""
@@ -237,3 +249,24 @@ class SlurmConfig:
     def sbatch_memory(self) -> str:
         """``memory`` normalised for ``--mem`` ("16GB" -> "16G")."""
         return parse_memory(self.memory)
+
+
+def config_to_json(config: SlurmConfig) -> dict[str, Any]:
+    """The fields of ``config`` as plain JSON values (the retry and wave jobs' settings)."""
+    return dataclasses.asdict(config)
+
+
+def config_from_json(data: Any, what: str) -> SlurmConfig:
+    """Rebuild a :class:`SlurmConfig` (validated again) from :func:`config_to_json`.
+
+    Args:
+        data: the decoded JSON value.
+        what: what held it, for the error (``"retry settings"``).
+
+    Raises:
+        SlurmConfigError: ``data`` is not the fields of a SlurmConfig.
+    """
+    names = {f.name for f in dataclasses.fields(SlurmConfig)}
+    if not isinstance(data, dict) or not set(data) <= names:
+        raise SlurmConfigError(f"{what} hold no SlurmConfig fields: {data!r}")
+    return SlurmConfig(**data)

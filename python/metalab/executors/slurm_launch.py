@@ -22,6 +22,7 @@ from metalab.errors import MetalabError, StoreError, WorkerCrashedError
 from metalab.execution import failure_record, persist, worker_identity
 from metalab.executors.base import Launch, LaunchCounts
 from metalab.executors.slurm_commands import queued_tasks, scancel
+from metalab.executors.slurm_config import EXECUTOR_NAME
 from metalab.executors.slurm_paths import SubmissionPaths, last_line
 from metalab.executors.slurm_reasons import TaskEnd, reason_from_log, sacct_task_ends
 from metalab.executors.slurm_tasks import decode_task_list, encode_task_list
@@ -31,9 +32,14 @@ from metalab.plan_loading import load_plan
 from metalab.records import FailureReason, RunState, StoredState
 from metalab.store.base import Store
 
-__all__ = ["POLL_INTERVAL_S", "SlurmLaunch", "decode_task_list", "encode_task_list", "reattach"]
-
-EXECUTOR_NAME = "slurm"
+__all__ = [
+    "EXECUTOR_NAME",
+    "POLL_INTERVAL_S",
+    "SlurmLaunch",
+    "decode_task_list",
+    "encode_task_list",
+    "reattach",
+]
 POLL_INTERVAL_S = 2.0
 """Least time between two ``squeue`` calls of one launch (the controller is shared)."""
 
@@ -97,10 +103,12 @@ class SlurmLaunch(Launch):
             self._unresolved.update(range(offset, offset + count))
         self._global_of = {job: offset for job, offset, _count in shards}
         self.paths = SubmissionPaths.of(store, submission, submit_dir)
-        self._retry = RetryFollower(self, retry_job) if retry_job else None
+        # The followers reattach the launches their jobs submitted through ``reattach``
+        # (handed in: they sit below this module).
+        self._retry = RetryFollower(self, retry_job, reattach) if retry_job else None
         if retry_job:
             self._global_of[retry_job] = RetryFollower.TASK  # seen by the same squeue call
-        self._wave = WaveFollower(self, wave_job) if wave_job else None
+        self._wave = WaveFollower(self, wave_job, reattach) if wave_job else None
         if wave_job:
             self._global_of[wave_job] = WaveFollower.TASK
 

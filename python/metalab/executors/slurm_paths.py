@@ -121,6 +121,12 @@ class SubmissionPaths:
         target = self.log_target
         return None if target is None else os.path.join(target, "retry.out")
 
+    @property
+    def wave_output(self) -> str | None:
+        """The ``--output`` of the submission's wave job (``wave.out`` beside the logs)."""
+        target = self.log_target
+        return None if target is None else os.path.join(target, "wave.out")
+
     def log_path(self, shard_number: int, job_id: str, array_index: int) -> Path | None:
         """Where the log of one array task lands (through the alias, if any)."""
         if self.log_dir is not None:

@@ -4,47 +4,39 @@ When :func:`metalab.executors.slurm_layout.plan_layout` cuts a submission into w
 :meth:`SlurmExecutor.launch` submits the first wave's arrays and then one small **wave
 job** (a one-task array, so that the launch's one ``squeue`` per poll sees it) with
 ``--dependency=afterany:<the wave's arrays>``. When they have ended it runs ``python -m
-metalab.executors.slurm_waves``, which:
-
-1. reads the submission's wave settings (blob ``slurm-<submission>-waves``: the config,
-   interpreter, timeout, derived-metric key) and the runs not yet submitted (blob
-   ``slurm-<submission>-rest``, little-endian uint32 task indices);
-2. submits them through :class:`~metalab.executors.slurm.SlurmExecutor` — laid out again
-   against the limits and the queue as they are now, so the next wave brings its own wave
-   job when more remain; while the submit limit leaves no room (the user queued other
-   jobs meanwhile) it waits and tries again, up to :data:`WAIT_FOR_ROOM_S`;
-3. writes the new submission's launch info to blob ``slurm-<submission>-next``, which a
-   watching (or later reconnected) launch follows (:class:`WaveFollower`).
+metalab.executors.slurm_wave_job`` (:mod:`metalab.executors.slurm_wave_job`), which submits
+the runs not yet submitted — laid out again against the limits and the queue as they are
+then, so the next wave brings its own wave job — and writes the new submission's launch
+info to blob ``slurm-<submission>-next``, which a watching (or later reconnected) launch
+follows (:class:`WaveFollower`).
 
 No process has to stay alive between waves, and the limit holds at every moment: a wave
 leaves room for its wave job (see ``slurm_layout.WAVE_RESERVE``). Nothing is submitted
-after the submission was cancelled.
+after the submission was cancelled. This module is what the submitting side needs: the
+wave job's settings, script and submission, and the follower.
 """
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import json
-import os
 import shlex
-import sys
-import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from metalab.errors import SlurmConfigError, SlurmError
-from metalab.executors.slurm_config import SlurmConfig
+from metalab.executors.slurm_config import EXECUTOR_NAME, SlurmConfig, config_to_json
+from metalab.executors.slurm_paths import SubmissionPaths
+from metalab.executors.slurm_tasks import decode_task_list, encode_task_list
+from metalab.keys import slurm_cancelled_key, slurm_next_key, slurm_rest_key, slurm_waves_key
 
 if TYPE_CHECKING:
     from metalab.executors.slurm_launch import SlurmLaunch
-    from metalab.executors.slurm_paths import SubmissionPaths
     from metalab.plan import RunPlan
     from metalab.store.base import Store
 
+    Reattach = Callable[[dict[str, Any], Store, RunPlan], SlurmLaunch]
+
 __all__ = [
     "WaveFollower",
-    "main",
     "next_key",
     "rest_key",
     "submit_wave_job",
@@ -56,24 +48,12 @@ __all__ = [
 WAVE_JOB_TIME = "20:00"
 """Walltime of a wave job (it reads the store, lays out the rest and calls sbatch)."""
 WAVE_JOB_MEMORY = "1G"
-WAIT_FOR_ROOM_S = 600.0
-"""How long a wave job waits for room under the submit limit before it gives up."""
-_MODULE = "metalab.executors.slurm_waves"
+_MODULE = "metalab.executors.slurm_wave_job"
 
-
-def waves_key(submission: str) -> str:
-    """Blob key of a submission's wave settings (JSON)."""
-    return f"slurm-{submission}-waves"
-
-
-def rest_key(submission: str) -> str:
-    """Blob key of the task indices a submission's wave job submits (uint32 LE)."""
-    return f"slurm-{submission}-rest"
-
-
-def next_key(submission: str) -> str:
-    """Blob key of the launch info of the submission its wave job made (JSON)."""
-    return f"slurm-{submission}-next"
+# The blob keys of a submission's waves (one rule for every SLURM key: metalab.keys).
+waves_key = slurm_waves_key
+rest_key = slurm_rest_key
+next_key = slurm_next_key
 
 
 def wave_script(config: SlurmConfig, *, python: str, argv: Sequence[str], name: str) -> str:
@@ -104,8 +84,6 @@ def wave_script(config: SlurmConfig, *, python: str, argv: Sequence[str], name: 
 
 def wave_paths(store: Store, submission: str, submit_dir: str | None = None) -> SubmissionPaths:
     """The wave job's private files (its own password file; logs go with the arrays')."""
-    from metalab.executors.slurm_paths import SubmissionPaths
-
     return SubmissionPaths(f"{submission}-wave", None, submit_dir)
 
 
@@ -121,7 +99,7 @@ def submit_wave_job(
     timeout: float | None,
     derived_key: str | None,
     job_name: str,
-    log_dir: str | None,
+    output: str | None,
     passfile: str | None,
 ) -> str:
     """Save what the wave job needs and submit it after ``after``; return its job id.
@@ -130,11 +108,10 @@ def submit_wave_job(
         SlurmError: sbatch refused the wave job (the caller cancels the wave's arrays).
     """
     from metalab.executors.slurm_commands import command_error, run_tool
-    from metalab.executors.slurm_launch import encode_task_list
 
     settings = {
         "experiment_id": plan.experiment_id,
-        "config": dataclasses.asdict(config),
+        "config": config_to_json(config),
         "python": python,
         "timeout": timeout,
         "derived_key": derived_key,
@@ -148,8 +125,8 @@ def submit_wave_job(
     script = wave_script(config, python=python, argv=argv, name=f"{job_name}-wave")
     sbatch = ["sbatch", "--parsable", "--array=0", "--kill-on-invalid-dep=no"]
     sbatch.append("--dependency=afterany:" + ":".join(after))
-    if log_dir is not None:
-        sbatch.append(f"--output={os.path.join(log_dir, 'wave.out')}")
+    if output is not None:
+        sbatch.append(f"--output={output}")
     done = run_tool(sbatch, stdin=script)
     if done.returncode != 0:
         raise command_error(f"sbatch refused the wave job of {submission}", done)
@@ -162,14 +139,17 @@ class WaveFollower:
     Args:
         launch: the launch whose wave job this is.
         job_id: the wave job's id.
+        reattach: rebuilds a launch from the launch info the wave job wrote
+            (``slurm_launch.reattach``, handed in so that this module does not import it).
     """
 
     TASK = -2
     """Key of the wave job in the launch's ``squeue`` answer (a one-task array)."""
 
-    def __init__(self, launch: SlurmLaunch, job_id: str) -> None:
+    def __init__(self, launch: SlurmLaunch, job_id: str, reattach: Reattach) -> None:
         self.launch = launch
         self.job_id = job_id
+        self._reattach = reattach
         self.child: SlurmLaunch | None = None
         self._waiting = True
         self.unreleased = 0
@@ -187,8 +167,6 @@ class WaveFollower:
         Args:
             queued: whether the wave job was in the launch's latest ``squeue`` answer.
         """
-        from metalab.executors.slurm_launch import reattach
-
         launch = self.launch
         if self._waiting:
             if queued:
@@ -199,7 +177,7 @@ class WaveFollower:
             info = json.loads(raw) if raw else {}
             if info.get("launch"):
                 pointer = {"experiment_id": launch.plan.experiment_id, **info["launch"]}
-                self.child = reattach(pointer, launch.store, launch.plan)
+                self.child = self._reattach(pointer, launch.store, launch.plan)
             else:
                 self._unreleased(info.get("error"), bool(info.get("cancelled")))
         if self.child is None:
@@ -211,13 +189,12 @@ class WaveFollower:
         """Runs the wave job did not submit: failure records, unless cancelled."""
         from metalab.errors import WorkerCrashedError
         from metalab.execution import failure_record, persist, worker_identity
-        from metalab.executors.slurm_launch import EXECUTOR_NAME, decode_task_list
 
         launch = self.launch
         data = launch.store.get_blob(rest_key(launch.submission))
         rest = decode_task_list(data) if data is not None else []
         self.unreleased = len(rest)
-        if cancelled or launch.store.get_blob(_cancelled_key(launch.submission)) is not None:
+        if cancelled or launch.store.get_blob(slurm_cancelled_key(launch.submission)) is not None:
             self._cancelled_unreleased = len(rest)
             return
         why = error or "it ended without a word (killed? see its log wave.out)"
@@ -249,112 +226,11 @@ class WaveFollower:
         having looked yet: its blob is read now so that wave is cancelled as well.
         """
         if self.child is None and self._waiting:
-            from metalab.executors.slurm_launch import reattach
-
             raw = self.launch.store.get_blob(next_key(self.launch.submission))
             info = json.loads(raw) if raw else {}
             if info.get("launch"):
                 pointer = {"experiment_id": self.launch.plan.experiment_id, **info["launch"]}
-                self.child = reattach(pointer, self.launch.store, self.launch.plan)
+                self.child = self._reattach(pointer, self.launch.store, self.launch.plan)
                 self._waiting = False
         if self.child is not None:
             self.child.cancel()
-
-
-def _cancelled_key(submission: str) -> str:
-    from metalab.keys import slurm_cancelled_key
-
-    return slurm_cancelled_key(submission)
-
-
-def _config_from_json(data: Any) -> SlurmConfig:
-    names = {f.name for f in dataclasses.fields(SlurmConfig)}
-    if not isinstance(data, dict) or not set(data) <= names:
-        raise SlurmConfigError(f"wave settings hold no SlurmConfig fields: {data!r}")
-    return SlurmConfig(**data)
-
-
-def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog=f"python -m {_MODULE}", description=__doc__)
-    parser.add_argument("--store", required=True, help="store locator")
-    parser.add_argument("--experiment", required=True, help="experiment id name:version")
-    parser.add_argument("--submission", required=True, help="submission whose next wave to submit")
-    parser.add_argument("--passfile", default=None, help="password file of the store's logins")
-    return parser.parse_args(argv)
-
-
-def _launch_rest(
-    store: Store, plan: RunPlan, settings: dict[str, Any], rest: list[int]
-) -> SlurmLaunch:
-    """Submit ``rest``, waiting while the submit limit leaves no room."""
-    from metalab.executors.base import Job
-    from metalab.executors.slurm import SlurmExecutor
-    from metalab.spec import derived_from_bytes
-
-    key = settings.get("derived_key")
-    blob = store.get_blob(key) if key else None
-    derived = derived_from_bytes(blob, key) if key and blob is not None else []
-    executor = SlurmExecutor(_config_from_json(settings["config"]), python=settings["python"])
-    deadline = time.monotonic() + WAIT_FOR_ROOM_S
-    pause = 10.0
-    while True:
-        try:
-            return executor.launch(Job(plan, store, rest, derived, settings.get("timeout")))
-        except (SlurmConfigError, SlurmError) as exc:
-            # Other jobs of the user fill the limit (seen by the layout, or by sbatch when
-            # they were submitted meanwhile: launch cancelled what it had submitted).
-            full = "no room" in str(exc) or "MaxSubmitJob" in str(exc)
-            if not full or time.monotonic() + pause > deadline:
-                raise
-            print(f"{_MODULE}: {exc}; trying again in {pause:.0f}s", flush=True)
-        time.sleep(pause)
-        pause = min(pause * 2, 120.0)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Submit one submission's next wave; return the exit status."""
-    args = _parse(argv)
-    from metalab.executors.slurm_launch import decode_task_list
-    from metalab.plan_loading import load_plan
-    from metalab.worker import _open_store
-
-    store = _open_store(args.store, args.passfile)
-    if store is None:
-        return 2
-    out: dict[str, Any] = {}
-    try:
-        if store.get_blob(_cancelled_key(args.submission)) is not None:
-            out = {"cancelled": True}
-            print(f"{_MODULE}: {args.submission} was cancelled: no further wave is submitted")
-            return 0
-        raw, data = (
-            store.get_blob(waves_key(args.submission)),
-            store.get_blob(rest_key(args.submission)),
-        )
-        if raw is None or data is None:
-            out = {"error": f"no wave settings for {args.submission} in {store.locator}"}
-            print(f"{_MODULE}: {out['error']}", file=sys.stderr)
-            return 2
-        plan = load_plan(store, args.experiment)
-        rest = [int(t) for t in decode_task_list(data)]
-        launch = _launch_rest(store, plan, json.loads(raw), rest)
-        out = {"launch": launch.reconnect_info}
-        if store.get_blob(_cancelled_key(args.submission)) is not None:
-            # Cancelled while this job was submitting: take the new wave back at once.
-            launch.cancel()
-            out["cancelled"] = True
-        print(f"{_MODULE}: submitted {len(rest)} run(s) of {args.submission} as {launch.job_ids}")
-    except (SlurmError, SlurmConfigError) as exc:
-        out = {"error": str(exc)}
-        print(f"{_MODULE}: the next wave of {args.submission} failed: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        # Written last and always: a watching launch reads it once this job left the queue.
-        store.put_blob(next_key(args.submission), json.dumps(out).encode())
-        store.close()
-        wave_paths(store, args.submission).release()
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
