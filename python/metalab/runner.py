@@ -135,6 +135,8 @@ def run(
     if display is not None:
         display.start(plan.total, skipped)
     job = Job(plan, target, todo, fns, timeout, _progress_callback(display))
+    # Runs done before are re-executed on purpose here: their claims must not refuse them.
+    job.redo_done = not resume or rerun == "stale"
     launch = runner.launch(job)
     pointer = {
         "experiment_id": exp.experiment_id,

@@ -11,12 +11,15 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from metalab.execution import DerivedFn
 from metalab.plan import RunPlan
-from metalab.records import RunRecord, RunState
+from metalab.records import RunRecord, RunState, StoredState
 from metalab.store.base import Store
+
+if TYPE_CHECKING:
+    from metalab.executors.claimed import ClaimedTasks
 
 __all__ = ["Executor", "Job", "Launch", "LaunchCounts", "TallyingLaunch"]
 
@@ -31,6 +34,10 @@ class Job:
     derived_metrics: Sequence[DerivedFn] = ()
     timeout: float | None = None
     on_record: Callable[[RunRecord], None] | None = None
+    redo_done: bool = False
+    """True when runs already done are executed again (``resume=False``,
+    ``rerun="stale"``); otherwise a run claimed here after another launch finished it
+    is not executed again."""
 
 
 @dataclass
@@ -41,6 +48,8 @@ class LaunchCounts:
     succeeded: int = 0
     failed: int = 0
     cancelled: int = 0
+    elsewhere: int = 0
+    """Runs claimed by another launch of the experiment: executing there, waited for."""
 
 
 class Launch(ABC):
@@ -109,10 +118,37 @@ class TallyingLaunch(Launch):
     _finished: threading.Event = field(default_factory=threading.Event)
     _cancelled: threading.Event = field(default_factory=threading.Event)
     errors: list[BaseException] = field(default_factory=list)
+    claims: ClaimedTasks | None = None
 
     def counts(self) -> LaunchCounts:
         with self._lock:
-            return LaunchCounts(**vars(self._counts))
+            counts = LaunchCounts(**vars(self._counts))
+        if self.claims is not None:
+            counts.elsewhere = self.claims.deferred
+        return counts
+
+    def claimed_tasks(self) -> ClaimedTasks:
+        """The launch's tasks behind claims (made on first use; see ``claimed.py``)."""
+        if self.claims is None:
+            from metalab.executors.claimed import ClaimedTasks
+
+            job = self.job
+            self.claims = ClaimedTasks(job, self.landed)
+        return self.claims
+
+    def landed(self, task_index: int, state: StoredState) -> None:
+        """Count a run another launch executed (it held the claim) as finished."""
+        from metalab.execution import base_record
+
+        status = RunState.SUCCESS if state is StoredState.DONE else RunState.FAILED
+        with self._lock:
+            if status is RunState.SUCCESS:
+                self._counts.succeeded += 1
+            else:
+                self._counts.failed += 1
+        if self.job.on_record is not None:
+            plan = self.job.plan
+            self.job.on_record(base_record(plan, plan.task(task_index), status))
 
     def started(self) -> None:
         """Count one task as running."""

@@ -85,7 +85,9 @@ class ProcessLaunch(TallyingLaunch):
         self._ctx: Any = multiprocessing.get_context(executor.mp_context)
         self._hide_main = executor.mp_context != "fork"
         self._timeout = job.timeout if job.timeout is not None else executor.timeout
-        self._queue: collections.deque[int] = collections.deque(job.task_indices)
+        # Tasks whose runs this launch has claimed (claimed.py), ready for a worker.
+        self._queue: collections.deque[int] = collections.deque()
+        self._claims = self.claimed_tasks()
         total = len(job.task_indices)
         self._workers: list[WorkerState] = []
         self._target = min(executor.max_workers, max(total, 1))
@@ -122,7 +124,7 @@ class ProcessLaunch(TallyingLaunch):
     def begin(self) -> None:
         """Serialise the experiment, start the first workers and the dispatcher thread."""
         job = self.job
-        if not self._queue:
+        if not job.task_indices:
             self.mark_finished()
             return
         spec = experiment_to_spec(job.plan.experiment)
@@ -188,10 +190,11 @@ class ProcessLaunch(TallyingLaunch):
                 worker.process.kill()
                 worker.process.join(timeout=5)
         self._workers.clear()
-        leftover = len(self._queue)
+        leftover = len(self._queue) + self._claims.drain()
         self._queue.clear()
         if leftover:
             self.skipped_by_cancel(leftover)
+        self._claims.close()  # what a stopped launch still held
         _LIVE.discard(self)
         self.mark_finished()
 
@@ -203,9 +206,11 @@ class ProcessLaunch(TallyingLaunch):
             if self._cancel_requests > 1 and not self._force_handled:
                 self._force_cancel()
             if not self.is_cancelled:
+                held = sum(len(w.outstanding) for w in self._workers) + len(self._queue)
+                self._queue.extend(self._claims.take_many(self._chunk * self._target - held))
                 self._feed()
             busy = [w for w in self._workers if w.outstanding or w.phase.stopping]
-            if not busy and (not self._queue or self.is_cancelled):
+            if not busy and ((not self._queue and self._claims.exhausted) or self.is_cancelled):
                 return
             waitables: list[Any] = [self._wake_r]
             for worker in self._workers:
@@ -224,15 +229,17 @@ class ProcessLaunch(TallyingLaunch):
             self._enforce_timeout()
 
     def _wait_time(self) -> float | None:
+        polling = None if self.is_cancelled else self._claims.next_poll_in()
         if self._timeout is None:
-            return None
+            return polling
         now = time.monotonic()
         deadlines = [
             w.running_since + self._timeout
             for w in self._workers
             if w.outstanding and w.running_since is not None
         ]
-        return max(min(deadlines) - now, 0.0) if deadlines else None
+        limit = max(min(deadlines) - now, 0.0) if deadlines else None
+        return min((t for t in (polling, limit) if t is not None), default=None)
 
     def _feed(self) -> None:
         while len(self._workers) < self._target and self._queue:
@@ -279,7 +286,7 @@ class ProcessLaunch(TallyingLaunch):
     # -- cancelling ---------------------------------------------------------------------
     def _handle_cancel(self) -> None:
         self._cancel_handled = True
-        dropped = len(self._queue)
+        dropped = len(self._queue) + self._claims.drain()
         self._queue.clear()
         if dropped:
             self.skipped_by_cancel(dropped)
@@ -340,6 +347,7 @@ class ProcessLaunch(TallyingLaunch):
             worker.outstanding.popleft()
         self._settle_current(worker)
         record = self._summary(done)
+        self._claims.done(done.task_index)
         if worker.outstanding and not worker.phase.stopping:
             self._begin_next(worker)
         self.finished(record)
@@ -437,6 +445,7 @@ class ProcessLaunch(TallyingLaunch):
             )
         self._settle_current(worker)
         record = self._fail(task_index, reason, worker, state)
+        self._claims.done(task_index)
         if rest:
             if self.is_cancelled:
                 self.skipped_by_cancel(len(rest))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+import time
 
 from metalab.capture import output
 from metalab.errors import ExecutorError
@@ -44,20 +45,34 @@ class ThreadExecutor(Executor):
                 f"{job.timeout!r}; use ProcessExecutor(timeout=...) instead"
             )
         launch = TallyingLaunch(job)
-        queue = iter(job.task_indices)
+        # Each task is handed out once this launch holds its run's claim (another launch
+        # of the same experiment may be executing it: then it is waited for).
+        queue = launch.claimed_tasks()
         lock = threading.Lock()
         remaining = [min(self.max_workers, max(1, len(job.task_indices)))]
 
         def next_task() -> int | None:
-            with lock:
-                if launch.is_cancelled:
-                    return None
-                return next(queue, None)
+            while not launch.is_cancelled:
+                task_index = queue.take(block=False)
+                if task_index is not None or queue.exhausted:
+                    return task_index
+                # Only runs executing in another launch are left: look again soon.
+                time.sleep(queue.next_poll_in() or 0.05)
+            return None
 
         def worker(number: int) -> None:
             worker_id = worker_identity(f"t{number}")
             try:
-                while (task_index := next_task()) is not None:
+                while True:
+                    try:
+                        task_index = next_task()
+                    except BaseException as exc:  # the store refused the claim call
+                        launch.started()
+                        launch.fatal(exc)
+                        launch.cancel()
+                        break
+                    if task_index is None:
+                        break
                     launch.started()
                     try:
                         record = execute_task(
@@ -72,14 +87,15 @@ class ThreadExecutor(Executor):
                         launch.fatal(exc)
                         launch.cancel()
                         break
+                    queue.done(task_index)
                     launch.finished(record)
             finally:
                 with lock:
                     remaining[0] -= 1
                     last = remaining[0] == 0
                 if last:
-                    with lock:
-                        launch.skipped_by_cancel(sum(1 for _ in queue))
+                    launch.skipped_by_cancel(queue.drain())
+                    queue.close()
                     # Streams and warning hook are back before wait() returns.
                     output.uninstall()
                     launch.mark_finished()

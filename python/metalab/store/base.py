@@ -24,6 +24,7 @@ from metalab.store.capabilities import (
     ColumnarReader,
     LaunchBook,
     RecordReader,
+    RunClaims,
     RunWriter,
     StatusIndex,
 )
@@ -85,6 +86,7 @@ class Store(
     LaunchBook,
     BundleReader,
     BundleWriter,
+    RunClaims,
     ABC,
 ):
     """Durable home of manifests, run records, artifacts, logs and derived metrics.

@@ -12,6 +12,7 @@ protocol, which says what it touches and lets the type checker (not ``isinstance
     LaunchBook      runner, reconnect, workers: manifests and blobs
     BundleReader    transfer (source side): every stored byte of runs, manifests, blobs
     BundleWriter    transfer (destination side)
+    RunClaims       executors: leases on runs about to execute (each run executed once)
 
 The members are abstract so that a class *inheriting* a protocol (as ``Store`` does)
 must implement each; any other object with the same methods satisfies it structurally.
@@ -36,6 +37,7 @@ __all__ = [
     "LaunchBook",
     "Located",
     "RecordReader",
+    "RunClaims",
     "RunWriter",
     "StatusIndex",
 ]
@@ -210,3 +212,35 @@ class BundleWriter(Located, Protocol):
     @abstractmethod
     def put_blob(self, key: str, data: bytes) -> None:
         """Store a small named blob."""
+
+
+class RunClaims(Protocol):
+    """Leases on runs about to execute, so two launches never both execute one run.
+
+    An ``owner`` is one launch (``metalab.store.claims.new_owner``); a claim lasts ``ttl``
+    seconds unless renewed, and is lost at once when its owner provably died on this
+    host. Every call takes many runs: one query for PostgreSQL, and for a FileStore one
+    file operation per run, only for runs that execute anyway.
+    """
+
+    @abstractmethod
+    def claim(
+        self, run_ids: Sequence[str], owner: str, ttl: float, unless_done: bool = True
+    ) -> list[str]:
+        """Claim the runs for ``owner``; return those granted (free, lost, or already its).
+
+        With ``unless_done`` a run already done is refused too, checked after the lease
+        is taken: a run another launch finished since this one planned is not re-run.
+        """
+
+    @abstractmethod
+    def renew(self, run_ids: Sequence[str], owner: str, ttl: float) -> list[str]:
+        """Extend ``owner``'s leases for ``ttl`` more seconds; return the runs still held."""
+
+    @abstractmethod
+    def release(self, run_ids: Sequence[str], owner: str) -> None:
+        """Drop ``owner``'s claims on the runs (another owner's claims are left alone)."""
+
+    @abstractmethod
+    def claim_holders(self, run_ids: Sequence[str]) -> dict[str, str]:
+        """``{run_id: owner}`` of the runs claimed (and not lost) right now."""

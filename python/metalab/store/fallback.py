@@ -401,6 +401,30 @@ class FallbackStore(Store):
     def put_manifest_doc(self, doc: ManifestDoc) -> None:
         self._write(lambda s: s.put_manifest_doc(doc))
 
+    # -- claims: the primary's (the fallback's while the primary is down) -------------
+    def claim(
+        self, run_ids: Sequence[str], owner: str, ttl: float, unless_done: bool = True
+    ) -> list[str]:
+        return self._claims(lambda s: s.claim(run_ids, owner, ttl, unless_done))
+
+    def renew(self, run_ids: Sequence[str], owner: str, ttl: float) -> list[str]:
+        return self._claims(lambda s: s.renew(run_ids, owner, ttl))
+
+    def release(self, run_ids: Sequence[str], owner: str) -> None:
+        self._claims(lambda s: s.release(run_ids, owner))
+
+    def claim_holders(self, run_ids: Sequence[str]) -> dict[str, str]:
+        return self._claims(lambda s: s.claim_holders(run_ids))
+
+    def _claims(self, op: Callable[[Store], T]) -> T:
+        # One store decides, never both: the primary, or the fallback while it is down.
+        if self.primary_usable():
+            try:
+                return op(self.primary)
+            except StoreUnavailableError as exc:
+                self.note_primary_down(exc)
+        return op(self.fallback)
+
     def close(self) -> None:
         """Close both stores."""
         self.primary.close()

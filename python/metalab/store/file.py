@@ -21,6 +21,7 @@ from metalab.errors import StoreError
 from metalab.records import ArtifactInfo, RunRecord, RunState, StoredState
 from metalab.store.atomic import STALE_FOREIGN_AGE, SweepReport, atomic_write, sweep_temporaries
 from metalab.store.base import LoadedRecords, LoadProblem, Store, select_manifests
+from metalab.store.claims import FileClaims
 from metalab.store.file_bundles import FileBundles
 from metalab.store.layout import (
     MANIFEST_SUFFIX,
@@ -73,7 +74,7 @@ def _as_store_error(what: str, path: Path) -> Iterator[None]:
         raise StoreError(f"cannot write the {what} {str(path)!r}: {exc}", path=str(path)) from exc
 
 
-class FileStore(FileBundles, Store):
+class FileStore(FileBundles, FileClaims, Store):
     """Store runs under a directory; the layout is documented in ``docs/storage.md``.
 
     Args:

@@ -26,6 +26,7 @@ from metalab.errors import UnsafeNameError
 from metalab.store.nofollow import NoFollowReader
 
 __all__ = [
+    "CLAIM_SUFFIX",
     "DERIVED_SUFFIX",
     "DONE_SUFFIX",
     "FAILED_SUFFIX",
@@ -37,6 +38,7 @@ __all__ = [
     "FileLayout",
     "NoFollowReader",
     "check_blob_key",
+    "check_claim_owner",
     "check_experiment_id",
     "check_file_name",
     "check_run_id",
@@ -62,6 +64,8 @@ DONE_SUFFIX = ".done"
 FAILED_SUFFIX = ".failed"
 DERIVED_SUFFIX = ".json"
 MANIFEST_SUFFIX = ".json"
+#: Run claims (``metalab.store.claims``): ``claims/{shard}/{run_id}.claim``.
+CLAIM_SUFFIX = ".claim"
 _RUN_ID = re.compile(r"[0-9a-f]{32}")
 # Artifact files are ``{name}{ext}`` with names checked by capture.check_artifact_name
 # (1-128 characters); 255 is the file-name limit of common file systems.
@@ -71,6 +75,10 @@ _TOKEN = r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}"
 _EXPERIMENT_ID = re.compile(rf"{_TOKEN}:{_TOKEN}")
 _STAMP = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}")
 _BLOB_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:\-]{0,199}")
+# A claim's owner: a writer token (metalab.store.atomic) and 8 hex naming the launch.
+_CLAIM_OWNER = re.compile(
+    r"[A-Za-z0-9_\-]{1,40}\.[0-9]{1,10}\.[0-9a-f]{8}-[0-9]{1,20}\.[0-9a-f]{8}"
+)
 
 
 def _refuse(what: str, name: object, expected: str) -> UnsafeNameError:
@@ -129,6 +137,17 @@ def check_experiment_id(experiment_id: object) -> str:
         "experiment ID",
         experiment_id,
         "'name:version', each 1-128 letters, digits, '_', '.', '-', no '..'",
+    )
+
+
+def check_claim_owner(owner: object) -> str:
+    """Return a run claim's owner name if it has the form ``metalab.store.claims`` makes.
+
+    Raises:
+        UnsafeNameError: not ``{host}.{pid}.{scope}-{start}.{8 hex}``.
+    """
+    return _check(
+        _CLAIM_OWNER, "claim owner", owner, "'{host}.{pid}.{scope8hex}-{start}.{launch8hex}'"
     )
 
 
@@ -302,6 +321,22 @@ class FileLayout:
     def derived(self, run_id: str) -> Path:
         """The derived-metrics file of a run."""
         return self._in_shard("derived", run_id, DERIVED_SUFFIX)
+
+    @property
+    def claims_dir(self) -> Path:
+        """Root of run claims ``claims/{id[:2]}/{id}.claim`` (see ``store/claims.py``)."""
+        return self.root / "claims"
+
+    def claim(self, run_id: str) -> Path:
+        """The claim file of a run (created with ``O_EXCL`` by the launch executing it)."""
+        return self._in_shard("claims", run_id, CLAIM_SUFFIX)
+
+    def claim_taking(self, run_id: str, inode: int) -> Path:
+        """``claims/{shard}/.{run_id}.{inode}.taking``: the link that makes one taker of
+        a lost claim (the claim file with that inode) the only one."""
+        if isinstance(inode, bool) or not isinstance(inode, int) or inode < 0:
+            raise _refuse("claim inode", inode, "a non-negative int")
+        return self.root.joinpath("claims", shard_of(run_id), f".{run_id}.{inode}.taking")
 
     def run_names(
         self, top: Path, suffix: str | None = None, shards: Iterable[str] | None = None

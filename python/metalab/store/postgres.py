@@ -21,6 +21,7 @@ from metalab.store.base import LoadedRecords, LoadProblem, Store, select_manifes
 from metalab.store.bundle import ManifestDoc
 from metalab.store.credentials import Credential, store_passfile
 from metalab.store.postgres_bulk import PostgresBundles
+from metalab.store.postgres_claims import PostgresClaims
 from metalab.store.postgres_config import PostgresConfig
 from metalab.store.record_codec import decode_record, encode_record, record_from_dict
 
@@ -47,7 +48,7 @@ class _PostgresLogSink:
         """Nothing is buffered, so nothing to flush."""
 
 
-class PostgresStore(PostgresBundles, Store):
+class PostgresStore(PostgresBundles, PostgresClaims, Store):
     """Store runs in a PostgreSQL schema (created on first use).
 
     Args:

@@ -22,6 +22,13 @@ __all__ = [
     "BLOB_KEYS",
     "BLOB_SELECT",
     "BLOB_UPSERT",
+    "CLAIMS_DELETE",
+    "CLAIMS_HELD",
+    "CLAIMS_RENEW",
+    "CLAIMS_STEAL",
+    "CLAIMS_TABLE",
+    "CLAIMS_TAKE",
+    "CLAIMS_TAKE_ANY",
     "DERIVED_OF_RUNS",
     "DERIVED_UPSERT",
     "DROP_SCHEMA",
@@ -161,3 +168,47 @@ def record_row(record: RunRecord, doc: str) -> tuple[Any, ...]:
         doc,
         doc,
     )
+
+
+# -- run claims (metalab.store.postgres_claims) -----------------------------------------
+# Made on a store's first claim (stores made before claims existed lack it).
+CLAIMS_TABLE = (
+    "CREATE TABLE IF NOT EXISTS {s}.claims (run_id text PRIMARY KEY, owner text NOT NULL, "
+    "expires_at timestamptz NOT NULL)"
+)
+# One statement claims a batch: a free run is inserted, a lost (expired) or own claim is
+# overwritten, a live other owner's row is left alone and not returned; a run already
+# done (success marker and record) is never claimed. Expiry is the server's clock, the
+# same for every worker host.
+_NOT_DONE = (
+    "NOT EXISTS (SELECT 1 FROM {s}.markers AS m JOIN {s}.records AS r "
+    "ON r.run_id = m.run_id WHERE m.run_id = u.run_id AND m.state = 'success')"
+)
+_CLAIM_CONFLICT = (
+    "ON CONFLICT (run_id) DO UPDATE SET owner = EXCLUDED.owner, "
+    "expires_at = EXCLUDED.expires_at "
+    "WHERE {s}.claims.expires_at <= now() OR {s}.claims.owner = EXCLUDED.owner "
+    "RETURNING run_id"
+)
+CLAIMS_TAKE = (
+    "INSERT INTO {s}.claims (run_id, owner, expires_at) "
+    "SELECT u.run_id, %s, now() + make_interval(secs => %s) "
+    f"FROM unnest(%s::text[]) AS u(run_id) WHERE {_NOT_DONE} {_CLAIM_CONFLICT}"
+)
+# The same, done runs included (a launch that re-executes them: resume=False).
+CLAIMS_TAKE_ANY = (
+    "INSERT INTO {s}.claims (run_id, owner, expires_at) "
+    "SELECT u.run_id, %s, now() + make_interval(secs => %s) "
+    f"FROM unnest(%s::text[]) AS u(run_id) {_CLAIM_CONFLICT}"
+)
+# Taking over the claims of one owner this host saw die: only while it still holds them.
+CLAIMS_STEAL = (
+    "UPDATE {s}.claims AS u SET owner = %s, expires_at = now() + make_interval(secs => %s) "
+    f"WHERE u.run_id = ANY(%s) AND u.owner = %s AND {_NOT_DONE} RETURNING u.run_id"
+)
+CLAIMS_RENEW = (
+    "UPDATE {s}.claims SET expires_at = now() + make_interval(secs => %s) "
+    "WHERE run_id = ANY(%s) AND owner = %s RETURNING run_id"
+)
+CLAIMS_DELETE = "DELETE FROM {s}.claims WHERE run_id = ANY(%s) AND owner = %s"
+CLAIMS_HELD = "SELECT run_id, owner FROM {s}.claims WHERE run_id = ANY(%s) AND expires_at > now()"

@@ -1,0 +1,203 @@
+"""Each run executed once, even when launched several times at once (run claims).
+
+Executions are counted with a side file: the operation appends one line per execution
+(``O_APPEND``, one ``write`` per line, so concurrent processes never interleave a line).
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from metalab.store.claims import new_owner
+from metalab.store.file import FileStore
+
+DRIVER = textwrap.dedent(
+    """
+    import os, sys, time
+    import metalab
+
+    LOG = sys.argv[3]
+
+    @metalab.operation
+    def counted(params, runtime, capture):
+        fd = os.open(LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, f"{runtime.run_id} {os.getpid()}\\n".encode())
+        finally:
+            os.close(fd)
+        time.sleep(float(sys.argv[4]))
+        capture.metric("i", params["i"])
+
+    exp = metalab.Experiment(
+        name="claimed", version="1", context={}, operation=counted,
+        params=metalab.grid(i=list(range(int(sys.argv[5])))), seeds=metalab.seeds(base=1),
+    )
+    executor = metalab.ProcessExecutor(max_workers=2) if sys.argv[2] == "process" else None
+    handle = metalab.run(exp, store=sys.argv[1], executor=executor)
+    results = handle.result(timeout=300)
+    print("RESULT", len(results.successful), len(results), flush=True)
+    """
+)
+
+
+def _write_driver(tmp_path: Path) -> Path:
+    script = tmp_path / "driver.py"
+    script.write_text(DRIVER)
+    return script
+
+
+def _drivers(
+    script: Path, store: str, executor: str, log: Path, n: int, sleep: float, runs: int
+) -> list[subprocess.Popen[str]]:
+    args = [str(store), executor, str(log), str(sleep), str(runs)]
+    return [
+        subprocess.Popen(
+            [sys.executable, str(script), *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        for _ in range(n)
+    ]
+
+
+def _executions(log: Path) -> collections.Counter[str]:
+    lines = log.read_text().splitlines() if log.exists() else []
+    return collections.Counter(line.split()[0] for line in lines)
+
+
+def concurrent_drivers_execute_once(
+    tmp_path: Path, store: str, executor: str, runs: int = 40
+) -> None:
+    """8 real driver processes launch one experiment on one store together."""
+    script, log = _write_driver(tmp_path), tmp_path / "executions.log"
+    procs = _drivers(script, store, executor, log, 8, 0.02, runs)
+    outputs = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+        outputs.append(out)
+    executed = _executions(log)
+    assert len(executed) == runs
+    twice = {run_id: n for run_id, n in executed.items() if n > 1}
+    assert not twice, f"runs executed more than once: {twice}"
+    for out in outputs:
+        # Every driver's result() has every run, those executed by the others included.
+        assert f"RESULT {runs} {runs}" in out
+
+
+@pytest.mark.parametrize("executor", ["thread", "process"])
+def test_eight_drivers_on_one_file_store_execute_each_run_once(
+    tmp_path: Path, executor: str
+) -> None:
+    concurrent_drivers_execute_once(tmp_path, str(tmp_path / "store"), executor)
+
+
+def test_a_killed_claimer_loses_its_runs_after_the_lease(tmp_path: Path) -> None:
+    """SIGKILL a driver mid-run: a later launch executes the run it held (crashes retry)."""
+    script, log = _write_driver(tmp_path), tmp_path / "executions.log"
+    store = tmp_path / "store"
+    (first,) = _drivers(script, str(store), "thread", log, 1, 30.0, 2)
+    try:
+        deadline = time.monotonic() + 60
+        while not _executions(log):
+            assert first.poll() is None, first.communicate()
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        held = next(iter(_executions(log)))
+        claim = FileStore(store).layout.claim(held)
+        assert claim.exists()
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+    # The dead owner's claim is still on disk; its lease makes the new launch wait for it
+    # until it expires (the owner ran on this host, so it is known dead at once).
+    env = dict(os.environ, METALAB_CLAIM_TTL="3")
+    started = time.monotonic()
+    out = subprocess.run(
+        [sys.executable, str(script), str(store), "thread", str(log), "0", "2"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "RESULT 2 2" in out.stdout
+    assert time.monotonic() - started < 60
+    executed = _executions(log)
+    assert executed[held] == 2  # once by the killed driver, once after its lease was lost
+    assert not claim.exists()  # released after the record and marker
+
+
+def test_a_live_claim_is_refused_and_an_expired_one_taken_over(tmp_path: Path) -> None:
+    store = FileStore(tmp_path / "store")
+    run_id = "ab" * 16
+    me, other = new_owner(), new_owner()
+    assert store.claim([run_id], me, 30.0) == [run_id]
+    assert store.claim([run_id], other, 30.0) == []
+    assert store.claim_holders([run_id]) == {run_id: me}
+    assert store.claim([run_id], me, 30.0) == [run_id]  # own claim: granted again
+    path = store.layout.claim(run_id)
+    os.utime(path, (time.time() - 60, time.time() - 60))  # its lease ran out
+    assert store.renew([run_id], other, 30.0) == []
+    assert store.claim([run_id], other, 30.0) == [run_id]
+    assert store.renew([run_id], me, 30.0) == []  # the old owner learns it lost it
+    store.release([run_id], me)  # not its claim any more: left alone
+    assert store.claim_holders([run_id]) == {run_id: other}
+    store.release([run_id], other)
+    assert not path.exists()
+
+
+RACE = textwrap.dedent(
+    """
+    import sys, time
+    from metalab.store.claims import new_owner
+    from metalab.store.file import FileStore
+
+    store = FileStore(sys.argv[1])
+    run_ids = sys.argv[3].split(",")
+    owner = new_owner()
+    while time.time() < float(sys.argv[2]):
+        pass
+    print(",".join(store.claim(run_ids, owner, 60.0)), flush=True)
+    """
+)
+
+
+def test_two_takers_racing_for_one_expired_claim_exactly_one_wins(tmp_path: Path) -> None:
+    """Real processes released at one instant onto the same expired claims, many times."""
+    store = FileStore(tmp_path / "store")
+    script = tmp_path / "race.py"
+    script.write_text(RACE)
+    run_ids = [f"{i:02x}" * 16 for i in range(40)]
+    dead = new_owner()
+    assert store.claim(run_ids, dead, 60.0) == run_ids
+    old = time.time() - 600
+    for rounds in range(5):
+        for run_id in run_ids:
+            os.utime(store.layout.claim(run_id), (old, old))
+        at = time.time() + 1.5
+        procs = [
+            subprocess.Popen(
+                [sys.executable, str(script), str(store.root), str(at), ",".join(run_ids)],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(4)
+        ]
+        wins: collections.Counter[str] = collections.Counter()
+        for proc in procs:
+            out, _ = proc.communicate(timeout=60)
+            assert proc.returncode == 0
+            wins.update(x for x in out.strip().split(",") if x)
+        assert wins == collections.Counter(run_ids), f"round {rounds}: {wins}"
