@@ -12,9 +12,9 @@ from typing_extensions import disjoint_base
 __all__ = [
     "ENCODING_VERSION",
     "FINGERPRINT_HEX_CHARS",
+    "RECORD_STATUSES",
     "GridCore",
     "ManualCore",
-    "RECORD_STATUSES",
     "RandomCore",
     "ScanLayout",
     "__version__",

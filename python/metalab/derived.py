@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Any
 
 from metalab.capture.capture import metric_value
 from metalab.errors import CaptureError
-from metalab.run_view import Run
 
 if TYPE_CHECKING:
     from metalab.records import RunRecord
@@ -30,6 +29,10 @@ def apply_derived(
     record: RunRecord, store: Store, fns: Sequence[Callable[[Any], dict[str, Any]]]
 ) -> tuple[dict[str, Any], dict[str, str]]:
     """Evaluate ``fns`` on one run; return (values, {function name: error message})."""
+    # Imported here: execution imports this module on every worker, and the run view
+    # (with its HTML rendering) is only needed by launches that have derived metrics.
+    from metalab.run_view import Run
+
     run = Run(record, store)
     values: dict[str, Any] = {}
     errors: dict[str, str] = {}
