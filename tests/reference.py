@@ -11,6 +11,7 @@ import hashlib
 import itertools
 import math
 import os
+import re
 import struct
 from typing import Any
 
@@ -331,3 +332,51 @@ def scan_states(
         if marked and not stored:
             orphans.append(r)
     return states, orphans
+
+
+# -- results index segments (rust/src/index.rs) ---------------------------------------------
+_U64 = re.compile(r"\+?[0-9]+")
+_I128 = re.compile(r"[+-]?[0-9]+")
+
+
+def _ref_index_line(line: bytes) -> tuple[str, int, int, int, str] | None:
+    """One line of a segment as ``index::parse_line`` reads it, or ``None``."""
+    if len(line) <= 17 or line[16:17] != b" ":
+        return None
+    body = line[17:]
+    if blake2b(body, 8).hex().encode() != line[:16]:
+        return None
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    fields = text.split(" ", 4)
+    if len(fields) != 5 or not fields[0] or not fields[4]:
+        return None
+    run_id, ino, mtime, size, doc = fields
+    numbers = []
+    for value, pattern, low, high in (
+        (ino, _U64, 0, 2**64),
+        (mtime, _I128, -(2**127), 2**127),
+        (size, _U64, 0, 2**64),
+    ):
+        if not pattern.fullmatch(value) or not low <= int(value) < high:
+            return None
+        numbers.append(int(value))
+    return run_id, numbers[0], numbers[1], numbers[2], doc
+
+
+def ref_parse_index_segment(data: bytes) -> tuple[list[tuple[str, int, int, int, str]], int]:
+    """``(entries, bad_lines)`` of a segment: newline-ended lines with a valid checksum."""
+    end = data.rfind(b"\n")
+    if end < 0:
+        return [], int(bool(data))
+    torn = int(end + 1 < len(data))
+    entries, bad = [], 0
+    for line in data[:end].split(b"\n"):
+        entry = _ref_index_line(line)
+        if entry is None:
+            bad += 1
+        else:
+            entries.append(entry)
+    return entries, bad + torn

@@ -4,6 +4,7 @@ Every byte produced here is specified in ``docs/run-identity.md``. Errors are th
 of :mod:`metalab.errors`; messages name the offending value and what was expected.
 """
 
+from collections.abc import Sequence
 from os import PathLike
 from typing import Any, Self, TypeVar, final
 
@@ -23,8 +24,11 @@ __all__ = [
     "derive_seed",
     "fingerprint",
     "fingerprint_many",
+    "index_checksum",
     "list_done",
+    "load_index_columns",
     "load_record_columns",
+    "parse_index_segment",
     "plan_run_ids",
     "preprocessing_root",
     "record_columns_from_docs",
@@ -436,4 +440,28 @@ def record_columns_from_docs(
     Same result layout as :func:`load_record_columns`; a document that is not a valid
     record becomes a problem ``(location, reason, True)``. Used by stores that fetch the
     record texts in one query (PostgreSQL).
+    """
+
+def load_index_columns(
+    layout: ScanLayout,
+    segments: Sequence[str | PathLike[str]],
+    experiment_id: str | None = None,
+) -> dict[str, Any]:
+    """Every run of ``layout`` as columns, answered from the results index's segments.
+
+    A run whose record file (listed now) has exactly the identity ``(ino, mtime_ns,
+    size)`` of one of its valid lines is answered by that line's summary; every other run
+    is read from its record. The result equals ``load_record_columns(layout, None,
+    experiment_id)`` (rows, order, values, problems) plus ``index_stats``: counts
+    ``segments``, ``unreadable_segments``, ``lines``, ``bad_lines`` (torn or failing the
+    checksum), ``indexed`` and ``from_records``. See ``metalab.store.index_segments``.
+    """
+
+def index_checksum(body: bytes) -> str:
+    """The checksum field of a results-index line: hex BLAKE2b-8 of ``body``."""
+
+def parse_index_segment(data: bytes) -> tuple[list[tuple[str, int, int, int, str]], int]:
+    """Parse a segment's bytes: ``([(run_id, ino, mtime_ns, size, summary_json)], bad)``.
+
+    Only newline-ended lines whose checksum matches count; ``bad`` counts the others.
     """

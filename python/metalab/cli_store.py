@@ -1,4 +1,4 @@
-"""``metalab store export|import|clean``: copy runs between stores, sweep leftovers.
+"""``metalab store export|import|clean|reindex``: copy runs, sweep leftovers, rebuild the index.
 
 Exit codes: 0 done; 1 failed (nothing or only part was done, the message says why);
 3 (``EXIT_SKIPPED``) done, but some items of the source were unsafe and were skipped —
@@ -101,8 +101,42 @@ def _clean(args: argparse.Namespace) -> int:
     return 1 if sweep.errors else 0
 
 
+def _reindex(args: argparse.Namespace) -> int:
+    from metalab.store.file import FileStore
+    from metalab.store.locator import create_store
+
+    try:
+        store = create_store(args.store)
+        if not isinstance(store, FileStore):
+            raise MetalabError(
+                f"{store!r} is not a FileStore: only file stores have a results index "
+                f"(PostgreSQL answers the same queries in SQL)"
+            )
+        if not store.root.is_dir():
+            raise MetalabError(f"no store at {str(store.root)!r}")
+        report = store.reindex(args.experiment)
+    except (MetalabError, OSError, ValueError) as exc:
+        print(f"metalab store reindex: {redact(str(exc))}", file=sys.stderr)
+        return 1
+    if args.experiment is not None and not report.experiments:
+        print(
+            f"metalab store reindex: no record of experiment {args.experiment!r} in "
+            f"{store.root}; nothing was indexed",
+            file=sys.stderr,
+        )
+        return EXIT_NO_MATCH
+    runs = sum(report.experiments.values())
+    print(
+        f"indexed {runs} runs of {len(report.experiments)} experiments in {store.root}; "
+        f"removed {report.removed_segments} old segments"
+    )
+    for path in report.skipped:
+        print(f"warning: skipped the corrupt or unreadable record {path}", file=sys.stderr)
+    return EXIT_SKIPPED if report.skipped else 0
+
+
 def add_store_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add ``store export``, ``store import`` and ``store clean`` to the CLI."""
+    """Add ``store export``, ``store import``, ``store clean`` and ``store reindex``."""
     parser = sub.add_parser("store", help="copy runs between stores, clean up a store")
     actions = parser.add_subparsers(dest="store_action", required=True)
     for name, help_text, src_help, dst_help in (
@@ -145,6 +179,19 @@ def add_store_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     clean.add_argument("--dry-run", action="store_true", help="report, remove nothing")
     clean.add_argument("--json", action="store_true", help="print the report as JSON")
     clean.set_defaults(handler=_clean)
+    reindex = actions.add_parser(
+        "reindex",
+        help="rebuild a FileStore's results index from its records",
+        description="Rebuild the results index (index/{experiment}/*.seg) from the run "
+        "records, e.g. after a segment was reported corrupt: new segments are written "
+        "under temporary names and renamed into place before the old ones are removed.",
+        epilog=f"Exit codes: 0 rebuilt; 1 failed; {EXIT_SKIPPED} rebuilt, but corrupt "
+        f"records were skipped (each printed as a warning; loading reports them); "
+        f"{EXIT_NO_MATCH} --experiment matched no record.",
+    )
+    reindex.add_argument("store", help="FileStore directory or file:// locator")
+    reindex.add_argument("--experiment", default=None, help="only this experiment ID")
+    reindex.set_defaults(handler=_reindex)
 
 
 register_command(add_store_command)

@@ -14,7 +14,8 @@
 //!   (`metalab.store.layout.FileLayout.scan`); no directory name, suffix or shard rule
 //!   is spelled here.
 //! - `record_fields`, `record_checks`, `record_optional`, `record_fast`: the checks of a
-//!   stored record; `columns` (records as columns) and `records` (reading record files).
+//!   stored record; `columns` (records as columns), `records` (reading record files) and
+//!   `index` (the same columns from the results index's segments).
 //!
 //! Commands (from the repository root):
 //!
@@ -36,6 +37,7 @@ pub mod encoding;
 pub mod fingerprint;
 pub mod grid;
 pub mod ids;
+pub mod index;
 pub mod layout;
 pub mod plan;
 pub mod random;

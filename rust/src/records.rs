@@ -45,11 +45,11 @@ fn read_quick(path: &Path, buffer: &mut Vec<u8>) -> std::io::Result<bool> {
 }
 
 /// The run id a record file is stored under: its name without the record suffix.
-fn stored_id<'a>(layout: &Layout, path: &'a Path) -> Option<&'a str> {
+pub(crate) fn stored_id<'a>(layout: &Layout, path: &'a Path) -> Option<&'a str> {
     layout.records.id_of(path.file_name()?.to_str()?)
 }
 
-fn load_one(
+pub(crate) fn load_one(
     layout: &Layout,
     path: &Path,
     experiment_id: Option<&str>,
@@ -171,21 +171,28 @@ pub fn load_columns(
             .map(|(id, _)| id.clone())
             .collect(),
         None => {
-            let listed: HashSet<&str> = paths.iter().filter_map(|p| stored_id(layout, p)).collect();
-            match scan::list_done(layout) {
-                Ok(done) => done
-                    .into_iter()
-                    .filter(|id| !listed.contains(id.as_str()))
-                    .collect(),
-                Err(e) => {
-                    loaded.push(marker_scan_problem(layout, e));
-                    Vec::new()
-                }
-            }
+            loaded.extend(orphan_markers(layout, &paths));
+            Vec::new()
         }
     };
     loaded.extend(missing_records(layout, &without_record));
     assemble(loaded)
+}
+
+/// Problems for the done markers (all of them, listed now) whose run has no record file
+/// among `paths` (the record files listed before) and still none.
+pub(crate) fn orphan_markers(layout: &Layout, paths: &[PathBuf]) -> Vec<Loaded> {
+    let listed: HashSet<&str> = paths.iter().filter_map(|p| stored_id(layout, p)).collect();
+    match scan::list_done(layout) {
+        Ok(done) => {
+            let candidates: Vec<String> = done
+                .into_iter()
+                .filter(|id| !listed.contains(id.as_str()))
+                .collect();
+            missing_records(layout, &candidates)
+        }
+        Err(e) => vec![marker_scan_problem(layout, e)],
+    }
 }
 
 fn marker_scan_problem(layout: &Layout, e: crate::CoreError) -> Loaded {

@@ -29,6 +29,7 @@ __all__ = [
     "sweep_temporaries",
     "temp_name",
     "writer_alive",
+    "writer_token",
 ]
 
 #: A temporary whose writer cannot be checked from here (another host, another PID
@@ -107,6 +108,16 @@ def _me() -> _Writer:
     return _current[1]
 
 
+def writer_token() -> str:
+    """``{host}.{pid}.{scope}-{start}``: this process as a writer, unique across a cluster.
+
+    Temporary names carry it, and so do the names of the results index's segments (one
+    per writer process, see :mod:`metalab.store.index_segments`).
+    """
+    me = _me()
+    return f"{me.host}.{me.pid}.{me.scope}-{me.start}"
+
+
 def temp_name(target: Path) -> Path:
     """Return a hidden, writer-unique temporary sibling of ``target``.
 
@@ -114,20 +125,25 @@ def temp_name(target: Path) -> Path:
     can tell whether the writer still runs) and random bits, so concurrent writers on a
     shared file system (SLURM array tasks) never share a temporary file.
     """
-    me = _me()
-    writer = f"{me.host}.{me.pid}.{me.scope}-{me.start}"
+    writer = writer_token()
     # The writer fields add up to ~85 characters; keep the whole name within the usual
     # 255-byte limit even for long targets (the random bits keep it unique).
     base = target.name[:160]
     return target.with_name(f".{base}.{writer}.{secrets.token_hex(4)}.tmp")
 
 
-def atomic_write(target: Path, data: bytes, *, mode: int = 0o644, durable: bool = False) -> None:
+def atomic_write(
+    target: Path, data: bytes, *, mode: int = 0o644, durable: bool = False
+) -> os.stat_result:
     """Replace ``target`` with ``data`` so readers see the old or the new file, never half.
 
     The temporary file is created with ``mode`` from the start (so a secret is never
     readable by others, not even briefly). With ``durable=True`` the data and the rename
     are fsync-ed, surviving power loss as well as process kills.
+
+    Returns:
+        the ``fstat`` of the written file, taken after its last write (the rename keeps
+        inode, size and modification time): the identity the results index records.
 
     Raises:
         OSError: the write failed (disk full, read-only); ``target`` is left untouched.
@@ -143,8 +159,9 @@ def atomic_write(target: Path, data: bytes, *, mode: int = 0o644, durable: bool 
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
+            handle.flush()
+            written = os.fstat(handle.fileno())
             if durable:
-                handle.flush()
                 os.fsync(handle.fileno())
         os.replace(tmp, target)
     except BaseException:
@@ -156,6 +173,7 @@ def atomic_write(target: Path, data: bytes, *, mode: int = 0o644, durable: bool 
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+    return written
 
 
 @dataclass(frozen=True)

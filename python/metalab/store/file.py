@@ -23,6 +23,7 @@ from metalab.store.atomic import STALE_FOREIGN_AGE, SweepReport, atomic_write, s
 from metalab.store.base import LoadedRecords, LoadProblem, Store, select_manifests
 from metalab.store.claims import FileClaims
 from metalab.store.file_bundles import FileBundles
+from metalab.store.index_segments import ReindexReport, SegmentWriter, reindex
 from metalab.store.layout import (
     MANIFEST_SUFFIX,
     RECORD_SUFFIX,
@@ -91,6 +92,9 @@ class FileStore(FileBundles, FileClaims, Store):
             )
         self.layout = FileLayout(self.root)
         self.durable = durable
+        #: Counts of the last index-backed ``load_columns`` (segments, lines, bad lines,
+        #: runs answered by the index and from records), for diagnostics and benches.
+        self.last_index_stats: dict[str, int] = {}
 
     @property
     def locator(self) -> str:
@@ -100,8 +104,16 @@ class FileStore(FileBundles, FileClaims, Store):
     def __repr__(self) -> str:
         return f"FileStore({str(self.root)!r})"
 
-    def _write(self, path: Path, data: bytes) -> None:
-        atomic_write(path, data, durable=self.durable)
+    def _write(self, path: Path, data: bytes) -> os.stat_result:
+        return atomic_write(path, data, durable=self.durable)
+
+    @property
+    def index(self) -> SegmentWriter:
+        """This process's appender to the results index (see ``index_segments``)."""
+        writer = self.__dict__.get("_index")
+        if writer is None:
+            writer = self.__dict__["_index"] = SegmentWriter(self.layout)
+        return writer
 
     def _touch(self, path: Path) -> None:
         # An empty marker needs no temporary file: creating it is already all-or-nothing
@@ -168,7 +180,19 @@ class FileStore(FileBundles, FileClaims, Store):
         return ArtifactInfo(name=name, kind=kind, file=file_name, size=len(data), meta=meta)
 
     def put_record(self, record: RunRecord) -> None:
-        self._write(self.layout.record(record.run_id), encode_record(record))
+        """Write the record, then its summary line to the results index.
+
+        Raises:
+            StoreError: the index line cannot be appended (the record is in place and
+                loading reads it; ``metalab store reindex`` restores the line).
+        """
+        path = self.layout.record(record.run_id)
+        written: os.stat_result | None = self._write(path, encode_record(record))
+        if written is None:
+            # A wrapped _write (tests inject faults this way) may not hand the identity
+            # back: the file just written has it.
+            written = os.stat(path)
+        self.index.append(record, written, durable=self.durable)
 
     def mark(self, run_id: str, state: RunState) -> None:
         done, failed = self.layout.done_marker(run_id), self.layout.failed_marker(run_id)
@@ -281,7 +305,15 @@ class FileStore(FileBundles, FileClaims, Store):
         :meth:`completed` already ignores it).
         """
         ids = list(run_ids) if run_ids is not None else None
-        data = _core.load_record_columns(self.layout.scan, ids, experiment_id)
+        segments = self.layout.segments() if ids is None else []
+        if segments:
+            # The results index answers every run whose record file is the version a
+            # line summarises; the others are read from their records in the same call.
+            data = _core.load_index_columns(self.layout.scan, segments, experiment_id)
+            self.last_index_stats = data.pop("index_stats")
+        else:
+            data = _core.load_record_columns(self.layout.scan, ids, experiment_id)
+            self.last_index_stats = {}
         problems = []
         for location, reason, corrupt in data.pop("problems"):
             problems.append(LoadProblem(location, reason))
@@ -290,6 +322,15 @@ class FileStore(FileBundles, FileClaims, Store):
                 if run_id is not None:
                     self._forget_completion(run_id)
         return data, problems
+
+    def reindex(self, experiment_id: str | None = None) -> ReindexReport:
+        """Rebuild the results index (of one experiment, or all) from the records.
+
+        Raises:
+            UnsafeNameError: ``experiment_id`` is not an experiment ID.
+            StoreError: a segment cannot be written or removed.
+        """
+        return reindex(self.layout, self._record_paths(None), experiment_id)
 
     def _forget_completion(self, run_id: str) -> None:
         # A done marker must only vouch for a readable record; dropping it makes resume
@@ -311,6 +352,11 @@ class FileStore(FileBundles, FileClaims, Store):
         if data is None:
             raise KeyError(f"artifact {info.name!r} of run {run_id} is missing: {path}")
         return data
+
+    @property
+    def directory(self) -> Path:
+        """The store's root directory."""
+        return self.root
 
     def clean_temporaries(
         self,

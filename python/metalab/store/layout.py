@@ -34,6 +34,7 @@ __all__ = [
     "MANIFEST_SUFFIX",
     "RECORD_SUFFIX",
     "RUN_ID_HEX_CHARS",
+    "SEGMENT_SUFFIX",
     "SHARD_WIDTH",
     "FileLayout",
     "NoFollowReader",
@@ -42,6 +43,7 @@ __all__ = [
     "check_experiment_id",
     "check_file_name",
     "check_run_id",
+    "check_segment_name",
     "check_stamp",
     "is_run_id",
     "manifest_name",
@@ -66,6 +68,8 @@ DERIVED_SUFFIX = ".json"
 MANIFEST_SUFFIX = ".json"
 #: Run claims (``metalab.store.claims``): ``claims/{shard}/{run_id}.claim``.
 CLAIM_SUFFIX = ".claim"
+#: Segments of the results index: ``index/{experiment_id}/{writer}.seg``.
+SEGMENT_SUFFIX = ".seg"
 _RUN_ID = re.compile(r"[0-9a-f]{32}")
 # Artifact files are ``{name}{ext}`` with names checked by capture.check_artifact_name
 # (1-128 characters); 255 is the file-name limit of common file systems.
@@ -79,6 +83,9 @@ _BLOB_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:\-]{0,199}")
 _CLAIM_OWNER = re.compile(
     r"[A-Za-z0-9_\-]{1,40}\.[0-9]{1,10}\.[0-9a-f]{8}-[0-9]{1,20}\.[0-9a-f]{8}"
 )
+# A segment is named after its writer (metalab.store.atomic.writer_token: host, PID,
+# scope-start), or ``reindex-{writer}`` when `metalab store reindex` built it.
+_SEGMENT = re.compile(r"(?:reindex-)?[A-Za-z0-9_\-]{1,40}\.[0-9]{1,10}\.[0-9a-f]{8}-[0-9]{1,20}")
 
 
 def _refuse(what: str, name: object, expected: str) -> UnsafeNameError:
@@ -137,6 +144,17 @@ def check_experiment_id(experiment_id: object) -> str:
         "experiment ID",
         experiment_id,
         "'name:version', each 1-128 letters, digits, '_', '.', '-', no '..'",
+    )
+
+
+def check_segment_name(writer: object) -> str:
+    """Return a results-index segment's writer name if it has the form metalab writes.
+
+    Raises:
+        UnsafeNameError: not ``[reindex-]{host}.{pid}.{scope}-{start}``.
+    """
+    return _check(
+        _SEGMENT, "index segment", writer, "'[reindex-]{host}.{pid}.{scope8hex}-{start}'"
     )
 
 
@@ -337,6 +355,47 @@ class FileLayout:
         if isinstance(inode, bool) or not isinstance(inode, int) or inode < 0:
             raise _refuse("claim inode", inode, "a non-negative int")
         return self.root.joinpath("claims", shard_of(run_id), f".{run_id}.{inode}.taking")
+
+    @property
+    def index_dir(self) -> Path:
+        """Root of the results index: ``index/{experiment_id}/{writer}.seg``."""
+        return self.root / "index"
+
+    def index_experiment_dir(self, experiment_id: str) -> Path:
+        """``index/{experiment_id}/``: the segments of one experiment (validated)."""
+        return self.index_dir / check_experiment_id(experiment_id)
+
+    def segment(self, experiment_id: str, writer: str) -> Path:
+        """``index/{experiment_id}/{writer}.seg``: one writer's segment of an experiment."""
+        name = check_segment_name(writer) + SEGMENT_SUFFIX
+        return self.index_experiment_dir(experiment_id) / name
+
+    def segments(self, experiment_id: str | None = None) -> list[Path]:
+        """The segment files of one experiment (default: of all), sorted; hidden entries
+        (a reindex's temporaries), links and names metalab does not write are skipped."""
+        if experiment_id is not None:
+            dirs = [self.index_experiment_dir(experiment_id)]
+        else:
+            try:
+                with os.scandir(self.index_dir) as entries:
+                    dirs = sorted(Path(e.path) for e in entries if _listable_dir(e))
+            except (FileNotFoundError, NotADirectoryError):
+                return []
+        found: list[Path] = []
+        for directory in dirs:
+            try:
+                with os.scandir(directory) as entries:
+                    for entry in entries:
+                        stem = entry.name.removesuffix(SEGMENT_SUFFIX)
+                        if (
+                            stem != entry.name
+                            and _SEGMENT.fullmatch(stem)
+                            and entry.is_file(follow_symlinks=False)
+                        ):
+                            found.append(Path(entry.path))
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+        return sorted(found)
 
     def run_names(
         self, top: Path, suffix: str | None = None, shards: Iterable[str] | None = None

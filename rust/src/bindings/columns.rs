@@ -7,7 +7,7 @@ use pyo3::types::{PyDict, PyList, PyTuple};
 
 use super::scans::ScanLayout;
 use crate::columns::{self, Cell, Column, Columns};
-use crate::records;
+use crate::{index, records};
 
 fn json_to_py(py: Python<'_>, value: &serde_json::Value) -> PyObject {
     use serde_json::Value;
@@ -91,6 +91,59 @@ pub fn load_record_columns<'py>(
         records::load_columns(layout, run_ids.as_deref(), experiment_id.as_deref())
     });
     columns_to_dict(py, &cols)
+}
+
+/// Load every run as columns through the results index's `segments` (GIL released);
+/// the dict of `load_record_columns` plus `index_stats` (counts, for diagnostics).
+#[pyfunction]
+#[pyo3(signature = (layout, segments, experiment_id=None))]
+pub fn load_index_columns<'py>(
+    py: Python<'py>,
+    layout: &Bound<'py, ScanLayout>,
+    segments: Vec<std::path::PathBuf>,
+    experiment_id: Option<String>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let layout = &layout.get().layout;
+    let (cols, stats) =
+        py.allow_threads(|| index::load_columns(layout, &segments, experiment_id.as_deref()));
+    let out = columns_to_dict(py, &cols)?;
+    let counts = PyDict::new_bound(py);
+    counts.set_item("segments", stats.segments)?;
+    counts.set_item("unreadable_segments", stats.unreadable)?;
+    counts.set_item("lines", stats.lines)?;
+    counts.set_item("bad_lines", stats.bad_lines)?;
+    counts.set_item("indexed", stats.indexed)?;
+    counts.set_item("from_records", stats.from_records)?;
+    out.set_item("index_stats", counts)?;
+    Ok(out)
+}
+
+/// The results index's checksum of a line body (hex BLAKE2b-8), and the parse of one
+/// segment's bytes: `(entries, bad_lines)` with entries `(run_id, ino, mtime_ns, size,
+/// summary_json)`; exposed for the differential tests of the Python writer.
+#[pyfunction]
+pub fn index_checksum(body: &[u8]) -> String {
+    index::checksum(body)
+}
+
+#[pyfunction]
+#[allow(clippy::type_complexity)]
+pub fn parse_index_segment(data: &[u8]) -> (Vec<(String, u64, i128, u64, String)>, usize) {
+    let (entries, bad) = index::parse_segment(data);
+    let rows = entries
+        .into_iter()
+        .map(|e| {
+            let file = e.file;
+            (
+                e.run_id.to_string(),
+                file.ino,
+                file.mtime_ns,
+                file.size,
+                e.doc.to_string(),
+            )
+        })
+        .collect();
+    (rows, bad)
 }
 
 /// Parse in-memory record documents `(location, json_text)` into columns (GIL released).

@@ -127,5 +127,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(scans::scan_states, m)?)?;
     m.add_function(wrap_pyfunction!(columns::load_record_columns, m)?)?;
     m.add_function(wrap_pyfunction!(columns::record_columns_from_docs, m)?)?;
+    m.add_function(wrap_pyfunction!(columns::load_index_columns, m)?)?;
+    m.add_function(wrap_pyfunction!(columns::index_checksum, m)?)?;
+    m.add_function(wrap_pyfunction!(columns::parse_index_segment, m)?)?;
     Ok(())
 }

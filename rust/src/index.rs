@@ -1,0 +1,297 @@
+//! Columnar loading of FileStore runs through the results index (append-only segments).
+//!
+//! A segment (written by `python/metalab/store/index_segments.py`; format in
+//! `docs/storage.md`, "Results index") holds one line per written record:
+//!
+//! ```text
+//! {sum} {run_id} {ino} {mtime_ns} {size} {summary JSON}\n
+//! ```
+//!
+//! `sum` is the hex BLAKE2b-8 of everything after `{sum} ` up to the newline, so a torn
+//! last line (a writer killed mid-append) or flipped bytes are detected and the line is
+//! ignored. `ino`, `mtime_ns` and `size` identify the version of the record file the
+//! line summarises: a line counts only while the record file listed now has exactly
+//! that identity, so a rewritten, replaced, edited or deleted record is never answered
+//! from a stale line. Runs with no matching line are read from their record file by the
+//! same code as `crate::records` (the records stay the source of truth), and the
+//! summaries are checked and laid out by `crate::columns` (one parser for both), so the
+//! result equals `records::load_columns` over the same store.
+
+use std::fs;
+use std::io::ErrorKind;
+#[cfg(unix)]
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+
+use crate::columns::{assemble, Columns, Loaded};
+use crate::fingerprint::{blake2b, to_hex};
+use crate::layout::Layout;
+use crate::records;
+
+/// Bytes of the line checksum (16 hex characters).
+pub const SUM_BYTES: usize = 8;
+
+/// The identity of one version of a record file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FileId {
+    pub ino: u64,
+    pub mtime_ns: i128,
+    pub size: u64,
+}
+
+/// One valid line of a segment, borrowing the segment's bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Entry<'a> {
+    pub run_id: &'a str,
+    pub file: FileId,
+    /// The summary document (a record document without its heavy parts).
+    pub doc: &'a str,
+}
+
+/// What reading the segments found, for diagnostics (`metalab store reindex` fixes it).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Stats {
+    pub segments: usize,
+    /// Segments that could not be read at all.
+    pub unreadable: usize,
+    pub lines: usize,
+    /// Lines that failed the checksum or the header format (torn or corrupt).
+    pub bad_lines: usize,
+    /// Runs answered from the index.
+    pub indexed: usize,
+    /// Runs read from their record file (no line matched the record's identity).
+    pub from_records: usize,
+}
+
+/// The checksum field of a line whose body (after `{sum} `) is `body`.
+pub fn checksum(body: &[u8]) -> String {
+    to_hex(&blake2b::<SUM_BYTES>(&[body]))
+}
+
+/// Parse one line (without its newline); `None` when torn, corrupt or malformed.
+pub fn parse_line(line: &[u8]) -> Option<Entry<'_>> {
+    let width = 2 * SUM_BYTES;
+    if line.len() <= width + 1 || line[width] != b' ' {
+        return None;
+    }
+    let (sum, body) = (&line[..width], &line[width + 1..]);
+    if checksum(body).as_bytes() != sum {
+        return None;
+    }
+    let text = std::str::from_utf8(body).ok()?;
+    let mut fields = text.splitn(5, ' ');
+    let run_id = fields.next()?;
+    let ino = fields.next()?.parse().ok()?;
+    let mtime_ns = fields.next()?.parse().ok()?;
+    let size = fields.next()?.parse().ok()?;
+    let doc = fields.next()?;
+    if run_id.is_empty() || doc.is_empty() {
+        return None;
+    }
+    Some(Entry {
+        run_id,
+        file: FileId {
+            ino,
+            mtime_ns,
+            size,
+        },
+        doc,
+    })
+}
+
+/// The valid lines of a segment's bytes (parsed in parallel) and the number of bad
+/// ones. Only lines ended by a newline count: a last line without one is an append in
+/// progress or torn.
+pub fn parse_segment(data: &[u8]) -> (Vec<Entry<'_>>, usize) {
+    let complete = match data.iter().rposition(|&b| b == b'\n') {
+        Some(end) => &data[..end],
+        None => return (Vec::new(), usize::from(!data.is_empty())),
+    };
+    let torn = usize::from(complete.len() + 1 < data.len());
+    let parsed: Vec<Option<Entry<'_>>> = complete
+        .par_split(|&b| b == b'\n')
+        .map(parse_line)
+        .collect();
+    let bad = parsed.iter().filter(|e| e.is_none()).count();
+    (parsed.into_iter().flatten().collect(), bad + torn)
+}
+
+/// The identity of the file at `path` (following a link, as reading it does).
+pub fn file_id(path: &Path) -> std::io::Result<FileId> {
+    let meta = fs::metadata(path)?;
+    Ok(FileId {
+        ino: meta.ino(),
+        mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+        size: meta.size(),
+    })
+}
+
+/// Read every segment: their bytes (kept, the entries borrow them) and counts.
+fn read_segments(segments: &[PathBuf], stats: &mut Stats) -> Vec<Vec<u8>> {
+    let read: Vec<Option<Vec<u8>>> = segments.par_iter().map(|p| fs::read(p).ok()).collect();
+    stats.segments = segments.len();
+    stats.unreadable = read.iter().filter(|d| d.is_none()).count();
+    read.into_iter().flatten().collect()
+}
+
+/// The valid lines of every segment, sorted by run id (a run's lines stay in the order
+/// they were read).
+fn entries_by_run<'a>(buffers: &'a [Vec<u8>], stats: &mut Stats) -> Vec<Entry<'a>> {
+    let mut entries = Vec::new();
+    for data in buffers {
+        let (found, bad) = parse_segment(data);
+        stats.lines += found.len() + bad;
+        stats.bad_lines += bad;
+        entries.extend(found);
+    }
+    entries.par_sort_by(|a, b| a.run_id.cmp(b.run_id));
+    entries
+}
+
+/// The lines of `run_id` among `entries` (sorted by run id).
+fn lines_of<'e, 'a>(entries: &'e [Entry<'a>], run_id: &str) -> &'e [Entry<'a>] {
+    let start = entries.partition_point(|e| e.run_id < run_id);
+    let len = entries[start..].partition_point(|e| e.run_id == run_id);
+    &entries[start..start + len]
+}
+
+/// Load every run of the layout (those of `experiment_id` when given) as columns,
+/// answering from the `segments` where a line matches the record file and reading the
+/// record otherwise. The result equals `records::load_columns(layout, None, ...)`.
+pub fn load_columns(
+    layout: &Layout,
+    segments: &[PathBuf],
+    experiment_id: Option<&str>,
+) -> (Columns, Stats) {
+    let mut stats = Stats::default();
+    let buffers = read_segments(segments, &mut stats);
+    let entries = entries_by_run(&buffers, &mut stats);
+    let paths = records::record_paths(layout);
+    let loaded: Vec<(Loaded, bool)> = paths
+        .par_iter()
+        .with_min_len(64)
+        .map_init(Vec::new, |buffer, path| {
+            if let Some(row) = from_index(layout, path, &entries, experiment_id) {
+                return (row, true);
+            }
+            (
+                records::load_one(layout, path, experiment_id, buffer),
+                false,
+            )
+        })
+        .collect();
+    let mut rows = Vec::with_capacity(loaded.len());
+    for (row, indexed) in loaded {
+        if indexed {
+            stats.indexed += 1;
+        } else if !matches!(row, Loaded::Missing) {
+            stats.from_records += 1;
+        }
+        rows.push(row);
+    }
+    rows.extend(records::orphan_markers(layout, &paths));
+    (assemble(rows), stats)
+}
+
+/// The row of the record at `path` from a line matching its current identity, if any.
+fn from_index(
+    layout: &Layout,
+    path: &Path,
+    entries: &[Entry<'_>],
+    experiment_id: Option<&str>,
+) -> Option<Loaded> {
+    let run_id = records::stored_id(layout, path)?;
+    let entries = lines_of(entries, run_id);
+    if entries.is_empty() {
+        return None;
+    }
+    let id = match file_id(path) {
+        Ok(id) => id,
+        // Gone or unreadable: the record loader words what happened.
+        Err(e) if e.kind() == ErrorKind::NotFound => return None,
+        Err(_) => return None,
+    };
+    // Every line with this identity summarises the same file version; the last one read
+    // is as good as any.
+    let entry = entries.iter().rev().find(|e| e.file == id)?;
+    let location = path.display().to_string();
+    let loaded = Loaded::parse(entry.doc.as_bytes(), &location, Some(run_id), experiment_id);
+    // A summary that fails the record checks was not written by metalab: the record
+    // decides (and reports its own problems, if any).
+    if loaded.is_corrupt() {
+        return None;
+    }
+    Some(loaded)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::columns::test_record as record;
+    use crate::layout::test_layout;
+
+    fn line(run_id: &str, id: FileId, doc: &str) -> String {
+        // A line holds one line of JSON (the writer's json.dumps never breaks lines).
+        let doc = doc.replace('\n', " ");
+        let body = format!("{run_id} {} {} {} {doc}", id.ino, id.mtime_ns, id.size);
+        format!("{} {body}\n", checksum(body.as_bytes()))
+    }
+
+    fn temp_root(name: &str) -> PathBuf {
+        let root =
+            std::env::temp_dir().join(format!("metalab-index-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        root
+    }
+
+    fn write_record(root: &Path, run_id: &str, body: &str) -> PathBuf {
+        let dir = root.join("runs").join(&run_id[..2]);
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(format!("{run_id}.json"));
+        fs::write(&path, body).unwrap();
+        path
+    }
+
+    #[test]
+    fn torn_and_flipped_lines_are_ignored() {
+        let id = FileId {
+            ino: 1,
+            mtime_ns: 2,
+            size: 3,
+        };
+        let good = line("aa00", id, "{}");
+        let mut flipped = line("bb01", id, "{}").into_bytes();
+        flipped[20] ^= 1;
+        let mut data = good.clone().into_bytes();
+        data.extend(&flipped);
+        data.extend(&good.as_bytes()[..good.len() - 4]);
+        let (entries, bad) = parse_segment(&data);
+        assert_eq!(entries.len(), 1);
+        assert_eq!(entries[0].run_id, "aa00");
+        assert_eq!(bad, 2);
+    }
+
+    #[test]
+    fn a_line_counts_only_for_the_record_version_it_summarises() {
+        let root = temp_root("version");
+        let body = record("aa00", 0, r#"{"a": 1}"#, r#"{"m": 1}"#);
+        let path = write_record(&root, "aa00", &body);
+        let id = file_id(&path).unwrap();
+        let summary = record("aa00", 0, r#"{"a": 1}"#, r#"{"m": 99}"#);
+        let seg = root.join("index.seg");
+        fs::write(&seg, line("aa00", id, &summary)).unwrap();
+        let layout = test_layout(&root);
+        let (cols, stats) = load_columns(&layout, std::slice::from_ref(&seg), None);
+        // The (deliberately different) summary answered: the line was used.
+        assert_eq!(cols.metrics[0].values[0], crate::columns::Cell::Int(99));
+        assert_eq!((stats.indexed, stats.from_records), (1, 0));
+        // Rewrite the record with other bytes: the line no longer matches.
+        fs::write(&path, record("aa00", 0, r#"{"a": 1}"#, r#"{"m": 123}"#)).unwrap();
+        let (cols, stats) = load_columns(&layout, &[seg], None);
+        assert_eq!(cols.metrics[0].values[0], crate::columns::Cell::Int(123));
+        assert_eq!((stats.indexed, stats.from_records), (0, 1));
+        fs::remove_dir_all(&root).unwrap();
+    }
+}
