@@ -98,12 +98,12 @@ Render = Callable[[Payload, Screen], None]
 
 # -- shared plumbing --------------------------------------------------------------------
 def _open_store(locator: str) -> Store:
-    from metalab.store.file import FileStore
     from metalab.store.locator import create_store
 
     store = create_store(locator)
-    if isinstance(store, FileStore) and not store.root.is_dir():
-        raise CommandError(f"no store at {str(store.root)!r}: the directory does not exist")
+    directory = store.directory
+    if directory is not None and not directory.is_dir():
+        raise CommandError(f"no store at {str(directory)!r}: the directory does not exist")
     return store
 
 

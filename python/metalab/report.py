@@ -177,9 +177,8 @@ def _one_line(text: str) -> str:
 
 def store_argument(store: Store) -> str:
     """How to name ``store`` on a metalab command line (a path for a FileStore)."""
-    from metalab.store.file import FileStore
-
-    where = str(store.root) if isinstance(store, FileStore) else store.locator
+    directory = store.directory
+    where = str(directory) if directory is not None else store.locator
     return shlex.quote(where)
 
 

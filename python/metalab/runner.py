@@ -207,10 +207,6 @@ def _clean_temporaries(store: Store, run_ids: list[str]) -> None:
     Only where those runs write is searched, so the cost follows the work to redo.
     Cleaning is housekeeping: a failure is a warning, never a reason not to run.
     """
-    from metalab.store.file import FileStore
-
-    if not isinstance(store, FileStore):
-        return
     try:
         sweep = store.clean_temporaries(run_ids)
     except OSError as exc:
@@ -219,7 +215,7 @@ def _clean_temporaries(store: Store, run_ids: list[str]) -> None:
     if sweep.removed:
         print(
             f"metalab: removed {len(sweep.removed)} stale temporaries of killed writers "
-            f"({sweep.bytes_freed} bytes) from {store.root}",
+            f"({sweep.bytes_freed} bytes) from {store.directory}",
             file=sys.stderr,
         )
 
@@ -231,10 +227,8 @@ def _discover_service(store: Store) -> Store:
         UntrustedFileError: a service file is there that another user could have written
             (it would redirect the runs to their database); nothing has run yet.
     """
-    from metalab.store.file import FileStore
-
-    if not isinstance(store, FileStore):
-        return store
+    if store.directory is None:
+        return store  # only a directory can advertise a service
     from metalab.service import discover_service
 
     discovered: Store | None = discover_service(store)

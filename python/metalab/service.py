@@ -26,7 +26,7 @@ import threading
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from metalab.errors import ServiceError
 from metalab.service_files import (
@@ -54,6 +54,9 @@ from metalab.service_native import (
     wait_ready,
 )
 from metalab.trust import open_trusted, open_trusted_dir
+
+if TYPE_CHECKING:
+    from metalab.store.base import Store
 
 __all__ = [
     "DB_NAME",
@@ -332,11 +335,10 @@ def stop_service(service_dir: Path, timeout: float = 60.0) -> ServiceInfo | None
 
 
 # -- the store a service file advertises ----------------------------------------------
-def _postgres_store(info: ServiceInfo, passfile: Path, file_store: Any) -> Any:
+def _postgres_store(info: ServiceInfo, passfile: Path, root: Path | None) -> Store:
     from metalab.store.postgres import PostgresStore
     from metalab.store.postgres_config import PostgresConfig
 
-    root = getattr(file_store, "root", None)
     config = PostgresConfig(
         host=info.host,
         port=info.port,
@@ -373,18 +375,13 @@ def service_locator(service_dir: Path, store_root: str | os.PathLike[str] | None
         UntrustedFileError: the file, its ``pgpass`` or its directory is not safely yours.
     """
     info, passfile = _trusted_service(Path(service_dir) / SERVICE_FILE)
-    holder = None if store_root is None else _Root(Path(store_root).expanduser().absolute())
-    return str(_postgres_store(info, passfile, holder).locator)
+    root = None if store_root is None else Path(store_root).expanduser().absolute()
+    return str(_postgres_store(info, passfile, root).locator)
 
 
-class _Root:
-    """Stands for the FileStore a service was started next to (only its root is used)."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-
-
-def store_from_service_file(path: str | os.PathLike[str], file_store: Any = None) -> Any:
+def store_from_service_file(
+    path: str | os.PathLike[str], file_store: Store | None = None
+) -> Store:
     """Build the PostgresStore advertised by a ``service.json``.
 
     The password stays in the service directory's 0600 ``pgpass`` file, referenced by
@@ -397,10 +394,10 @@ def store_from_service_file(path: str | os.PathLike[str], file_store: Any = None
             is writable by group/others (another user could have written it).
     """
     info, passfile = _trusted_service(Path(path))
-    return _postgres_store(info, passfile, file_store)
+    return _postgres_store(info, passfile, None if file_store is None else file_store.directory)
 
 
-def discover_service(file_store: Any) -> Any | None:
+def discover_service(file_store: Store) -> Store | None:
     """The PostgresStore advertised next to a FileStore, or ``None`` when there is none.
 
     Looks for ``{root}/services/postgres/service.json``; when one is used, says so once
@@ -410,14 +407,17 @@ def discover_service(file_store: Any) -> Any | None:
         UntrustedFileError: a service file is there but is not safely yours; nothing
             was connected to.
     """
-    service_file = default_service_dir(file_store.root) / SERVICE_FILE
+    root = file_store.directory
+    if root is None:
+        return None  # only a directory can advertise a service
+    service_file = default_service_dir(root) / SERVICE_FILE
     try:
         os.lstat(service_file)
     except (FileNotFoundError, NotADirectoryError):
         return None
     info, passfile = _trusted_service(service_file)
-    store = _postgres_store(info, passfile, file_store)
-    _announce(service_file, info, file_store.root)
+    store = _postgres_store(info, passfile, root)
+    _announce(service_file, info, root)
     return store
 
 

@@ -89,7 +89,7 @@ class SubmissionPaths:
     @classmethod
     def of(cls, store: Store, submission: str, submit_dir: str | None = None) -> SubmissionPaths:
         """The paths of ``submission`` into ``store`` (logs inside a FileStore only)."""
-        root = getattr(store, "root", None)
+        root = store.directory
         log_dir = None if root is None else str(root / "slurm" / "logs" / submission)
         return cls(submission, log_dir, submit_dir)
 

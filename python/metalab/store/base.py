@@ -15,9 +15,11 @@ import json
 from abc import ABC
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
 from metalab.records import RunRecord
+from metalab.store.atomic import SweepReport
 from metalab.store.capabilities import (
     BundleReader,
     BundleWriter,
@@ -28,6 +30,9 @@ from metalab.store.capabilities import (
     RunWriter,
     StatusIndex,
 )
+
+if TYPE_CHECKING:
+    from metalab.store.postgres_config import PostgresConfig
 
 __all__ = ["LoadProblem", "LoadedRecords", "LogSink", "Store", "select_manifests"]
 
@@ -123,6 +128,25 @@ class Store(
         Raises:
             StoreUnavailableError: a server-backed store cannot be reached.
         """
+
+    @property
+    def directory(self) -> Path | None:
+        """The local directory the store is, if it is one (a FileStore's root).
+
+        What only a directory can hold beside the runs lives there: SLURM task logs, the
+        files of a PostgreSQL service it advertises, that service's artifact root.
+        """
+        return None
+
+    def connection_configs(self) -> list[PostgresConfig]:
+        """The PostgreSQL connection settings the store logs in with (none by default)."""
+        return []
+
+    def clean_temporaries(
+        self, run_ids: Iterable[str] | None = None, *, dry_run: bool = False
+    ) -> SweepReport:
+        """Remove temporary files left by killed writers; a store without files has none."""
+        return SweepReport()
 
     def close(self) -> None:
         """Release connections or handles held by the store."""

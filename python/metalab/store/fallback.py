@@ -31,7 +31,7 @@ from metalab.records import ArtifactInfo, RunRecord, RunState, StoredState
 from metalab.store.base import LoadedRecords, LoadProblem, LogSink, Store
 from metalab.store.bundle import ManifestDoc, RunBundle
 from metalab.store.locator import create_store, to_locator
-from metalab.store.postgres_config import mask_locator
+from metalab.store.postgres_config import PostgresConfig, mask_locator
 from metalab.store.record_codec import decode_record
 
 __all__ = ["FallbackStore"]
@@ -112,6 +112,10 @@ class FallbackStore(Store):
     def locator(self) -> str:
         """``fallback://?primary=...&fallback=...[&write_to_both=1]`` (no passwords)."""
         return self._locator(self.primary.locator, self.fallback.locator)
+
+    def connection_configs(self) -> list[PostgresConfig]:
+        """The primary's connection settings, then the fallback's."""
+        return self.primary.connection_configs() + self.fallback.connection_configs()
 
     def portable_locator(self) -> str:
         """Like :attr:`locator`, with both parts as :func:`~metalab.store.to_locator`

@@ -67,6 +67,10 @@ class PostgresStore(PostgresBundles, PostgresClaims, Store):
     def __repr__(self) -> str:
         return f"PostgresStore({self.locator!r})"
 
+    def connection_configs(self) -> list[PostgresConfig]:
+        """This store's connection settings."""
+        return [self.config]
+
     def portable_locator(self) -> str:
         """A locator that recreates this store in any later process of this user.
 
