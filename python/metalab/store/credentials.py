@@ -28,18 +28,18 @@ from __future__ import annotations
 import os
 import re
 import stat
-import sys
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from metalab.errors import StoreAuthError, StoreError, StoreUnavailableError, UntrustedFileError
 from metalab.store.redaction import redact, remember_secret
 from metalab.trust import describe_owner, read_trusted, verify_trusted
 
 if TYPE_CHECKING:
+    from metalab.store.base import Store
     from metalab.store.postgres_config import PostgresConfig
 
 __all__ = [
@@ -47,7 +47,6 @@ __all__ = [
     "Credential",
     "alias_path",
     "configs_of",
-    "connect_checked",
     "connect_once",
     "credentials_dir",
     "credentials_of",
@@ -110,20 +109,12 @@ def _key(host: str | None, port: int | None, dbname: str | None, user: str | Non
     return (host or "", "" if port is None else str(port), dbname or "", user or "")
 
 
-def configs_of(store: object) -> list[PostgresConfig]:
+def configs_of(store: Store) -> list[PostgresConfig]:
     """The PostgreSQL connection settings ``store`` uses (none for a FileStore)."""
-    # Looked up, not imported: a store of a class never loaded cannot be one, and a
-    # FileStore worker must not pay for importing psycopg (~0.2 s per SLURM task).
-    fallback = sys.modules.get("metalab.store.fallback")
-    if fallback is not None and isinstance(store, fallback.FallbackStore):
-        return configs_of(store.primary) + configs_of(store.fallback)
-    postgres = sys.modules.get("metalab.store.postgres")
-    if postgres is not None and isinstance(store, postgres.PostgresStore):
-        return [store.config]
-    return []
+    return store.connection_configs()
 
 
-def credentials_of(store: object) -> list[Credential]:
+def credentials_of(store: Store) -> list[Credential]:
     """The passwords a worker needs to open ``store`` from its locator."""
     found = (Credential.of(config) for config in configs_of(store))
     return list({c.key: c for c in found if c is not None}.values())
@@ -163,19 +154,9 @@ _LOGIN_ADVICE = (
 def connect_once(config: PostgresConfig, advice: str = _LOGIN_ADVICE) -> None:
     """Open and close one direct connection with ``config``; say why when it fails.
 
-    Raises:
-        StoreAuthError: the server refused the login (see :func:`connect_checked`).
-        StoreUnavailableError: the server cannot be reached (refused, timed out, ...).
-    """
-    connect_checked(config, advice).close()
-
-
-def connect_checked(config: PostgresConfig, advice: str = _LOGIN_ADVICE) -> Any:
-    """One direct autocommit connection with ``config``; say why when it fails.
-
-    A full server (hundreds of array tasks at once) is waited for with backoff
-    (:mod:`metalab.store.pg_backoff`): that is load, not an outage. libpq's own reason
-    for any other failure is in the error, e.g. a refused login.
+    Used before a connection pool exists: a pool retries a refused login or a dead
+    server in the background, logging each attempt, and at its timeout reports only
+    "couldn't get a connection". libpq's own reason is in this connection's error.
 
     Raises:
         StoreAuthError: the server refused the login (e.g. ``fe_sendauth: no password
@@ -185,13 +166,8 @@ def connect_checked(config: PostgresConfig, advice: str = _LOGIN_ADVICE) -> Any:
     import psycopg
     from psycopg.conninfo import make_conninfo
 
-    from metalab.store.pg_backoff import connect_with_backoff
-
-    conninfo = make_conninfo("", **config.conninfo_kwargs())
     try:
-        return connect_with_backoff(
-            lambda: psycopg.connect(conninfo, autocommit=True), config.locator()
-        )
+        psycopg.connect(make_conninfo("", **config.conninfo_kwargs())).close()
     except psycopg.OperationalError as exc:
         # libpq's text spans lines ("... failed: X\n\tIs the server running ..."): one
         # line reads better in a warning, a log or a CLI message.
@@ -206,7 +182,7 @@ def connect_checked(config: PostgresConfig, advice: str = _LOGIN_ADVICE) -> Any:
         ) from None
 
 
-def verify_login(store: object) -> None:
+def verify_login(store: Store) -> None:
     """Log in once to every PostgreSQL database of ``store``, before any run executes.
 
     An unreachable server passes (the store reports it when used, and a FallbackStore
