@@ -379,9 +379,7 @@ def service_locator(service_dir: Path, store_root: str | os.PathLike[str] | None
     return str(_postgres_store(info, passfile, root).locator)
 
 
-def store_from_service_file(
-    path: str | os.PathLike[str], file_store: Store | None = None
-) -> Store:
+def store_from_service_file(path: str | os.PathLike[str], file_store: Store | None = None) -> Store:
     """Build the PostgresStore advertised by a ``service.json``.
 
     The password stays in the service directory's 0600 ``pgpass`` file, referenced by

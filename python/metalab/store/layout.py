@@ -153,9 +153,7 @@ def check_segment_name(writer: object) -> str:
     Raises:
         UnsafeNameError: not ``[reindex-]{host}.{pid}.{scope}-{start}``.
     """
-    return _check(
-        _SEGMENT, "index segment", writer, "'[reindex-]{host}.{pid}.{scope8hex}-{start}'"
-    )
+    return _check(_SEGMENT, "index segment", writer, "'[reindex-]{host}.{pid}.{scope8hex}-{start}'")
 
 
 def check_claim_owner(owner: object) -> str:
