@@ -40,6 +40,9 @@ class RunStatus:
     reasons: dict[str, int] = field(default_factory=dict)
     """Runs that did not succeed, by reason kind (:class:`~metalab.records.FailureReason`
     values, ``"unknown"`` for records written before reasons existed), most first."""
+    elsewhere: int = 0
+    """Of the ``pending`` runs, those claimed by another launch of the experiment (it
+    executes them; this one waits for them to land)."""
 
     @property
     def is_complete(self) -> bool:
@@ -111,8 +114,9 @@ class RunHandle:
             failed, running, cancelled = counts.failed, counts.running, counts.cancelled
         pending = max(total - completed - failed - running - cancelled, 0)
         reasons = self._reasons() if failed else {}
+        elsewhere = min(counts.elsewhere, pending)
         return RunStatus(
-            total, completed, running, pending, failed, self._skipped, cancelled, reasons
+            total, completed, running, pending, failed, self._skipped, cancelled, reasons, elsewhere
         )
 
     def _reasons(self) -> dict[str, int]:

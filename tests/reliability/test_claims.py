@@ -17,83 +17,9 @@ from pathlib import Path
 
 import pytest
 
+from claim_drivers import concurrent_drivers_execute_once, drivers, executions, write_driver
 from metalab.store.claims import new_owner
 from metalab.store.file import FileStore
-
-DRIVER = textwrap.dedent(
-    """
-    import os, sys, time
-    import metalab
-
-    LOG = sys.argv[3]
-
-    @metalab.operation
-    def counted(params, runtime, capture):
-        fd = os.open(LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            os.write(fd, f"{runtime.run_id} {os.getpid()}\\n".encode())
-        finally:
-            os.close(fd)
-        time.sleep(float(sys.argv[4]))
-        capture.metric("i", params["i"])
-
-    exp = metalab.Experiment(
-        name="claimed", version="1", context={}, operation=counted,
-        params=metalab.grid(i=list(range(int(sys.argv[5])))), seeds=metalab.seeds(base=1),
-    )
-    executor = metalab.ProcessExecutor(max_workers=2) if sys.argv[2] == "process" else None
-    handle = metalab.run(exp, store=sys.argv[1], executor=executor)
-    results = handle.result(timeout=300)
-    print("RESULT", len(results.successful), len(results), flush=True)
-    """
-)
-
-
-def _write_driver(tmp_path: Path) -> Path:
-    script = tmp_path / "driver.py"
-    script.write_text(DRIVER)
-    return script
-
-
-def _drivers(
-    script: Path, store: str, executor: str, log: Path, n: int, sleep: float, runs: int
-) -> list[subprocess.Popen[str]]:
-    args = [str(store), executor, str(log), str(sleep), str(runs)]
-    return [
-        subprocess.Popen(
-            [sys.executable, str(script), *args],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            start_new_session=True,
-        )
-        for _ in range(n)
-    ]
-
-
-def _executions(log: Path) -> collections.Counter[str]:
-    lines = log.read_text().splitlines() if log.exists() else []
-    return collections.Counter(line.split()[0] for line in lines)
-
-
-def concurrent_drivers_execute_once(
-    tmp_path: Path, store: str, executor: str, runs: int = 40
-) -> None:
-    """8 real driver processes launch one experiment on one store together."""
-    script, log = _write_driver(tmp_path), tmp_path / "executions.log"
-    procs = _drivers(script, store, executor, log, 8, 0.02, runs)
-    outputs = []
-    for proc in procs:
-        out, err = proc.communicate(timeout=300)
-        assert proc.returncode == 0, err
-        outputs.append(out)
-    executed = _executions(log)
-    assert len(executed) == runs
-    twice = {run_id: n for run_id, n in executed.items() if n > 1}
-    assert not twice, f"runs executed more than once: {twice}"
-    for out in outputs:
-        # Every driver's result() has every run, those executed by the others included.
-        assert f"RESULT {runs} {runs}" in out
 
 
 @pytest.mark.parametrize("executor", ["thread", "process"])
@@ -105,16 +31,16 @@ def test_eight_drivers_on_one_file_store_execute_each_run_once(
 
 def test_a_killed_claimer_loses_its_runs_after_the_lease(tmp_path: Path) -> None:
     """SIGKILL a driver mid-run: a later launch executes the run it held (crashes retry)."""
-    script, log = _write_driver(tmp_path), tmp_path / "executions.log"
+    script, log = write_driver(tmp_path), tmp_path / "executions.log"
     store = tmp_path / "store"
-    (first,) = _drivers(script, str(store), "thread", log, 1, 30.0, 2)
+    (first,) = drivers(script, str(store), "thread", log, 1, 30.0, 2)
     try:
         deadline = time.monotonic() + 60
-        while not _executions(log):
+        while not executions(log):
             assert first.poll() is None, first.communicate()
             assert time.monotonic() < deadline
             time.sleep(0.05)
-        held = next(iter(_executions(log)))
+        held = next(iter(executions(log)))
         claim = FileStore(store).layout.claim(held)
         assert claim.exists()
     finally:
@@ -134,9 +60,39 @@ def test_a_killed_claimer_loses_its_runs_after_the_lease(tmp_path: Path) -> None
     assert out.returncode == 0, out.stderr
     assert "RESULT 2 2" in out.stdout
     assert time.monotonic() - started < 60
-    executed = _executions(log)
+    executed = executions(log)
     assert executed[held] == 2  # once by the killed driver, once after its lease was lost
     assert not claim.exists()  # released after the record and marker
+
+
+def test_runs_claimed_by_another_launch_are_waited_for_and_shown_in_status(
+    tmp_path: Path,
+) -> None:
+    script, log = write_driver(tmp_path), tmp_path / "executions.log"
+    store = str(tmp_path / "store")
+    (first,) = drivers(script, store, "thread", log, 1, 2.0, 2)
+    try:
+        deadline = time.monotonic() + 60
+        while not executions(log):  # it claimed both runs and executes the first
+            assert first.poll() is None, first.communicate()
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        second = subprocess.run(
+            [sys.executable, str(script), store, "thread", str(log), "0", "2", "0.5"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert second.returncode == 0, second.stderr
+        assert "ELSEWHERE 2" in second.stdout  # both held by the first launch
+        assert "RESULT 2 2" in second.stdout  # and waited for
+        out, err = first.communicate(timeout=60)
+        assert "RESULT 2 2" in out, err
+    finally:
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)
+            first.wait()
+    assert set(executions(log).values()) == {1} and len(executions(log)) == 2
 
 
 def test_a_live_claim_is_refused_and_an_expired_one_taken_over(tmp_path: Path) -> None:
@@ -170,6 +126,9 @@ RACE = textwrap.dedent(
     while time.time() < float(sys.argv[2]):
         pass
     print(",".join(store.claim(run_ids, owner, 60.0)), flush=True)
+    # A winner that exited would be a dead owner, whose claims the slower racers take
+    # over legitimately: every racer stays alive until all of them have claimed.
+    time.sleep(max(float(sys.argv[2]) + 2.5 - time.time(), 0))
     """
 )
 
@@ -183,7 +142,7 @@ def test_two_takers_racing_for_one_expired_claim_exactly_one_wins(tmp_path: Path
     dead = new_owner()
     assert store.claim(run_ids, dead, 60.0) == run_ids
     old = time.time() - 600
-    for rounds in range(5):
+    for rounds in range(3):
         for run_id in run_ids:
             os.utime(store.layout.claim(run_id), (old, old))
         at = time.time() + 1.5

@@ -17,6 +17,7 @@ for array tasks that left the queue unfinished, ``cancel`` and ``reattach`` — 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import secrets
 import shlex
@@ -28,9 +29,10 @@ from datetime import UTC, datetime
 
 from metalab.errors import ExecutorError, SlurmError
 from metalab.executors import slurm_limits
-from metalab.executors.base import Executor, Job
+from metalab.executors.base import Executor, Job, Launch
 from metalab.executors.slurm_commands import command_error, run_tool
 from metalab.executors.slurm_config import SlurmConfig
+from metalab.executors.slurm_held import LaunchPair, live_submission
 from metalab.executors.slurm_launch import (
     EXECUTOR_NAME,
     POLL_INTERVAL_S,
@@ -219,12 +221,35 @@ class SlurmExecutor(Executor):
             print(f"  ({len(prepared.shards) - 2} more arrays: same script, other --offset)")
 
     # -- submission -----------------------------------------------------------------------
-    def launch(self, job: Job) -> SlurmLaunch:
+    def launch(self, job: Job) -> Launch:
         """Submit the job's tasks as array jobs and return at once.
+
+        Runs held by a live earlier submission of the experiment (``slurm_held``) are
+        left to it and followed, not submitted again.
 
         Raises:
             SlurmError: sbatch is missing or refused a shard (shards submitted before the
                 failure are cancelled, so nothing half-submitted keeps running).
+        """
+        earlier = live_submission(job.store, job.plan) if job.task_indices else None
+        if earlier is None:
+            return self.submit(job)
+        todo = [t for t in job.task_indices if t not in earlier.tasks]
+        print(
+            f"metalab SLURM: {len(job.task_indices) - len(todo)} runs already queued by "
+            f"submission {earlier.submission}; submitting {len(todo)}",
+            file=sys.stderr,
+        )
+        if not todo:
+            return earlier.launch
+        return LaunchPair(self.submit(dataclasses.replace(job, task_indices=todo)), earlier)
+
+    def submit(self, job: Job) -> SlurmLaunch:
+        """Submit every task of ``job`` (the retry and wave jobs, which continue a live
+        submission, come here directly: the earlier submission they would find is theirs).
+
+        Raises:
+            SlurmError: as :meth:`launch`.
         """
         submission = _new_submission_id()
         prepared = self._prepare(job, submission)

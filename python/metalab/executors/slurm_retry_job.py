@@ -120,7 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             attempt = escalate(config, set(reasons))
             executor = SlurmExecutor(attempt, python=settings["python"])
             job = Job(plan, store, sorted(indices), derived, settings.get("timeout"))
-            retry = executor.launch(job)
+            retry = executor.submit(job)
             launched.append(retry.reconnect_info)
             what = ", ".join(sorted(reasons)) or "other infrastructure failures"
             print(

@@ -68,7 +68,7 @@ def _launch_rest(
     pause = 10.0
     while True:
         try:
-            return executor.launch(Job(plan, store, rest, derived, settings.get("timeout")))
+            return executor.submit(Job(plan, store, rest, derived, settings.get("timeout")))
         except (SlurmConfigError, SlurmError) as exc:
             # Other jobs of the user fill the limit (seen by the layout, or by sbatch when
             # they were submitted meanwhile: launch cancelled what it had submitted).
