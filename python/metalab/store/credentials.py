@@ -32,7 +32,7 @@ import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from metalab.errors import StoreAuthError, StoreError, StoreUnavailableError, UntrustedFileError
 from metalab.store.redaction import redact, remember_secret
@@ -47,6 +47,7 @@ __all__ = [
     "Credential",
     "alias_path",
     "configs_of",
+    "connect_checked",
     "connect_once",
     "credentials_dir",
     "credentials_of",
@@ -154,9 +155,19 @@ _LOGIN_ADVICE = (
 def connect_once(config: PostgresConfig, advice: str = _LOGIN_ADVICE) -> None:
     """Open and close one direct connection with ``config``; say why when it fails.
 
-    Used before a connection pool exists: a pool retries a refused login or a dead
-    server in the background, logging each attempt, and at its timeout reports only
-    "couldn't get a connection". libpq's own reason is in this connection's error.
+    Raises:
+        StoreAuthError: the server refused the login (see :func:`connect_checked`).
+        StoreUnavailableError: the server cannot be reached (refused, timed out, ...).
+    """
+    connect_checked(config, advice).close()
+
+
+def connect_checked(config: PostgresConfig, advice: str = _LOGIN_ADVICE) -> Any:
+    """One direct autocommit connection with ``config``; say why when it fails.
+
+    A full server (hundreds of array tasks at once) is waited for with backoff
+    (:mod:`metalab.store.pg_backoff`): that is load, not an outage. libpq's own reason
+    for any other failure is in the error, e.g. a refused login.
 
     Raises:
         StoreAuthError: the server refused the login (e.g. ``fe_sendauth: no password
@@ -166,8 +177,13 @@ def connect_once(config: PostgresConfig, advice: str = _LOGIN_ADVICE) -> None:
     import psycopg
     from psycopg.conninfo import make_conninfo
 
+    from metalab.store.pg_backoff import connect_with_backoff
+
+    conninfo = make_conninfo("", **config.conninfo_kwargs())
     try:
-        psycopg.connect(make_conninfo("", **config.conninfo_kwargs())).close()
+        return connect_with_backoff(
+            lambda: psycopg.connect(conninfo, autocommit=True), config.locator()
+        )
     except psycopg.OperationalError as exc:
         # libpq's text spans lines ("... failed: X\n\tIs the server running ..."): one
         # line reads better in a warning, a log or a CLI message.

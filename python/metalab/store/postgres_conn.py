@@ -1,7 +1,9 @@
 """The connection side of :class:`~metalab.store.postgres.PostgresStore`.
 
-One lazily created pool per process (re-created in a forked child, whose inherited
-sockets belong to the parent), the schema created on first use, and :meth:`_run`, the
+Short-lived connections per process (:mod:`metalab.store.pg_backoff`: opened when a
+statement must run, waiting their turn on a full server, closed once idle; re-created in
+a forked child, whose inherited sockets belong to the parent), the schema created on
+first use, and :meth:`_run`, the
 one way a statement reaches the server: a dropped connection is retried once and every
 failure becomes a :class:`~metalab.errors.StoreError` with passwords masked. The
 artifact, bundle and record halves of the store build on it (subclasses, not mixins
@@ -18,32 +20,20 @@ from typing import Any, TypeVar
 
 from metalab.errors import StoreError, StoreUnavailableError
 from metalab.store import postgres_sql as Q
-from metalab.store.credentials import connect_once
-from metalab.store.postgres_config import PostgresConfig, quiet_pool_log, redact
+from metalab.store.credentials import connect_checked
+from metalab.store.pg_backoff import ShortLivedConnections
+from metalab.store.postgres_config import PostgresConfig, redact
 
 try:
     import psycopg
     from psycopg import sql
     from psycopg.conninfo import make_conninfo
-    from psycopg_pool import ConnectionPool, PoolTimeout
 except ImportError as _exc:  # pragma: no cover - depends on the install
-    raise ImportError(
-        "PostgresStore needs psycopg 3 and psycopg_pool: uv add 'metalab[postgres]'"
-    ) from _exc
+    raise ImportError("PostgresStore needs psycopg 3: uv add 'metalab[postgres]'") from _exc
 
 __all__ = ["PostgresConnection"]
 
 T = TypeVar("T")
-
-
-def _close_pool_soon(pool: Any, owner_pid: int, wait: bool = True) -> None:
-    if os.getpid() != owner_pid:
-        return  # inherited through fork: the parent owns these connections
-    closer = threading.Thread(target=pool.close, name="metalab-pool-close", daemon=True)
-    closer.start()
-    if not wait or threading.current_thread() is not threading.main_thread():
-        return
-    closer.join(timeout=5.0)
 
 
 class PostgresConnection:
@@ -55,7 +45,7 @@ class PostgresConnection:
 
     def __init__(self, config: PostgresConfig) -> None:
         self.config = config
-        self._pool: Any = None
+        self._pool: ShortLivedConnections | None = None
         self._pool_pid = -1
         self._lock = threading.Lock()
         self._schema_ready = False
@@ -79,40 +69,32 @@ class PostgresConnection:
         self.__init__(state["config"])  # type: ignore[misc]
 
     # -- connections ------------------------------------------------------------------
-    def _get_pool(self) -> Any:
+    def _get_pool(self) -> ShortLivedConnections:
         pid = os.getpid()
         if self._pool is not None and self._pool_pid == pid:
             return self._pool
         with self._lock:
             if self._pool is not None and self._pool_pid == pid:
                 return self._pool
-            # A pool inherited through fork shares sockets with the parent: drop it
-            # without closing (closing would hang up the parent's connections).
+            # Connections inherited through fork share sockets with the parent: drop them
+            # without closing (psycopg never terminates a connection of another pid).
             self._pool = None
             self._schema_ready = False
-            kwargs = self.config.conninfo_kwargs()
-            conninfo = make_conninfo("", **kwargs)
-            # One direct connection first: a pool retries a refused login or a dead
-            # server in the background, logging each attempt, until its timeout says
-            # only "couldn't get a connection". libpq's own reason is in the probe's.
-            connect_once(self.config)
-            quiet_pool_log()
-            timeout = float(kwargs.get("connect_timeout", 5)) + 1.0
-            pool = ConnectionPool(
-                conninfo,
-                min_size=1,
-                max_size=self.config.pool_size,
-                kwargs={"autocommit": True},
-                timeout=timeout,
-                open=False,
-                name=f"metalab-{self.config.schema}",
-            )
-            pool.open(wait=False)
+            conninfo = make_conninfo("", **self.config.conninfo_kwargs())
+            # One direct connection first (waiting its turn on a full server): a dead
+            # server or a refused login is said with libpq's own reason, at once.
+            # It then serves the first statements.
+            first = connect_checked(self.config)
+
+            def connect() -> Any:
+                return psycopg.connect(conninfo, autocommit=True)
+
+            # Short-lived connections, not a pool holding them: hundreds of array tasks
+            # must not keep the server's slots while their operations compute (pg_backoff).
+            pool = ShortLivedConnections(connect, self.locator, self.config.pool_size)
+            pool.adopt(first)
             self._pool, self._pool_pid = pool, pid
-            # Close the pool when the store is dropped or at exit, from a fresh thread:
-            # left to its own __del__, a pool collected on one of its worker threads
-            # tries to join that thread and fails.
-            weakref.finalize(self, _close_pool_soon, pool, pid)
+            weakref.finalize(self, pool.close)
             return pool
 
     def _run(self, op: Callable[[Any], T]) -> T:
@@ -134,21 +116,10 @@ class PostgresConnection:
                         ensure_schema(conn, self.config.schema)
                         self._schema_ready = True
                     return op(conn)
-            except PoolTimeout:
-                # The pool waited its timeout for a connection: either every connection
-                # is busy (then retry once) or the server went away, and the pool only
-                # knows "couldn't get a connection". Drop it (which also ends its logged
-                # reconnect attempts); the next pool probes first and says why.
-                self._discard_pool(pool)
-                if attempt == 0:
-                    continue
-                # Ask the server directly why (raises with libpq's reason if it is down).
-                connect_once(self.config)
-                message = "no connection became free within the pool timeout (server busy?)"
             except psycopg.OperationalError as exc:
-                message = redact(f"{type(exc).__name__}: {exc}")
+                message = " ".join(redact(f"{type(exc).__name__}: {exc}").split())
                 if attempt == 0:
-                    pool.check()  # drop every dead idle connection before the retry
+                    pool.discard_idle()  # they may have died with this one
                     continue
             except psycopg.Error as exc:
                 message = redact(f"{type(exc).__name__}: {exc}")
@@ -158,12 +129,6 @@ class PostgresConnection:
         raise StoreUnavailableError(
             f"PostgreSQL store {self.locator} unavailable: {message}", locator=self.locator
         )
-
-    def _discard_pool(self, pool: Any) -> None:
-        with self._lock:
-            if self._pool is pool:
-                self._pool = None
-        _close_pool_soon(pool, self._pool_pid, wait=False)
 
     def ping(self) -> None:
         """Check the server answers (and create the schema).
@@ -176,8 +141,8 @@ class PostgresConnection:
     def close(self) -> None:
         """Close the pool (a later call re-opens one)."""
         with self._lock:
-            if self._pool is not None and self._pool_pid == os.getpid():
-                self._pool.close()
+            if self._pool is not None:
+                self._pool.close()  # a no-op in a forked child: the parent's sockets
             self._pool = None
 
     def drop_schema(self) -> None:

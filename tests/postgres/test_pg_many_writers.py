@@ -1,0 +1,230 @@
+"""A full SLURM array against a stock PostgreSQL server: 250 writers, 100 connections.
+
+A private server is started with the native binaries (as metalab's service manager does)
+with PostgreSQL's stock ``max_connections=100``, and the workers log in as an ordinary
+role, so 97 slots are theirs (3 are reserved for superusers). 250 array tasks then run
+``metalab.worker`` at the same time: each is a real process with its own connections,
+forked from one parent that imported metalab once (250 fresh interpreters would cost
+~75 s of CPU on two cores before the first run; a fork costs milliseconds). The
+operation waits at a rendezvous until every task is inside it, so all 250 are alive
+together, as the tasks of an array with ``max_concurrent=500`` are.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import metalab
+from metalab.executors.base import Executor, Job, Launch, TallyingLaunch
+from metalab.records import RunState, StoredState
+from metalab.store.locator import create_store
+
+pytestmark = pytest.mark.postgres
+
+WRITERS = 250
+MAX_CONNECTIONS = 100
+
+
+class _SubmitOnly(Executor):
+    """Leaves the store as a SLURM submission does (manifest, sealed spec); runs nothing."""
+
+    name = "slurm"
+    ships_experiment = True
+
+    def launch(self, job: Job) -> Launch:
+        launch = TallyingLaunch(job)
+        launch.mark_finished()
+        return launch
+
+
+def _as_postgres(*argv: object, check: bool = True) -> None:
+    """Run a server binary as the unprivileged server user when we are root."""
+    from metalab.service_native import as_server_user
+
+    subprocess.run([str(a) for a in argv], check=check, capture_output=True, **as_server_user())
+
+
+@pytest.fixture(scope="module")
+def stock_server() -> Iterator[str]:
+    """A private server with ``max_connections=100``; yields a non-superuser locator."""
+    psycopg = pytest.importorskip("psycopg")
+    from metalab.errors import ServiceError
+    from metalab.service_native import UNPRIVILEGED_USER, find_bin_dir, free_port
+
+    try:
+        bin_dir = find_bin_dir()
+    except ServiceError as exc:
+        pytest.skip(str(exc))
+    base = Path(tempfile.mkdtemp(prefix="metalab-pg100-", dir="/var/tmp"))
+    if os.geteuid() == 0:  # initdb refuses root: the data belongs to the server user
+        shutil.chown(base, UNPRIVILEGED_USER, UNPRIVILEGED_USER)
+    data, admin_pw, writer_pw = base / "data", secrets.token_hex(12), secrets.token_hex(12)
+    pwfile = base / "pw"
+    pwfile.write_text(admin_pw + "\n")
+    if os.geteuid() == 0:
+        shutil.chown(pwfile, UNPRIVILEGED_USER, UNPRIVILEGED_USER)
+    port = free_port()
+    options = (
+        f"-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' "
+        f"-c max_connections={MAX_CONNECTIONS}"
+    )
+    _as_postgres(
+        bin_dir / "initdb",
+        "-D",
+        data,
+        "-U",
+        "admin",
+        f"--pwfile={pwfile}",
+        "-E",
+        "UTF8",
+        "--auth-local=scram-sha-256",
+        "--auth-host=scram-sha-256",
+    )
+    _as_postgres(bin_dir / "pg_ctl", "-D", data, "-l", base / "log", "-o", options, "-w", "start")
+    try:
+        admin = f"postgresql://admin:{admin_pw}@127.0.0.1:{port}/postgres"
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f"CREATE ROLE writer LOGIN PASSWORD '{writer_pw}'")
+            conn.execute("CREATE DATABASE writes OWNER writer")
+        yield f"postgresql://writer:{writer_pw}@127.0.0.1:{port}/writes"
+    finally:
+        _as_postgres(bin_dir / "pg_ctl", "-D", data, "-m", "immediate", "stop", check=False)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+# Forks WRITERS array tasks from one interpreter that imported metalab (see the module
+# docstring), each running the worker's main() exactly as `python -m metalab.worker`.
+_FORK_ARRAY = textwrap.dedent(
+    """
+    import json, os, sys
+    from metalab import worker
+    import metalab.store.postgres, metalab.execution, metalab.plan_loading  # once, shared
+
+    count, argv = int(sys.argv[1]), json.loads(sys.argv[2])
+    pids = []
+    for task in range(count):
+        pid = os.fork()
+        if pid == 0:
+            code = 70
+            try:
+                code = worker.main(argv + ["--array-task", str(task)])
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(code)
+        pids.append(pid)
+    codes = [os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for pid in pids]
+    print(json.dumps(codes))
+    """
+)
+
+_OPS = textwrap.dedent(
+    """
+    import os, time
+    import metalab
+
+    @metalab.operation
+    def write(params, capture):
+        # Rendezvous: every array task is inside its operation at the same time.
+        here = os.environ["MANY_WRITERS_DIR"]
+        open(os.path.join(here, f"{params['x']}.{os.getpid()}"), "w").close()
+        deadline = time.monotonic() + 60
+        while len(os.listdir(here)) < int(os.environ["MANY_WRITERS_N"]):
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        capture.log(f"writer {params['x']} inside")
+        capture.metric("y", params["x"] * 2)
+        capture.artifact("out", {"x": params["x"]})
+        capture.log(f"writer {params['x']} done")
+    """
+)
+
+
+def test_250_array_tasks_against_100_connections_lose_nothing(
+    stock_server: str, tmp_path: Path
+) -> None:
+    import psycopg
+
+    with psycopg.connect(stock_server) as conn:
+        shown = conn.execute("SHOW max_connections").fetchone()
+    assert shown is not None and int(shown[0]) == MAX_CONNECTIONS
+    locator = f"{stock_server}?artifact_root={tmp_path / 'artifacts'}"
+
+    ops = tmp_path / "ops"
+    ops.mkdir()
+    (ops / "many_writers_ops.py").write_text(_OPS)
+    sys.path.insert(0, str(ops))
+    try:
+        import many_writers_ops  # type: ignore[import-not-found]
+
+        exp = metalab.Experiment(
+            name="many_writers",
+            version="1",
+            context={},
+            operation=many_writers_ops.write,
+            params=metalab.grid(x=list(range(WRITERS))),
+            seeds=metalab.seeds(base=1, replicates=1),
+        )
+        metalab.run(exp, store=locator, executor=_SubmitOnly(), progress=False)
+    finally:
+        sys.path.remove(str(ops))
+        sys.modules.pop("many_writers_ops", None)
+
+    rendezvous = tmp_path / "rendezvous"
+    rendezvous.mkdir()
+    env = {
+        **os.environ,
+        "MANY_WRITERS_DIR": str(rendezvous),
+        "MANY_WRITERS_N": str(WRITERS),
+        "PYTHONPATH": os.pathsep.join([str(ops), os.environ.get("PYTHONPATH", "")]),
+    }
+    argv = ["--store", locator, "--experiment", exp.experiment_id, "--runs-per-task", "1"]
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-c", _FORK_ARRAY, str(WRITERS), json.dumps(argv)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    elapsed = time.monotonic() - started
+    assert done.returncode == 0, done.stderr[-3000:]
+    codes = json.loads(done.stdout.splitlines()[-1])
+    stderr = done.stderr.splitlines()
+    assert codes == [0] * WRITERS, (
+        f"{sum(c != 0 for c in codes)} of {WRITERS} tasks failed, {len(stderr)} stderr "
+        f"lines, the last: " + shlex.join(stderr[-3:])
+    )
+    # Every task was inside its operation at once (the rendezvous was complete).
+    assert len(os.listdir(rendezvous)) == WRITERS
+    store = create_store(locator)
+    try:
+        results = metalab.load_results(store)
+        runs = list(results)
+        assert sorted(r.params["x"] for r in runs if r.status is RunState.SUCCESS) == list(
+            range(WRITERS)
+        )
+        assert set(store.states([r.run_id for r in runs])) == {StoredState.DONE}
+        for run in runs[:: WRITERS // 10]:
+            assert run.log.count("\n") == 2
+            assert run.artifact("out") == {"x": run.params["x"]}
+    finally:
+        store.close()
+    # No flood: the waits for a free connection are silent (one line per task at most
+    # when a wait grows long, which it does not here).
+    assert len(stderr) <= 5, "\n".join(stderr[:20])
+    print(f"{WRITERS} tasks in {elapsed:.1f} s, {len(stderr)} stderr lines")
