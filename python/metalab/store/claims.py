@@ -164,14 +164,28 @@ class FileClaims:
         return granted
 
     def _is_done(self, run_id: str) -> bool:
-        # What states() calls DONE, for one run: two stats, no shard listing.
+        # What states() calls DONE, for one run: a stat or two, no shard listing.
         layout = self.layout
         return layout.done_marker(run_id).exists() and layout.record(run_id).exists()
+
+    @property
+    def _made(self) -> dict[str, int]:
+        """Inodes of the claim files this store object created, by run ID.
+
+        Releasing such a claim is a ``stat`` and an ``unlink`` instead of reading the
+        file's owner back (measured: the read was most of a claim's cost).
+        """
+        made: dict[str, int] | None = self.__dict__.get("_claims_made")
+        if made is None:
+            made = self.__dict__["_claims_made"] = {}
+        return made
 
     def _claim_one(self, run_id: str, owner: str, content: bytes) -> bool:
         path = self.layout.claim(run_id)
         for _ in range(3):  # a claim released under our feet: try creating it again
-            if _create(path, content):
+            inode = _create(path, content)
+            if inode is not None:
+                self._made[run_id] = inode
                 return True
             found = _read(path)
             if found is None:
@@ -193,7 +207,7 @@ class FileClaims:
         except FileExistsError:
             return False  # another launch is taking this very claim over right now
         except FileNotFoundError:
-            return _create(path, content)  # released meanwhile: a plain claim
+            return _create(path, content) is not None  # released meanwhile: a plain claim
         try:
             linked = _read(taking)
             if linked is None or linked[0] != inode or linked[2] != holder:
@@ -224,10 +238,20 @@ class FileClaims:
 
     def release(self, run_ids: Sequence[str], owner: str) -> None:
         """Drop the claims ``owner`` holds on ``run_ids`` (others' claims are left alone)."""
+        made = self._made
         for run_id in run_ids:
             path = self.layout.claim(run_id)
-            found = _read(path)
-            if found is not None and found[2] == owner:
+            inode = made.pop(run_id, None)
+            if inode is not None:
+                try:
+                    # Still the very file created here: ours, unless taken over since.
+                    ours = os.stat(path, follow_symlinks=False).st_ino == inode
+                except FileNotFoundError:
+                    continue
+            else:
+                found = _read(path)
+                ours = found is not None and found[2] == owner
+            if ours:
                 path.unlink(missing_ok=True)
 
     def claim_holders(self, run_ids: Sequence[str]) -> dict[str, str]:
@@ -241,22 +265,22 @@ class FileClaims:
         return held
 
 
-def _create(path: Path, content: bytes) -> bool:
-    """Create the claim file with ``O_EXCL``; False when it exists already."""
+def _create(path: Path, content: bytes) -> int | None:
+    """Create the claim file with ``O_EXCL``; its inode, or None when it exists already."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
     try:
         fd = os.open(path, flags, 0o644)
     except FileExistsError:
-        return False
+        return None
     except FileNotFoundError:
         # The shard directory is made on its first claim only: one mkdir per shard.
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
             fd = os.open(path, flags, 0o644)
         except FileExistsError:
-            return False
+            return None
     try:
         os.write(fd, content)
+        return os.fstat(fd).st_ino
     finally:
         os.close(fd)
-    return True
