@@ -18,9 +18,8 @@
 //! result equals `records::load_columns` over the same store.
 
 use std::fs;
-use std::io::ErrorKind;
 #[cfg(unix)]
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{DirEntryExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
@@ -157,6 +156,87 @@ fn lines_of<'e, 'a>(entries: &'e [Entry<'a>], run_id: &str) -> &'e [Entry<'a>] {
     &entries[start..start + len]
 }
 
+/// Threads that `stat` record files: the work waits on inode reads (a cold cache, a
+/// parallel file system's metadata server), not on the CPU, so more requests in flight
+/// than cores pay off.
+const STAT_THREADS: usize = 16;
+
+/// Record files directly inside one shard directory with the inode their directory entry
+/// names (no `stat`: a listing tells it), as `records::record_paths` filters them.
+fn shard_records(layout: &Layout, shard: &Path) -> Vec<(PathBuf, u64)> {
+    let Ok(entries) = fs::read_dir(shard) else {
+        return Vec::new();
+    };
+    let mut found: Vec<(PathBuf, u64)> = entries
+        .filter_map(Result::ok)
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|name| layout.records.id_of(name).is_some())
+                && e.file_type().map(|t| t.is_file()).unwrap_or(false)
+        })
+        .map(|e| (e.path(), e.ino()))
+        .collect();
+    found.sort();
+    found
+}
+
+/// Run `work` on a pool of [`STAT_THREADS`] threads (on the global pool if none can be
+/// started).
+fn on_io_pool<T: Send>(work: impl FnOnce() -> T + Send) -> T {
+    match rayon::ThreadPoolBuilder::new()
+        .num_threads(STAT_THREADS)
+        .build()
+    {
+        Ok(pool) => pool.install(work),
+        Err(_) => work(),
+    }
+}
+
+/// For each listed record, the line summarising exactly its current version, if any.
+///
+/// A line is a candidate only when its inode is the one the listing names (every write
+/// of metalab renames a new file into place, so a rerun always changes it); candidates
+/// are then confirmed by `stat` (modification time and size catch an edit in place),
+/// in inode order, which turns the inode reads of a cold cache into mostly sequential
+/// ones (measured here: 11.3 s in name order, 4.9 s in inode order, single-threaded).
+fn matching_lines<'e, 'a>(
+    layout: &Layout,
+    listed: &[(PathBuf, u64)],
+    entries: &'e [Entry<'a>],
+) -> Vec<Option<&'e Entry<'a>>> {
+    let lines = |path: &Path| match records::stored_id(layout, path) {
+        Some(run_id) => lines_of(entries, run_id),
+        None => &[],
+    };
+    let mut order: Vec<usize> = (0..listed.len())
+        .into_par_iter()
+        .filter(|&i| {
+            let (path, ino) = &listed[i];
+            lines(path).iter().any(|e| e.file.ino == *ino)
+        })
+        .collect();
+    order.sort_unstable_by_key(|&i| listed[i].1);
+    let confirmed: Vec<(usize, Option<&Entry<'a>>)> = on_io_pool(|| {
+        order
+            .par_iter()
+            .with_min_len(256)
+            .map(|&i| {
+                let path = &listed[i].0;
+                let found = file_id(path)
+                    .ok()
+                    .and_then(|id| lines(path).iter().rev().find(|e| e.file == id));
+                (i, found)
+            })
+            .collect()
+    });
+    let mut chosen = vec![None; listed.len()];
+    for (i, found) in confirmed {
+        chosen[i] = found;
+    }
+    chosen
+}
+
 /// Load every run of the layout (those of `experiment_id` when given) as columns,
 /// answering from the `segments` where a line matches the record file and reading the
 /// record otherwise. The result equals `records::load_columns(layout, None, ...)`.
@@ -168,12 +248,21 @@ pub fn load_columns(
     let mut stats = Stats::default();
     let buffers = read_segments(segments, &mut stats);
     let entries = entries_by_run(&buffers, &mut stats);
-    let paths = records::record_paths(layout);
-    let loaded: Vec<(Loaded, bool)> = paths
+    let shards = records::sorted_dirs(&layout.records.root);
+    let listed: Vec<(PathBuf, u64)> = shards
         .par_iter()
+        .map(|shard| shard_records(layout, shard))
+        .collect::<Vec<_>>()
+        .into_iter()
+        .flatten()
+        .collect();
+    let chosen = matching_lines(layout, &listed, &entries);
+    let loaded: Vec<(Loaded, bool)> = listed
+        .par_iter()
+        .zip(chosen.par_iter())
         .with_min_len(64)
-        .map_init(Vec::new, |buffer, path| {
-            if let Some(row) = from_index(layout, path, &entries, experiment_id) {
+        .map_init(Vec::new, |buffer, ((path, _), entry)| {
+            if let Some(row) = entry.and_then(|e| from_line(layout, path, e, experiment_id)) {
                 return (row, true);
             }
             (
@@ -191,31 +280,19 @@ pub fn load_columns(
         }
         rows.push(row);
     }
+    let paths: Vec<PathBuf> = listed.into_iter().map(|(path, _)| path).collect();
     rows.extend(records::orphan_markers(layout, &paths));
     (assemble(rows), stats)
 }
 
-/// The row of the record at `path` from a line matching its current identity, if any.
-fn from_index(
+/// The row of the record at `path` from its matching line (`None`: read the record).
+fn from_line(
     layout: &Layout,
     path: &Path,
-    entries: &[Entry<'_>],
+    entry: &Entry<'_>,
     experiment_id: Option<&str>,
 ) -> Option<Loaded> {
     let run_id = records::stored_id(layout, path)?;
-    let entries = lines_of(entries, run_id);
-    if entries.is_empty() {
-        return None;
-    }
-    let id = match file_id(path) {
-        Ok(id) => id,
-        // Gone or unreadable: the record loader words what happened.
-        Err(e) if e.kind() == ErrorKind::NotFound => return None,
-        Err(_) => return None,
-    };
-    // Every line with this identity summarises the same file version; the last one read
-    // is as good as any.
-    let entry = entries.iter().rev().find(|e| e.file == id)?;
     let location = path.display().to_string();
     let loaded = Loaded::parse(entry.doc.as_bytes(), &location, Some(run_id), experiment_id);
     // A summary that fails the record checks was not written by metalab: the record

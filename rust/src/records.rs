@@ -93,7 +93,7 @@ fn is_visible_dir(entry: &fs::DirEntry) -> bool {
     }
 }
 
-fn sorted_dirs(dir: &Path) -> Vec<PathBuf> {
+pub(crate) fn sorted_dirs(dir: &Path) -> Vec<PathBuf> {
     let mut found: Vec<PathBuf> = match fs::read_dir(dir) {
         Ok(entries) => entries
             .filter_map(Result::ok)
