@@ -21,6 +21,9 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from metalab.executors.claimed import ClaimedTasks
+    from metalab.plan import RunPlan
+    from metalab.records import StoredState as _StoredState
     from metalab.store.base import Store
 
 __all__ = ["main", "open_store", "select_tasks"]
@@ -147,10 +150,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         _install_timeout(args.timeout, running)
     # Each run's prints and warnings also go to its log (and to the shard log as before).
     output.install()
+    claims = _claims(plan, store, [t for t, d in zip(indices, done, strict=True) if not d])
     try:
-        for at, (task_index, finished) in enumerate(zip(indices, done, strict=True)):
-            if finished:
-                continue
+        # A run claimed by another launch is waited for until it lands (then it is not
+        # executed) or its claim is lost (a killed earlier attempt still exiting: then it
+        # is executed here); skipping it would leave it for the launch to call crashed.
+        while (task_index := claims.take()) is not None:
+            at = indices.index(task_index)
             if args.timeout is not None:
                 running[:] = [plan.task(task_index).run_id]
                 signal.setitimer(signal.ITIMER_REAL, args.timeout)
@@ -164,12 +170,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             if args.timeout is not None:
                 signal.setitimer(signal.ITIMER_REAL, 0)
+            claims.done(task_index)
             if record.status.value == "cancelled" or signals.reason is not None:
                 # Terminated while running: leave the rest of the block to the retry.
-                signals.abandon(plan, store, indices[at + 1 :], worker_id)
+                signals.abandon(plan, store, claims.not_elsewhere(indices[at + 1 :]), worker_id)
                 return 1
     except RunInterrupted:
-        signals.abandon(plan, store, indices, worker_id)
+        signals.abandon(plan, store, claims.not_elsewhere(indices), worker_id)
         return 1
     except StoreError as exc:
         # Every later run of the block would fail the same way: stop computing in vain.
@@ -180,9 +187,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 4
     finally:
+        claims.close()
         output.uninstall()
         store.close()
     return 0
+
+
+def _claims(plan: RunPlan, store: Store, todo: list[int]) -> ClaimedTasks:
+    """The block's runs behind claims, owned by this array task's slot.
+
+    The owner's launch part is derived from ``SLURM_JOB_ID`` (one per array task, kept
+    across a requeue): a requeued attempt takes over what its killed predecessor held
+    at once, even from another node, instead of waiting out the lease.
+    """
+    from metalab.executors.base import Job
+    from metalab.executors.claimed import ClaimedTasks
+    from metalab.store.claims import new_owner
+
+    slot = os.environ.get("SLURM_JOB_ID")
+    return ClaimedTasks(Job(plan, store, todo), _ignore, owner=new_owner(slot=slot))
+
+
+def _ignore(task_index: int, state: _StoredState) -> None:
+    """A run another launch finished: its own launch counts it, not this task."""
 
 
 def _load_derived(store: Any, key: str | None) -> list[Any]:

@@ -45,15 +45,16 @@ class ClaimedTasks:
     Args:
         job: the launch's plan, store and tasks (in order).
         landed: called for each deferred run that another launch finished.
+        owner: the claims' owner (default: a fresh one, :func:`~metalab.store.claims.new_owner`).
     """
 
-    def __init__(self, job: Job, landed: Landed) -> None:
+    def __init__(self, job: Job, landed: Landed, owner: str | None = None) -> None:
         self._run_ids = job.plan.run_ids
         self._store = job.store
         self._unless_done = not job.redo_done
         task_indices = job.task_indices
         self._landed = landed
-        self.owner = new_owner()
+        self.owner = owner if owner is not None else new_owner()
         self.ttl = claim_ttl()
         self._pending = collections.deque(task_indices)
         self._ready: collections.deque[int] = collections.deque()
@@ -70,6 +71,11 @@ class ClaimedTasks:
         """Runs claimed by another launch, waited for."""
         with self._lock:
             return len(self._deferred)
+
+    def not_elsewhere(self, tasks: list[int]) -> list[int]:
+        """``tasks`` without those deferred to another launch (which executes them)."""
+        with self._lock:
+            return [t for t in tasks if t not in self._deferred]
 
     def drain(self) -> int:
         """Drop every task not handed out yet (a cancel); return how many."""

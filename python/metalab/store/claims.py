@@ -21,6 +21,7 @@ over it. PostgreSQL claims live in :mod:`metalab.store.postgres_claims`.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import secrets
@@ -39,6 +40,7 @@ __all__ = [
     "claim_ttl",
     "new_owner",
     "owner_alive",
+    "same_slot",
 ]
 
 #: Lease length in seconds when ``METALAB_CLAIM_TTL`` is unset. A holder renews every
@@ -77,13 +79,27 @@ def claim_ttl() -> float:
     return value
 
 
-def new_owner() -> str:
-    """A fresh owner name for one launch: ``{host}.{pid}.{scope}-{start}.{8 hex}``."""
+def new_owner(slot: str | None = None) -> str:
+    """A fresh owner name for one launch: ``{host}.{pid}.{scope}-{start}.{8 hex}``.
+
+    The 8 hex are random, or derived from ``slot`` (a SLURM array task's job id): two
+    owners of one slot are successive attempts of one task, never alive together, so a
+    later one takes over the claims of an earlier one (:func:`same_slot`).
+    """
     # The writer fields of a temporary's name are this process's identity (one builder).
     info = parse_temp_name(temp_name(Path("claim")).name)
     assert info is not None
     writer = f"{info.host}.{info.pid}.{info.scope}-{info.start}"
-    return f"{writer}.{secrets.token_hex(4)}"
+    if slot:
+        nonce = hashlib.blake2b(f"slot:{slot}".encode(), digest_size=4).hexdigest()
+    else:
+        nonce = secrets.token_hex(4)
+    return f"{writer}.{nonce}"
+
+
+def same_slot(holder: str, owner: str) -> bool:
+    """Whether ``holder`` is an earlier attempt of ``owner``'s slot (same launch part)."""
+    return holder != owner and holder[-9:] == owner[-9:] and holder[-9:-8] == "."
 
 
 def owner_alive(owner: str) -> bool | None:
@@ -194,7 +210,7 @@ class FileClaims:
             if holder == owner:
                 os.utime(path)
                 return True
-            if not _lost(holder, mtime, ttl, time.time()):
+            if not same_slot(holder, owner) and not _lost(holder, mtime, ttl, time.time()):
                 return False
             return self._take_over(run_id, path, inode, holder, content)
         return False

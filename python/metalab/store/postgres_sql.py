@@ -188,6 +188,8 @@ _CLAIM_CONFLICT = (
     "ON CONFLICT (run_id) DO UPDATE SET owner = EXCLUDED.owner, "
     "expires_at = EXCLUDED.expires_at "
     "WHERE {s}.claims.expires_at <= now() OR {s}.claims.owner = EXCLUDED.owner "
+    # An earlier attempt of the same SLURM array task (same launch part): it is dead.
+    "OR right({s}.claims.owner, 9) = right(EXCLUDED.owner, 9) "
     "RETURNING run_id"
 )
 CLAIMS_TAKE = (
