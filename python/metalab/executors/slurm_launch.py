@@ -21,9 +21,18 @@ from typing import Any
 from metalab.errors import MetalabError, StoreError, WorkerCrashedError
 from metalab.execution import failure_record, persist, worker_identity
 from metalab.executors.base import Launch, LaunchCounts
-from metalab.executors.slurm_commands import queued_tasks, scancel
+from metalab.executors.slurm_commands import scancel
 from metalab.executors.slurm_config import EXECUTOR_NAME
 from metalab.executors.slurm_paths import SubmissionPaths, last_line
+from metalab.executors.slurm_poll import (
+    FIRST_S,
+    PollClock,
+    QueueAnswer,
+    answering,
+    ask_queue,
+    born_at,
+    shared_answer,
+)
 from metalab.executors.slurm_reasons import TaskEnd, reason_from_log, sacct_task_ends
 from metalab.executors.slurm_tasks import decode_task_list, encode_task_list
 from metalab.keys import slurm_cancelled_key, slurm_tasks_key
@@ -40,8 +49,9 @@ __all__ = [
     "encode_task_list",
     "reattach",
 ]
-POLL_INTERVAL_S = 2.0
-"""Least time between two ``squeue`` calls of one launch (the controller is shared)."""
+POLL_INTERVAL_S = FIRST_S
+"""Time between two ``squeue`` calls after a change; longer while nothing changes or the
+controller struggles (:mod:`metalab.executors.slurm_poll`)."""
 
 
 class SlurmLaunch(Launch):
@@ -92,7 +102,10 @@ class SlurmLaunch(Launch):
         self.n_todo = n_todo
         self._lock = threading.RLock()
         self._cancelled = cancelled
-        self._last_poll = float("-inf")
+        self._clock = PollClock()
+        self._seen = 0  # sequence number of the last squeue answer used
+        self._born = born_at()  # answers taken before may not list our jobs
+        self._signature: tuple[Any, ...] | None = None
         self._running = 0
         self._cancelled_runs = 0
         self._finished = not shards
@@ -171,11 +184,19 @@ class SlurmLaunch(Launch):
         return [self._todo[pos] for pos in range(start, stop)]
 
     # -- polling --------------------------------------------------------------------------
-    def _squeue(self) -> dict[int, str] | None:
-        """Global array task -> state of our queued tasks; None when squeue failed."""
+    def _squeue(self, force: bool) -> QueueAnswer | None:
+        """This poll's squeue answer (shared with the submission's other launches, see
+        :mod:`~metalab.executors.slurm_poll`); None when it is not due or squeue failed."""
+        now = time.monotonic()
+        answer = None if force else shared_answer(self._seen, self._born)
+        if answer is not None:
+            return answer
+        if not force and not self._clock.due(now):
+            return None
         try:
-            return queued_tasks(self._global_of)
+            return ask_queue()
         except (MetalabError, OSError, subprocess.TimeoutExpired) as exc:
+            self._clock.failed(now)
             self._warn(f"{exc}; will retry")
             return None
 
@@ -186,15 +207,29 @@ class SlurmLaunch(Launch):
             self._warned = True
 
     def poll(self, force: bool = False) -> None:
-        """Refresh from ``squeue`` unless the last call was less than 2 s ago."""
+        """Refresh from ``squeue`` when the poll clock says so (1 s, longer while idle)."""
         with self._lock:
-            now = time.monotonic()
-            if self._finished or (not force and now - self._last_poll < POLL_INTERVAL_S):
+            if self._finished:
                 return
-            self._last_poll = now
-            queued = self._squeue()
-            if queued is None:
+            started = time.monotonic()
+            answer = self._squeue(force)
+            if answer is None:
                 return
+            self._seen = answer.seq
+            queued = answer.tasks_of(self._global_of)
+            with answering(answer):  # launches the followers find may share it
+                self._update(queued)
+            signature = (
+                answer.states_of(self.job_ids),
+                self._running,
+                len(self._unresolved),
+                self._finished,
+            )
+            changed, self._signature = signature != self._signature, signature
+            self._clock.polled(started, changed=changed, took=answer.taken - started)
+
+    def _update(self, queued: dict[int, str]) -> None:
+        with self._lock:
             retry = self._retry
             retry_queued = retry is not None and queued.pop(retry.TASK, None) is not None
             wave = self._wave
@@ -310,7 +345,7 @@ class SlurmLaunch(Launch):
             now = time.monotonic()
             if deadline is not None and now >= deadline:
                 return False
-            pause = max(self._last_poll + POLL_INTERVAL_S - now, 0.05)
+            pause = max(self._clock.next_at() - now, 0.05)
             if deadline is not None:
                 pause = min(pause, deadline - now)
             time.sleep(pause)
