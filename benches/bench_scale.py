@@ -3,9 +3,11 @@
 Stages: (1) plan, (2) resume check with half done, (3) status scan vs a bare
 ``os.scandir`` floor, (4) record writing through the default in-process executor,
 (5) ``load_results`` + ``to_dataframe`` of every stored record vs a single-threaded
-read-every-file floor (measured in a fresh subprocess so its peak RSS is its own).
+read-every-file floor (measured in a fresh subprocess so its peak RSS is its own),
+(6) the same through the results index, (7) with ``--cold`` (root): one load via the
+index and one without it, each after dropping the page cache.
 
-Run: ``uv run python benches/bench_scale.py [--quick]``
+Run: ``uv run python benches/bench_scale.py [--quick] [--cold]``
 """
 
 from __future__ import annotations
@@ -131,7 +133,42 @@ def _child(root: Path, mode: str) -> dict[str, Any]:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def main(quick: bool = False) -> list[Measurement]:
+def _drop_caches() -> None:
+    """Empty the page cache (root only): the next read comes from the disk."""
+    os.sync()
+    Path("/proc/sys/vm/drop_caches").write_text("3\n")
+
+
+def _cold_loads(big: Path, total: int) -> list[Measurement]:
+    """One cold load through the index, then one without it (index moved aside)."""
+    _drop_caches()
+    cold_index = _child(big, "load")
+    aside = big.parent / "index-aside"
+    (big / "index").rename(aside)
+    try:
+        _drop_caches()
+        cold_records = _child(big, "load")
+    finally:
+        aside.rename(big / "index")
+    assert cold_index["rows"] == cold_records["rows"] == total
+    return [
+        Measurement(
+            "(7) cold cache: via the index",
+            total,
+            [cold_index["seconds"]],
+            cold_index["rss_mb"],
+            target="<= 3 s cold",
+        ),
+        Measurement(
+            "    cold cache: records only (no index)",
+            total,
+            [cold_records["seconds"]],
+            cold_records["rss_mb"],
+        ),
+    ]
+
+
+def main(quick: bool = False, cold: bool = False) -> list[Measurement]:
     """Run the scale benchmarks and print their table."""
     genes, values, replicates = (100, 50, 3) if quick else (2000, 50, 3)
     writes = 1_000 if quick else 20_000
@@ -232,6 +269,26 @@ def main(quick: bool = False) -> list[Measurement]:
         )
         load.floor_seconds = read_floor.median
         rows += [load, read_floor]
+
+        # (6) the same load through the results index (segments rebuilt from the records,
+        # as `metalab store reindex` does), warm, and cold when caches can be dropped
+        started = time.perf_counter()
+        FileStore(big).reindex()
+        reindexed = time.perf_counter() - started
+        indexed = [_child(big, "load") for _ in range(3)]
+        assert all(r["rows"] == total for r in indexed), indexed
+        via_index = Measurement(
+            "(6) load_results + to_dataframe, via the index",
+            total,
+            [r["seconds"] for r in indexed],
+            max(r["rss_mb"] for r in indexed),
+            target="<= 1.5 s warm",
+            extra={"reindex_s": reindexed, "rss_is_process_peak": True},
+        )
+        via_index.floor_seconds = read_floor.median
+        rows.append(via_index)
+        if cold:
+            rows += _cold_loads(big, total)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print_table(
@@ -245,4 +302,8 @@ def main(quick: bool = False) -> list[Measurement]:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small sizes (CI)")
-    main(parser.parse_args().quick)
+    parser.add_argument(
+        "--cold", action="store_true", help="also load with a cold page cache (root only)"
+    )
+    arguments = parser.parse_args()
+    main(arguments.quick, arguments.cold)
