@@ -135,3 +135,24 @@ def test_a_requeued_attempt_takes_over_what_its_slot_held(tmp_path: Path) -> Non
     _, err = task.communicate(timeout=60)
     assert task.returncode == 0, err
     assert sorted(_executed(tmp_path)) == sorted(run_ids)
+
+
+def test_an_array_task_claims_without_computing_the_whole_plan(tmp_path: Path) -> None:
+    """The claims of a block cost O(block): never every run ID of a 300,000-run sweep."""
+    from metalab.executors.claimed import ClaimedTasks
+
+    exp = metalab.Experiment(
+        name="big",
+        version="1",
+        context={},
+        operation=metalab.operation(lambda capture: None),
+        params=metalab.grid(x=list(range(300_000))),
+        seeds=metalab.seeds(base=1),
+    )
+    plan = RunPlan(exp)
+    claims = ClaimedTasks(Job(plan, FileStore(tmp_path / "store"), [5, 6]), lambda t, s: None)
+    try:
+        assert [claims.take(), claims.take(), claims.take()] == [5, 6, None]
+    finally:
+        claims.close()
+    assert "run_ids" not in plan.__dict__  # computing them costs an array task ~0.3 s
