@@ -24,6 +24,7 @@ import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -228,3 +229,43 @@ def test_250_array_tasks_against_100_connections_lose_nothing(
     # when a wait grows long, which it does not here).
     assert len(stderr) <= 5, "\n".join(stderr[:20])
     print(f"{WRITERS} tasks in {elapsed:.1f} s, {len(stderr)} stderr lines")
+
+
+def _held_submission(locator: str, name: str, max_concurrent: int, capsys: Any) -> str:
+    """Submit 120 one-run tasks held (``SBATCH_HOLD``), cancel them; return what was said."""
+    exp = metalab.Experiment(
+        name=name,
+        version="1",
+        context={},
+        operation=_noop,
+        params=metalab.grid(x=list(range(120))),
+        seeds=metalab.seeds(base=1, replicates=1),
+    )
+    config = metalab.SlurmConfig(time="5:00", memory="100M", max_concurrent=max_concurrent)
+    capsys.readouterr()
+    handle = metalab.run(exp, store=locator, executor=metalab.SlurmExecutor(config))
+    try:
+        return str(capsys.readouterr().err)
+    finally:
+        subprocess.run(["scancel", *handle.job_ids], check=False, capture_output=True)
+
+
+def test_a_submission_says_when_the_server_admits_fewer_tasks_than_may_run(
+    stock_server: str, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    from services import require_slurm
+
+    require_slurm()
+    monkeypatch.setenv("SBATCH_HOLD", "1")  # nothing runs: only what is said counts
+    said = _held_submission(stock_server, "too_many_writers", 500, capsys)
+    # 120 tasks may run at once (max_concurrent=500); an ordinary login gets 100 - 3.
+    assert "up to 120 array tasks may write to PostgreSQL store" in said, said
+    assert "admits 97 connections (max_connections=100 minus 3 reserved)" in said, said
+    # With max_concurrent within what the server admits, nothing is said.
+    said = _held_submission(stock_server, "few_enough_writers", 90, capsys)
+    assert "may write to PostgreSQL store" not in said, said
+
+
+@metalab.operation
+def _noop(params: Any, capture: Any) -> None:
+    capture.metric("x", params["x"])

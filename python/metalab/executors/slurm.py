@@ -256,6 +256,14 @@ class SlurmExecutor(Executor):
         for note in prepared.layout.notes if prepared.shards else ():
             print(f"metalab SLURM: {note}", file=sys.stderr)  # said once, at submission
         store = job.store
+        configs = store.connection_configs() if prepared.shards else []
+        if configs:  # a PostgreSQL store: can its server admit that many tasks at once?
+            from metalab.store.pg_backoff import admission_notes
+
+            tasks = prepared.layout.wave_tasks
+            concurrent = min(tasks, self.config.max_concurrent or tasks)
+            for note in admission_notes(configs, concurrent):
+                print(f"metalab SLURM: {note}", file=sys.stderr)
         if not prepared.identity and prepared.shards:
             store.put_blob(tasks_key(submission), encode_task_list(prepared.todo))
         if job.derived_metrics and prepared.shards:
