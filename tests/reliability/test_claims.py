@@ -160,3 +160,17 @@ def test_two_takers_racing_for_one_expired_claim_exactly_one_wins(tmp_path: Path
             assert proc.returncode == 0
             wins.update(x for x in out.strip().split(",") if x)
         assert wins == collections.Counter(run_ids), f"round {rounds}: {wins}"
+
+
+def test_a_fallback_store_claims_in_its_primary(tmp_path: Path) -> None:
+    from metalab.store.fallback import FallbackStore
+
+    primary, fallback = FileStore(tmp_path / "primary"), FileStore(tmp_path / "fallback")
+    both = FallbackStore(primary, fallback, write_to_both=True)
+    run_id, owner = "cd" * 16, new_owner()
+    assert both.claim([run_id], owner, 30.0) == [run_id]
+    assert primary.claim_holders([run_id]) == {run_id: owner}
+    assert fallback.claim_holders([run_id]) == {}  # one store decides, never both
+    assert both.claim([run_id], new_owner(), 30.0) == []
+    both.release([run_id], owner)
+    assert primary.claim_holders([run_id]) == {}
