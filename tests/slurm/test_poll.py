@@ -34,8 +34,19 @@ def _shim(tmp: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         real = shutil.which(tool)
         assert real is not None, f"{tool} not on PATH"
         script = bin_dir / tool
+        # While the file ``fail-squeue`` holds a count above 0, squeue answers as an
+        # overloaded controller does (and the count goes down by one).
+        fail = tmp / f"fail-{tool}"
         script.write_text(
-            f'#!/bin/sh\necho "$(date +%s.%N) {tool} $PPID" >> {log}\nexec {real} "$@"\n'
+            f'#!/bin/sh\necho "$(date +%s.%N) {tool} $PPID" >> {log}\n'
+            f"n=$(cat {fail} 2>/dev/null || echo 0)\n"
+            f'if [ "$n" -gt 0 ]; then\n'
+            f"  echo $((n - 1)) > {fail}\n"
+            f"  echo '{tool}: error: slurm_load_jobs error: Socket timed out on send/recv "
+            f"operation' >&2\n"
+            f"  exit 1\n"
+            f"fi\n"
+            f'exec {real} "$@"\n'
         )
         script.chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
@@ -133,3 +144,23 @@ def test_one_squeue_per_poll_with_a_retry_follower(
     sacct = _calls(log, "sacct", submitted)
     assert len(sacct) <= len(squeues)
     assert all(gap >= slurm_poll.FIRST_S * 0.9 for gap in _gaps(sacct)), _gaps(sacct)
+
+
+def test_a_controller_that_times_out_is_asked_less_often_and_result_still_returns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_leftover_jobs: list[str]
+) -> None:
+    use_site_cluster(monkeypatch)
+    log = _shim(tmp_path, monkeypatch)
+    exp = _exp("poll_refused", tmp_path, 2, sleep=1.0, crash=False)
+    config = metalab.SlurmConfig(time="10:00", memory="300M")
+    handle = metalab.run(exp, store=str(tmp_path / "store"), executor=metalab.SlurmExecutor(config))
+    no_leftover_jobs.extend(handle.job_ids)
+    submitted = time.time()
+    (tmp_path / "fail-squeue").write_text("3\n")  # the next three polls time out
+    with pytest.warns(RuntimeWarning, match="Socket timed out") as said:
+        results = handle.result(timeout=240)
+    assert [r.status for r in results] == [RunState.SUCCESS] * 2
+    assert len([w for w in said if "Socket timed out" in str(w.message)]) == 1  # said once
+    gaps = _gaps(_calls(log, "squeue", submitted))
+    # Each failure doubles the interval: 1 -> 2 -> 4 -> 8 s (a fixed 2 s poll: 2, 2, 2).
+    assert gaps[0] >= 1.8 and gaps[1] >= 3.6 and gaps[2] >= 7.2, gaps
