@@ -115,9 +115,20 @@ def _derived(run):  # type: ignore[no-untyped-def]
     return {"best": min(v for _, v in run.record.metric_series["loss"]), "nan": float("nan")}
 
 
+def _stored_files(root: Path) -> list[Path]:
+    # The results index (index/) is a cache each FileStore builds for what it wrote, its
+    # segments named after the writing process; a transfer copies the records it is built
+    # from (loading falls back to them; `metalab store reindex` rebuilds it).
+    return sorted(
+        p.relative_to(root)
+        for p in root.rglob("*")
+        if p.is_file() and p.relative_to(root).parts[0] != "index"
+    )
+
+
 def _assert_same_tree(a: Path, b: Path) -> None:
-    files_a = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
-    files_b = sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file())
+    files_a = _stored_files(a)
+    files_b = _stored_files(b)
     assert files_a == files_b
     for rel in files_a:
         assert filecmp.cmp(a / rel, b / rel, shallow=False), rel

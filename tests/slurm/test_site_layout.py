@@ -54,6 +54,19 @@ def test_array_size_is_lowered_to_the_site_limit_and_said() -> None:
     assert layout.config(LARGE_SWEEP).max_array_size == 1001
 
 
+def test_the_default_array_size_is_fitted_to_the_site_silently() -> None:
+    big_qos = SiteLimits(**{**SITE.__dict__, "qos_max_submit_per_user": 2000})
+    default = SlurmConfig(time="1:00:00")
+    assert default.max_array_size == 10000  # the documented default, unchanged
+    layout = plan_layout(1500, default, big_qos, queued=0)
+    assert layout.array_size == 1001 and layout.notes == ()
+    # The same value given explicitly is the user's choice: lowering it is said.
+    explicit = plan_layout(
+        1500, SlurmConfig(time="1:00:00", max_array_size=10000), big_qos, queued=0
+    )
+    assert explicit.notes == ("max_array_size=10000 lowered to the site's MaxArraySize=1001",)
+
+
 @pytest.mark.parametrize(("queued", "wave"), [(0, 198), (50, 148), (197, 1)])
 def test_waves_leave_room_for_the_wave_job(queued: int, wave: int) -> None:
     layout = plan_layout(1000, LARGE_SWEEP, SITE, queued=queued)

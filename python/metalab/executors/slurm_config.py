@@ -15,6 +15,7 @@ from typing import Any, Literal
 from metalab.errors import SlurmConfigError
 
 __all__ = [
+    "DEFAULT_MAX_ARRAY_SIZE",
     "DEFAULT_PARTITION",
     "EXECUTOR_NAME",
     "SlurmConfig",
@@ -23,6 +24,15 @@ __all__ = [
     "parse_memory",
     "parse_time",
 ]
+
+
+class _UnchosenDefault(int):
+    """An ``int`` default that remembers nobody chose it (``is`` tells it from the value)."""
+
+
+DEFAULT_MAX_ARRAY_SIZE: int = _UnchosenDefault(10000)
+"""``SlurmConfig.max_array_size`` when not given: fitted to the site's ``MaxArraySize``
+silently, where an explicit larger value is lowered and said."""
 
 EXECUTOR_NAME = "slurm"
 """The SLURM executor's name in run records and manifests."""
@@ -184,7 +194,7 @@ class SlurmConfig:
     memory: str = "4G"
     gpus: int = 0
     max_concurrent: int | None = None
-    max_array_size: int = 10000
+    max_array_size: int = DEFAULT_MAX_ARRAY_SIZE
     modules: list[str] = field(default_factory=list)
     conda_env: str | None = None
     setup: list[str] = field(default_factory=list)
@@ -207,7 +217,8 @@ class SlurmConfig:
         self.gpus = _count("gpus", self.gpus, 0)
         if self.max_concurrent is not None:
             self.max_concurrent = _count("max_concurrent", self.max_concurrent, 1)
-        self.max_array_size = _count("max_array_size", self.max_array_size, 1)
+        if self.max_array_size is not DEFAULT_MAX_ARRAY_SIZE:
+            self.max_array_size = _count("max_array_size", self.max_array_size, 1)
         self.modules = _strings("modules", self.modules)
         if self.conda_env is not None and (
             not isinstance(self.conda_env, str)

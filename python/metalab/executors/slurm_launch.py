@@ -312,6 +312,8 @@ class SlurmLaunch(Launch):
         why = "killed, out of memory or out of time?"
         if reason is not None and end is not None:
             why = f"SLURM ended it: {end.state}, exit {end.exit_code}"
+            if last is not None:  # the worker's own word says more than an exit code
+                why = f"{why}; its log ends with: {last}"
         elif logged is not None or (last is not None and last.startswith("metalab.worker:")):
             why = f"its log ends with: {last}"
         elif last is not None:

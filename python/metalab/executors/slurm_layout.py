@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from metalab.errors import SlurmConfigError
-from metalab.executors.slurm_config import SlurmConfig, parse_time
+from metalab.executors.slurm_config import DEFAULT_MAX_ARRAY_SIZE, SlurmConfig, parse_time
 from metalab.executors.slurm_limits import SiteLimits
 
 if TYPE_CHECKING:
@@ -237,10 +237,11 @@ def plan_layout(
 
     array_size = config.max_array_size
     if limits.max_array_size is not None and array_size > limits.max_array_size:
-        notes.append(
-            f"max_array_size={array_size} lowered to the site's MaxArraySize="
-            f"{limits.max_array_size}"
-        )
+        if array_size is not DEFAULT_MAX_ARRAY_SIZE:  # the default is fitted, not "lowered"
+            notes.append(
+                f"max_array_size={array_size} lowered to the site's MaxArraySize="
+                f"{limits.max_array_size}"
+            )
         array_size = limits.max_array_size
 
     wave_tasks = n_tasks
