@@ -39,16 +39,20 @@ def _by_records(store: FileStore) -> tuple[Any, Any]:
     return comparable(data), data.pop("problems")
 
 
-def _by_index(store: FileStore, experiment_id: str | None = None) -> tuple[Any, Any]:
-    data, problems = store.load_columns(experiment_id)
+def _by_index(
+    store: FileStore, experiment_id: str | None = None, run_ids: list[str] | None = None
+) -> tuple[Any, Any]:
+    data, problems = store.load_columns(experiment_id, run_ids)
     data["problems"] = [(p.location, p.reason) for p in problems]
     return comparable(data), problems
 
 
-def _same_answers(store: FileStore, experiment_id: str | None = None) -> dict[str, int]:
-    indexed, _ = _by_index(store, experiment_id)
+def _same_answers(
+    store: FileStore, experiment_id: str | None = None, run_ids: list[str] | None = None
+) -> dict[str, int]:
+    indexed, _ = _by_index(store, experiment_id, run_ids)
     stats = dict(store.last_index_stats)
-    expected = _core.load_record_columns(store.layout.scan, None, experiment_id)
+    expected = _core.load_record_columns(store.layout.scan, run_ids, experiment_id)
     expected["problems"] = [(path, reason) for path, reason, _ in expected["problems"]]
     assert indexed == comparable(expected)
     return stats
@@ -85,6 +89,9 @@ def test_index_answers_equal_record_answers(runs: list[RunRecord], data: st.Data
         stats = _same_answers(store)
         for experiment in ("e:1", "other:1", "absent:1"):
             _same_answers(store, experiment)
+        # A plan's runs (RunHandle.result): a subset in any order, one never written.
+        some = data.draw(st.permutations([r.run_id for r in runs]))[: len(runs) // 2]
+        _same_answers(store, None, [*some, "f" * 32])
         # No segment at all (nothing written): the records answer alone.
         assert stats.get("bad_lines", 0) == 0
         assert stats.get("segments", 0) == len({r.experiment_id for r in runs})
@@ -108,6 +115,10 @@ def test_the_index_answers_and_records_are_not_read(tmp_path: Path) -> None:
     assert data["metrics"][0][1] == [123456]
     assert store.last_index_stats["indexed"] == 1
     assert store.last_index_stats["from_records"] == 0
+    # The same for a plan's runs (RunHandle.result passes run_ids).
+    data, _ = store.load_columns(run_ids=[record.run_id])
+    assert data["metrics"][0][1] == [123456]
+    assert store.last_index_stats["indexed"] == 1
 
 
 def _some_records(n: int, experiment: str = "e:1") -> list[RunRecord]:

@@ -446,12 +446,13 @@ def load_index_columns(
     layout: ScanLayout,
     segments: Sequence[str | PathLike[str]],
     experiment_id: str | None = None,
+    run_ids: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Every run of ``layout`` as columns, answered from the results index's segments.
+    """Every run of ``layout`` (or of ``run_ids``) as columns, answered from the segments.
 
     A run whose record file (listed now) has exactly the identity ``(ino, mtime_ns,
     size)`` of one of its valid lines is answered by that line's summary; every other run
-    is read from its record. The result equals ``load_record_columns(layout, None,
+    is read from its record. The result equals ``load_record_columns(layout, run_ids,
     experiment_id)`` (rows, order, values, problems) plus ``index_stats``: counts
     ``segments``, ``unreadable_segments``, ``lines``, ``bad_lines`` (torn or failing the
     checksum), ``indexed`` and ``from_records``. See ``metalab.store.index_segments``.

@@ -301,11 +301,62 @@ pub fn load_columns(
         .flatten()
         .collect();
     let chosen = matching_lines(layout, &listed, &entries);
-    let loaded: Vec<(Loaded, bool)> = listed
+    let paths: Vec<PathBuf> = listed.into_iter().map(|(path, _)| path).collect();
+    let mut rows = rows_of(layout, &paths, &chosen, experiment_id, &mut stats);
+    rows.extend(records::orphan_markers(layout, &paths));
+    (assemble(rows), stats)
+}
+
+/// [`load_columns`] for the runs `run_ids` only, in that order (a run without a record
+/// file is skipped, reported when its done marker exists): equals
+/// `records::load_columns(layout, Some(run_ids), ...)`.
+pub fn load_columns_of(
+    layout: &Layout,
+    segments: &[PathBuf],
+    run_ids: &[String],
+    experiment_id: Option<&str>,
+) -> (Columns, Stats) {
+    let mut stats = Stats::default();
+    let buffers = read_segments(segments, &mut stats);
+    let entries = entries_by_run(&buffers, &mut stats);
+    let paths: Vec<PathBuf> = run_ids.iter().map(|id| layout.record(id)).collect();
+    // No listing names the inodes here: every run with a line is confirmed by stat.
+    let chosen: Vec<Option<&Entry<'_>>> = on_io_pool(|| {
+        paths
+            .par_iter()
+            .zip(run_ids.par_iter())
+            .with_min_len(256)
+            .map(|(path, id)| {
+                entries.of(id).next()?;
+                let file = file_id(path).ok()?;
+                entries.of(id).find(|e| e.file == file)
+            })
+            .collect()
+    });
+    let mut rows = rows_of(layout, &paths, &chosen, experiment_id, &mut stats);
+    let without_record: Vec<String> = run_ids
+        .iter()
+        .zip(&rows)
+        .filter(|(_, row)| matches!(row, Loaded::Missing))
+        .map(|(id, _)| id.clone())
+        .collect();
+    rows.extend(records::missing_records(layout, &without_record));
+    (assemble(rows), stats)
+}
+
+/// One row per record path: from its chosen line, or read from the record.
+fn rows_of(
+    layout: &Layout,
+    paths: &[PathBuf],
+    chosen: &[Option<&Entry<'_>>],
+    experiment_id: Option<&str>,
+    stats: &mut Stats,
+) -> Vec<Loaded> {
+    let loaded: Vec<(Loaded, bool)> = paths
         .par_iter()
         .zip(chosen.par_iter())
         .with_min_len(64)
-        .map_init(Vec::new, |buffer, ((path, _), entry)| {
+        .map_init(Vec::new, |buffer, (path, entry)| {
             if let Some(row) = entry.and_then(|e| from_line(layout, path, e, experiment_id)) {
                 return (row, true);
             }
@@ -324,9 +375,7 @@ pub fn load_columns(
         }
         rows.push(row);
     }
-    let paths: Vec<PathBuf> = listed.into_iter().map(|(path, _)| path).collect();
-    rows.extend(records::orphan_markers(layout, &paths));
-    (assemble(rows), stats)
+    rows
 }
 
 /// The row of the record at `path` from its matching line (`None`: read the record).

@@ -205,7 +205,7 @@ fn marker_scan_problem(layout: &Layout, e: crate::CoreError) -> Loaded {
 
 /// Problems for the runs among `candidates` (no record file seen) that have a done
 /// marker and still no record file.
-fn missing_records(layout: &Layout, candidates: &[String]) -> Vec<Loaded> {
+pub(crate) fn missing_records(layout: &Layout, candidates: &[String]) -> Vec<Loaded> {
     if candidates.is_empty() {
         return Vec::new();
     }

@@ -305,11 +305,11 @@ class FileStore(FileBundles, FileClaims, Store):
         :meth:`completed` already ignores it).
         """
         ids = list(run_ids) if run_ids is not None else None
-        segments = self.layout.segments() if ids is None else []
+        segments = self.layout.segments()
         if segments:
             # The results index answers every run whose record file is the version a
             # line summarises; the others are read from their records in the same call.
-            data = _core.load_index_columns(self.layout.scan, segments, experiment_id)
+            data = _core.load_index_columns(self.layout.scan, segments, experiment_id, ids)
             self.last_index_stats = data.pop("index_stats")
         else:
             data = _core.load_record_columns(self.layout.scan, ids, experiment_id)

@@ -96,16 +96,19 @@ pub fn load_record_columns<'py>(
 /// Load every run as columns through the results index's `segments` (GIL released);
 /// the dict of `load_record_columns` plus `index_stats` (counts, for diagnostics).
 #[pyfunction]
-#[pyo3(signature = (layout, segments, experiment_id=None))]
+#[pyo3(signature = (layout, segments, experiment_id=None, run_ids=None))]
 pub fn load_index_columns<'py>(
     py: Python<'py>,
     layout: &Bound<'py, ScanLayout>,
     segments: Vec<std::path::PathBuf>,
     experiment_id: Option<String>,
+    run_ids: Option<Vec<String>>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let layout = &layout.get().layout;
-    let (cols, stats) =
-        py.allow_threads(|| index::load_columns(layout, &segments, experiment_id.as_deref()));
+    let (cols, stats) = py.allow_threads(|| match &run_ids {
+        Some(ids) => index::load_columns_of(layout, &segments, ids, experiment_id.as_deref()),
+        None => index::load_columns(layout, &segments, experiment_id.as_deref()),
+    });
     let out = columns_to_dict(py, &cols)?;
     let counts = PyDict::new_bound(py);
     counts.set_item("segments", stats.segments)?;
