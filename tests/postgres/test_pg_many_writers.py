@@ -109,6 +109,28 @@ def stock_server() -> Iterator[str]:
         shutil.rmtree(base, ignore_errors=True)
 
 
+def test_a_store_holds_no_connection_between_bursts(stock_server: str) -> None:
+    import psycopg
+
+    def held() -> int:
+        with psycopg.connect(stock_server, application_name="probe") as probe:
+            row = probe.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'metalab'"
+            ).fetchone()
+        return int(row[0]) if row else -1
+
+    store = create_store(f"{stock_server}?schema=idle")
+    try:
+        for i in range(20):  # a burst: one connection serves it
+            store.put_blob(f"k{i}", b"v")
+        assert held() == 1
+        time.sleep(0.3)  # idle: the connection is closed, as while an operation computes
+        assert held() == 0
+        assert store.get_blob("k19") == b"v"  # and opened again when needed
+    finally:
+        store.close()
+
+
 # Forks WRITERS array tasks from one interpreter that imported metalab (see the module
 # docstring), each running the worker's main() exactly as `python -m metalab.worker`.
 _FORK_ARRAY = textwrap.dedent(
