@@ -258,7 +258,7 @@ class SlurmExecutor(Executor):
         store = job.store
         configs = store.connection_configs() if prepared.shards else []
         if configs:  # a PostgreSQL store: can its server admit that many tasks at once?
-            from metalab.store.pg_backoff import admission_notes
+            from metalab.store.pg_capacity import admission_notes
 
             tasks = prepared.layout.wave_tasks
             concurrent = min(tasks, self.config.max_concurrent or tasks)
