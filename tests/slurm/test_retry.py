@@ -86,6 +86,25 @@ def _submit_and_leave(tmp_path: Path, k: int = 1, **kw: Any) -> list[str]:
     return done.stdout.split()
 
 
+def _requested_memory(job_id: str) -> str:
+    """sacct's ``JobID|ReqMem`` of a finished array job's tasks.
+
+    slurmdbd records a job's end a moment after squeue stops listing it; until then sacct
+    shows the array's pending summary row (``1234|16?``), so ask again for a while.
+    """
+    deadline = time.monotonic() + 30
+    while True:
+        asked = subprocess.run(
+            ["sacct", "-X", "-n", "-P", "--format=JobID,ReqMem", "-j", job_id],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        if f"{job_id}_" in asked or time.monotonic() > deadline:
+            return asked
+        time.sleep(0.5)
+
+
 def _executions(tmp_path: Path, x: int) -> int:
     path = tmp_path / f"exec-{x}"
     return len(path.read_text().splitlines()) if path.exists() else 0
@@ -111,12 +130,7 @@ def test_out_of_memory_run_succeeds_on_its_retry_exception_is_not_retried(
     assert [_executions(tmp_path, x) for x in (0, 1, 2)] == [2, 1, 1]
     # The resubmission asked for twice the memory, and the handle follows it.
     assert len(handle.job_ids) == 3
-    asked = subprocess.run(
-        ["sacct", "-X", "-n", "-P", "--format=JobID,ReqMem", "-j", handle.job_ids[2]],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    asked = _requested_memory(handle.job_ids[2])
     assert "|400M" in asked, asked
     log = next((tmp_path / "store" / "slurm" / "logs").glob("*/retry.out")).read_text()
     assert "resubmitted 1 run(s)" in log and "(out_of_memory)" in log and "memory=400M" in log
