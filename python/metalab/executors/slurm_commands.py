@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 from metalab.errors import SlurmError
 
@@ -18,7 +18,6 @@ __all__ = [
     "ACTIVE_STATES",
     "SUBPROCESS_TIMEOUT_S",
     "command_error",
-    "queued_tasks",
     "run_tool",
     "scancel",
 ]
@@ -80,32 +79,6 @@ def command_error(message: str, done: subprocess.CompletedProcess[str]) -> Slurm
         stdout=done.stdout,
         stderr=done.stderr,
     )
-
-
-def queued_tasks(offsets: Mapping[str, int]) -> dict[int, str]:
-    """State of every still-active array task of the jobs in ``offsets``, in one ``squeue``.
-
-    Args:
-        offsets: array job id -> global index of its array task 0.
-
-    Returns:
-        global array task -> SLURM state, for tasks in :data:`ACTIVE_STATES`.
-
-    Raises:
-        SlurmError: squeue is missing or exited non-zero (with its output).
-        OSError, subprocess.TimeoutExpired: squeue could not be run or did not answer.
-    """
-    done = run_tool(["squeue", "--me", "-h", "-r", "-o", "%F %K %T"])
-    if done.returncode != 0:
-        raise command_error("squeue failed", done)
-    queued: dict[int, str] = {}
-    for line in done.stdout.splitlines():
-        parts = line.split()
-        if len(parts) != 3 or parts[0] not in offsets or not parts[1].isdigit():
-            continue
-        if parts[2] in ACTIVE_STATES:
-            queued[offsets[parts[0]] + int(parts[1])] = parts[2]
-    return queued
 
 
 def scancel(job_ids: Sequence[str]) -> None:

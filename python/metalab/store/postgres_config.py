@@ -24,7 +24,6 @@ from metalab.store.redaction import (  # noqa: F401
     _SECRETS,
     _SECRETS_LOCK,
     mask_locator,
-    quiet_pool_log,
     redact,
     remember_secret,
 )
@@ -33,7 +32,6 @@ __all__ = [
     "DEFAULT_SCHEMA",
     "PostgresConfig",
     "mask_locator",
-    "quiet_pool_log",
     "redact",
     "remember_secret",
     "validate_schema",

@@ -11,10 +11,9 @@ from __future__ import annotations
 import logging
 import re
 import threading
-import time
 from urllib.parse import quote, quote_plus, unquote
 
-__all__ = ["mask_locator", "quiet_pool_log", "redact", "remember_secret"]
+__all__ = ["mask_locator", "redact", "remember_secret"]
 
 _SECRETS: set[str] = set()
 _SECRETS_LOCK = threading.Lock()
@@ -91,46 +90,10 @@ class _RedactFilter(logging.Filter):
 
 
 _FILTER = _RedactFilter()
-# A pool that lost its server retries in the background and logs every attempt, the same
-# line again and again; the store's own error already carries the reason.
-_REPEAT_WINDOW_S = 60.0
-
-
-class _RepeatFilter(logging.Filter):
-    """Lets a pool log line through once per minute (the first of each burst)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._seen: dict[str, float] = {}
-        self._lock = threading.Lock()
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        key = record.getMessage()
-        now = time.monotonic()
-        with self._lock:
-            last = self._seen.get(key)
-            if last is not None and now - last < _REPEAT_WINDOW_S:
-                return False
-            if len(self._seen) > 1000:  # bounded: messages may embed changing details
-                self._seen.clear()
-            self._seen[key] = now
-        return True
-
-
-_REPEATS = _RepeatFilter()
-
-
-def quiet_pool_log() -> None:
-    """Mask passwords in psycopg's pool log and drop its repeats within a minute."""
-    _install_log_filter()
-    logger = logging.getLogger("psycopg.pool")
-    if _REPEATS not in logger.filters:
-        logger.addFilter(_REPEATS)
 
 
 def _install_log_filter() -> None:
-    # Filters attach per logger (not inherited by children), hence both names.
-    for name in ("psycopg", "psycopg.pool"):
+    for name in ("psycopg",):
         logger = logging.getLogger(name)
         if _FILTER not in logger.filters:
             logger.addFilter(_FILTER)
