@@ -21,8 +21,9 @@ from metalab import _core
 from metalab.errors import StoreError
 from metalab.records import RunRecord, RunState
 from metalab.store.atomic import atomic_write
+from metalab.store.columns import record_summary
 from metalab.store.file import FileStore
-from metalab.store.index_segments import _summary_of_record, summary_line
+from metalab.store.index_segments import summary_line
 from metalab.store.record_codec import encode_record
 
 
@@ -92,7 +93,7 @@ def test_a_writer_killed_mid_append_leaves_a_readable_index(tmp_path: Path) -> N
     # A torn line the way a kill leaves one: the head of a line, no newline.
     record = _record(10**6)
     written = atomic_write(store.layout.record(record.run_id), encode_record(record))
-    line = summary_line(_summary_of_record(record), written)
+    line = summary_line(record_summary(record), written)
     with open(segment, "ab") as handle:
         handle.write(line[: len(line) // 2])
     stats = _assert_answers_are_the_records(store)

@@ -26,7 +26,7 @@ from metalab.errors import CorruptRecordError
 from metalab.records import RunRecord
 from metalab.store.record_codec import encode_metric
 
-__all__ = ["ColumnData", "columns_from_records"]
+__all__ = ["ColumnData", "columns_from_records", "record_summary"]
 
 ColumnData = dict[str, Any]
 """Keys ``run_id``, ``experiment_id``, ``status``, ``task_index``, ``replicate``,
@@ -66,17 +66,19 @@ def columns_from_records(
     return data, list(problems)
 
 
-def _column_doc(record: RunRecord) -> str:
-    """The JSON of the keys of ``record``'s stored document that columns are built from.
+def record_summary(record: RunRecord) -> dict[str, Any]:
+    """The keys of ``record``'s stored document that columns (and the index) are built from.
 
-    The other keys are optional to the record checks; ``default=str`` as in
-    :func:`~metalab.store.record_codec.encode_record`.
+    What the record checks require plus what a results table shows: status and reason,
+    params, scalar metrics, timings, the error's type and message. Stepped metrics,
+    artifacts, provenance and the traceback stay in the record file.
     """
-    started = record.started_at
-    document = {
+    started, finished = record.started_at, record.finished_at
+    summary: dict[str, Any] = {
         "run_id": record.run_id,
         "experiment_id": record.experiment_id,
         "status": record.status.value,
+        "reason": None if record.reason is None else record.reason.value,
         "context_fingerprint": record.context_fingerprint,
         "params_fingerprint": record.params_fingerprint,
         "seed_fingerprint": record.seed_fingerprint,
@@ -85,6 +87,14 @@ def _column_doc(record: RunRecord) -> str:
         "replicate": record.replicate,
         "metrics": {name: encode_metric(value) for name, value in record.metrics.items()},
         "started_at": None if started is None else started.isoformat(),
+        "finished_at": None if finished is None else finished.isoformat(),
         "duration_s": record.duration,
     }
-    return json.dumps(document, allow_nan=False, default=str)
+    if record.error is not None:
+        summary["error"] = {"type": record.error.type, "message": record.error.message}
+    return summary
+
+
+def _column_doc(record: RunRecord) -> str:
+    """The JSON of :func:`record_summary` (``default=str`` as in ``encode_record``)."""
+    return json.dumps(record_summary(record), allow_nan=False, default=str)

@@ -32,8 +32,9 @@ from metalab import _core
 from metalab.errors import StoreError
 from metalab.records import RunRecord
 from metalab.store.atomic import atomic_write, writer_token
+from metalab.store.columns import record_summary
 from metalab.store.layout import FileLayout, check_experiment_id
-from metalab.store.record_codec import decode_record, encode_metric
+from metalab.store.record_codec import decode_record
 
 __all__ = ["ReindexReport", "SegmentWriter", "reindex", "summary_line"]
 
@@ -63,29 +64,6 @@ def _summary_of_document(document: dict[str, Any]) -> dict[str, Any]:
     error = document.get("error")
     if isinstance(error, dict):
         summary["error"] = {k: error[k] for k in ("type", "message") if k in error}
-    return summary
-
-
-def _summary_of_record(record: RunRecord) -> dict[str, Any]:
-    started, finished = record.started_at, record.finished_at
-    summary: dict[str, Any] = {
-        "run_id": record.run_id,
-        "experiment_id": record.experiment_id,
-        "status": record.status.value,
-        "reason": None if record.reason is None else record.reason.value,
-        "context_fingerprint": record.context_fingerprint,
-        "params_fingerprint": record.params_fingerprint,
-        "seed_fingerprint": record.seed_fingerprint,
-        "params": record.params,
-        "task_index": record.task_index,
-        "replicate": record.replicate,
-        "metrics": {name: encode_metric(value) for name, value in record.metrics.items()},
-        "started_at": None if started is None else started.isoformat(),
-        "finished_at": None if finished is None else finished.isoformat(),
-        "duration_s": record.duration,
-    }
-    if record.error is not None:
-        summary["error"] = {"type": record.error.type, "message": record.error.message}
     return summary
 
 
@@ -148,7 +126,7 @@ class SegmentWriter:
             StoreError: the segment cannot be written (the record is in place: loading
                 reads it instead, until ``metalab store reindex``).
         """
-        line = summary_line(_summary_of_record(record), written)
+        line = summary_line(record_summary(record), written)
         with self._lock:
             try:
                 fd = self._fd(record.experiment_id)
