@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import metalab
-from metalab.executors.base import Executor, Job, Launch, TallyingLaunch
 from metalab.executors.slurm_tasks import encode_task_list
 from metalab.store.file import FileStore
+from submit_only import SubmitOnly
 
 NEVER_ON_A_FILESTORE_TASK = (
     "psycopg",
@@ -33,18 +33,6 @@ NEVER_ON_A_FILESTORE_TASK = (
     "metalab.html",
     "metalab.store.bundle",
 )
-
-
-class _SubmitOnly(Executor):
-    """Leaves the store as a SLURM submission does (manifest, sealed spec); runs nothing."""
-
-    name = "slurm"
-    ships_experiment = True
-
-    def launch(self, job: Job) -> Launch:
-        launch = TallyingLaunch(job)
-        launch.mark_finished()
-        return launch
 
 
 def _modules_of_a_worker(tmp: Path, *worker_args: str) -> dict[str, Any]:
@@ -74,7 +62,7 @@ def _modules_of_a_worker(tmp: Path, *worker_args: str) -> dict[str, Any]:
             seeds=metalab.seeds(base=1, replicates=1),
         )
         store = tmp / "store"
-        metalab.run(exp, store=str(store), executor=_SubmitOnly(), progress=False)
+        metalab.run(exp, store=str(store), executor=SubmitOnly(), progress=False)
         # A resubmission's task list (every task, in order: the block stays runs 6, 7).
         FileStore(store).put_blob("startup-tasks", encode_task_list(range(100)))
     finally:

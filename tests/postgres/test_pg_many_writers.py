@@ -32,26 +32,14 @@ from typing import Any
 import pytest
 
 import metalab
-from metalab.executors.base import Executor, Job, Launch, TallyingLaunch
 from metalab.records import RunState, StoredState
 from metalab.store.locator import create_store
+from submit_only import SubmitOnly
 
 pytestmark = pytest.mark.postgres
 
 WRITERS = 250
 MAX_CONNECTIONS = 100
-
-
-class _SubmitOnly(Executor):
-    """Leaves the store as a SLURM submission does (manifest, sealed spec); runs nothing."""
-
-    name = "slurm"
-    ships_experiment = True
-
-    def launch(self, job: Job) -> Launch:
-        launch = TallyingLaunch(job)
-        launch.mark_finished()
-        return launch
 
 
 def _as_postgres(*argv: object, check: bool = True) -> None:
@@ -205,7 +193,7 @@ def test_250_array_tasks_against_100_connections_lose_nothing(
             params=metalab.grid(x=list(range(WRITERS))),
             seeds=metalab.seeds(base=1, replicates=1),
         )
-        metalab.run(exp, store=locator, executor=_SubmitOnly(), progress=False)
+        metalab.run(exp, store=locator, executor=SubmitOnly(), progress=False)
     finally:
         sys.path.remove(str(ops))
         sys.modules.pop("many_writers_ops", None)

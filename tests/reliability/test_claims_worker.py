@@ -17,11 +17,12 @@ from pathlib import Path
 
 import metalab
 from metalab.execution import base_record
-from metalab.executors.base import Executor, Job, Launch, TallyingLaunch
+from metalab.executors.base import Job
 from metalab.plan import RunPlan
 from metalab.records import RunState
 from metalab.store.claims import new_owner
 from metalab.store.file import FileStore
+from submit_only import SubmitOnly
 
 OPS = textwrap.dedent(
     """
@@ -38,18 +39,6 @@ OPS = textwrap.dedent(
         capture.metric("x", params["x"])
     """
 )
-
-
-class _SubmitOnly(Executor):
-    """Leaves the store as a SLURM submission does (manifest, sealed spec); runs nothing."""
-
-    name = "slurm"
-    ships_experiment = True
-
-    def launch(self, job: Job) -> Launch:
-        launch = TallyingLaunch(job)
-        launch.mark_finished()
-        return launch
 
 
 def _submitted(tmp: Path) -> tuple[FileStore, metalab.Experiment]:
@@ -69,7 +58,7 @@ def _submitted(tmp: Path) -> tuple[FileStore, metalab.Experiment]:
             seeds=metalab.seeds(base=1),
         )
         store = FileStore(tmp / "store")
-        metalab.run(exp, store=store, executor=_SubmitOnly(), progress=False)
+        metalab.run(exp, store=store, executor=SubmitOnly(), progress=False)
     finally:
         sys.path.remove(str(ops))
         sys.modules.pop("claim_ops", None)
