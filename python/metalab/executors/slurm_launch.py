@@ -50,6 +50,11 @@ __all__ = [
     "reattach",
 ]
 POLL_INTERVAL_S = FIRST_S
+REQUEUE_GRACE_S = 300.0
+"""How long a requeued task may stay out of squeue's answer before it counts as gone
+(SLURM holds a requeued job back ~120 s before it may start again)."""
+# slurmstepd's last words for a task that SLURM puts back in the queue.
+_REQUEUED_WORDS = ("DUE TO JOB REQUEUE", "DUE TO PREEMPTION")
 """Time between two ``squeue`` calls after a change; longer while nothing changes or the
 controller struggles (:mod:`metalab.executors.slurm_poll`)."""
 
@@ -110,6 +115,8 @@ class SlurmLaunch(Launch):
         self._cancelled_runs = 0
         self._finished = not shards
         self._warned = False
+        # Array tasks (global index) seen requeued while out of squeue's answer, and since when.
+        self._requeued_since: dict[int, float] = {}
         # Array tasks (global index) not yet seen to leave the queue.
         self._unresolved: set[int] = set()
         for _job, offset, count in shards:
@@ -236,6 +243,8 @@ class SlurmLaunch(Launch):
             wave_queued = wave is not None and queued.pop(wave.TASK, None) is not None
             running_tasks = [g for g, state in queued.items() if state != "PENDING"]
             gone = [g for g in self._unresolved if g not in queued]
+            for g in [g for g in self._requeued_since if g in queued]:
+                del self._requeued_since[g]  # back in the queue: a later exit is judged anew
             # Markers are read after squeue answered: a task absent from the answer had
             # exited before, so every marker it wrote is already visible.
             self._resolve(gone)
@@ -275,12 +284,35 @@ class SlurmLaunch(Launch):
             crashed.append((g, task))
         # One accounting call for every task that left unfinished in this poll.
         ends = sacct_task_ends(self.job_ids) if crashed else None
+        coming_back = {g for g, _task in crashed if self._runs_again(g, self._task_end(ends, g))}
         for g, task in crashed:
-            self._record_crash(task, g, self._task_end(ends, g))
-        self._unresolved.difference_update(gone)
+            if g not in coming_back:
+                self._record_crash(task, g, self._task_end(ends, g))
+        self._unresolved.difference_update(set(gone) - coming_back)
         if not self._unresolved and self._retry is None and self._wave is None:
             # No task of ours can start any more (a retry/wave job releases them itself).
             self.paths.release()
+
+    def _runs_again(self, global_task: int, end: TaskEnd | None) -> bool:
+        """Whether a task missing from squeue was requeued and will run again by itself.
+
+        A requeued task (``scontrol requeue``, preemption with ``PreemptMode=REQUEUE``)
+        passes through states squeue may not list for a moment; accounting still calls it
+        pending or running, and slurmstepd's last log line says why it stopped. Such a task
+        is looked at again on later polls for up to :data:`REQUEUE_GRACE_S`, not taken for
+        a crash whose unfinished runs would be recorded as failed while it still runs them.
+        """
+        # The log decides first: until the new attempt starts, accounting may still show
+        # the stopped one (FAILED, exit 1) as the task's final state.
+        log = self.log_path(global_task)
+        last = last_line(log) if log is not None else None
+        waiting = last is not None and any(word in last for word in _REQUEUED_WORDS)
+        if not waiting and end is not None and not end.finished:
+            waiting = True  # accounting has it pending, running or requeued
+        if not waiting:
+            return False
+        since = self._requeued_since.setdefault(global_task, time.monotonic())
+        return time.monotonic() - since < REQUEUE_GRACE_S
 
     def _task_end(self, ends: dict[tuple[str, int], TaskEnd] | None, g: int) -> TaskEnd | None:
         if ends is None:
