@@ -1,9 +1,10 @@
 """Run every benchmark and print one table; also write bench-results/results.json.
 
 Each ``benches/bench_*.py`` module exposing ``main(quick) -> list[Measurement]`` is called
-in turn (plan, scale, resume, executors, PostgreSQL, SLURM, worker start-up, dashboard). A module
-that is missing or fails shows up as a row carrying the error instead of stopping the
-others. PostgreSQL and SLURM benchmarks need their services (``METALAB_TEST_POSTGRES_URL``,
+in turn (plan, scale, resume, executors, PostgreSQL, SLURM submission, the spec's
+large_sweep executed on the cluster, worker start-up, dashboard). A module that is
+missing or fails shows up as a row carrying the error instead of stopping the others.
+PostgreSQL and SLURM benchmarks need their services (``METALAB_TEST_POSTGRES_URL``,
 a SLURM cluster).
 
 Run: ``uv run python benches/run.py [--quick]`` (``--quick`` is what CI runs).
@@ -33,6 +34,7 @@ SUITES = (
     "bench_executors",
     "bench_postgres",
     "bench_slurm",
+    "bench_large_sweep",
     "bench_worker_startup",
     "bench_ui",
 )

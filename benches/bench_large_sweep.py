@@ -1,0 +1,403 @@
+"""Benchmark: the spec's ``large_sweep`` executed to completion on a site-like SLURM cluster.
+
+Stages (each a row of the printed table and of ``main``'s return value):
+
+1. **as written**: the spec's ``large_sweep`` block with its ``SlurmConfig`` exactly as in
+   SPEC.md (``partition="cpu"``, ``time="1:00:00"``, ``max_array_size=10000``,
+   ``max_concurrent=500``; one run per array task), timed from ``metalab.run`` to
+   ``handle.result()`` returning; every run must succeed and the store must hold exactly
+   N records.
+2. **its floor**: the same number of ``/bin/true`` array tasks with the same ``#SBATCH``
+   resources, laid out the same way (array sizes, ``%throttle`` and ``--dependency``
+   lanes from metalab's own shard planner) and released in waves of the same size under
+   the same QOS limit: the next wave is submitted once the previous one left ``squeue``
+   (polled every :data:`FLOOR_POLL_S`). Ratio metalab/floor; target <= 1.25x.
+3. **auto**: the same sweep with ``runs_per_task="auto"`` (the rest of the config
+   unchanged) into a fresh store, and its own floor. Target <= 5 minutes at 300,000.
+4. On the auto store: ``metalab.reconnect`` + ``.status`` (<= 1 s), a resubmission that
+   submits nothing (<= 0.5 s), ``load_results`` + ``to_dataframe()``.
+
+Needs the site profile (``SLURM_CONF=/etc/slurm-site/slurm.conf``, started by
+``scripts/slurm-local-cluster.sh --profile site``); partition ``cpu`` is created on the
+cluster's nodes when missing (and deleted afterwards), as the spec-block tests do.
+Everything submitted is scancel-ed on any exit; stores are removed.
+
+Sizes: with one run per array task the as-written stage is one array task per run, and
+this cluster releases about 15 trivial tasks per second (MaxJobCount=5000 with
+MinJobAge=300 caps it near 16/s), so 300,000 tasks take hours. ``--written-runs`` scales
+that stage alone (the config stays untouched)::
+
+    uv run python benches/bench_large_sweep.py --quick     # 30,000 runs (3,000 as written)
+    uv run python benches/bench_large_sweep.py              # 300,000 runs (30,000 as written)
+    uv run python benches/bench_large_sweep.py --written-runs 300000   # the whole thing
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import os
+import re
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import metalab
+from _common import Measurement, measure, peak_rss_mb, print_table
+from metalab.executors.slurm_script import job_name, plan_shards, render_script, sbatch_options
+from metalab.plan import RunPlan
+
+RUNS_PER_GENE = 150  # 50 expression values x 3 replicates, as in the spec block
+FLOOR_POLL_S = 0.25
+"""squeue interval of the floor's driver (tighter than metalab's poll: a strict floor)."""
+FLOOR_NAME = "metalab-bench-floor"
+PARTITION = "cpu"
+
+
+def my_operation(params: Any, seeds: Any, capture: Any) -> None:
+    """The spec's stand-in operation (the one tests/slurm/test_slurm_spec_blocks.py uses)."""
+    capture.metric("value", sum(v for v in params.values() if isinstance(v, int)))
+
+
+my_context: dict[str, int] = {}
+
+
+def spec_config(**overrides: Any) -> metalab.SlurmConfig:
+    """The spec block's SlurmConfig exactly as written (plus ``overrides``, for auto)."""
+    return metalab.SlurmConfig(
+        partition="cpu",
+        time="1:00:00",
+        max_array_size=10000,  # Auto-shard into chunks of 10k
+        max_concurrent=500,  # Run up to 500 tasks at once
+        **overrides,
+    )
+
+
+def spec_experiment(n_runs: int) -> metalab.Experiment:
+    """The spec's ``large_sweep`` experiment with ``n_runs`` runs (a multiple of 150)."""
+    return metalab.Experiment(
+        name="large_sweep",
+        version="0.1",
+        context=my_context,
+        operation=my_operation,
+        params=metalab.grid(
+            gene=list(range(n_runs // RUNS_PER_GENE)),  # 2000 genes at full size
+            expr_val=list(range(50)),  # 50 expression values
+        ),
+        seeds=metalab.seeds(base=42, replicates=3),  # 3 replicates
+    )
+
+
+def _sh(argv: list[str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, input=stdin, capture_output=True, text=True, check=False)
+
+
+def _load() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+@dataclass
+class Jobs:
+    """What this benchmark submitted, so that every exit can cancel it."""
+
+    ids: list[str] = field(default_factory=list)
+    names: set[str] = field(default_factory=set)
+    handles: list[metalab.RunHandle] = field(default_factory=list)
+
+    def cancel(self) -> None:
+        """Cancel the metalab submissions (their wave jobs too) and anything left by name."""
+        for handle in self.handles:
+            with contextlib.suppress(Exception):
+                handle.cancel()
+        ids = list(self.ids)
+        if self.names:
+            out = _sh(["squeue", "--me", "-h", "-o", "%F %j"]).stdout
+            ids += [
+                line.split()[0]
+                for line in out.splitlines()
+                if len(line.split()) == 2 and line.split()[1] in self.names
+            ]
+        if ids:
+            _sh(["scancel", *sorted(set(ids))])
+
+
+@contextlib.contextmanager
+def cpu_partition() -> Iterator[None]:
+    """Partition ``cpu`` on every node, created for the benchmark when missing."""
+    names = set(_sh(["sinfo", "-h", "-o", "%R"]).stdout.split())
+    created = False
+    if PARTITION not in names:
+        create = f"PartitionName={PARTITION} Nodes=ALL State=UP MaxTime=INFINITE"
+        done = _sh(["scontrol", "create", *create.split()])
+        if done.returncode != 0:
+            raise RuntimeError(f"cannot create partition {PARTITION}: {done.stderr.strip()}")
+        created = True
+    try:
+        yield
+    finally:
+        if created:
+            _sh(["scontrol", "delete", f"PartitionName={PARTITION}"])
+
+
+@dataclass(frozen=True)
+class LayoutInfo:
+    """What the dry run said: tasks, runs per task, array size, waves and wave size."""
+
+    n_tasks: int
+    runs_per_task: int
+    array_size: int
+    waves: int
+    wave_tasks: int
+    text: str
+
+
+_LAYOUT = re.compile(r"layout: (\d+) array task\(s\) of (\d+) run\(s\), arrays of at most (\d+)")
+_WAVES = re.compile(r"waves: (\d+) of at most (\d+) task\(s\)")
+
+
+def dry_run_layout(exp: metalab.Experiment, store: Path, config: metalab.SlurmConfig) -> LayoutInfo:
+    """The layout the dry run reports (the limits and queue as they are now)."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        metalab.run(exp, store=str(store), executor=metalab.SlurmExecutor(config), dry_run=True)
+    text = out.getvalue()
+    match = _LAYOUT.search(text)
+    if match is None:
+        raise RuntimeError(f"dry run printed no layout line:\n{text[:2000]}")
+    n_tasks, k, size = (int(g) for g in match.groups())
+    waves = _WAVES.search(text)
+    n_waves, wave_tasks = (int(waves.group(1)), int(waves.group(2))) if waves else (1, n_tasks)
+    return LayoutInfo(n_tasks, k, size, n_waves, wave_tasks, text)
+
+
+def floor_seconds(layout: LayoutInfo, config: metalab.SlurmConfig, jobs: Jobs) -> float:
+    """Wall time of ``layout``'s array tasks as ``/bin/true``, released wave by wave.
+
+    The ``#SBATCH`` lines are metalab's own (same partition, time, memory, signal,
+    requeue), so the same number of tasks run at once; only the body differs.
+    """
+    name = f"{FLOOR_NAME}-{os.getpid()}"
+    jobs.names.add(name)
+    cfg = replace(config, runs_per_task=layout.runs_per_task, max_array_size=layout.array_size)
+    header = render_script(
+        cfg, python=sys.executable, store_locator="unused", experiment_id="unused",
+        offset=0, tasks_key=None, job_name=name,
+    )  # fmt: skip
+    script = "\n".join(ln for ln in header.splitlines() if ln.startswith("#")) + "\n/bin/true\n"
+    start = time.perf_counter()
+    remaining = layout.n_tasks
+    while remaining > 0:
+        wave = min(remaining, layout.wave_tasks)
+        ids: list[str] = []
+        for shard in plan_shards(wave, cfg):
+            after = ids[shard.after] if shard.after is not None else None
+            argv = ["sbatch", *sbatch_options(shard, "/dev/null", after)]
+            while True:
+                done = _sh(argv, stdin=script)
+                if done.returncode == 0:
+                    break
+                if "MaxSubmitJob" not in done.stderr and "QOS" not in done.stderr:
+                    raise RuntimeError(f"floor sbatch failed: {done.stderr.strip()}")
+                time.sleep(FLOOR_POLL_S)  # another user's jobs fill the limit: wait, as metalab
+            ids.append(done.stdout.strip().split(";")[0])
+        jobs.ids += ids
+        remaining -= wave
+        while _sh(["squeue", "--me", "-h", f"--name={name}", "-o", "%i"]).stdout.strip():
+            time.sleep(FLOOR_POLL_S)
+    return time.perf_counter() - start
+
+
+@dataclass
+class SweepResult:
+    """One executed sweep: its wall time, layout and the driver's own CPU time."""
+
+    seconds: float
+    layout: LayoutInfo
+    job_ids: int
+    driver_cpu_s: float
+
+
+def _cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_sweep(n_runs: int, store: Path, config: metalab.SlurmConfig, jobs: Jobs) -> SweepResult:
+    """Execute the spec block into ``store`` and check the counts exactly."""
+    exp = spec_experiment(n_runs)
+    layout = dry_run_layout(exp, store, config)
+    name = job_name(exp.name, RunPlan(exp).run_ids)
+    jobs.names |= {name, f"{name}-wave", f"{name}-retry"}
+    cpu0 = _cpu()
+    start = time.perf_counter()
+    # --- spec block (store under a temp dir, grid scaled by n_runs) ---
+    handle = metalab.run(
+        exp,
+        store=str(store),
+        executor=metalab.SlurmExecutor(config),
+    )
+    jobs.handles.append(handle)
+    results = handle.result()
+    # --- end ---
+    seconds = time.perf_counter() - start
+    cpu = _cpu() - cpu0
+    ok = sum(1 for r in results if r.status.value == "success")
+    if len(results) != n_runs or ok != n_runs:
+        raise AssertionError(f"{n_runs} runs expected successful; got {ok} of {len(results)}")
+    records = sum(1 for _ in (store / "runs").rglob("*.json"))
+    loaded = metalab.load_results(str(store))
+    if records != n_runs or len(loaded) != n_runs or len({r.run_id for r in loaded}) != n_runs:
+        raise AssertionError(
+            f"store holds {records} record files, {len(loaded)} loaded runs; expected {n_runs}"
+        )
+    return SweepResult(seconds, layout, len(handle.job_ids), cpu)
+
+
+def _sweep_rows(
+    label: str, n_runs: int, result: SweepResult, floor: float, target: str
+) -> list[Measurement]:
+    lay = result.layout
+    ratio = result.seconds / floor if floor > 0 else float("nan")
+    extra = {
+        "array_tasks": lay.n_tasks,
+        "runs_per_task": lay.runs_per_task,
+        "array_size": lay.array_size,
+        "waves": lay.waves,
+        "wave_tasks": lay.wave_tasks,
+        "runs_per_s": n_runs / result.seconds,
+        "ratio_to_floor": ratio,
+        "driver_cpu_s": result.driver_cpu_s,
+        "loadavg_after": _load(),
+    }
+    row = Measurement(
+        f"{label}: run -> result()", n_runs, [result.seconds], peak_rss_mb(),
+        floor_seconds=floor, target=f"{target}; {ratio:.2f}x floor", extra=extra,
+    )  # fmt: skip
+    floor_row = Measurement(
+        f"{label}: floor, {lay.n_tasks} x /bin/true", lay.n_tasks, [floor], 0.0,
+        target=f"{lay.waves} wave(s) of <= {lay.wave_tasks}, arrays <= {lay.array_size}",
+    )  # fmt: skip
+    return [row, floor_row]
+
+
+def finished_store_rows(n_runs: int, store: Path, config: metalab.SlurmConfig) -> list[Measurement]:
+    """Stage 4: reconnect + status, a resubmission with nothing to do, load + DataFrame."""
+    exp = spec_experiment(n_runs)
+    rows: list[Measurement] = []
+
+    def reconnect_status() -> None:
+        status = metalab.reconnect(str(store)).status
+        if status.completed != n_runs:
+            raise AssertionError(f"reconnect status {status}, expected {n_runs} completed")
+
+    def resubmit() -> None:
+        with contextlib.redirect_stderr(io.StringIO()):
+            handle = metalab.run(
+                exp, store=str(store), resume=True, executor=metalab.SlurmExecutor(config)
+            )
+        if handle.job_ids:
+            handle.cancel()
+            raise AssertionError(f"resubmission of a finished sweep submitted {handle.job_ids}")
+
+    def load() -> None:
+        frame = metalab.load_results(str(store)).to_dataframe()
+        if len(frame) != n_runs:
+            raise AssertionError(f"to_dataframe has {len(frame)} rows, expected {n_runs}")
+
+    rows.append(measure("reconnect + status", n_runs, reconnect_status, target="<= 1 s"))
+    rows.append(measure("resubmission, nothing to do", n_runs, resubmit, target="<= 0.5 s"))
+    # Reconnect again after the empty resubmission (issue 13: it used to raise StoreError).
+    rows.append(measure("reconnect + status after it", n_runs, reconnect_status, target="<= 1 s"))
+    rows.append(measure("load_results + to_dataframe()", n_runs, load, trace_memory=False))
+    return rows
+
+
+def _timed_stage(label: str, fn: Callable[[], Any]) -> Any:
+    print(f"[bench_large_sweep] {label} (load {_load()})", flush=True)
+    return fn()
+
+
+def main(
+    quick: bool = False, runs: int | None = None, written_runs: int | None = None
+) -> list[Measurement]:
+    """Run the stages, print the table and return its rows (see the module docstring)."""
+    n_runs = runs or (30_000 if quick else 300_000)
+    n_written = written_runs or n_runs // 10
+    for n in (n_runs, n_written):
+        if n <= 0 or n % RUNS_PER_GENE:
+            raise ValueError(f"run counts must be positive multiples of {RUNS_PER_GENE}, got {n}")
+    if not shutil.which("sbatch"):
+        raise RuntimeError("sbatch not found: this benchmark needs a SLURM cluster")
+    base = Path("/scratch") if os.access("/scratch", os.W_OK) else None
+    root = Path(tempfile.mkdtemp(prefix="metalab-bench-large-sweep-", dir=base))
+    jobs = Jobs()
+    rows: list[Measurement] = []
+    load_before = _load()
+    try:
+        with cpu_partition():
+            written = spec_config()
+            result = _timed_stage(
+                f"1. as written, {n_written:,} runs",
+                lambda: run_sweep(n_written, root / "written", written, jobs),
+            )
+            floor = _timed_stage(
+                "2. its floor", lambda: floor_seconds(result.layout, written, jobs)
+            )
+            rows += _sweep_rows("as written", n_written, result, floor, "<= 1.25x floor")
+            shutil.rmtree(root / "written", ignore_errors=True)
+
+            auto = spec_config(runs_per_task="auto")
+            result = _timed_stage(
+                f"3. runs_per_task='auto', {n_runs:,} runs",
+                lambda: run_sweep(n_runs, root / "auto", auto, jobs),
+            )
+            floor = _timed_stage("3. its floor", lambda: floor_seconds(result.layout, auto, jobs))
+            target = "<= 300 s at 300,000" if n_runs >= 300_000 else "(<= 300 s at 300,000)"
+            rows += _sweep_rows("auto", n_runs, result, floor, target)
+            rows += _timed_stage(
+                "4. finished store", lambda: finished_store_rows(n_runs, root / "auto", auto)
+            )
+    finally:
+        jobs.cancel()
+        shutil.rmtree(root, ignore_errors=True)
+    print_table(
+        f"large_sweep on the site cluster (SLURM_CONF={os.environ.get('SLURM_CONF', '')}); "
+        f"load average before {load_before}, after {_load()}",
+        rows,
+    )
+    for row in rows:
+        if "array_tasks" in row.extra:
+            x = row.extra
+            print(
+                f"  {row.stage}: {x['array_tasks']} tasks of {x['runs_per_task']} run(s), "
+                f"arrays <= {x['array_size']}, {x['waves']} wave(s) of <= {x['wave_tasks']}, "
+                f"{x['runs_per_s']:.0f} runs/s, {x['ratio_to_floor']:.2f}x floor, driver CPU "
+                f"{x['driver_cpu_s']:.1f} s, load after {x['loadavg_after']}"
+            )
+    return rows
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="30,000 runs instead of 300,000")
+    parser.add_argument("--runs", type=int, default=None, help="runs of the auto sweep")
+    parser.add_argument(
+        "--written-runs",
+        type=int,
+        default=None,
+        help="runs of the as-written sweep (one array task each); default a tenth of --runs",
+    )
+    args = parser.parse_args()
+    main(quick=args.quick, runs=args.runs, written_runs=args.written_runs)
