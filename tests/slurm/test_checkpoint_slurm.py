@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cluster_tools import release_requeued, requeue
 
 import metalab
 from metalab.capture.checkpoint import decode_checkpoint
@@ -58,26 +59,6 @@ def _events(tmp: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
-def _squeue(task: str) -> str:
-    return subprocess.run(
-        ["squeue", "-h", "-j", task, "-o", "%T %r"], capture_output=True, text=True
-    ).stdout.strip()
-
-
-def _release_now(task: str, run_started: Any) -> None:
-    """Start the requeued task now instead of after its ~2 minute BeginTime delay.
-
-    Repeated while it stays pending: an update that lands while the requeue is still
-    being processed (the task COMPLETING) is overwritten by the requeue's BeginTime.
-    """
-    deadline = time.monotonic() + 150  # BeginTime passes by itself after ~120 s
-    while not run_started():
-        assert time.monotonic() < deadline, f"{task} was not started again: {_squeue(task)!r}"
-        if _squeue(task).startswith("PENDING"):
-            subprocess.run(["scontrol", "update", f"jobid={task}", "StartTime=now"], check=False)
-        time.sleep(1.0)
-
-
 def _executor() -> metalab.SlurmExecutor:
     return metalab.SlurmExecutor(metalab.SlurmConfig(runs_per_task=1, time="5"))
 
@@ -104,8 +85,11 @@ def _kill_mid_way_then_resume(tmp: Path, jobs: list[str], how: str) -> None:
         # What preemption with PreemptMode=REQUEUE does: SIGTERM, back to pending, the
         # same array task starts again by itself; nobody resubmits anything.
         task = f"{launch.job_ids[0]}_0"
-        subprocess.run(["scontrol", "requeue", task], check=True)
-        _release_now(task, lambda: len([e for e in _events(tmp) if e["event"] == "start"]) > 1)
+        release_requeued(
+            task,
+            killed_at=requeue(task),
+            started=lambda: len([e for e in _events(tmp) if e["event"] == "start"]) > 1,
+        )
         # The store says when the second attempt is done (the interrupted attempt's
         # record stands until then).
         (run_id,) = handle.run_ids

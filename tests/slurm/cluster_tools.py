@@ -1,0 +1,110 @@
+"""Helpers of the SLURM tests that requeue or preempt a running array task.
+
+A requeued task (``scontrol requeue``, or preemption with ``PreemptMode=REQUEUE``) goes
+back to PENDING with a BeginTime about 120 s ahead. The tests skip that wait with
+``scontrol update StartTime=now``, but never within the wall-clock second the running
+attempt was killed in: slurmd refuses to launch a job whose credential is not strictly
+newer (in whole seconds) than the revocation of the killed attempt ("Job credential
+revoked"), and the task then ends FAILED for good instead of running again. That race
+is what the requeue's BeginTime protects against, and it is what made the requeue test
+miss its deadline on the CI cluster: it released the task a few milliseconds after the
+requeue, in the same second.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Callable
+
+__all__ = [
+    "KILL_SECOND_MARGIN_S",
+    "job_report",
+    "queue_state",
+    "release_requeued",
+    "requeue",
+    "wait_until_not_running",
+]
+
+KILL_SECOND_MARGIN_S = 1.5
+"""Seconds after the kill before a requeued task may be started: past the kill's
+wall-clock second (credential times are whole seconds), with room for clock rounding."""
+NUDGE_EVERY_S = 1.0
+
+
+def queue_state(job: str) -> str:
+    """squeue's ``STATE REASON`` of ``job`` (e.g. ``PENDING BeginTime``); '' when absent."""
+    return subprocess.run(
+        ["squeue", "-h", "-j", job, "-o", "%T %r"], capture_output=True, text=True, check=False
+    ).stdout.strip()
+
+
+def job_report(job: str) -> str:
+    """What squeue and accounting say about ``job``, for assertion messages."""
+    sacct = subprocess.run(
+        ["sacct", "-D", "-X", "-n", "-P", "-j", job, "--format=JobID,State,ExitCode,Start,End"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    history = " ".join(sacct.stdout.split()) or sacct.stderr.strip()
+    return f"squeue: {queue_state(job)!r}; sacct -D: {history!r}"
+
+
+def requeue(task: str) -> float:
+    """``scontrol requeue`` a running array task; the wall-clock time just after.
+
+    The controller asked slurmd to kill the attempt (which revokes its credential) before
+    the call returned, so the returned time is at or after the revocation.
+    """
+    subprocess.run(["scontrol", "requeue", task], check=True, capture_output=True)
+    return time.time()
+
+
+def wait_until_not_running(task: str, timeout: float = 60.0) -> float:
+    """Wait until ``task`` leaves RUNNING (preempted: COMPLETING or PENDING); the time.
+
+    The returned wall-clock time is after the kill that ended the running attempt.
+    """
+    deadline = time.monotonic() + timeout
+    while queue_state(task).startswith("RUNNING"):
+        assert time.monotonic() < deadline, f"{task} kept running: {job_report(task)}"
+        time.sleep(0.1)
+    return time.time()
+
+
+def release_requeued(
+    task: str, *, killed_at: float, started: Callable[[], bool], timeout: float = 150.0
+) -> float:
+    """Start a requeued task now instead of after its ~2 minute BeginTime.
+
+    ``StartTime=now`` is asked once the kill's second is past
+    (:data:`KILL_SECOND_MARGIN_S` after ``killed_at``), and again every second while the
+    task stays pending: an update that lands while the controller is still processing the
+    requeue is overwritten by the requeue's own BeginTime.
+
+    Args:
+        task: the array task (``<job>_<index>``).
+        killed_at: wall-clock time at or after the kill of the running attempt
+            (:func:`requeue`, :func:`wait_until_not_running`).
+        started: True once the new attempt is seen running (e.g. its side file).
+        timeout: seconds to wait (the BeginTime passes by itself after ~120 s).
+
+    Returns:
+        Seconds from ``killed_at`` until ``started()`` said so.
+    """
+    deadline = time.monotonic() + timeout
+    nudged = 0.0
+    while not started():
+        assert time.monotonic() < deadline, f"{task} was not started again: {job_report(task)}"
+        now = time.time()
+        due = now - killed_at >= KILL_SECOND_MARGIN_S and time.monotonic() - nudged >= NUDGE_EVERY_S
+        if due and queue_state(task).startswith("PENDING"):
+            subprocess.run(
+                ["scontrol", "update", f"jobid={task}", "StartTime=now"],
+                check=False,
+                capture_output=True,
+            )
+            nudged = time.monotonic()
+        time.sleep(0.1)
+    return time.time() - killed_at
