@@ -428,7 +428,11 @@ def load_record_columns(
     :mod:`metalab.store.record_codec` (``True``; a record whose ``run_id`` is not its file
     name included), and for runs whose done marker exists without a record file
     (``corrupt=False``: the marker is no proof of anything, but stays so the problem stays
-    visible until the run executes again).
+    visible until the run executes again). ``param_frames`` and ``metric_frames`` (one
+    entry per column of ``params``/``metrics``) hold ``(numpy dtype, native bytes)``: the
+    array pandas infers from that column's values (int64, float64 with NaN for ``None``,
+    bool), or ``None`` where pandas must decide from the list (text, JSON, mixed kinds);
+    ``duration_frame``: ``duration_s`` as float64 bytes (``None``: no duration at all).
     """
 
 def record_columns_from_docs(
@@ -455,7 +459,9 @@ def load_index_columns(
     is read from its record. The result equals ``load_record_columns(layout, run_ids,
     experiment_id)`` (rows, order, values, problems) plus ``index_stats``: counts
     ``segments``, ``unreadable_segments``, ``lines``, ``bad_lines`` (torn or failing the
-    checksum), ``indexed`` and ``from_records``. See ``metalab.store.index_segments``.
+    checksum), ``indexed`` and ``from_records``, and ``seconds``: per stage of the load
+    (``read_segments``, ``parse_lines``, ...), ``(wall, process CPU)`` seconds. See
+    ``metalab.store.index_segments``.
     """
 
 def index_checksum(body: bytes) -> str:

@@ -49,6 +49,9 @@ class Column:
     nulls: frozenset[int]
     first_row: int
     position: int
+    frame: tuple[str, bytes] | None = None
+    """``values`` as the array pandas infers from them (numpy dtype name, native bytes),
+    when the loader could build it (numbers and booleans; ``None``: use ``values``)."""
 
     def present(self, row: int) -> bool:
         """True when the record of ``row`` has this key."""
@@ -64,11 +67,23 @@ class Column:
         return None
 
 
-def _columns(raw: list[tuple[str, list[Any], list[int], int, int]]) -> dict[str, Column]:
+def _columns(
+    raw: list[tuple[str, list[Any], list[int], int, int]],
+    frames: list[tuple[str, bytes] | None] | None,
+) -> dict[str, Column]:
+    frames = frames if frames is not None else [None] * len(raw)
     return {
-        name: Column(name, values, frozenset(nulls), first, position)
-        for name, values, nulls, first, position in raw
+        name: Column(name, values, frozenset(nulls), first, position, frame)
+        for (name, values, nulls, first, position), frame in zip(raw, frames, strict=True)
     }
+
+
+def _array(frame: tuple[str, bytes]) -> Any:
+    """A read-only numpy view of a loader-built column (no copy; pandas copies it)."""
+    import numpy as np
+
+    dtype, data = frame
+    return np.frombuffer(data, dtype=dtype)
 
 
 class ColumnTable:
@@ -83,8 +98,10 @@ class ColumnTable:
         self.replicate: list[int] = data["replicate"]
         self.duration: list[float | None] = data["duration_s"]
         self.started_at: list[str | None] = data["started_at"]
-        self.params = _columns(data["params"])
-        self.metrics = _columns(data["metrics"])
+        self.params = _columns(data["params"], data.get("param_frames"))
+        self.metrics = _columns(data["metrics"], data.get("metric_frames"))
+        # ``duration`` as float64 bytes (None as NaN), when the loader built it.
+        self.duration_frame: bytes | None = data.get("duration_frame")
         self._runs: list[Run | None] = [None] * len(self.run_id)
         self._gone: set[int] = set()  # rows whose record was no longer in the store
 
@@ -251,19 +268,39 @@ class ColumnTable:
         }
 
     def columns_out(
-        self, rows: Sequence[int], params: bool, metrics: bool, record: bool, derived: bool
-    ) -> dict[str, list[Any]]:
-        """``to_dataframe()``'s columns for ``rows``, built column by column."""
+        self,
+        rows: Sequence[int],
+        params: bool,
+        metrics: bool,
+        record: bool,
+        derived: bool,
+        arrays: bool = False,
+    ) -> dict[str, Any]:
+        """``to_dataframe()``'s columns for ``rows``, built column by column.
+
+        With ``arrays``, a column the loader built as a native array (see
+        :attr:`Column.frame`) is given as that numpy array when ``rows`` are all the rows
+        (a subset could infer another dtype than the whole, e.g. int64 where the whole
+        needs NaN); pandas then takes it as is instead of inferring from a list.
+        """
         whole = isinstance(rows, range) and rows == range(len(self))
+        native = arrays and whole and len(rows) > 0
 
         def pick(values: list[Any]) -> list[Any]:
             return values if whole else [values[row] for row in rows]
 
-        out: dict[str, list[Any]] = {}
+        # Output name -> its native array, used unless the name is merged from several
+        # sources (a metric named like a record field or a param): merging needs values.
+        arrays_of: dict[str, Any] = {}
+        out: dict[str, Any] = {}
         if record and rows:
             for name in ("run_id", "experiment_id", "status", "replicate", "duration"):
                 out[name] = pick(getattr(self, name))
+            if native and self.duration_frame is not None:
+                arrays_of["duration"] = ("float64", self.duration_frame)
             out["stale"] = self.stale_of(rows)
+            if native:
+                arrays_of["stale"] = ("bool", self.stale)  # bytes of 0 and 1
             errors = self.errors(rows)
             out["error_type"] = [None if e is None else e.type for e in errors]
             out["error_message"] = [None if e is None else e.message for e in errors]
@@ -271,7 +308,10 @@ class ColumnTable:
         for name, columns in self.ordered(rows, params, metrics, "param_"):
             if name not in out and len(columns) == 1:
                 out[name] = pick(columns[0].values)
+                if native and columns[0].frame is not None:
+                    arrays_of[name] = columns[0].frame
                 continue
+            arrays_of.pop(name, None)
             # Later keys overwrite earlier ones where present, as dict.update does (a
             # metric named like a record field or a param); the name keeps its place.
             merged = list(out.get(name, [None] * len(rows)))
@@ -281,6 +321,8 @@ class ColumnTable:
                     if column.present(row):
                         merged[at] = values[row]
             out[name] = merged
+        for name, frame in arrays_of.items():
+            out[name] = _array(frame)
         if derived:
             stored = self.derived(rows)
             run_ids = self.run_id

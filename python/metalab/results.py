@@ -209,7 +209,7 @@ class Results(ResultsPlots, Sequence[Run]):
             return pd.DataFrame(rows)
         table = self._table
         columns = table.columns_out(
-            self._sel, include_params, include_metrics, include_record, include_derived
+            self._sel, include_params, include_metrics, include_record, include_derived, True
         )
         return pd.DataFrame(columns)
 

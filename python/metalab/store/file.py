@@ -95,6 +95,9 @@ class FileStore(FileBundles, FileClaims, Store):
         #: Counts of the last index-backed ``load_columns`` (segments, lines, bad lines,
         #: runs answered by the index and from records), for diagnostics and benches.
         self.last_index_stats: dict[str, int] = {}
+        #: Seconds per stage of the last index-backed ``load_columns`` (read_segments,
+        #: parse_lines, ...: ``(wall, process CPU)``; see ``rust/src/index.rs``).
+        self.last_index_seconds: dict[str, tuple[float, float]] = {}
 
     @property
     def locator(self) -> str:
@@ -310,10 +313,13 @@ class FileStore(FileBundles, FileClaims, Store):
             # The results index answers every run whose record file is the version a
             # line summarises; the others are read from their records in the same call.
             data = _core.load_index_columns(self.layout.scan, segments, experiment_id, ids)
-            self.last_index_stats = data.pop("index_stats")
+            stats = data.pop("index_stats")
+            self.last_index_seconds = stats.pop("seconds")
+            self.last_index_stats = stats
         else:
             data = _core.load_record_columns(self.layout.scan, ids, experiment_id)
             self.last_index_stats = {}
+            self.last_index_seconds = {}
         problems = []
         for location, reason, corrupt in data.pop("problems"):
             problems.append(LoadProblem(location, reason))
