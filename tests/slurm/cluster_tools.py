@@ -13,13 +13,19 @@ requeue, in the same second.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 __all__ = [
     "KILL_SECOND_MARGIN_S",
+    "Watch",
+    "counted_op",
     "job_report",
+    "lines",
     "queue_state",
     "release_requeued",
     "requeue",
@@ -30,6 +36,33 @@ KILL_SECOND_MARGIN_S = 1.5
 """Seconds after the kill before a requeued task may be started: past the kill's
 wall-clock second (credential times are whole seconds), with room for clock rounding."""
 NUDGE_EVERY_S = 1.0
+
+
+def counted_op(context: Any, params: Any, capture: Any) -> None:
+    """Note each start (with the task's restart count) and each completion of the run.
+
+    Side files in ``context["dir"]``: ``start-<x>`` gets one line per start (the value of
+    ``SLURM_RESTART_COUNT``), ``done-<x>`` one per completion. The first execution of run
+    ``x == context["long"]`` takes 30 s (every execution of it with ``context["always"]``),
+    so that an interruption surely lands inside it on a loaded machine; every other
+    execution takes about a second.
+    """
+    root = Path(context["dir"])
+    x = params["x"]
+    start = root / f"start-{x}"
+    first = not start.exists()
+    with open(start, "a") as fh:
+        fh.write(f"{os.environ.get('SLURM_RESTART_COUNT', '0')}\n")
+    long = x == context["long"] and (first or context.get("always", False))
+    time.sleep(30.0 if long else 1.0)
+    with open(root / f"done-{x}", "a") as fh:
+        fh.write("done\n")
+    capture.metric("y", x)
+
+
+def lines(path: Path) -> list[str]:
+    """The lines of a side file (none when it does not exist yet)."""
+    return path.read_text().splitlines() if path.exists() else []
 
 
 def queue_state(job: str) -> str:
@@ -108,3 +141,28 @@ def release_requeued(
             nudged = time.monotonic()
         time.sleep(0.1)
     return time.time() - killed_at
+
+
+class Watch:
+    """What the store and ``handle.status`` said about unfinished runs while a task was away.
+
+    ``unfinished`` collects ``(run_id, reason)`` of every record seen not successful,
+    ``reasons`` every reason kind ``handle.status`` reported.
+    """
+
+    def __init__(self, handle: Any, store: Path) -> None:
+        self.handle = handle
+        self.store = store
+        self.unfinished: set[tuple[str, str | None]] = set()
+        self.reasons: set[str] = set()
+
+    def look(self) -> None:
+        """Read the experiment's records and status once."""
+        from metalab.records import RunState
+        from metalab.store.file import FileStore
+
+        for record in FileStore(self.store).load_records(run_ids=self.handle.run_ids).records:
+            if record.status is not RunState.SUCCESS:
+                reason = record.reason.value if record.reason is not None else None
+                self.unfinished.add((record.run_id, reason))
+        self.reasons.update(self.handle.status.reasons)

@@ -297,18 +297,23 @@ class SlurmLaunch(Launch):
         """Whether a task missing from squeue was requeued and will run again by itself.
 
         A requeued task (``scontrol requeue``, preemption with ``PreemptMode=REQUEUE``)
-        passes through states squeue may not list for a moment; accounting still calls it
-        pending or running, and slurmstepd's last log line says why it stopped. Such a task
-        is looked at again on later polls for up to :data:`REQUEUE_GRACE_S`, not taken for
-        a crash whose unfinished runs would be recorded as failed while it still runs them.
+        stays in squeue (COMPLETING, then PENDING) and accounting calls it REQUEUED, then
+        PENDING; a task missing from squeue's answer that accounting still calls pending,
+        running or requeued is looked at again on later polls for up to
+        :data:`REQUEUE_GRACE_S`, not taken for a crash whose unfinished runs would be
+        recorded as failed while it still runs them. Without accounting, slurmstepd's
+        last log line (requeue or preemption) stands in for that answer.
         """
-        # The log decides first: until the new attempt starts, accounting may still show
-        # the stopped one (FAILED, exit 1) as the task's final state.
-        log = self.log_path(global_task)
-        last = last_line(log) if log is not None else None
-        waiting = last is not None and any(word in last for word in _REQUEUED_WORDS)
-        if not waiting and end is not None and not end.finished:
-            waiting = True  # accounting has it pending, running or requeued
+        if end is not None:
+            # Accounting's final verdict is final, whatever the log's last line: a
+            # relaunch slurmd refused ("Job credential revoked", when the task is started
+            # within the second it was killed in) ends FAILED, and its log still ends with
+            # the requeue's words. Waiting for it would only delay its failure 5 minutes.
+            waiting = not end.finished
+        else:
+            log = self.log_path(global_task)
+            last = last_line(log) if log is not None else None
+            waiting = last is not None and any(word in last for word in _REQUEUED_WORDS)
         if not waiting:
             return False
         since = self._requeued_since.setdefault(global_task, time.monotonic())

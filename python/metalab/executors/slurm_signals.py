@@ -15,9 +15,10 @@ SIGTERM raises :class:`~metalab.execution.RunInterrupted` in the running operati
 reason, which the record keeps. The reason is asked from the controller, once
 (``scontrol show job -o``, a few milliseconds): a restart count above the one the task
 started with is a requeue or preemption (``preempted``: the task runs again and executes
-only what is not done); after the warning, or with the run time at the limit, a
-``timeout``; otherwise ``cancelled``. When the controller does not answer, a SIGTERM after
-the warning is a timeout, any other a cancellation.
+only what is not done; the controller raises the count before the SIGTERM of either);
+after the warning, or with the run time at the limit, a ``timeout``; otherwise
+``cancelled``. When the controller does not answer, a SIGTERM after the warning is a
+timeout, any other a cancellation.
 """
 
 from __future__ import annotations
@@ -121,8 +122,8 @@ class WorkerSignals:
         restarts = fields.get("Restarts")
         if restarts is not None and restarts != self._started_restarts:
             return FailureReason.PREEMPTED, (
-                "SLURM requeued the array task (preemption or scontrol requeue); it runs "
-                "again and executes what is not done"
+                "preempted: SLURM requeued the array task (scontrol requeue or preemption); "
+                "it runs again and executes only what is not done"
             )
         limit = parse_duration(fields.get("TimeLimit", ""))
         ran = parse_duration(fields.get("RunTime", ""))
