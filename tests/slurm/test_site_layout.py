@@ -132,6 +132,18 @@ def test_auto_packs_trivial_runs_into_few_tasks() -> None:
     assert layout.measured and layout.config(auto).runs_per_task == layout.runs_per_task
 
 
+@pytest.mark.parametrize("queued", [0, 20])
+def test_auto_leaves_room_for_the_retry_job_in_one_wave(queued: int) -> None:
+    # With retries a follower job queues with the tasks: sized to the whole headroom,
+    # 300,000 runs became 200 tasks + the retry job > 200, i.e. a wave of 197 and a
+    # second wave of 3 tasks behind a wave job.
+    auto = SlurmConfig(time="1:00:00", max_concurrent=500, retries=2, runs_per_task="auto")
+    layout = plan_layout(300_000, auto, SITE, queued=queued, followers=1)
+    assert layout.waves == 1 and layout.wave_tasks == layout.n_tasks
+    assert queued + layout.n_tasks + 1 <= 200
+    assert layout.n_tasks * layout.runs_per_task >= 300_000
+
+
 def test_auto_respects_the_walltime_for_long_runs() -> None:
     auto = SlurmConfig(time="1:00:00", runs_per_task="auto")
     layout = plan_layout(1000, auto, SITE, queued=0, run_seconds=500.0)

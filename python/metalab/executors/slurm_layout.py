@@ -170,6 +170,7 @@ def _auto_block(
     walltime: int,
     slots: int | None,
     headroom: int | None,
+    followers: int,
 ) -> int:
     fill = max(1, math.floor(WALLTIME_FILL * walltime / run_s))
     block = math.ceil(TASK_START_S / (OVERHEAD_FRACTION * run_s))
@@ -178,9 +179,12 @@ def _auto_block(
     if slots is not None:
         # Enough tasks to keep every slot busy to the end: more, smaller tasks.
         block = min(block, math.ceil(n_runs / (SLOT_OVERSUBSCRIPTION * slots)))
-    if headroom is not None and headroom > 0:
+    # One wave needs no wave job, but its follower jobs (a retry job) queue with it: the
+    # tasks get what they leave, or a tiny second wave would follow a full first one.
+    room = None if headroom is None else headroom - followers
+    if room is not None and room > 0:
         # Fewer, larger tasks when that avoids waves and the walltime allows it.
-        block = max(block, math.ceil(n_runs / headroom))
+        block = max(block, math.ceil(n_runs / room))
     return max(1, min(block, fill, n_runs))
 
 
@@ -223,7 +227,7 @@ def plan_layout(
     notes: list[str] = []
 
     if config.runs_per_task == AUTO:
-        block = _auto_block(n_runs, config, run_s, walltime, slots, headroom)
+        block = _auto_block(n_runs, config, run_s, walltime, slots, headroom, followers)
     else:
         block = int(config.runs_per_task)
         if measured and block * run_s > walltime:
