@@ -4,8 +4,18 @@ Stages: (1) plan, (2) resume check with half done, (3) status scan vs a bare
 ``os.scandir`` floor, (4) record writing through the default in-process executor,
 (5) ``load_results`` + ``to_dataframe`` of every stored record vs a single-threaded
 read-every-file floor (measured in a fresh subprocess so its peak RSS is its own),
-(6) the same through the results index, (7) with ``--cold`` (root): one load via the
-index and one without it, each after dropping the page cache.
+(6) the same through the results index, next to its floor (reading the segments and
+listing the shards), (7) with ``--cold`` (root): one load via the index, its floor, and
+one load without the index, each after dropping the page cache.
+
+Stages 5-7 run in fresh processes that import metalab, numpy and pandas *before* the
+clock starts and, for cold runs, before the page cache is dropped (the parent drops it
+once the child says it is ready): the figure is the load and ``to_dataframe()``, not
+Python's start-up or pandas' import from a cold disk (here ``PYTHONDONTWRITEBYTECODE=1``
+makes a pandas import compile its sources: ~1.6 s). Each of these stages also prints
+its CPU seconds (user+sys, all threads) and the load average, since wall time is noisy
+on a shared machine, and the index load's own stage breakdown
+(``FileStore.last_index_seconds``).
 
 Run: ``uv run python benches/bench_scale.py [--quick] [--cold]``
 """
@@ -103,12 +113,29 @@ def generate_store(
 _LOAD_CHILD = r"""
 import json, os, resource, sys, time
 import metalab
+import numpy, pandas  # imported before the clock (and before a cache drop) starts
 root, mode = sys.argv[1], sys.argv[2]
-start = time.perf_counter()
+print("ready", flush=True)
+sys.stdin.readline()  # the parent drops the page cache (cold runs) before answering
+def cpu():
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+start, cpu_start = time.perf_counter(), cpu()
+stages = {}
 if mode == "load":
     results = metalab.load_results(root)
+    stages = getattr(results._table.store, "last_index_seconds", {})
     frame = results.to_dataframe()
     rows = len(frame)
+elif mode == "index_floor":
+    # What a load through the index cannot avoid: read the segments, list the shards.
+    rows = 0
+    for folder, _dirs, files in os.walk(os.path.join(root, "index")):
+        for name in files:
+            with open(os.path.join(folder, name), "rb") as handle:
+                handle.read()
+    for shard in os.scandir(os.path.join(root, "runs")):
+        rows += sum(1 for entry in os.scandir(shard.path) if entry.name.endswith(".json"))
 else:
     rows = 0
     for shard in os.scandir(os.path.join(root, "runs")):
@@ -117,20 +144,36 @@ else:
                 with open(entry.path, "rb") as handle:
                     handle.read()
                 rows += 1
-seconds = time.perf_counter() - start
+seconds, cpu_s = time.perf_counter() - start, cpu() - cpu_start
 rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-print(json.dumps({"seconds": seconds, "rss_mb": rss, "rows": rows}))
+print(json.dumps({"seconds": seconds, "cpu_s": cpu_s, "rss_mb": rss, "rows": rows,
+                  "load1": os.getloadavg()[0], "stages": stages}))
 """
 
 
-def _child(root: Path, mode: str) -> dict[str, Any]:
-    out = subprocess.run(
+def _child(root: Path, mode: str, cold: bool = False) -> dict[str, Any]:
+    """Time ``mode`` in a fresh process; with ``cold``, drop the page cache first.
+
+    The child imports metalab, numpy and pandas, then waits: the cache is dropped (cold
+    runs) only once those imports are done, so the cold figure is the load itself, not
+    Python's start-up from a cold disk.
+    """
+    child = subprocess.Popen(
         [sys.executable, "-c", _LOAD_CHILD, str(root), mode],
-        check=True,
-        capture_output=True,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
         text=True,
     )
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    assert child.stdin is not None and child.stdout is not None
+    assert child.stdout.readline().strip() == "ready"
+    if cold:
+        _drop_caches()
+    child.stdin.write("go\n")
+    child.stdin.flush()
+    out, _ = child.communicate()
+    if child.returncode != 0:
+        raise RuntimeError(f"bench child {mode!r} failed with exit code {child.returncode}")
+    return dict(json.loads(out.strip().splitlines()[-1]))
 
 
 def _drop_caches() -> None:
@@ -139,33 +182,56 @@ def _drop_caches() -> None:
     Path("/proc/sys/vm/drop_caches").write_text("3\n")
 
 
+def _from_children(stage: str, total: int, runs: list[dict[str, Any]], **kw: Any) -> Measurement:
+    """A measurement of child runs: wall seconds, plus CPU seconds and load average."""
+    return Measurement(
+        stage,
+        total,
+        [r["seconds"] for r in runs],
+        max(r["rss_mb"] for r in runs),
+        extra={
+            "cpu_s": [round(r["cpu_s"], 3) for r in runs],
+            "load1": [round(r["load1"], 2) for r in runs],
+            "stages": runs[-1].get("stages", {}),
+            "rss_is_process_peak": True,
+        },
+        **kw,
+    )
+
+
 def _cold_loads(big: Path, total: int) -> list[Measurement]:
-    """One cold load through the index, then one without it (index moved aside)."""
-    _drop_caches()
-    cold_index = _child(big, "load")
+    """Cold loads: through the index, its I/O floor, and without the index (moved aside)."""
+    cold_index = _child(big, "load", cold=True)
+    cold_floor = _child(big, "index_floor", cold=True)
     aside = big.parent / "index-aside"
     (big / "index").rename(aside)
     try:
-        _drop_caches()
-        cold_records = _child(big, "load")
+        cold_records = _child(big, "load", cold=True)
     finally:
         aside.rename(big / "index")
-    assert cold_index["rows"] == cold_records["rows"] == total
+    assert cold_index["rows"] == cold_records["rows"] == cold_floor["rows"] == total
+    via_index = _from_children("(7) cold cache: via the index", total, [cold_index])
+    via_index.target = "<= 3 s cold"
+    via_index.floor_seconds = cold_floor["seconds"]
     return [
-        Measurement(
-            "(7) cold cache: via the index",
-            total,
-            [cold_index["seconds"]],
-            cold_index["rss_mb"],
-            target="<= 3 s cold",
-        ),
-        Measurement(
-            "    cold cache: records only (no index)",
-            total,
-            [cold_records["seconds"]],
-            cold_records["rss_mb"],
-        ),
+        via_index,
+        _from_children("    floor: read segments + list shards, cold", total, [cold_floor]),
+        _from_children("    cold cache: records only (no index)", total, [cold_records]),
     ]
+
+
+def _print_cpu(rows: list[Measurement]) -> None:
+    """CPU seconds and load average of the child-process stages (wall time is noisy
+    while other work shares the cores), and the index load's own stage breakdown."""
+    print("\nCPU (user+sys) and 1-min load average of the subprocess stages:")
+    for row in rows:
+        if "cpu_s" not in row.extra:
+            continue
+        print(f"  {row.stage.strip():<46} cpu {row.extra['cpu_s']} s  load {row.extra['load1']}")
+        stages = row.extra.get("stages") or {}
+        if stages:
+            parts = ", ".join(f"{k} {w:.2f}/{c:.2f}" for k, (w, c) in stages.items())
+            print(f"      index stages (wall/cpu s): {parts}")
 
 
 def main(quick: bool = False, cold: bool = False) -> list[Measurement]:
@@ -253,40 +319,33 @@ def main(quick: bool = False, cold: bool = False) -> list[Measurement]:
         loads = [_child(big, "load") for _ in range(3)]
         floors = [_child(big, "floor") for _ in range(3)]
         assert all(r["rows"] == total for r in loads + floors), (loads, floors)
-        load = Measurement(
-            "(5) load_results + to_dataframe",
-            total,
-            [r["seconds"] for r in loads],
-            max(r["rss_mb"] for r in loads),
-            target="<= 5 s, <= 2 GB RSS",
-            extra={"generate_s": generated, "rss_is_process_peak": True},
+        load = _from_children(
+            "(5) load_results + to_dataframe", total, loads, target="<= 5 s, <= 2 GB RSS"
         )
-        read_floor = Measurement(
-            "    floor: read every record file, 1 pass",
-            total,
-            [r["seconds"] for r in floors],
-            max(r["rss_mb"] for r in floors),
-        )
+        load.extra["generate_s"] = generated
+        read_floor = _from_children("    floor: read every record file, 1 pass", total, floors)
         load.floor_seconds = read_floor.median
         rows += [load, read_floor]
 
         # (6) the same load through the results index (segments rebuilt from the records,
-        # as `metalab store reindex` does), warm, and cold when caches can be dropped
+        # as `metalab store reindex` does), warm, next to its own floor (reading the
+        # segments and listing the shards: what no index-backed load can skip)
         started = time.perf_counter()
         FileStore(big).reindex()
         reindexed = time.perf_counter() - started
         indexed = [_child(big, "load") for _ in range(3)]
-        assert all(r["rows"] == total for r in indexed), indexed
-        via_index = Measurement(
+        index_floors = [_child(big, "index_floor") for _ in range(3)]
+        assert all(r["rows"] == total for r in indexed + index_floors), indexed
+        via_index = _from_children(
             "(6) load_results + to_dataframe, via the index",
             total,
-            [r["seconds"] for r in indexed],
-            max(r["rss_mb"] for r in indexed),
+            indexed,
             target="<= 1.5 s warm",
-            extra={"reindex_s": reindexed, "rss_is_process_peak": True},
         )
-        via_index.floor_seconds = read_floor.median
-        rows.append(via_index)
+        via_index.extra["reindex_s"] = reindexed
+        index_floor = _from_children("    floor: read segments + list shards", total, index_floors)
+        via_index.floor_seconds = index_floor.median
+        rows += [via_index, index_floor]
         if cold:
             rows += _cold_loads(big, total)
     finally:
@@ -296,6 +355,7 @@ def main(quick: bool = False, cold: bool = False) -> list[Measurement]:
         f"{total} runs (peak MB: traced Python memory; stage 5: process RSS)",
         rows,
     )
+    _print_cpu(rows)
     return rows
 
 

@@ -219,7 +219,11 @@ struct Lines<'a> {
 
 impl<'a> Lines<'a> {
     fn of<'s>(&'s self, run_id: &str) -> impl Iterator<Item = &'s Entry<'a>> + 's {
-        let mut at = self.last.get(run_id).copied().unwrap_or(NONE);
+        self.from(self.last.get(run_id).copied().unwrap_or(NONE))
+    }
+
+    /// The lines of one run from line `at` (its newest) back.
+    fn from<'s>(&'s self, mut at: u32) -> impl Iterator<Item = &'s Entry<'a>> + 's {
         std::iter::from_fn(move || {
             if at == NONE {
                 return None;
@@ -263,20 +267,22 @@ fn shard_records(layout: &Layout, shard: &Path) -> Vec<(PathBuf, u64)> {
     let Ok(entries) = fs::read_dir(shard) else {
         return Vec::new();
     };
-    let mut found: Vec<(PathBuf, u64)> = entries
+    let mut found: Vec<(std::ffi::OsString, u64)> = entries
         .filter_map(Result::ok)
-        .filter(|e| {
-            e.file_name()
-                .to_str()
+        .filter(|e| e.file_type().map(|t| t.is_file()).unwrap_or(false))
+        .map(|e| (e.file_name(), e.ino()))
+        .filter(|(name, _)| {
+            name.to_str()
                 .is_some_and(|name| layout.records.id_of(name).is_some())
-                && e.file_type().map(|t| t.is_file()).unwrap_or(false)
         })
-        .map(|e| (e.path(), e.ino()))
         .collect();
-    // One directory: the names decide the order (comparing whole paths component by
-    // component was a visible share of listing 300,000 records).
-    found.sort_unstable_by(|a, b| a.0.file_name().cmp(&b.0.file_name()));
+    // One directory: the names decide the order (sorting whole paths compared them
+    // component by component, a visible share of listing 300,000 records).
+    found.sort_unstable();
     found
+        .into_iter()
+        .map(|(name, ino)| (shard.join(name), ino))
+        .collect()
 }
 
 /// Run `work` on a pool of [`STAT_THREADS`] threads (on the global pool if none can be
@@ -303,24 +309,28 @@ fn matching_lines<'e, 'a>(
     listed: &[(PathBuf, u64)],
     entries: &'e Lines<'a>,
 ) -> Vec<Option<&'e Entry<'a>>> {
-    let lines = |path: &Path| entries.of(records::stored_id(layout, path).unwrap_or(""));
-    let mut order: Vec<usize> = (0..listed.len())
+    // (listing position, the run's newest line): one hash lookup per record.
+    let mut order: Vec<(usize, u32)> = (0..listed.len())
         .into_par_iter()
-        .filter(|&i| {
+        .filter_map(|i| {
             let (path, ino) = &listed[i];
-            lines(path).any(|e| e.file.ino == *ino)
+            let id = records::stored_id(layout, path)?;
+            let last = *entries.last.get(id)?;
+            entries
+                .from(last)
+                .any(|e| e.file.ino == *ino)
+                .then_some((i, last))
         })
         .collect();
-    order.sort_unstable_by_key(|&i| listed[i].1);
+    order.sort_unstable_by_key(|&(i, _)| listed[i].1);
     let confirmed: Vec<(usize, Option<&Entry<'a>>)> = on_io_pool(|| {
         order
             .par_iter()
             .with_min_len(256)
-            .map(|&i| {
-                let path = &listed[i].0;
-                let found = file_id(path)
+            .map(|&(i, last)| {
+                let found = file_id(&listed[i].0)
                     .ok()
-                    .and_then(|id| lines(path).find(|e| e.file == id));
+                    .and_then(|id| entries.from(last).find(|e| e.file == id));
                 (i, found)
             })
             .collect()
@@ -360,6 +370,10 @@ pub fn load_columns(
     let paths: Vec<PathBuf> = listed.into_iter().map(|(path, _)| path).collect();
     let mut rows = rows_of(layout, &paths, &chosen, experiment_id, &mut stats);
     stats.lap("parse_summaries", &mut clock);
+    drop(chosen);
+    drop(entries);
+    // The segments' bytes (hundreds of MB at 300,000 runs) are freed off the caller's path.
+    std::thread::spawn(move || drop(buffers));
     rows.extend(records::orphan_markers(layout, &paths));
     stats.lap("done_markers", &mut clock);
     let columns = assemble(rows);
