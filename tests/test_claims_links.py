@@ -8,6 +8,7 @@ hypothesis state machine: several owners, one of them dead (its PID exited), exp
 
 from __future__ import annotations
 
+import errno
 import os
 import subprocess
 import sys
@@ -226,3 +227,26 @@ TestClaimsModel = ClaimsModel.TestCase
 @pytest.fixture(autouse=True)
 def _no_ttl_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("METALAB_CLAIM_TTL", raising=False)
+
+
+def test_without_hard_links_each_claim_is_a_file_of_its_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file system that refuses hard links (vfat answers EPERM; none is mountable
+    here, so ``link`` is made to answer as vfat does) still gets exclusive claims."""
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise PermissionError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", refuse)
+    store, other = FileStore(tmp_path / "s"), FileStore(tmp_path / "s")
+    me, you = new_owner(), new_owner()
+    assert store.claim(RUN_IDS[:3], me, 30.0) == RUN_IDS[:3]
+    assert other.claim(RUN_IDS[:4], you, 30.0) == RUN_IDS[3:4]
+    inodes = {os.stat(store.layout.claim(r)).st_ino for r in RUN_IDS[:4]}
+    assert len(inodes) == 4 and _anchors(store) == []
+    assert store.claim_holders(RUN_IDS[:4]) == {**dict.fromkeys(RUN_IDS[:3], me), RUN_IDS[3]: you}
+    assert store.renew(RUN_IDS[:4], me, 30.0) == RUN_IDS[:3]
+    store.release(RUN_IDS[:4], me)
+    other.release(RUN_IDS[:4], you)
+    assert _files(store) == []

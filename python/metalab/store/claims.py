@@ -18,7 +18,9 @@ no inode is created per run: on this project's ext4 disk a file create cost 0.06
 of kernel CPU, a link 0.01 ms. A claim's expiry is its inode's modification time plus
 the ``ttl`` written inside; the inode is the anchor's, shared by all the owner's claims,
 so one ``utime`` renews them all. The anchor is removed once the last claim this store
-object linked to it is released (a killed owner leaves it behind: one small file).
+object linked to it is released (a killed owner leaves it behind: one small file). Where
+the file system has no hard links (vfat, some FUSE mounts) each claim is a file of its
+own, created with ``O_EXCL``.
 
 An expired claim is taken over without a lock: the taker hard-links the claim to a name
 derived from its inode (``.{run_id}.{inode}.taking``); ``link`` fails for every other
@@ -160,6 +162,32 @@ def _unlink(path: str) -> None:
         os.unlink(path)
 
 
+# What link() fails with where a file system has no hard links (vfat: EPERM).
+_NO_HARD_LINKS = frozenset(
+    {errno.EPERM, errno.EXDEV, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS}
+)
+
+
+def _create(path: str, content: bytes) -> int | None:
+    """Create a claim file of its own with ``O_EXCL``: its inode, or None if it exists."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags, 0o644)
+    except FileExistsError:
+        return None
+    except FileNotFoundError:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        try:
+            fd = os.open(path, flags, 0o644)
+        except FileExistsError:
+            return None
+    try:
+        os.write(fd, content)
+        return os.fstat(fd).st_ino
+    finally:
+        os.close(fd)
+
+
 def _lost(owner: str, mtime: float, ttl: float, now: float) -> bool:
     """Whether a claim no longer protects its run: expired, or its owner died here."""
     return now >= mtime + ttl or owner_alive(owner) is False
@@ -189,6 +217,8 @@ class _Held:
     anchors: dict[bytes, _Anchor] = field(default_factory=dict)
     #: Every anchor of this store object still linked to, by inode.
     by_inode: dict[int, _Anchor] = field(default_factory=dict)
+    #: The file system refused a hard link: claims are files of their own.
+    no_links: bool = False
 
     def remember(self, run_id: str, owner: str, path: str, inode: int) -> None:
         entry = (owner, path, inode)
@@ -309,7 +339,9 @@ class FileClaims:
         """Hard-link ``target`` to the anchor of ``content``: its inode, or ``None`` when
         ``target`` exists. Makes the anchor (and the shard directory) when missing."""
         anchor = held.anchors.get(content)
-        for _ in range(3):
+        for attempt in range(4):
+            if held.no_links:
+                return _create(target, content)
             if anchor is None:
                 anchor = self._new_anchor(held, content, target)
             try:
@@ -318,32 +350,29 @@ class FileClaims:
             except FileExistsError:
                 return None
             except FileNotFoundError:
-                # The shard's first claim (one mkdir per shard and store), or the anchor
-                # was removed by someone else: then link to a new one.
-                os.makedirs(os.path.dirname(target), exist_ok=True)
-                if not os.path.lexists(anchor.path):
-                    held.drop(anchor)
+                if attempt == 0:
+                    # The shard's first claim: one mkdir per shard and store.
+                    os.makedirs(os.path.dirname(target), exist_ok=True)
+                else:
+                    held.drop(anchor)  # removed by someone else: link to a new one
                     anchor = None
             except OSError as exc:
-                if exc.errno != errno.EMLINK:
+                if exc.errno in _NO_HARD_LINKS:
+                    # A file system without hard links (vfat, some FUSE mounts): every
+                    # claim is a file of its own, created with O_EXCL (one create per run).
+                    held.no_links = True
+                elif exc.errno == errno.EMLINK:
+                    held.drop(anchor)  # the file system's limit of links per inode
+                    anchor = None
+                else:
                     raise
-                held.drop(anchor)  # the file system's limit of links per inode
-                anchor = None
         raise OSError(errno.EIO, f"cannot link the run claim {target!r} to a claim anchor")
 
     def _new_anchor(self, held: _Held, content: bytes, near: str) -> _Anchor:
         name = str(temp_name(Path(near)))
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
-        try:
-            fd = os.open(name, flags, 0o644)
-        except FileNotFoundError:
-            os.makedirs(os.path.dirname(name), exist_ok=True)
-            fd = os.open(name, flags, 0o644)
-        try:
-            os.write(fd, content)
-            inode = os.fstat(fd).st_ino
-        finally:
-            os.close(fd)
+        inode = _create(name, content)
+        if inode is None:  # pragma: no cover - temporary names are unique per writer
+            raise FileExistsError(errno.EEXIST, "claim anchor exists already", name)
         anchor = _Anchor(name, inode, content, time.time())
         held.anchors[content] = anchor
         held.by_inode[inode] = anchor
