@@ -180,7 +180,9 @@ pub fn file_id(path: &Path) -> std::io::Result<FileId> {
 
 /// Read every segment: their bytes (kept, the entries borrow them) and counts.
 fn read_segments(segments: &[PathBuf], stats: &mut Stats) -> Vec<Vec<u8>> {
-    let read: Vec<Option<Vec<u8>>> = segments.par_iter().map(|p| fs::read(p).ok()).collect();
+    // On the I/O pool: a SLURM sweep leaves one segment per array task (thousands).
+    let read: Vec<Option<Vec<u8>>> =
+        on_io_pool(|| segments.par_iter().map(|p| fs::read(p).ok()).collect());
     stats.segments = segments.len();
     stats.unreadable = read.iter().filter(|d| d.is_none()).count();
     read.into_iter().flatten().collect()
@@ -256,9 +258,9 @@ fn entries_by_run<'a>(buffers: &'a [Vec<u8>], stats: &mut Stats) -> Lines<'a> {
     }
 }
 
-/// Threads that `stat` record files: the work waits on inode reads (a cold cache, a
-/// parallel file system's metadata server), not on the CPU, so more requests in flight
-/// than cores pay off.
+/// Threads that read segments, list shards and `stat` record files: the work waits on
+/// the disk (a cold cache, a parallel file system's metadata server), not on the CPU, so
+/// more requests in flight than cores pay off.
 const STAT_THREADS: usize = 16;
 
 /// Record files directly inside one shard directory with the inode their directory entry
@@ -357,13 +359,16 @@ pub fn load_columns(
     let entries = entries_by_run(&buffers, &mut stats);
     stats.lap("parse_lines", &mut clock);
     let shards = records::sorted_dirs(&layout.records.root);
-    let listed: Vec<(PathBuf, u64)> = shards
-        .par_iter()
-        .map(|shard| shard_records(layout, shard))
-        .collect::<Vec<_>>()
-        .into_iter()
-        .flatten()
-        .collect();
+    // Directory reads wait on the disk with a cold cache, as inode reads do.
+    let listed: Vec<(PathBuf, u64)> = on_io_pool(|| {
+        shards
+            .par_iter()
+            .map(|shard| shard_records(layout, shard))
+            .collect::<Vec<_>>()
+    })
+    .into_iter()
+    .flatten()
+    .collect();
     stats.lap("list_records", &mut clock);
     let chosen = matching_lines(layout, &listed, &entries);
     stats.lap("stat_records", &mut clock);
