@@ -114,7 +114,9 @@ def release_requeued(
     ``StartTime=now`` is asked once the kill's second is past
     (:data:`KILL_SECOND_MARGIN_S` after ``killed_at``), and again every second while the
     task stays pending: an update that lands while the controller is still processing the
-    requeue is overwritten by the requeue's own BeginTime.
+    requeue is overwritten by the requeue's own BeginTime. Fails as soon as the task is
+    missing from squeue (a requeued task stays listed, COMPLETING then PENDING): it was
+    not requeued, or slurmd refused its relaunch.
 
     Args:
         task: the array task (``<job>_<index>``).
@@ -128,11 +130,16 @@ def release_requeued(
     """
     deadline = time.monotonic() + timeout
     nudged = 0.0
+    absent = 0  # consecutive answers without the task: a requeued task is always listed
     while not started():
         assert time.monotonic() < deadline, f"{task} was not started again: {job_report(task)}"
+        state = queue_state(task)
+        absent = 0 if state else absent + 1
+        if absent >= 5 and not started():
+            raise AssertionError(f"{task} left the queue, not to run again: {job_report(task)}")
         now = time.time()
         due = now - killed_at >= KILL_SECOND_MARGIN_S and time.monotonic() - nudged >= NUDGE_EVERY_S
-        if due and queue_state(task).startswith("PENDING"):
+        if due and state.startswith("PENDING"):
             subprocess.run(
                 ["scontrol", "update", f"jobid={task}", "StartTime=now"],
                 check=False,
@@ -147,19 +154,32 @@ class Watch:
     """What the store and ``handle.status`` said about unfinished runs while a task was away.
 
     ``unfinished`` collects ``(run_id, reason)`` of every record seen not successful,
-    ``reasons`` every reason kind ``handle.status`` reported.
+    ``reasons`` every reason kind ``handle.status`` reported. Each look also makes the
+    launch ask squeue (at most every :data:`FORCED_POLL_S`): its poll interval backs off
+    to 30 s while nothing changes, so left alone it may never look during the few seconds
+    the task is away, and a launch that took the requeued task for a dead one would go
+    unnoticed.
     """
+
+    FORCED_POLL_S = 0.5
 
     def __init__(self, handle: Any, store: Path) -> None:
         self.handle = handle
         self.store = store
         self.unfinished: set[tuple[str, str | None]] = set()
         self.reasons: set[str] = set()
+        self.polls = 0
+        self._polled = 0.0
 
     def look(self) -> None:
         """Read the experiment's records and status once."""
         from metalab.records import RunState
         from metalab.store.file import FileStore
+
+        if time.monotonic() - self._polled >= self.FORCED_POLL_S:
+            self.handle._launch.poll(force=True)
+            self._polled = time.monotonic()
+            self.polls += 1
 
         for record in FileStore(self.store).load_records(run_ids=self.handle.run_ids).records:
             if record.status is not RunState.SUCCESS:

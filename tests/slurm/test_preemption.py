@@ -78,14 +78,16 @@ def test_preempted_task_runs_again_and_executes_only_runs_not_done(
     no_leftover_jobs.extend(handle.job_ids)
     (job,) = handle.job_ids
     task = f"{job}_0"
+    # What the store, handle.status and the launch say from now on (a user watching).
+    watch = Watch(handle, store)
     deadline = time.monotonic() + 90
     while not lines(tmp_path / f"start-{INTERRUPTED}"):
         assert time.monotonic() < deadline, f"the task never reached run 2: {job_report(task)}"
+        watch.look()
         time.sleep(0.1)
     done_before = [x for x in range(RUNS) if lines(tmp_path / f"done-{x}")]
     assert done_before == list(range(INTERRUPTED)), done_before
 
-    watch = Watch(handle, store)
     preemptor = [
         "sbatch",
         "--parsable",
@@ -97,12 +99,9 @@ def test_preempted_task_runs_again_and_executes_only_runs_not_done(
         "--output=/dev/null",
         "--wrap=sleep 300",
     ]
-    high = subprocess.run(
-        preemptor,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
+    submitted = subprocess.run(preemptor, capture_output=True, text=True, check=False)
+    assert submitted.returncode == 0, f"sbatch of the high job failed: {submitted.stderr}"
+    high = submitted.stdout.strip()
     try:
         killed_at = wait_until_not_running(task)
         deadline = time.monotonic() + 60

@@ -57,19 +57,20 @@ def test_requeued_task_executes_only_runs_not_done(
     no_leftover_jobs.extend(handle.job_ids)
     (job,) = handle.job_ids
     task = f"{job}_0"
+    # What the store, handle.status and the launch say from now on (a user watching).
+    watch = Watch(handle, store)
     deadline = time.monotonic() + 90
     while not lines(tmp_path / f"start-{INTERRUPTED}"):
         assert time.monotonic() < deadline, f"the task never reached run 2: {job_report(task)}"
+        watch.look()
         time.sleep(0.1)
     done_before = [x for x in range(RUNS) if lines(tmp_path / f"done-{x}")]
     assert done_before == list(range(INTERRUPTED)), done_before
     began = time.monotonic()
 
-    # What the store and handle.status say while the task is requeued: the interrupted
-    # run must say "preempted", and no run may ever be called crashed (the launch must
-    # not take the requeued task for a dead one).
-    watch = Watch(handle, store)
-
+    # While the task is requeued, the interrupted run must say "preempted", and no run
+    # may ever be called crashed (the launch must not take the requeued task for a dead
+    # one).
     def restarted() -> bool:
         watch.look()
         return len(lines(tmp_path / f"start-{INTERRUPTED}")) > 1
