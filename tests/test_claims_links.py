@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
@@ -25,6 +26,7 @@ from metalab.executors.base import Job
 from metalab.executors.claimed import ClaimedTasks
 from metalab.plan import RunPlan
 from metalab.records import RunState
+from metalab.store.claim_files import HeldClaims
 from metalab.store.claims import new_owner
 from metalab.store.file import FileStore
 
@@ -250,3 +252,16 @@ def test_without_hard_links_each_claim_is_a_file_of_its_own(
     store.release(RUN_IDS[:4], me)
     other.release(RUN_IDS[:4], you)
     assert _files(store) == []
+
+
+@given(st.lists(st.from_regex(r"[0-9a-f]{32}", fullmatch=True), min_size=1, max_size=20))
+def test_the_paths_of_a_claim_are_the_layouts(run_ids: list[str]) -> None:
+    """The shard directories are cached from the layout; every path is still its own."""
+    layout = FileStore(Path("/nonexistent/store")).layout
+    held = HeldClaims(os.getpid())
+    for run_id in run_ids + run_ids:
+        assert held.paths(layout, run_id) == (
+            str(layout.claim(run_id)),
+            str(layout.done_marker(run_id)),
+            str(layout.record(run_id)),
+        )

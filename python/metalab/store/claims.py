@@ -34,19 +34,17 @@ claims live in :mod:`metalab.store.postgres_claims`.
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import hashlib
 import os
 import re
 import secrets
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from metalab.errors import ExperimentError
 from metalab.store.atomic import TempInfo, parse_temp_name, temp_name, writer_alive
+from metalab.store.claim_files import HeldClaims, unlink_quietly
 from metalab.store.layout import FileLayout, check_claim_owner
 
 __all__ = [
@@ -157,100 +155,9 @@ def _read(path: str) -> tuple[int, float, str, float] | None:
     return st.st_ino, st.st_mtime, owner, ttl
 
 
-def _unlink(path: str) -> None:
-    with contextlib.suppress(FileNotFoundError):  # already gone: what unlinking is for
-        os.unlink(path)
-
-
-# What link() fails with where a file system has no hard links (vfat: EPERM).
-_NO_HARD_LINKS = frozenset(
-    {errno.EPERM, errno.EXDEV, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS}
-)
-
-
-def _create(path: str, content: bytes) -> int | None:
-    """Create a claim file of its own with ``O_EXCL``: its inode, or None if it exists."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
-    try:
-        fd = os.open(path, flags, 0o644)
-    except FileExistsError:
-        return None
-    except FileNotFoundError:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        try:
-            fd = os.open(path, flags, 0o644)
-        except FileExistsError:
-            return None
-    try:
-        os.write(fd, content)
-        return os.fstat(fd).st_ino
-    finally:
-        os.close(fd)
-
-
 def _lost(owner: str, mtime: float, ttl: float, now: float) -> bool:
     """Whether a claim no longer protects its run: expired, or its owner died here."""
     return now >= mtime + ttl or owner_alive(owner) is False
-
-
-@dataclass(eq=False)
-class _Anchor:
-    """The file an owner's claims are hard links to (see the module docstring)."""
-
-    path: str
-    inode: int
-    content: bytes
-    #: ``time.time()`` when this store object last set its modification time.
-    touched: float
-    #: Claim names linked to it by this store object and not released yet.
-    links: int = 0
-
-
-@dataclass
-class _Held:
-    """What one store object, in one process, knows of the claims it made."""
-
-    pid: int
-    #: ``{run_id: (owner, claim path, inode)}`` of the claims made here.
-    made: dict[str, tuple[str, str, int]] = field(default_factory=dict)
-    #: The anchor new claims link to, per claim content (owner and lease length).
-    anchors: dict[bytes, _Anchor] = field(default_factory=dict)
-    #: Every anchor of this store object still linked to, by inode.
-    by_inode: dict[int, _Anchor] = field(default_factory=dict)
-    #: The file system refused a hard link: claims are files of their own.
-    no_links: bool = False
-
-    def remember(self, run_id: str, owner: str, path: str, inode: int) -> None:
-        entry = (owner, path, inode)
-        old = self.made.get(run_id)
-        if old == entry:
-            return
-        if old is not None:
-            # Its name now points elsewhere (taken over, or released and made again).
-            self.forget_link(old[2])
-        self.made[run_id] = entry
-        anchor = self.by_inode.get(inode)
-        if anchor is not None:
-            anchor.links += 1
-
-    def forget_link(self, inode: int) -> None:
-        anchor = self.by_inode.get(inode)
-        if anchor is not None:
-            anchor.links -= 1
-
-    def prune(self) -> None:
-        """Remove the anchors no claim of this store object links to any more."""
-        for anchor in list(self.by_inode.values()):
-            if anchor.links <= 0:
-                self.drop(anchor)
-                _unlink(anchor.path)
-
-    def drop(self, anchor: _Anchor) -> None:
-        """Stop linking new claims to ``anchor`` (its file is gone or full)."""
-        if self.anchors.get(anchor.content) is anchor:
-            del self.anchors[anchor.content]
-        if anchor.links <= 0:
-            self.by_inode.pop(anchor.inode, None)
 
 
 class FileClaims:
@@ -259,11 +166,11 @@ class FileClaims:
     layout: FileLayout
 
     @property
-    def _held(self) -> _Held:
-        held: _Held | None = self.__dict__.get("_claims_held")
+    def _held(self) -> HeldClaims:
+        held: HeldClaims | None = self.__dict__.get("_claims_held")
         if held is None or held.pid != os.getpid():
             # A forked child starts afresh: the parent's anchors are the parent's to remove.
-            held = self.__dict__["_claims_held"] = _Held(os.getpid())
+            held = self.__dict__["_claims_held"] = HeldClaims(os.getpid())
         return held
 
     def claim(
@@ -298,10 +205,11 @@ class FileClaims:
         granted = []
         try:
             for run_id in run_ids:
-                path = str(layout.claim(run_id))
+                path, done, record = held.paths(layout, run_id)
                 if not self._claim_one(held, run_id, path, owner, content):
                     continue
-                if unless_done and self._is_done(run_id):
+                # What states() calls DONE, for one run: a stat or two, no shard listing.
+                if unless_done and os.path.exists(done) and os.path.exists(record):
                     # Finished (and released) by another launch since this one planned:
                     # checked after taking the lease, so no finish can slip in between.
                     self._unclaim(held, run_id, owner)
@@ -311,14 +219,11 @@ class FileClaims:
             held.prune()
         return granted
 
-    def _is_done(self, run_id: str) -> bool:
-        # What states() calls DONE, for one run: a stat or two, no shard listing.
-        layout = self.layout
-        return layout.done_marker(run_id).exists() and layout.record(run_id).exists()
-
-    def _claim_one(self, held: _Held, run_id: str, path: str, owner: str, content: bytes) -> bool:
+    def _claim_one(
+        self, held: HeldClaims, run_id: str, path: str, owner: str, content: bytes
+    ) -> bool:
         for _ in range(3):  # a claim released under our feet: try linking it again
-            inode = self._link(held, content, path)
+            inode = held.link(content, path)
             if inode is not None:
                 held.remember(run_id, owner, path, inode)
                 return True
@@ -335,52 +240,9 @@ class FileClaims:
             return self._take_over(held, run_id, path, inode, holder, owner, content)
         return False
 
-    def _link(self, held: _Held, content: bytes, target: str) -> int | None:
-        """Hard-link ``target`` to the anchor of ``content``: its inode, or ``None`` when
-        ``target`` exists. Makes the anchor (and the shard directory) when missing."""
-        anchor = held.anchors.get(content)
-        for attempt in range(4):
-            if held.no_links:
-                return _create(target, content)
-            if anchor is None:
-                anchor = self._new_anchor(held, content, target)
-            try:
-                os.link(anchor.path, target, follow_symlinks=False)
-                return anchor.inode
-            except FileExistsError:
-                return None
-            except FileNotFoundError:
-                if attempt == 0:
-                    # The shard's first claim: one mkdir per shard and store.
-                    os.makedirs(os.path.dirname(target), exist_ok=True)
-                else:
-                    held.drop(anchor)  # removed by someone else: link to a new one
-                    anchor = None
-            except OSError as exc:
-                if exc.errno in _NO_HARD_LINKS:
-                    # A file system without hard links (vfat, some FUSE mounts): every
-                    # claim is a file of its own, created with O_EXCL (one create per run).
-                    held.no_links = True
-                elif exc.errno == errno.EMLINK:
-                    held.drop(anchor)  # the file system's limit of links per inode
-                    anchor = None
-                else:
-                    raise
-        raise OSError(errno.EIO, f"cannot link the run claim {target!r} to a claim anchor")
-
-    def _new_anchor(self, held: _Held, content: bytes, near: str) -> _Anchor:
-        name = str(temp_name(Path(near)))
-        inode = _create(name, content)
-        if inode is None:  # pragma: no cover - temporary names are unique per writer
-            raise FileExistsError(errno.EEXIST, "claim anchor exists already", name)
-        anchor = _Anchor(name, inode, content, time.time())
-        held.anchors[content] = anchor
-        held.by_inode[inode] = anchor
-        return anchor
-
     def _take_over(
         self,
-        held: _Held,
+        held: HeldClaims,
         run_id: str,
         path: str,
         inode: int,
@@ -395,7 +257,7 @@ class FileClaims:
         except FileExistsError:
             return False  # another launch is taking this very claim over right now
         except FileNotFoundError:
-            mine = self._link(held, content, path)  # released meanwhile: a plain claim
+            mine = held.link(content, path)  # released meanwhile: a plain claim
             if mine is None:
                 return False
             held.remember(run_id, owner, path, mine)
@@ -406,14 +268,14 @@ class FileClaims:
                 # A faster taker replaced the lost claim before our link: theirs stands.
                 return False
             temp = str(temp_name(Path(path)))
-            mine = self._link(held, content, temp)
+            mine = held.link(content, temp)
             if mine is None:  # pragma: no cover - temporaries are unique per writer
                 return False
             os.replace(temp, path)
             held.remember(run_id, owner, path, mine)
             return True
         finally:
-            _unlink(taking)
+            unlink_quietly(taking)
 
     def renew(self, run_ids: Sequence[str], owner: str, ttl: float) -> list[str]:
         """Extend the leases ``owner`` holds on ``run_ids``; return those it still holds.
@@ -467,7 +329,7 @@ class FileClaims:
         finally:
             held.prune()
 
-    def _unclaim(self, held: _Held, run_id: str, owner: str) -> None:
+    def _unclaim(self, held: HeldClaims, run_id: str, owner: str) -> None:
         entry = held.made.get(run_id)
         if entry is not None and entry[0] == owner:
             del held.made[run_id]
@@ -482,7 +344,7 @@ class FileClaims:
             found = _read(path)
             ours = found is not None and found[2] == owner
         if ours:
-            _unlink(path)
+            unlink_quietly(path)
 
     def claim_holders(self, run_ids: Sequence[str]) -> dict[str, str]:
         """``{run_id: owner}`` of the runs whose claim is held (not lost) right now."""
