@@ -1,30 +1,24 @@
 """Benchmark: the spec's ``large_sweep`` executed to completion on a site-like SLURM cluster.
 
-Stages (each a row of the printed table and of ``main``'s return value):
+1. **as written**: the spec block with its ``SlurmConfig`` exactly as in SPEC.md (one run
+   per array task), timed from ``metalab.run`` to ``handle.result()``; every run must
+   succeed and the store must hold exactly N records.
+2. **its floor**: as many ``/bin/true`` array tasks with metalab's ``#SBATCH`` lines, laid
+   out alike (array sizes, ``%throttle``, ``--dependency`` lanes from metalab's own shard
+   planner) and released in waves of the same size under the same QOS limit (the next
+   wave once the last left ``squeue``, polled every :data:`FLOOR_POLL_S`). Target <= 1.25x.
+3. **auto**: the same with ``runs_per_task="auto"``, a fresh store, and its own floor.
+   Target <= 5 minutes at 300,000 runs.
+4. On the auto store: ``reconnect`` + ``.status`` (<= 1 s), a resubmission that submits
+   nothing (<= 0.5 s), ``load_results`` + ``to_dataframe()``.
 
-1. **as written**: the spec's ``large_sweep`` block with its ``SlurmConfig`` exactly as in
-   SPEC.md (``partition="cpu"``, ``time="1:00:00"``, ``max_array_size=10000``,
-   ``max_concurrent=500``; one run per array task), timed from ``metalab.run`` to
-   ``handle.result()`` returning; every run must succeed and the store must hold exactly
-   N records.
-2. **its floor**: the same number of ``/bin/true`` array tasks with the same ``#SBATCH``
-   resources, laid out the same way (array sizes, ``%throttle`` and ``--dependency``
-   lanes from metalab's own shard planner) and released in waves of the same size under
-   the same QOS limit: the next wave is submitted once the previous one left ``squeue``
-   (polled every :data:`FLOOR_POLL_S`). Ratio metalab/floor; target <= 1.25x.
-3. **auto**: the same sweep with ``runs_per_task="auto"`` (the rest of the config
-   unchanged) into a fresh store, and its own floor. Target <= 5 minutes at 300,000.
-4. On the auto store: ``metalab.reconnect`` + ``.status`` (<= 1 s), a resubmission that
-   submits nothing (<= 0.5 s), ``load_results`` + ``to_dataframe()``.
+Each sweep also prints where its time went, from ``sacct``: the tasks' CPU, the wave jobs',
+and the time no task ran. Needs the site profile (``SLURM_CONF=/etc/slurm-site/slurm.conf``);
+partition ``cpu`` is created when missing and deleted afterwards, as the spec-block tests
+do. Everything submitted is scancel-ed on any exit; stores are removed.
 
-Needs the site profile (``SLURM_CONF=/etc/slurm-site/slurm.conf``, started by
-``scripts/slurm-local-cluster.sh --profile site``); partition ``cpu`` is created on the
-cluster's nodes when missing (and deleted afterwards), as the spec-block tests do.
-Everything submitted is scancel-ed on any exit; stores are removed.
-
-Sizes: with one run per array task the as-written stage is one array task per run, and
-this cluster releases about 15 trivial tasks per second (MaxJobCount=5000 with
-MinJobAge=300 caps it near 16/s), so 300,000 tasks take hours. ``--written-runs`` scales
+One run per array task makes the as-written stage one task per run; this cluster releases
+about 15 trivial tasks per second, so 300,000 tasks take hours. ``--written-runs`` scales
 that stage alone (the config stays untouched)::
 
     uv run python benches/bench_large_sweep.py --quick     # 30,000 runs (3,000 as written)
@@ -41,6 +35,7 @@ import os
 import re
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -61,6 +56,7 @@ RUNS_PER_GENE = 150  # 50 expression values x 3 replicates, as in the spec block
 FLOOR_POLL_S = 0.25
 """squeue interval of the floor's driver (tighter than metalab's poll: a strict floor)."""
 FLOOR_NAME = "metalab-bench-floor"
+SACCT_WAIT_S = 30.0
 PARTITION = "cpu"
 
 
@@ -158,7 +154,6 @@ class LayoutInfo:
     array_size: int
     waves: int
     wave_tasks: int
-    text: str
 
 
 _LAYOUT = re.compile(r"layout: (\d+) array task\(s\) of (\d+) run\(s\), arrays of at most (\d+)")
@@ -177,11 +172,28 @@ def dry_run_layout(exp: metalab.Experiment, store: Path, config: metalab.SlurmCo
     n_tasks, k, size = (int(g) for g in match.groups())
     waves = _WAVES.search(text)
     n_waves, wave_tasks = (int(waves.group(1)), int(waves.group(2))) if waves else (1, n_tasks)
-    return LayoutInfo(n_tasks, k, size, n_waves, wave_tasks, text)
+    return LayoutInfo(n_tasks, k, size, n_waves, wave_tasks)
 
 
-def floor_seconds(layout: LayoutInfo, config: metalab.SlurmConfig, jobs: Jobs) -> float:
-    """Wall time of ``layout``'s array tasks as ``/bin/true``, released wave by wave.
+def submitted_layout(handle: metalab.RunHandle, planned: LayoutInfo, n_runs: int) -> LayoutInfo:
+    """The first wave as submitted (the user's other jobs may have changed the headroom
+    since the dry run); later waves are laid out alike by their wave jobs."""
+    shards = getattr(getattr(handle, "_launch", None), "shards", None)
+    if not shards:
+        return planned
+    k = int(handle._launch.runs_per_task)  # type: ignore[union-attr]
+    first, n_tasks = sum(c for _j, _o, c in shards), -(-n_runs // k)
+    waves = 1 if first >= n_tasks else 1 + -(-(n_tasks - first) // first)
+    size = planned.array_size if waves == 1 else max(c for _j, _o, c in shards)
+    return replace(planned, n_tasks=n_tasks, runs_per_task=k, waves=waves, wave_tasks=first,
+                   array_size=size)  # fmt: skip
+
+
+def floor_run(
+    layout: LayoutInfo, config: metalab.SlurmConfig, jobs: Jobs
+) -> tuple[float, list[str]]:
+    """Wall time of ``layout``'s array tasks as ``/bin/true``, released wave by wave,
+    and the job ids of its arrays.
 
     The ``#SBATCH`` lines are metalab's own (same partition, time, memory, signal,
     requeue), so the same number of tasks run at once; only the body differs.
@@ -196,6 +208,7 @@ def floor_seconds(layout: LayoutInfo, config: metalab.SlurmConfig, jobs: Jobs) -
     script = "\n".join(ln for ln in header.splitlines() if ln.startswith("#")) + "\n/bin/true\n"
     start = time.perf_counter()
     remaining = layout.n_tasks
+    submitted: list[str] = []
     while remaining > 0:
         wave = min(remaining, layout.wave_tasks)
         ids: list[str] = []
@@ -211,10 +224,81 @@ def floor_seconds(layout: LayoutInfo, config: metalab.SlurmConfig, jobs: Jobs) -
                 time.sleep(FLOOR_POLL_S)  # another user's jobs fill the limit: wait, as metalab
             ids.append(done.stdout.strip().split(";")[0])
         jobs.ids += ids
+        submitted += ids
         remaining -= wave
         while _sh(["squeue", "--me", "-h", f"--name={name}", "-o", "%i"]).stdout.strip():
             time.sleep(FLOOR_POLL_S)
-    return time.perf_counter() - start
+    return time.perf_counter() - start, submitted
+
+
+def _clock_s(text: str) -> float:
+    """sacct's ``TotalCPU`` (``MM:SS.mmm``, ``HH:MM:SS``, ``D-HH:MM:SS``) in seconds."""
+    days, _, rest = text.rpartition("-")
+    seconds = 0.0
+    for part in rest.split(":"):
+        seconds = seconds * 60 + float(part or 0)
+    return seconds + 86400 * int(days or 0)
+
+
+def _epoch(text: str) -> float | None:
+    try:
+        return time.mktime(time.strptime(text, "%Y-%m-%dT%H:%M:%S"))
+    except ValueError:
+        return None  # "Unknown", "None": never started
+
+
+def accounting(job_ids: list[str], n_tasks: int) -> dict[str, float]:
+    """Where a sweep's time went, from ``sacct`` (accounting must answer; else ``{}``).
+
+    ``task_cpu_s`` sums the array tasks' user+sys CPU (cgroup accounting), ``wave_cpu_s``
+    the wave jobs'; ``idle_s`` is the time within the sweep when none of its array tasks
+    ran (wave releases), at sacct's one-second resolution. Asked again for up to
+    :data:`SACCT_WAIT_S` until slurmdbd lists all ``n_tasks`` array tasks (it records them
+    a moment after they end).
+    """
+    if not job_ids:
+        return {}
+    fmt = "--format=JobID,JobName,Start,End,TotalCPU"
+    deadline = time.monotonic() + SACCT_WAIT_S
+    while True:
+        out = _sh(["sacct", "-n", "-P", "-j", ",".join(job_ids), fmt]).stdout
+        rows = [ln for ln in out.splitlines() if "." not in ln.split("|")[0]]
+        tasks = sum(1 for ln in rows if not ln.split("|")[1].endswith("-wave"))
+        if tasks >= n_tasks or time.monotonic() > deadline:
+            break
+        time.sleep(1.0)
+    task_cpu: list[float] = []
+    wave_cpu: list[float] = []
+    spans: list[tuple[float, float]] = []
+    for line in out.splitlines():
+        cells = line.split("|")
+        if len(cells) != 5 or "." in cells[0]:
+            continue  # steps (.batch) repeat their allocation's figures
+        begin, end = _epoch(cells[2]), _epoch(cells[3])
+        if cells[1].endswith("-wave"):
+            wave_cpu.append(_clock_s(cells[4]))
+        else:
+            task_cpu.append(_clock_s(cells[4]))
+            if begin is not None and end is not None:
+                spans.append((begin, end + 1.0))  # whole seconds: a 0 s task held its second
+    if not spans:
+        return {}
+    spans.sort()
+    covered, reach = 0.0, spans[0][0]
+    for begin, end in spans:
+        if end > reach:
+            covered += end - max(begin, reach)
+            reach = end
+    total = reach - spans[0][0]
+    return {
+        "tasks_accounted": float(len(task_cpu)),
+        "task_cpu_s": sum(task_cpu),
+        "task_cpu_median_s": statistics.median(task_cpu),
+        "wave_jobs": float(len(wave_cpu)),
+        "wave_cpu_s": sum(wave_cpu),
+        "first_start_to_last_end_s": total,
+        "idle_s": total - covered,
+    }
 
 
 @dataclass
@@ -223,13 +307,8 @@ class SweepResult:
 
     seconds: float
     layout: LayoutInfo
-    job_ids: int
+    job_ids: list[str]
     driver_cpu_s: float
-
-
-def _cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 def run_sweep(n_runs: int, store: Path, config: metalab.SlurmConfig, jobs: Jobs) -> SweepResult:
@@ -238,7 +317,7 @@ def run_sweep(n_runs: int, store: Path, config: metalab.SlurmConfig, jobs: Jobs)
     layout = dry_run_layout(exp, store, config)
     name = job_name(exp.name, RunPlan(exp).run_ids)
     jobs.names |= {name, f"{name}-wave", f"{name}-retry"}
-    cpu0 = _cpu()
+    cpu0 = sum(resource.getrusage(resource.RUSAGE_SELF)[:2])
     start = time.perf_counter()
     # --- spec block (store under a temp dir, grid scaled by n_runs) ---
     handle = metalab.run(
@@ -247,28 +326,33 @@ def run_sweep(n_runs: int, store: Path, config: metalab.SlurmConfig, jobs: Jobs)
         executor=metalab.SlurmExecutor(config),
     )
     jobs.handles.append(handle)
+    layout = submitted_layout(handle, layout, n_runs)
     results = handle.result()
     # --- end ---
     seconds = time.perf_counter() - start
-    cpu = _cpu() - cpu0
+    cpu = sum(resource.getrusage(resource.RUSAGE_SELF)[:2]) - cpu0
     ok = sum(1 for r in results if r.status.value == "success")
     if len(results) != n_runs or ok != n_runs:
-        raise AssertionError(f"{n_runs} runs expected successful; got {ok} of {len(results)}")
+        # The whole error of the first failure: the store (and its logs) is removed on exit.
+        failed = [r for r in results if r.status.value != "success"][:1]
+        said = f"; first failure: {getattr(failed[0].error, 'message', '?')}" if failed else ""
+        raise AssertionError(f"{n_runs} runs expected successful; got {ok} of {len(results)}{said}")
     records = sum(1 for _ in (store / "runs").rglob("*.json"))
     loaded = metalab.load_results(str(store))
     if records != n_runs or len(loaded) != n_runs or len({r.run_id for r in loaded}) != n_runs:
         raise AssertionError(
             f"store holds {records} record files, {len(loaded)} loaded runs; expected {n_runs}"
         )
-    return SweepResult(seconds, layout, len(handle.job_ids), cpu)
+    return SweepResult(seconds, layout, list(handle.job_ids), cpu)
 
 
 def _sweep_rows(
-    label: str, n_runs: int, result: SweepResult, floor: float, target: str
+    label: str, n_runs: int, result: SweepResult, floor_ids: tuple[float, list[str]], target: str
 ) -> list[Measurement]:
     lay = result.layout
+    floor, ids = floor_ids
     ratio = result.seconds / floor if floor > 0 else float("nan")
-    extra = {
+    extra: dict[str, Any] = {
         "array_tasks": lay.n_tasks,
         "runs_per_task": lay.runs_per_task,
         "array_size": lay.array_size,
@@ -278,6 +362,7 @@ def _sweep_rows(
         "ratio_to_floor": ratio,
         "driver_cpu_s": result.driver_cpu_s,
         "loadavg_after": _load(),
+        "sacct": accounting(result.job_ids, lay.n_tasks),
     }
     row = Measurement(
         f"{label}: run -> result()", n_runs, [result.seconds], peak_rss_mb(),
@@ -286,6 +371,7 @@ def _sweep_rows(
     floor_row = Measurement(
         f"{label}: floor, {lay.n_tasks} x /bin/true", lay.n_tasks, [floor], 0.0,
         target=f"{lay.waves} wave(s) of <= {lay.wave_tasks}, arrays <= {lay.array_size}",
+        extra={"sacct": accounting(ids, lay.n_tasks)},
     )  # fmt: skip
     return [row, floor_row]
 
@@ -350,9 +436,7 @@ def main(
                 f"1. as written, {n_written:,} runs",
                 lambda: run_sweep(n_written, root / "written", written, jobs),
             )
-            floor = _timed_stage(
-                "2. its floor", lambda: floor_seconds(result.layout, written, jobs)
-            )
+            floor = _timed_stage("2. its floor", lambda: floor_run(result.layout, written, jobs))
             rows += _sweep_rows("as written", n_written, result, floor, "<= 1.25x floor")
             shutil.rmtree(root / "written", ignore_errors=True)
 
@@ -361,7 +445,7 @@ def main(
                 f"3. runs_per_task='auto', {n_runs:,} runs",
                 lambda: run_sweep(n_runs, root / "auto", auto, jobs),
             )
-            floor = _timed_stage("3. its floor", lambda: floor_seconds(result.layout, auto, jobs))
+            floor = _timed_stage("3. its floor", lambda: floor_run(result.layout, auto, jobs))
             target = "<= 300 s at 300,000" if n_runs >= 300_000 else "(<= 300 s at 300,000)"
             rows += _sweep_rows("auto", n_runs, result, floor, target)
             rows += _timed_stage(
@@ -376,13 +460,24 @@ def main(
         rows,
     )
     for row in rows:
-        if "array_tasks" in row.extra:
-            x = row.extra
+        x = row.extra
+        if "array_tasks" in x:
             print(
                 f"  {row.stage}: {x['array_tasks']} tasks of {x['runs_per_task']} run(s), "
                 f"arrays <= {x['array_size']}, {x['waves']} wave(s) of <= {x['wave_tasks']}, "
                 f"{x['runs_per_s']:.0f} runs/s, {x['ratio_to_floor']:.2f}x floor, driver CPU "
                 f"{x['driver_cpu_s']:.1f} s, load after {x['loadavg_after']}"
+            )
+        if x.get("sacct"):
+            a = x["sacct"]
+            print(
+                f"  {row.stage} (sacct): {a['tasks_accounted']:.0f} tasks, CPU "
+                f"{a['task_cpu_s']:.1f} s (median {a['task_cpu_median_s']:.3f} s/task); "
+                f"{a['wave_jobs']:.0f} wave "
+                f"job(s), CPU {a['wave_cpu_s']:.1f} s; first start to last end "
+                f"{a['first_start_to_last_end_s']:.0f} s, of it no task running {a['idle_s']:.0f} s"
+                f"; outside it {row.median - a['first_start_to_last_end_s']:.0f} s (submission,"
+                f" first start, last poll)"
             )
     return rows
 

@@ -1,6 +1,8 @@
 """Benchmark: plan and submit a 300,000-run experiment to SLURM without waiting.
 
-Everything submitted is scancel-ed right away. Prints a table of timings::
+Everything submitted is scancel-ed right away (on a site-profile cluster only the first
+wave is queued). Execution to completion, against a ``/bin/true`` floor, is
+``benches/bench_large_sweep.py``. Prints a table of timings::
 
     uv run python benches/bench_slurm.py            # 300,000 runs
     uv run python benches/bench_slurm.py --quick    # 30,000 runs
