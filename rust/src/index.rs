@@ -21,162 +21,21 @@ use std::collections::HashMap;
 use std::fs;
 use std::hash::{BuildHasherDefault, Hasher};
 #[cfg(unix)]
-use std::os::unix::fs::{DirEntryExt, MetadataExt};
+use std::os::unix::fs::DirEntryExt;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use rayon::prelude::*;
 
 pub mod frame;
+mod segment;
+mod stats;
+
+pub use segment::{checksum, file_id, parse_line, parse_segment, Entry, FileId, SUM_BYTES};
+pub use stats::{Clock, Stats};
 
 use crate::columns::{assemble, Columns, Loaded};
-use crate::fingerprint::{blake2b, to_hex};
 use crate::layout::Layout;
 use crate::records;
-
-/// Bytes of the line checksum (16 hex characters).
-pub const SUM_BYTES: usize = 8;
-
-/// The identity of one version of a record file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct FileId {
-    pub ino: u64,
-    pub mtime_ns: i128,
-    pub size: u64,
-}
-
-/// One valid line of a segment, borrowing the segment's bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Entry<'a> {
-    pub run_id: &'a str,
-    pub file: FileId,
-    /// The summary document (a record document without its heavy parts).
-    pub doc: &'a str,
-}
-
-/// What reading the segments found, for diagnostics (`metalab store reindex` fixes it).
-#[derive(Debug, Default, Clone, PartialEq)]
-pub struct Stats {
-    pub segments: usize,
-    /// Segments that could not be read at all.
-    pub unreadable: usize,
-    pub lines: usize,
-    /// Lines that failed the checksum or the header format (torn or corrupt).
-    pub bad_lines: usize,
-    /// Runs answered from the index.
-    pub indexed: usize,
-    /// Runs read from their record file (no line matched the record's identity).
-    pub from_records: usize,
-    /// Per stage, in order: `(name, wall seconds, CPU seconds of the whole process)`
-    /// (for benches and diagnostics; CPU is 0 where `/proc/self/stat` is missing).
-    pub seconds: Vec<(&'static str, f64, f64)>,
-}
-
-/// A stopwatch over wall time and the process's CPU time (every thread's).
-pub struct Clock {
-    wall: Instant,
-    cpu: f64,
-}
-
-/// CPU seconds (user + system) the process has used, from `/proc/self/stat` (ticks of
-/// 1/100 s on Linux); 0 elsewhere.
-fn process_cpu() -> f64 {
-    let Ok(text) = fs::read_to_string("/proc/self/stat") else {
-        return 0.0;
-    };
-    // Fields after the command name (which may hold spaces) end with `)`.
-    let rest = text.rsplit_once(')').map_or("", |(_, r)| r);
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (ticks(11) + ticks(12)) / 100.0
-}
-
-impl Clock {
-    pub fn start() -> Clock {
-        Clock {
-            wall: Instant::now(),
-            cpu: process_cpu(),
-        }
-    }
-}
-
-impl Stats {
-    /// Record that the stage `name` ended now (it began at `since`, which moves on).
-    pub fn lap(&mut self, name: &'static str, since: &mut Clock) {
-        let now = Clock::start();
-        let wall = (now.wall - since.wall).as_secs_f64();
-        self.seconds.push((name, wall, now.cpu - since.cpu));
-        *since = now;
-    }
-}
-
-/// The checksum field of a line whose body (after `{sum} `) is `body`.
-pub fn checksum(body: &[u8]) -> String {
-    to_hex(&blake2b::<SUM_BYTES>(&[body]))
-}
-
-/// Parse one line (without its newline); `None` when torn, corrupt or malformed.
-pub fn parse_line(line: &[u8]) -> Option<Entry<'_>> {
-    let width = 2 * SUM_BYTES;
-    if line.len() <= width + 1 || line[width] != b' ' {
-        return None;
-    }
-    let (sum, body) = (&line[..width], &line[width + 1..]);
-    if checksum(body).as_bytes() != sum {
-        return None;
-    }
-    let text = std::str::from_utf8(body).ok()?;
-    let mut fields = text.splitn(5, ' ');
-    let run_id = fields.next()?;
-    let ino = fields.next()?.parse().ok()?;
-    let mtime_ns = fields.next()?.parse().ok()?;
-    let size = fields.next()?.parse().ok()?;
-    let doc = fields.next()?;
-    if run_id.is_empty() || doc.is_empty() {
-        return None;
-    }
-    Some(Entry {
-        run_id,
-        file: FileId {
-            ino,
-            mtime_ns,
-            size,
-        },
-        doc,
-    })
-}
-
-/// The valid lines of a segment's bytes (parsed in parallel) and the number of bad
-/// ones. Only lines ended by a newline count: a last line without one is an append in
-/// progress or torn.
-pub fn parse_segment(data: &[u8]) -> (Vec<Entry<'_>>, usize) {
-    let complete = match data.iter().rposition(|&b| b == b'\n') {
-        Some(end) => &data[..end],
-        None => return (Vec::new(), usize::from(!data.is_empty())),
-    };
-    let torn = usize::from(complete.len() + 1 < data.len());
-    let parsed: Vec<Option<Entry<'_>>> = complete
-        .par_split(|&b| b == b'\n')
-        .map(parse_line)
-        .collect();
-    let bad = parsed.iter().filter(|e| e.is_none()).count();
-    (parsed.into_iter().flatten().collect(), bad + torn)
-}
-
-/// The identity of the file at `path` (following a link, as reading it does).
-pub fn file_id(path: &Path) -> std::io::Result<FileId> {
-    let meta = fs::metadata(path)?;
-    Ok(FileId {
-        ino: meta.ino(),
-        mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
-        size: meta.size(),
-    })
-}
 
 /// Read every segment: their bytes (kept, the entries borrow them) and counts.
 fn read_segments(segments: &[PathBuf], stats: &mut Stats) -> Vec<Vec<u8>> {
