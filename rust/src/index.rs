@@ -147,6 +147,14 @@ fn shard_records(layout: &Layout, shard: &Path) -> Vec<(PathBuf, u64)> {
         .collect()
 }
 
+/// Drop `value` on a thread of its own (freeing hundreds of MB, or 300,000 rows' strings,
+/// takes a while and nothing waits for it); inline when no thread can be started (a
+/// process limit), since `thread::spawn` would panic.
+pub fn drop_later<T: Send + 'static>(value: T) {
+    // On failure the closure, and `value` with it, is dropped here.
+    let _ = std::thread::Builder::new().spawn(move || drop(value));
+}
+
 /// Run `work` on a pool of [`STAT_THREADS`] threads (on the global pool if none can be
 /// started).
 fn on_io_pool<T: Send>(work: impl FnOnce() -> T + Send) -> T {
@@ -238,7 +246,7 @@ pub fn load_columns(
     drop(chosen);
     drop(entries);
     // The segments' bytes (hundreds of MB at 300,000 runs) are freed off the caller's path.
-    std::thread::spawn(move || drop(buffers));
+    drop_later(buffers);
     rows.extend(records::orphan_markers(layout, &paths));
     stats.lap("done_markers", &mut clock);
     let columns = assemble(rows);

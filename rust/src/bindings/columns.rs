@@ -164,8 +164,7 @@ pub fn load_index_columns<'py>(
     let mut stats = stats;
     let mut clock = index::Clock::start();
     let out = columns_to_dict(py, &cols)?;
-    // Freeing 300,000 rows' strings takes a while and nothing waits for it.
-    std::thread::spawn(move || drop(cols));
+    index::drop_later(cols);
     stats.lap("to_python", &mut clock);
     let counts = PyDict::new_bound(py);
     let seconds = PyDict::new_bound(py);
