@@ -29,6 +29,7 @@ __all__ = [
     "queue_state",
     "release_requeued",
     "requeue",
+    "wait_until_gone",
     "wait_until_not_running",
 ]
 
@@ -92,6 +93,18 @@ def requeue(task: str) -> float:
     """
     subprocess.run(["scontrol", "requeue", task], check=True, capture_output=True)
     return time.time()
+
+
+def wait_until_gone(jobs: list[str], timeout: float = 60.0) -> None:
+    """Wait until squeue lists none of ``jobs`` (cancelled ones pass through COMPLETING).
+
+    While a job completes, its node is ``comp`` in sinfo, which the next test's
+    ``require_slurm`` does not count as usable.
+    """
+    deadline = time.monotonic() + timeout
+    while left := [job for job in jobs if queue_state(job)]:
+        assert time.monotonic() < deadline, f"still queued: {[job_report(j) for j in left]}"
+        time.sleep(0.2)
 
 
 def wait_until_not_running(task: str, timeout: float = 60.0) -> float:

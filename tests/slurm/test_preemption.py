@@ -24,6 +24,7 @@ from cluster_tools import (
     lines,
     queue_state,
     release_requeued,
+    wait_until_gone,
     wait_until_not_running,
 )
 from site_cluster import use_site_cluster
@@ -125,6 +126,7 @@ def test_preempted_task_runs_again_and_executes_only_runs_not_done(
         results = handle.result(timeout=30)
     finally:
         subprocess.run(["scancel", high], check=False, capture_output=True)
+        wait_until_gone([high])
     history = job_report(task)
 
     assert len(results) == RUNS

@@ -26,6 +26,7 @@ from cluster_tools import (
     queue_state,
     release_requeued,
     requeue,
+    wait_until_gone,
 )
 from site_cluster import use_site_cluster
 
@@ -156,7 +157,13 @@ def test_a_relaunch_slurm_refuses_is_reported_without_waiting(
                     capture_output=True,
                 )
             time.sleep(0.02)
-        if not state:
+        # A refused relaunch may be listed RUNNING for a moment before it ends: the task
+        # leaving the queue says refused, run 2 starting again says accepted.
+        until = time.monotonic() + 30
+        while queue_state(task) and len(lines(start)) == attempt:
+            assert time.monotonic() < until, f"relaunch neither ran nor ended: {job_report(task)}"
+            time.sleep(0.1)
+        if len(lines(start)) == attempt:
             break  # refused: the task left the queue for good
     else:
         pytest.skip(f"slurmd accepted {_ROUNDS} early relaunches (the race was never hit)")
@@ -210,4 +217,5 @@ def test_requeue_false_is_said_to_slurm(tmp_path: Path, no_leftover_jobs: list[s
         ).stdout
         flags[requeueable] = {field for field in shown.split() if field.startswith("Requeue=")}
         handle.cancel()
+    wait_until_gone(no_leftover_jobs)
     assert flags == {True: {"Requeue=1"}, False: {"Requeue=0"}}, flags
