@@ -35,6 +35,7 @@ import os
 import re
 import resource
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -58,14 +59,12 @@ FLOOR_POLL_S = 0.25
 FLOOR_NAME = "metalab-bench-floor"
 SACCT_WAIT_S = 30.0
 PARTITION = "cpu"
+my_context: dict[str, int] = {}  # the spec block's names
 
 
 def my_operation(params: Any, seeds: Any, capture: Any) -> None:
     """The spec's stand-in operation (the one tests/slurm/test_slurm_spec_blocks.py uses)."""
     capture.metric("value", sum(v for v in params.values() if isinstance(v, int)))
-
-
-my_context: dict[str, int] = {}
 
 
 def spec_config(**overrides: Any) -> metalab.SlurmConfig:
@@ -115,34 +114,37 @@ class Jobs:
         for handle in self.handles:
             with contextlib.suppress(Exception):
                 handle.cancel()
-        ids = list(self.ids)
-        if self.names:
+        if self.ids:
+            _sh(["scancel", *self.ids])
+        # A wave job running right now may still submit its next wave (it takes it back
+        # once it sees the cancellation): sweep by name until nothing of ours is queued.
+        for _ in range(15):
             out = _sh(["squeue", "--me", "-h", "-o", "%F %j"]).stdout
-            ids += [
-                line.split()[0]
-                for line in out.splitlines()
-                if len(line.split()) == 2 and line.split()[1] in self.names
-            ]
-        if ids:
-            _sh(["scancel", *sorted(set(ids))])
+            rows = [line.split() for line in out.splitlines()]
+            left = sorted({r[0] for r in rows if len(r) == 2 and r[1] in self.names})
+            if not left:
+                return
+            _sh(["scancel", *left])
+            time.sleep(1.0)
 
 
 @contextlib.contextmanager
 def cpu_partition() -> Iterator[None]:
     """Partition ``cpu`` on every node, created for the benchmark when missing."""
-    names = set(_sh(["sinfo", "-h", "-o", "%R"]).stdout.split())
-    created = False
-    if PARTITION not in names:
+    created = PARTITION not in _sh(["sinfo", "-h", "-o", "%R"]).stdout.split()
+    if created:
         create = f"PartitionName={PARTITION} Nodes=ALL State=UP MaxTime=INFINITE"
         done = _sh(["scontrol", "create", *create.split()])
         if done.returncode != 0:
             raise RuntimeError(f"cannot create partition {PARTITION}: {done.stderr.strip()}")
-        created = True
     try:
         yield
     finally:
-        if created:
-            _sh(["scontrol", "delete", f"PartitionName={PARTITION}"])
+        # Cancelled arrays keep the partition "in use" for 30-40 s (seen after a SIGTERM).
+        for _ in range(90 if created else 0):
+            if _sh(["scontrol", "delete", f"PartitionName={PARTITION}"]).returncode == 0:
+                break
+            time.sleep(1.0)
 
 
 @dataclass(frozen=True)
@@ -262,18 +264,17 @@ def accounting(job_ids: list[str], n_tasks: int) -> dict[str, float]:
     deadline = time.monotonic() + SACCT_WAIT_S
     while True:
         out = _sh(["sacct", "-n", "-P", "-j", ",".join(job_ids), fmt]).stdout
-        rows = [ln for ln in out.splitlines() if "." not in ln.split("|")[0]]
-        tasks = sum(1 for ln in rows if not ln.split("|")[1].endswith("-wave"))
-        if tasks >= n_tasks or time.monotonic() > deadline:
+        # Steps (.batch) repeat their allocation's figures: allocations only.
+        rows = [c for c in (ln.split("|") for ln in out.splitlines()) if len(c) == 5]
+        rows = [c for c in rows if "." not in c[0]]
+        accounted = sum(not c[1].endswith("-wave") for c in rows)
+        if accounted >= n_tasks or time.monotonic() > deadline:
             break
         time.sleep(1.0)
     task_cpu: list[float] = []
     wave_cpu: list[float] = []
     spans: list[tuple[float, float]] = []
-    for line in out.splitlines():
-        cells = line.split("|")
-        if len(cells) != 5 or "." in cells[0]:
-            continue  # steps (.batch) repeat their allocation's figures
+    for cells in rows:
         begin, end = _epoch(cells[2]), _epoch(cells[3])
         if cells[1].endswith("-wave"):
             wave_cpu.append(_clock_s(cells[4]))
@@ -408,6 +409,10 @@ def finished_store_rows(n_runs: int, store: Path, config: metalab.SlurmConfig) -
     return rows
 
 
+def _terminated(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
+
+
 def _timed_stage(label: str, fn: Callable[[], Any]) -> Any:
     print(f"[bench_large_sweep] {label} (load {_load()})", flush=True)
     return fn()
@@ -429,6 +434,8 @@ def main(
     jobs = Jobs()
     rows: list[Measurement] = []
     load_before = _load()
+    # SIGTERM (a CI timeout) unwinds like Ctrl-C, so the finally below cancels and cleans.
+    previous = signal.signal(signal.SIGTERM, _terminated)
     try:
         with cpu_partition():
             written = spec_config()
@@ -454,11 +461,10 @@ def main(
     finally:
         jobs.cancel()
         shutil.rmtree(root, ignore_errors=True)
-    print_table(
-        f"large_sweep on the site cluster (SLURM_CONF={os.environ.get('SLURM_CONF', '')}); "
-        f"load average before {load_before}, after {_load()}",
-        rows,
-    )
+        signal.signal(signal.SIGTERM, previous)
+    conf = os.environ.get("SLURM_CONF", "")
+    title = f"large_sweep (SLURM_CONF={conf}); load average before {load_before}, after "
+    print_table(title + _load(), rows)
     for row in rows:
         x = row.extra
         if "array_tasks" in x:
@@ -473,26 +479,20 @@ def main(
             print(
                 f"  {row.stage} (sacct): {a['tasks_accounted']:.0f} tasks, CPU "
                 f"{a['task_cpu_s']:.1f} s (median {a['task_cpu_median_s']:.3f} s/task); "
-                f"{a['wave_jobs']:.0f} wave "
-                f"job(s), CPU {a['wave_cpu_s']:.1f} s; first start to last end "
-                f"{a['first_start_to_last_end_s']:.0f} s, of it no task running {a['idle_s']:.0f} s"
-                f"; outside it {row.median - a['first_start_to_last_end_s']:.0f} s (submission,"
-                f" first start, last poll)"
+                f"{a['wave_jobs']:.0f} wave job(s), CPU {a['wave_cpu_s']:.1f} s; first start "
+                f"to last end {a['first_start_to_last_end_s']:.0f} s, no task running in it "
+                f"{a['idle_s']:.0f} s; outside it {row.median - a['first_start_to_last_end_s']:.0f}"
+                " s (submission, first start, last poll)"
             )
     return rows
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    doc = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=doc)
     parser.add_argument("--quick", action="store_true", help="30,000 runs instead of 300,000")
     parser.add_argument("--runs", type=int, default=None, help="runs of the auto sweep")
-    parser.add_argument(
-        "--written-runs",
-        type=int,
-        default=None,
-        help="runs of the as-written sweep (one array task each); default a tenth of --runs",
-    )
+    parser.add_argument("--written-runs", type=int, default=None,
+                        help="runs of the as-written sweep; default runs/10")  # fmt: skip
     args = parser.parse_args()
     main(quick=args.quick, runs=args.runs, written_runs=args.written_runs)
