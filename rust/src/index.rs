@@ -155,15 +155,27 @@ pub fn drop_later<T: Send + 'static>(value: T) {
     let _ = std::thread::Builder::new().spawn(move || drop(value));
 }
 
-/// Run `work` on a pool of [`STAT_THREADS`] threads (on the global pool if none can be
-/// started).
+/// Run `work` on the process's pool of [`STAT_THREADS`] threads, started on first use
+/// and kept (a load used to start three pools, 192 threads, which on a busy machine cost
+/// more than the stats of a small store). A forked child has none of its parent's
+/// threads, so it starts a pool per call; the global pool serves if none can start.
 fn on_io_pool<T: Send>(work: impl FnOnce() -> T + Send) -> T {
-    match rayon::ThreadPoolBuilder::new()
-        .num_threads(STAT_THREADS)
-        .build()
-    {
-        Ok(pool) => pool.install(work),
-        Err(_) => work(),
+    static POOL: std::sync::OnceLock<(u32, Option<rayon::ThreadPool>)> = std::sync::OnceLock::new();
+    let build = || {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(STAT_THREADS)
+            .build()
+            .ok()
+    };
+    let (owner, pool) = POOL.get_or_init(|| (std::process::id(), build()));
+    if *owner == std::process::id() {
+        if let Some(pool) = pool {
+            return pool.install(work);
+        }
+    }
+    match build() {
+        Some(pool) => pool.install(work),
+        None => work(),
     }
 }
 
