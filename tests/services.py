@@ -102,13 +102,15 @@ def _slurm_problem() -> str | None:
     if done.returncode != 0:
         return f"sinfo failed: {done.stderr.strip() or done.returncode}"
     states = {s.strip().rstrip("*~#!%$@^-+") for s in done.stdout.split()}
-    if states & {"idle", "mix", "alloc"}:
+    # "comp": a job on the node is completing (epilog, KillWait); the node takes work again
+    # in seconds, so a test starting at that moment must not fail as "no cluster".
+    if states & {"idle", "mix", "alloc", "comp"}:
         return None
     return f"no usable SLURM node (sinfo states: {sorted(states) or 'none'})"
 
 
 def require_slurm() -> None:
-    """Skip (or fail, in CI) the test unless a SLURM node is idle, mixed or allocated."""
+    """Skip (or fail, in CI) unless a SLURM node is idle, mixed, allocated or completing."""
     problem = _slurm_problem()
     if problem is not None:
         _unavailable(f"SLURM unavailable: {problem}")
