@@ -32,6 +32,30 @@ NEVER_ON_A_FILESTORE_TASK = (
     "metalab.progress",
     "metalab.html",
     "metalab.store.bundle",
+    # The login machinery of PostgreSQL stores (and the logging it brings along): a
+    # FileStore task has no password to install nor any login to check.
+    "metalab.store.credentials",
+    "metalab.store.postgres_config",
+)
+
+# What the worker's own modules must not load before a payload asks for it: cloudpickle
+# (with its logging, platform, uuid) is needed only to *decode* an operation pickled by
+# value, and then pickle.loads imports it; platform only for a version string.
+NOT_ON_IMPORT = ("cloudpickle", "logging", "platform", *NEVER_ON_A_FILESTORE_TASK)
+WORKER_PATH = (
+    "metalab",
+    "metalab.worker",
+    "metalab.execution",
+    "metalab.plan_loading",
+    "metalab.spec",
+    "metalab.store.file",
+    "metalab.store.locator",
+    "metalab.store.claims",
+    "metalab.executors.claimed",
+    "metalab.executors.slurm_signals",
+    "metalab.executors.slurm_tasks",
+    "metalab.executors.task_store",
+    "metalab.capture.output",
 )
 
 
@@ -104,6 +128,21 @@ def test_a_resubmitted_task_decodes_its_task_list_without_the_launch_machinery(
     never = (*NEVER_ON_A_FILESTORE_TASK, "metalab.executors.slurm_launch")
     heavy = [name for name in never if _loaded(found["modules"], name)]
     assert heavy == [], heavy
+
+
+def test_the_worker_path_imports_no_encoder_logging_or_platform() -> None:
+    # A fresh interpreter: this test process has long loaded all of them.
+    probe = (
+        "import importlib, json, sys\n"
+        f"for name in {WORKER_PATH!r}:\n"
+        "    importlib.import_module(name)\n"
+        "print(json.dumps(sorted(sys.modules)))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    modules: list[str] = json.loads(done.stdout.splitlines()[-1])
+    loaded = [name for name in NOT_ON_IMPORT if _loaded(modules, name)]
+    assert loaded == [], loaded
 
 
 def test_lazy_exports_are_not_shadowed_by_submodules() -> None:

@@ -22,8 +22,6 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-import cloudpickle
-
 from metalab.context import context_from_json, context_to_json, is_context_spec
 from metalab.errors import CorruptRecordError
 from metalab.experiment import Experiment
@@ -45,6 +43,11 @@ SPEC_VERSION = 1
 
 
 def _pickle_b64(obj: object) -> str:
+    # cloudpickle is needed to encode only: its output is plain pickle (pickle.loads
+    # imports cloudpickle itself for a by-value function), so a worker that decodes a
+    # spec of importable operations never loads it.
+    import cloudpickle
+
     return base64.b64encode(cloudpickle.dumps(obj)).decode("ascii")
 
 
@@ -142,6 +145,8 @@ def derived_to_bytes(functions: Sequence[Any], key: str) -> bytes:
     Raises:
         UnsafeLoadError: the signing key cannot be created or read safely.
     """
+    import cloudpickle
+
     return seal(cloudpickle.dumps(list(functions)), f"derived:{key}")
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import sys
 
 from metalab.errors import MetalabError
-from metalab.store import credentials
 from metalab.store.base import Store
 from metalab.store.locator import create_store
 
@@ -29,9 +28,16 @@ def open_task_store(locator: str, passfile: str | None, program: str) -> Store |
     """
     try:
         if passfile is not None:
+            from metalab.store import credentials
+
             credentials.install(credentials.read_passfile(passfile))
         store = create_store(locator)
-        credentials.verify_login(store)
+        # Only a store with PostgreSQL logins has one to check: a FileStore task (every
+        # array task of a file sweep) need not load the credentials machinery at all.
+        if store.connection_configs():
+            from metalab.store import credentials
+
+            credentials.verify_login(store)
     except MetalabError as exc:
         print(f"{program}: cannot open the store, nothing was executed: {exc}", file=sys.stderr)
         return None

@@ -19,7 +19,7 @@ from urllib.parse import unquote, urlsplit
 from metalab.errors import LocatorError
 from metalab.store.base import Store
 from metalab.store.file import FileStore
-from metalab.store.postgres_config import mask_locator
+from metalab.store.redaction import mask_locator  # not postgres_config: no credentials
 
 __all__ = ["create_store", "register_scheme", "to_locator"]
 

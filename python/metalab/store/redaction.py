@@ -8,10 +8,13 @@ module use it without importing each other.
 
 from __future__ import annotations
 
-import logging
 import re
 import threading
+from typing import TYPE_CHECKING
 from urllib.parse import quote, quote_plus, unquote
+
+if TYPE_CHECKING:
+    import logging
 
 __all__ = ["mask_locator", "redact", "remember_secret"]
 
@@ -78,22 +81,21 @@ def mask_locator(locator: str) -> str:
     return redact(text)
 
 
-class _RedactFilter(logging.Filter):
+def _redact_record(record: logging.LogRecord) -> bool:
     """Masks passwords in psycopg's own log records (pool connection errors)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        cleaned = redact(message)
-        if cleaned != message:
-            record.msg, record.args = cleaned, None
-        return True
-
-
-_FILTER = _RedactFilter()
+    message = record.getMessage()
+    cleaned = redact(message)
+    if cleaned != message:
+        record.msg, record.args = cleaned, None
+    return True
 
 
 def _install_log_filter() -> None:
+    # logging is imported here, when a password is first remembered: a FileStore worker
+    # (every SLURM array task) masks locators but has no password and needs no logging.
+    import logging
+
     for name in ("psycopg",):
         logger = logging.getLogger(name)
-        if _FILTER not in logger.filters:
-            logger.addFilter(_FILTER)
+        if _redact_record not in logger.filters:
+            logger.addFilter(_redact_record)
