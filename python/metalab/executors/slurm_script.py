@@ -37,6 +37,19 @@ WORKER_MODULE = "metalab.worker"
 JOB_NAME_CHARS = 40
 """Most characters of the experiment name kept in a job name (squeue's NAME column)."""
 _UNSAFE_IN_NAME = re.compile(r"[^A-Za-z0-9_.-]")
+BYTECODE_CACHE_LINES = [
+    "# Imports from cached bytecode. With PYTHONDONTWRITEBYTECODE set (containers, CI) and",
+    "# an install that shipped no .pyc (uv, editable installs), every array task would",
+    "# compile each module it imports from source again: ~4x the CPU of its start-up. The",
+    "# cache goes to this user's cache directory, never next to the sources; a",
+    "# PYTHONPYCACHEPREFIX of the user's own (e.g. from setup) is left alone.",
+    'if [ -n "${PYTHONDONTWRITEBYTECODE:-}" ] && [ -z "${PYTHONPYCACHEPREFIX:-}" ] \\',
+    '    && [ -n "${HOME:-}" ]; then',
+    '    export PYTHONPYCACHEPREFIX="${XDG_CACHE_HOME:-$HOME/.cache}/metalab/pycache"',
+    "    unset PYTHONDONTWRITEBYTECODE",
+    "fi",
+]
+"""Batch-script lines before the worker's ``exec``: where its interpreter caches bytecode."""
 
 
 def job_name(experiment_name: str, run_ids: Sequence[str]) -> str:
@@ -147,6 +160,7 @@ def render_script(
         "set -eo pipefail",
     ]
     lines += environment_lines(config)
+    lines += BYTECODE_CACHE_LINES
     command = [
         python,
         "-m",
