@@ -40,6 +40,10 @@ NEVER_ON_A_FILESTORE_TASK = (
     # FileStore task has no password to install nor any login to check.
     "metalab.store.credentials",
     "metalab.store.postgres_config",
+    # argparse: building a parser imports shutil (zlib, bz2, lzma) and gettext/locale.
+    "argparse",
+    "shutil",
+    "gettext",
 )
 
 # What the worker's own modules must not load before a payload asks for it: cloudpickle
@@ -229,3 +233,30 @@ def test_the_users_own_bytecode_settings_are_left_alone(tmp_path: Path) -> None:
     default = _batch_task(tmp_path, imports=False)
     assert default["prefix"] is None and default["no_write"] == 0
     assert not (tmp_path / "home" / ".cache").exists()
+
+
+def test_a_command_line_the_script_never_writes_still_gets_argparse(tmp_path: Path) -> None:
+    from metalab import worker
+
+    def run(*argv: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "metalab.worker", *argv]
+        return subprocess.run(command, capture_output=True, text=True, cwd=tmp_path)
+
+    missing = run("--store", str(tmp_path))
+    assert missing.returncode == 2
+    assert "the following arguments are required: --experiment" in missing.stderr
+    bad = run("--store", str(tmp_path), "--experiment", "e:1", "--offset", "x")
+    assert bad.returncode == 2 and "--offset: invalid int value: 'x'" in bad.stderr
+    helped = run("--help")
+    assert helped.returncode == 0 and "--runs-per-task" in helped.stdout
+    # What the batch script writes reads as argparse reads it, abbreviations and
+    # `--name=value` included (those go to argparse itself).
+    for argv in (
+        ["--store", "s", "--experiment", "e:1"],
+        ["--experiment", "e:1", "--store", "s", "--offset", "7", "--runs-per-task", "3"],
+        ["--store", "s", "--experiment", "e:1", "--timeout", "2.5", "--tasks", "k"],
+        ["--store", "s", "--experiment", "e:1", "--offset", "-1", "--signal-lead", "30"],
+        ["--store=s", "--exp", "e:1", "--array-task", "4", "--passfile", "/p f"],
+        ["--store", "", "--experiment", "e:1", "--derived", "d", "--offset", "2", "--offset", "5"],
+    ):
+        assert vars(worker._parse(argv)) == vars(worker._parse_with_argparse(argv)), argv

@@ -12,12 +12,11 @@ runs what is missing.
 
 from __future__ import annotations
 
-import argparse
 import os
 import signal
 import sys
 from collections.abc import Sequence
-from types import FrameType
+from types import FrameType, SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -49,7 +48,58 @@ def select_tasks(
     return [int(todo[pos]) for pos in range(start, stop)]
 
 
-def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+# The options the batch script passes, and how each value converts (see _parse).
+_OPTIONS: dict[str, type] = {
+    "--store": str,
+    "--experiment": str,
+    "--offset": int,
+    "--runs-per-task": int,
+    "--tasks": str,
+    "--derived": str,
+    "--timeout": float,
+    "--passfile": str,
+    "--array-task": int,
+    "--signal-lead": int,
+}
+_DEFAULTS: dict[str, Any] = {"offset": 0, "runs_per_task": 1, "signal_lead": 0}
+
+
+def _parse(argv: Sequence[str] | None) -> SimpleNamespace:
+    """The worker's options; argparse only for what the batch script never writes.
+
+    Building an ArgumentParser imports shutil (with zlib, bz2, lzma) and gettext/locale,
+    ~5 ms of every array task. The command line the batch script writes (``--name value``
+    pairs of known options) is read directly; anything else (``--help``, an unknown or
+    abbreviated option, a missing or malformed value) goes to argparse, which answers
+    exactly as it always did.
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    found = _parse_plain(args)
+    return found if found is not None else _parse_with_argparse(args)
+
+
+def _parse_plain(args: list[str]) -> SimpleNamespace | None:
+    """``args`` as argparse would read them, or None if they need argparse itself."""
+    if len(args) % 2:
+        return None
+    values: dict[str, Any] = {name.lstrip("-").replace("-", "_"): None for name in _OPTIONS}
+    values.update(_DEFAULTS)
+    for name, text in zip(args[::2], args[1::2], strict=True):
+        convert = _OPTIONS.get(name)
+        if convert is None or text.startswith("-"):
+            return None
+        try:
+            values[name[2:].replace("-", "_")] = convert(text)
+        except ValueError:
+            return None
+    if values["store"] is None or values["experiment"] is None:
+        return None
+    return SimpleNamespace(**values)
+
+
+def _parse_with_argparse(argv: Sequence[str]) -> SimpleNamespace:
+    import argparse
+
     parser = argparse.ArgumentParser(prog="python -m metalab.worker", description=__doc__)
     parser.add_argument("--store", required=True, help="store locator")
     parser.add_argument("--experiment", required=True, help="experiment id name:version")
@@ -67,7 +117,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--signal-lead", type=int, default=0, help="seconds of --signal=B:USR1 before walltime"
     )
-    return parser.parse_args(argv)
+    return SimpleNamespace(**vars(parser.parse_args(argv)))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
