@@ -14,6 +14,7 @@ key                                    content
 ``slurm-<submission>-tasks``           task indices of a partial submission
 ``slurm-<submission>-derived``         sealed derived-metric functions
 ``slurm-<submission>-cancelled``       present once the submission was cancelled
+``slurm-<submission>-resolved``        present once every task left the queue, accounted for
 ``slurm-<submission>-retry``           retry settings of the submission (JSON)
 ``slurm-<submission>-retried``         launch info of the resubmissions its retry job made
 ``slurm-<submission>-waves``           wave settings of the submission (JSON)
@@ -31,6 +32,7 @@ __all__ = [
     "slurm_cancelled_key",
     "slurm_derived_key",
     "slurm_next_key",
+    "slurm_resolved_key",
     "slurm_rest_key",
     "slurm_retried_key",
     "slurm_retry_key",
@@ -53,6 +55,12 @@ def launch_key(experiment_id: str | None = None) -> str:
 def _slurm(submission: str, part: str) -> str:
     # The one rule of per-submission blobs: a submission's blobs sort together.
     return f"slurm-{submission}-{part}"
+
+
+def slurm_resolved_key(submission: str) -> str:
+    """Blob key present once every array task of a submission (without retry or wave job)
+    left the queue and its unfinished runs were recorded: a reconnect need not look again."""
+    return _slurm(submission, "resolved")
 
 
 def slurm_tasks_key(submission: str) -> str:
