@@ -13,9 +13,12 @@ worker process for a different array task and takes the time from just before th
 process is spawned to the moment the operation starts (it writes ``time.time()`` to a
 file); the floor is ``python -c pass`` on the same interpreter.
 
-Modules are imported from cached bytecode, as after ``pip install`` (the cache lives in a
-temporary ``PYTHONPYCACHEPREFIX``, warmed by one untimed task). With
-``PYTHONDONTWRITEBYTECODE=1`` in the environment SLURM hands to its tasks, every task
+Modules are imported from cached bytecode (the cache lives in a temporary
+``PYTHONPYCACHEPREFIX``, warmed by one untimed task), as in a real array task: with
+``PYTHONDONTWRITEBYTECODE=1`` in the environment SLURM hands to its tasks and an install
+that shipped no ``.pyc`` (uv, editable installs), the batch script points
+``PYTHONPYCACHEPREFIX`` at ``~/.cache/metalab/pycache`` (see
+:data:`metalab.executors.slurm_script.BYTECODE_CACHE_LINES`). Without it every task
 compiles every module it imports from source again: stage (w0) shows that cost.
 
 (w0) as (w1), without bytecode cache (information, no target);
