@@ -44,6 +44,8 @@ NEVER_ON_A_FILESTORE_TASK = (
     "argparse",
     "shutil",
     "gettext",
+    # socket: the host name is the uname nodename (execution, atomic writes, reconnect).
+    "socket",
 )
 
 # What the worker's own modules must not load before a payload asks for it: cloudpickle

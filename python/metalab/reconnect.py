@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 from typing import TYPE_CHECKING, Any
 
 from metalab.errors import CorruptRecordError, StoreError
@@ -117,6 +116,8 @@ class _EndedLaunch(Launch):
 
 
 def _driver_alive(pointer: dict[str, Any]) -> bool:
+    import socket
+
     from metalab.service import pid_alive
 
     host, pid = pointer.get("driver_host"), pointer.get("driver_pid")

@@ -13,7 +13,6 @@ import hashlib
 import os
 import re
 import secrets
-import socket
 import stat
 import time
 from collections.abc import Callable, Iterable
@@ -57,7 +56,8 @@ class _Writer:
 
 def _host_token() -> str:
     # Hostnames may hold dots (which separate the fields) or, rarely, anything at all.
-    return re.sub(r"[^A-Za-z0-9\-]", "_", socket.gethostname())[:40] or "unknown"
+    # os.uname().nodename is what socket.gethostname() returns on POSIX, without socket.
+    return re.sub(r"[^A-Za-z0-9\-]", "_", os.uname().nodename)[:40] or "unknown"
 
 
 def _scope_token() -> str:
