@@ -9,6 +9,7 @@ count the scans and identities instead of timing them.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from metalab import _core
 from metalab.executors.slurm import SlurmLaunch
 from metalab.keys import slurm_resolved_key
 from metalab.plan import RunPlan
+from metalab.records import StoredState
 from metalab.store.file import FileStore
 
 pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("slurm")]
@@ -140,6 +142,49 @@ def test_a_cancelled_sweep_reconnected_counts_its_cancelled_runs(
 
 def _sleepy(params: Any, seeds: Any, capture: Any) -> None:
     """A run long enough to be cancelled before it ends."""
-    import time
-
     time.sleep(20)
+
+
+def gated(params: Any, seeds: Any, capture: Any) -> None:
+    """Runs x >= 3 wait (at most 90 s) until the file named in ``params["gate"]`` exists."""
+    deadline = time.monotonic() + 90
+    while params["x"] >= 3 and not Path(params["gate"]).exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    capture.metric("x", params["x"])
+
+
+def test_a_poll_asks_only_about_runs_of_a_running_task_not_yet_seen_done(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_leftover_jobs: list[str]
+) -> None:
+    gate = tmp_path / "gate"
+    exp = metalab.Experiment(
+        name="scale-poll",
+        version="1",
+        context={},
+        operation=gated,
+        params=metalab.grid(x=list(range(6)), gate=[str(gate)]),
+        seeds=metalab.seeds(base=3),
+    )
+    store = tmp_path / "store"
+    config = metalab.SlurmConfig(runs_per_task=6, time="5")
+    handle = metalab.run(exp, store=str(store), executor=metalab.SlurmExecutor(config))
+    no_leftover_jobs.extend(handle.job_ids)
+    launch = handle._launch
+    assert isinstance(launch, SlurmLaunch)
+    try:
+        target = FileStore(store)
+        deadline = time.monotonic() + 120
+        while target.states(handle.run_ids).count(StoredState.DONE) < 3:
+            assert time.monotonic() < deadline, "the first three runs did not finish"
+            time.sleep(0.2)
+        calls = Calls(monkeypatch)
+        launch.poll(force=True)
+        launch.poll(force=True)
+        # The first poll asks about the task's six runs, the second only about the three
+        # not seen done; both count the three unfinished ones as running.
+        assert calls.scans == [6, 3]
+        assert launch.counts().running == 3
+    finally:
+        gate.touch()
+    results = handle.result(timeout=120)
+    assert [r.status.value for r in results] == ["success"] * 6

@@ -78,9 +78,8 @@ class SlurmLaunch(Launch):
             resubmissions it made.
         wave_job: job id of the submission's wave job, which submits its later waves
             (:mod:`metalab.executors.slurm_waves`); the launch finishes after them.
-        resolved: the number of runs cancelled with the submission when every task of it
-            was already seen to leave the queue and accounted for (reconnecting: the blob
-            :func:`~metalab.keys.slurm_resolved_key`), else None.
+        resolved: runs cancelled with the submission if all its tasks were already seen to
+            leave and accounted for (blob :func:`~metalab.keys.slurm_resolved_key`), else None.
     """
 
     def __init__(
@@ -121,6 +120,8 @@ class SlurmLaunch(Launch):
         self._warned = False
         # Array tasks (global index) seen requeued while out of squeue's answer, and since when.
         self._requeued_since: dict[int, float] = {}
+        # Runs of each running array task (global index) not yet seen done.
+        self._not_done: dict[int, list[str]] = {}
         # Array tasks (global index) not yet seen to leave the queue.
         self._unresolved: set[int] = set()
         for _job, offset, count in shards if resolved is None else ():
@@ -252,6 +253,8 @@ class SlurmLaunch(Launch):
             # Markers are read after squeue answered: a task absent from the answer had
             # exited before, so every marker it wrote is already visible.
             self._resolve(gone)
+            for g in gone:
+                self._not_done.pop(g, None)
             self._running = self._unfinished_count(running_tasks)
             if not self._unresolved:
                 # With retries (waves), the launch goes on until the retry (wave) job and
@@ -267,12 +270,8 @@ class SlurmLaunch(Launch):
                     )
 
     def _run_ids(self, global_tasks: list[int]) -> list[str]:
-        """Run IDs of the runs of ``global_tasks``, task after task.
-
-        From the plan's one cached Rust call (a TaskIdentity per run, a Python decode of
-        its params and seeds, cost ~45 us each: seconds per poll at 300k), sliced when
-        the submission is the whole plan.
-        """
+        """Run IDs of ``global_tasks``' runs from the plan's one cached Rust call (a
+        TaskIdentity per run cost ~45 us each: seconds per poll at 300k)."""
         ids = self.plan.run_ids
         if self._todo is not None:
             return [ids[t] for g in global_tasks for t in self._task_indices(g)]
@@ -283,9 +282,28 @@ class SlurmLaunch(Launch):
         return out
 
     def _unfinished_count(self, global_tasks: list[int]) -> int:
+        """Runs of the running ``global_tasks`` neither done nor failed. A run seen done
+        stays done while its task runs (a requeued task skips it too): each poll asks
+        only about runs not yet seen done (a marker dropped for a corrupt record is
+        looked at again by :meth:`_resolve` when its task leaves)."""
         if not global_tasks:
             return 0
-        return self.store.states(self._run_ids(global_tasks)).count(StoredState.ABSENT)
+        lists: list[list[str]] = []
+        for g in global_tasks:
+            left = self._not_done.get(g)
+            if left is None:
+                left = self._not_done[g] = self._run_ids([g])
+            lists.append(left)
+        states = self.store.states([r for left in lists for r in left])
+        count, pos = 0, 0
+        for g, left in zip(global_tasks, lists, strict=True):
+            mine = states[pos : pos + len(left)]
+            pos += len(left)
+            self._not_done[g] = [
+                r for r, st in zip(left, mine, strict=True) if st is not StoredState.DONE
+            ]
+            count += mine.count(StoredState.ABSENT)
+        return count
 
     def _resolve(self, gone: list[int]) -> None:
         """Account for array tasks that left the queue; unfinished runs crashed."""
@@ -293,8 +311,7 @@ class SlurmLaunch(Launch):
             return
         states = self.store.states(self._run_ids(gone))
         crashed: list[tuple[int, TaskIdentity]] = []
-        # Usually every run finished: then no Python loop over the runs at all.
-        if StoredState.ABSENT in states:
+        if StoredState.ABSENT in states:  # usually none: then no Python loop per run
             owners = [(g, t) for g in gone for t in self._task_indices(g)]
             for (g, t), state in zip(owners, states, strict=True):
                 if state is not StoredState.ABSENT:
@@ -314,11 +331,9 @@ class SlurmLaunch(Launch):
         if not self._unresolved and self._retry is None and self._wave is None:
             # No task of ours can start any more (a retry/wave job releases them itself).
             self.paths.release()
-            # Every unfinished run now has its record (or was counted as cancelled): a
-            # reconnect need not scan the whole submission again to find the same (0.4 s
-            # at 300,000 runs). A cancel after this finds no unfinished run to count.
-            count = str(self._cancelled_runs).encode()
-            self.store.put_blob(slurm_resolved_key(self.submission), count)
+            # Every unfinished run has its record or was counted cancelled: a reconnect
+            # need not scan every run again to find the same (0.4 s at 300,000 runs).
+            self.store.put_blob(slurm_resolved_key(self.submission), b"%d" % self._cancelled_runs)
 
     def _runs_again(self, global_task: int, end: TaskEnd | None) -> bool:
         """Whether a task missing from squeue was requeued and will run again by itself.
@@ -480,8 +495,5 @@ def reattach(pointer: dict[str, Any], store: Store, plan: RunPlan | None = None)
 
 
 def _resolved_count(data: bytes | None) -> int | None:
-    """The cancelled-run count a resolved blob holds; None when absent or not a count
-    (the launch then looks at every task again, as before the blob existed)."""
-    if data is None or not data.isdigit():
-        return None
-    return int(data)
+    """A resolved blob's cancelled-run count; None when absent or garbled (resolve again)."""
+    return int(data) if data is not None and data.isdigit() else None
