@@ -20,6 +20,7 @@ EXPECTED: list[tuple[Callable[[str], str], str, str]] = [
     (keys.slurm_tasks_key, SUB, f"slurm-{SUB}-tasks"),
     (keys.slurm_derived_key, SUB, f"slurm-{SUB}-derived"),
     (keys.slurm_cancelled_key, SUB, f"slurm-{SUB}-cancelled"),
+    (keys.slurm_resolved_key, SUB, f"slurm-{SUB}-resolved"),
     (keys.slurm_retry_key, SUB, f"slurm-{SUB}-retry"),
     (keys.slurm_retried_key, SUB, f"slurm-{SUB}-retried"),
     (keys.slurm_waves_key, SUB, f"slurm-{SUB}-waves"),
