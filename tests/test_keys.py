@@ -16,6 +16,7 @@ SUB = "20261201T225800-a1b2c3"
 EXPECTED: list[tuple[Callable[[str], str], str, str]] = [
     (keys.spec_key, "e:1", "spec-e:1.json"),
     (keys.launch_key, "e:1", "launch-e:1.json"),
+    (keys.done_proof_key, "e:1", "done-proof-e:1.json"),
     (keys.checkpoint_key, "ab" * 32, f"checkpoint-{'ab' * 32}"),
     (keys.slurm_tasks_key, SUB, f"slurm-{SUB}-tasks"),
     (keys.slurm_derived_key, SUB, f"slurm-{SUB}-derived"),

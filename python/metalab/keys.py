@@ -11,6 +11,7 @@ key                                    content
 ``spec-<experiment>.json``             sealed worker spec (:func:`spec_key`)
 ``launch-<experiment>.json``           latest launch pointer of one experiment
 ``launch-latest.json``                 latest launch pointer of the whole store
+``done-proof-<experiment>.json``       proof that every run of a plan is done (FileStore)
 ``slurm-<submission>-tasks``           task indices of a partial submission
 ``slurm-<submission>-derived``         sealed derived-metric functions
 ``slurm-<submission>-cancelled``       present once the submission was cancelled
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 __all__ = [
     "checkpoint_key",
+    "done_proof_key",
     "launch_key",
     "slurm_cancelled_key",
     "slurm_derived_key",
@@ -50,6 +52,12 @@ def spec_key(experiment_id: str) -> str:
 def launch_key(experiment_id: str | None = None) -> str:
     """Blob key of the latest launch (of one experiment, or of the whole store)."""
     return f"launch-{experiment_id}.json" if experiment_id else "launch-latest.json"
+
+
+def done_proof_key(experiment_id: str) -> str:
+    """Blob key of the proof that every run of an experiment's plan is done (written by a
+    FileStore resume that scanned them all, see :mod:`metalab.store.done_proof`)."""
+    return f"done-proof-{experiment_id}.json"
 
 
 def _slurm(submission: str, part: str) -> str:

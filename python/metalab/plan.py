@@ -7,6 +7,7 @@ replicates). All run IDs are computed in one batched Rust call.
 from __future__ import annotations
 
 import functools
+import hashlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,14 +58,38 @@ class RunPlan:
         return self.experiment.total_runs
 
     @functools.cached_property
+    def _param_fps(self) -> list[str]:
+        # Shared by run_ids and run_set_key: fingerprinting 100,000 grid points costs
+        # ~0.02 s, paid once per plan.
+        fps: list[str] = self.experiment.params.fingerprints()
+        return fps
+
+    @functools.cached_property
     def run_ids(self) -> list[str]:
         """Run ID of every task, in task order (one batched Rust call)."""
         return _core.plan_run_ids(
             self.experiment_id,
             self.context_fp,
-            self.experiment.params.fingerprints(),
+            self._param_fps,
             self.seed_fps,
         )
+
+    @functools.cached_property
+    def run_set_key(self) -> str:
+        """A digest of everything the run IDs are computed from, in task order.
+
+        Two plans with the same key have the same run IDs, so a fact stored about one
+        plan's runs (``metalab.store.done_proof``) can be checked against another without
+        computing its run IDs (0.1 s at 300,000 runs; the key costs ~0.01 s).
+        """
+        digest = hashlib.sha256()
+        for part in (_core.__version__, self.experiment_id, self.context_fp):
+            digest.update(part.encode() + b"\0")
+        digest.update(f"{len(self._param_fps)}:{len(self.seed_fps)}\0".encode())
+        # Fingerprints are hex digests: "\n" cannot occur inside one.
+        digest.update("\n".join(self._param_fps).encode() + b"\0")
+        digest.update("\n".join(self.seed_fps).encode())
+        return digest.hexdigest()
 
     def task(self, task_index: int) -> TaskIdentity:
         """Compute one task's identity in O(1), without the whole plan.

@@ -119,13 +119,15 @@ def run(
     if not isinstance(runner, Executor):
         raise ExperimentError(f"executor must be a metalab executor, got {runner!r}")
     plan = RunPlan(exp)
-    run_ids = plan.run_ids
-    decided = plan_resume(plan, target, resume, rerun)
+    # Run IDs are computed where needed: a resubmission the store's done proof answers
+    # needs none (see metalab.resume).
+    decided = plan_resume(plan, target, resume, rerun, write=not dry_run)
     todo, skipped = decided.todo, decided.skipped
     display = make_progress(progress)
     if dry_run:
         return _dry_run(plan, target, runner, todo, skipped)
     if resume and todo:
+        run_ids = plan.run_ids
         _clean_temporaries(target, [run_ids[t] for t in todo])
     manifest = _manifest(plan, target, runner, len(todo))
     # Which tasks this launch ran, with which code: how the next resume finds stale runs.
