@@ -24,6 +24,8 @@ that stage alone (the config stays untouched)::
     uv run python benches/bench_large_sweep.py --quick     # 15,000 runs (600 as written)
     uv run python benches/bench_large_sweep.py              # 300,000 runs (3,000 as written)
     uv run python benches/bench_large_sweep.py --written-runs 300000   # the whole thing
+    uv run python benches/bench_large_sweep.py --finished-store DIR     # stage 4 alone, on
+        # a store where stage 3 (or the spec block) finished every run (--runs: how many)
 """
 
 from __future__ import annotations
@@ -49,7 +51,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import metalab
-from _common import Measurement, measure, peak_rss_mb, print_table
+from _common import Measurement, peak_rss_mb, print_table
+from _finished_store import finished_store_rows, print_details
 from metalab.executors.slurm_script import job_name, plan_shards, render_script, sbatch_options
 from metalab.plan import RunPlan
 
@@ -377,38 +380,6 @@ def _sweep_rows(
     return [row, floor_row]
 
 
-def finished_store_rows(n_runs: int, store: Path, config: metalab.SlurmConfig) -> list[Measurement]:
-    """Stage 4: reconnect + status, a resubmission with nothing to do, load + DataFrame."""
-    exp = spec_experiment(n_runs)
-    rows: list[Measurement] = []
-
-    def reconnect_status() -> None:
-        status = metalab.reconnect(str(store)).status
-        if status.completed != n_runs:
-            raise AssertionError(f"reconnect status {status}, expected {n_runs} completed")
-
-    def resubmit() -> None:
-        with contextlib.redirect_stderr(io.StringIO()):
-            handle = metalab.run(
-                exp, store=str(store), resume=True, executor=metalab.SlurmExecutor(config)
-            )
-        if handle.job_ids:
-            handle.cancel()
-            raise AssertionError(f"resubmission of a finished sweep submitted {handle.job_ids}")
-
-    def load() -> None:
-        frame = metalab.load_results(str(store)).to_dataframe()
-        if len(frame) != n_runs:
-            raise AssertionError(f"to_dataframe has {len(frame)} rows, expected {n_runs}")
-
-    rows.append(measure("reconnect + status", n_runs, reconnect_status, target="<= 1 s"))
-    rows.append(measure("resubmission, nothing to do", n_runs, resubmit, target="<= 0.5 s"))
-    # Reconnect again after the empty resubmission (issue 13: it used to raise StoreError).
-    rows.append(measure("reconnect + status after it", n_runs, reconnect_status, target="<= 1 s"))
-    rows.append(measure("load_results + to_dataframe()", n_runs, load, trace_memory=False))
-    return rows
-
-
 def _terminated(signum: int, frame: Any) -> None:
     raise SystemExit(128 + signum)
 
@@ -456,8 +427,9 @@ def main(
             floor = _timed_stage("3. its floor", lambda: floor_run(result.layout, auto, jobs))
             target = "<= 300 s at 300,000" if n_runs >= 300_000 else "(<= 300 s at 300,000)"
             rows += _sweep_rows("auto", n_runs, result, floor, target)
+            exp = spec_experiment(n_runs)
             rows += _timed_stage(
-                "4. finished store", lambda: finished_store_rows(n_runs, root / "auto", auto)
+                "4. finished store", lambda: finished_store_rows(exp, root / "auto", auto)
             )
     finally:
         jobs.cancel()
@@ -466,6 +438,7 @@ def main(
     conf = os.environ.get("SLURM_CONF", "")
     title = f"large_sweep (SLURM_CONF={conf}); load average before {load_before}, after "
     print_table(title + _load(), rows)
+    print_details(rows)
     for row in rows:
         x = row.extra
         if "array_tasks" in x:
@@ -495,5 +468,13 @@ if __name__ == "__main__":
     parser.add_argument("--runs", type=int, default=None, help="runs of the auto sweep")
     parser.add_argument("--written-runs", type=int, default=None,
                         help="as-written sweep runs; default 3,000 (--quick: 600)")  # fmt: skip
+    parser.add_argument("--finished-store", type=Path, default=None,
+                        help="only stage 4, on this finished auto store")  # fmt: skip
     args = parser.parse_args()
-    main(quick=args.quick, runs=args.runs, written_runs=args.written_runs)
+    if args.finished_store is not None:
+        exp = spec_experiment(args.runs or 300_000)
+        stage4 = finished_store_rows(exp, args.finished_store, spec_config(runs_per_task="auto"))
+        print_table(f"large_sweep stage 4 on {args.finished_store}", stage4)
+        print_details(stage4)
+    else:
+        main(quick=args.quick, runs=args.runs, written_runs=args.written_runs)
