@@ -4,7 +4,11 @@ Measures wall time from ``metalab.run()`` until ``handle.result()`` returns (pla
 execution, record writes and loading the results), into a fresh FileStore each time, for
 the default in-process ThreadExecutor and for ProcessExecutor(max_workers=2) (spawn and
 fork; worker start-up included). Targets: >= 1,000 runs/s in-process, >= 500 runs/s with
-two worker processes. Prints a table::
+two worker processes. Two last stages time the run claims alone (what each executed run
+pays so two launches never both execute it): claim in batches of 8, release with the
+next batch, renewals, into a fresh FileStore (which also makes its 256 claim shard
+directories) and into one whose shard directories exist; target <= 0.08 ms CPU per run.
+Prints a table::
 
     uv run python benches/bench_executors.py            # 2,000 runs, 3 repeats
     uv run python benches/bench_executors.py --quick    # 500 runs, 2 repeats
@@ -88,6 +92,61 @@ def _case(
     return row
 
 
+def _claims_case(n: int, repeats: int, root: Path, fresh: bool) -> Measurement:
+    """Claim + release + renew of ``n`` runs as a launch's claim queue does it.
+
+    ``fresh``: into a new store, which pays the one-time creation of its claim shard
+    directories (256 mkdirs); else into one whose shard directories exist (a relaunch).
+    """
+    from metalab.plan import RunPlan
+    from metalab.store.claims import new_owner
+    from metalab.store.file import FileStore
+
+    run_ids = RunPlan(_experiment(n)).run_ids
+    path = root / "claims_only"
+    target_ms = 0.08
+
+    def claim_all(store: FileStore, owner: str) -> None:
+        finished: list[str] = []
+        for at in range(0, n, 8):
+            batch = run_ids[at : at + 8]
+            if store.claim(batch, owner, 120.0) != batch:
+                raise RuntimeError("a claim of an unclaimed store was refused")
+            store.release(finished, owner)
+            if at % 400 == 0:  # a heartbeat every ~40 s is far rarer than this
+                store.renew(batch, owner, 120.0)
+            finished = batch
+        store.release(finished, owner)
+
+    def setup() -> None:
+        shutil.rmtree(path, ignore_errors=True)
+        if not fresh:
+            claim_all(FileStore(path), new_owner())
+
+    cpu = [0.0]
+
+    def go() -> None:
+        # CPU of the claim calls only (not the setup's removal of the previous store).
+        before = _cpu_seconds()
+        claim_all(FileStore(path), new_owner())
+        cpu[0] += _cpu_seconds() - before
+
+    row = measure(
+        "claims alone, " + ("fresh store" if fresh else "shard dirs exist"),
+        n,
+        go,
+        repeats=repeats,
+        setup=setup,
+        trace_memory=False,
+        target=f"<= {target_ms} ms CPU/run",
+    )
+    cpu_ms = 1000 * cpu[0] / (n * repeats)
+    row.extra["cpu_ms_per_run"] = round(cpu_ms, 3)
+    row.extra["runs_per_s"] = round(n / row.median, 1)
+    row.extra["meets_target"] = cpu_ms <= target_ms
+    return row
+
+
 def main(quick: bool = False, store_dir: str | None = None) -> list[Measurement]:
     """Run the benchmark, print the table and return its rows.
 
@@ -110,6 +169,7 @@ def main(quick: bool = False, store_dir: str | None = None) -> list[Measurement]
     ]
     try:
         rows = [_case(label, make, n, repeats, rate, root) for label, make, rate in cases]
+        rows += [_claims_case(n, repeats, root, fresh) for fresh in (True, False)]
     finally:
         shutil.rmtree(root, ignore_errors=True)
     print_table(f"executor throughput ({n} runs recording one metric, stores in {root})", rows)

@@ -9,8 +9,11 @@ a second): those that landed are reported to the launch (``landed``), those whos
 was lost (their launch crashed) are claimed and executed here. So every launch's
 ``result()`` has every run, and each run executes once.
 
-A heartbeat thread renews the held claims every third of their lease; claims are
-released, in batches, once the run's record and marker are written.
+A heartbeat thread renews the held claims every third of their lease (for a FileStore one
+``utime`` per launch: its claims share one inode). A run's claim is released once its
+record and marker are written, in batches: together with the next batch's claim call
+(so a FileStore launch keeps its one claim anchor from first claim to last, instead of
+making a new one per batch) or at :meth:`ClaimedTasks.close`.
 """
 
 from __future__ import annotations
@@ -30,8 +33,11 @@ if TYPE_CHECKING:
 __all__ = ["ClaimedTasks"]
 
 # Runs claimed per call: one query (PostgreSQL) per batch, few enough that a launch
-# never sits on runs another could start. Releases are flushed in batches as large.
+# never sits on runs another could start.
 _BATCH = 8
+# Finished runs whose claims are released by the next claim call; past this many they go
+# at once (an executor that takes many tasks ahead, e.g. the ProcessExecutor's driver).
+_RELEASE_AT = 4 * _BATCH
 # How often deferred runs (executing in another launch) are looked at again.
 _POLL_S = 0.5
 
@@ -146,7 +152,7 @@ class ClaimedTasks:
         with self._lock:
             self._held.discard(run_id)
             self._to_release.append(run_id)
-            flush = len(self._to_release) >= _BATCH
+            flush = len(self._to_release) >= _RELEASE_AT
         if flush:
             self._flush_releases()
 
@@ -167,6 +173,10 @@ class ClaimedTasks:
         ids = [self._run_id(t) for t in tasks]
         granted = set(self._store.claim(ids, self.owner, self.ttl, self._unless_done))
         self._held.update(granted)
+        # Released after the claim, never before: the launch holds a claim throughout.
+        finished, self._to_release = self._to_release, []
+        if finished:
+            self._store.release(finished, self.owner)
         for task, run_id in zip(tasks, ids, strict=True):
             if run_id in granted:
                 self._ready.append(task)
