@@ -23,6 +23,7 @@ import pytest
 import metalab
 from metalab.keys import done_proof_key
 from metalab.records import StoredState
+from metalab.store.done_proof import MARGIN_NS
 from metalab.store.file import FileStore
 
 
@@ -42,20 +43,20 @@ def _exp(calls: list[int], n: int = 12, name: str = "resubmit") -> metalab.Exper
 
 
 def _settle(store: Path) -> None:
-    """Wait until the file system's clock has moved past the last change of the store's
-    marker and record directories (one timestamp tick: a few ms, up to 1 s on file
-    systems with coarse timestamps), as it has for any sweep that finished a moment ago."""
+    """Wait until the file system's clock is MARGIN_NS past the last change of the
+    store's marker and record directories, as it is for a sweep that finished a while
+    ago (about a second here)."""
     dirs = [store / top for top in ("done", "runs")]
     dirs += [d for top in list(dirs) for d in top.iterdir()]
     newest = max(os.stat(d).st_ctime_ns for d in dirs)
     probe = store.parent / f".clock-{os.getpid()}"
-    deadline = time.monotonic() + 3.0
+    deadline = time.monotonic() + 5.0
     while True:
         probe.write_bytes(b"")
-        if os.stat(probe).st_mtime_ns > newest or time.monotonic() > deadline:
+        if os.stat(probe).st_mtime_ns > newest + MARGIN_NS or time.monotonic() > deadline:
             probe.unlink()
             return
-        time.sleep(0.01)
+        time.sleep(0.05)
 
 
 class _Scans:
@@ -208,6 +209,24 @@ def test_the_proof_is_not_kept_while_a_run_is_missing(tmp_path: Path) -> None:
     assert calls == [victim.params["x"]] and not _kept(store)
     _settle(store)
     metalab.run(_exp(calls), store=str(store)).result()  # every run done: kept now
+    assert _kept(store)
+
+
+def test_no_proof_is_kept_of_directories_changed_a_moment_before(tmp_path: Path) -> None:
+    # A marker deleted in the same clock tick as the stamps would leave them unchanged:
+    # stamps of directories changed less than MARGIN_NS before are never kept.
+    calls: list[int] = []
+    store = tmp_path / "store"
+    metalab.run(_exp(calls), store=str(store)).result()
+    _settle(store)
+    fs = FileStore(store)
+    marker = fs.layout.done_marker(metalab.load_results(str(store))[6].run_id)
+    marker.unlink()
+    marker.touch()  # done again, its shard changed just now
+    assert metalab.run(_exp(calls), store=str(store)).status.skipped == 12
+    assert not _kept(store)
+    _settle(store)
+    metalab.run(_exp(calls), store=str(store)).result()
     assert _kept(store)
 
 

@@ -16,11 +16,15 @@ all equal means no marker and no record was created, deleted or renamed since th
 saw every run done (a failed marker cannot change a done run's state: done wins), so
 every run is still done.
 
-The stamps are only kept when each ``ctime`` is older than the modification time of a
-file written just before them (the file system's own clock, so an NFS server's clock
-counts, not ours): a change right after the stamps lands in a later clock tick, so it
-gets a later ``ctime`` even on file systems with coarse (jiffy or one-second)
-timestamps. Stamps of a directory on another device are never kept (another clock).
+The stamps are only kept when each ``ctime`` is older, by :data:`MARGIN_NS`, than the
+modification time of a file written just before them (the file system's own clock: an
+NFS server's, not ours): a change right after the stamps lands in a later clock tick, so
+it gets another ``ctime`` even on file systems with coarse (jiffy or one-second)
+timestamps, and the margin covers file systems that take the time from each client
+(Lustre) whose clocks differ by less than it. Stamps of a directory on another device
+are never kept. On NFS the stamps are as fresh as the client's attribute cache, as a
+listing is. Stores whose states do not come from FileStore's scan (PostgreSQL, a
+subclass) keep no proof.
 """
 
 from __future__ import annotations
@@ -39,6 +43,11 @@ __all__ = ["DoneProof"]
 
 FORMAT = 1
 """Version of the proof blob's content; a blob of another version proves nothing."""
+
+MARGIN_NS = 1_000_000_000
+"""How much older than the file system's clock a directory's last change must be for
+its stamp to be kept (a finished sweep's directories are minutes old; right after the
+last run, resume scans once more)."""
 
 Stamp = tuple[str, int, int, int, int]
 """``(path relative to the store, st_dev, st_ino, st_ctime_ns, st_mtime_ns)``."""
@@ -105,7 +114,8 @@ class DoneProof:
         if stamps is None or clock is None or states.count(StoredState.DONE) != len(states):
             return states
         device, now = clock
-        if all(dev == device and ctime < now for _p, dev, _ino, ctime, _m in stamps):
+        settled = now - MARGIN_NS
+        if all(dev == device and ctime < settled for _p, dev, _ino, ctime, _m in stamps):
             blob = {"format": FORMAT, "run_set_key": self.run_set_key, "stamps": stamps}
             self._put(json.dumps(blob, separators=(",", ":")).encode())
         return states
