@@ -108,7 +108,8 @@ class DoneProof:
         Raises:
             StoreError: the store cannot be scanned (as ``FileStore.states``).
         """
-        clock = self._clock() if keep else None
+        # Without a done marker there is nothing to prove: no write into a new store.
+        clock = self._clock() if keep and self.store.layout.done_dir.is_dir() else None
         stamps = self._stamps() if clock is not None else None
         states = self.store.states(run_ids)
         if stamps is None or clock is None or states.count(StoredState.DONE) != len(states):
