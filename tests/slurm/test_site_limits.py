@@ -12,12 +12,13 @@ import os
 import re
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from metalab.executors import slurm_limits
+from metalab.executors import slurm_limits, slurm_limits_wave
 from metalab.executors.slurm_limits import (
     SiteLimits,
     discover,
@@ -63,13 +64,13 @@ def test_discovery_is_asked_once_per_process(
     site: SiteLimits, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls: list[list[str]] = []
-    real_run = subprocess.run
+    real_popen = subprocess.Popen
 
-    def counting_run(argv: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
+    def counting_popen(argv: list[str], **kwargs: Any) -> subprocess.Popen[str]:
         calls.append(list(argv))
-        return real_run(argv, **kwargs)  # type: ignore[call-overload,no-any-return]
+        return real_popen(argv, **kwargs)
 
-    monkeypatch.setattr(slurm_limits.subprocess, "run", counting_run)
+    monkeypatch.setattr(slurm_limits_wave.subprocess, "Popen", counting_popen)
     fresh = discover(refresh=True)
     assert fresh == site
     # scontrol config + partitions, sacctmgr user associations + QOS table: a handful.
@@ -99,6 +100,102 @@ def test_queued_jobs_counts_each_array_task(site: SiteLimits) -> None:
         assert slurm_limits.queued_jobs() == before + 7
     finally:
         subprocess.run(["scancel", job], check=False)
+
+
+class _LoggedPopen(subprocess.Popen[str]):
+    """A Popen that logs when each command starts and when its answer is read."""
+
+    events: list[tuple[str, str]] = []
+
+    def __init__(self, argv: list[str], **kwargs: Any) -> None:
+        _LoggedPopen.events.append(("start", " ".join(argv[:3])))
+        super().__init__(argv, **kwargs)
+
+    def communicate(self, *args: Any, **kwargs: Any) -> tuple[Any, Any]:
+        _LoggedPopen.events.append(("read", " ".join(self.args[:3])))  # type: ignore[index]
+        return super().communicate(*args, **kwargs)
+
+
+@pytest.fixture
+def logged_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
+    """Every command discovery starts and reads from now on, in order (a fresh cache)."""
+    monkeypatch.setattr(_LoggedPopen, "events", [])
+    monkeypatch.setattr(slurm_limits_wave.subprocess, "Popen", _LoggedPopen)
+    monkeypatch.setattr(slurm_limits, "_CACHE", {})
+    monkeypatch.setattr(slurm_limits, "_WAVE_QUEUE", [])
+    return _LoggedPopen.events
+
+
+def test_discovery_starts_every_call_before_reading_any(
+    site: SiteLimits, logged_calls: list[tuple[str, str]]
+) -> None:
+    # One wave: the first submission waits for the slowest call, not for their sum.
+    assert discover() == site
+    kinds = [kind for kind, _name in logged_calls]
+    assert kinds == ["start"] * 4 + ["read"] * 4, logged_calls
+    assert [name for _kind, name in logged_calls[:4]] == [
+        "scontrol show config",
+        "scontrol show partition",
+        "sacctmgr -nP show",
+        "sacctmgr -nP show",
+    ]
+
+
+def test_first_submission_counts_the_queue_in_the_discovery_wave(
+    site: SiteLimits, logged_calls: list[tuple[str, str]]
+) -> None:
+    # What SlurmExecutor asks before its first sbatch: limits, then the queue count (with
+    # three held tasks of ours in the queue, so the count is seen to come from squeue).
+    held = (
+        subprocess.run(
+            ["sbatch", "--parsable", "--hold", "--array=0-2", "--mem=50M", "--wrap", "true"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        .stdout.strip()
+        .split(";")[0]
+    )
+    try:
+        logged_calls.clear()
+        limits = slurm_limits.discover_for([])
+        queued = slurm_limits.queued_for(limits)
+        assert limits == site
+        starts = [name for kind, name in logged_calls if kind == "start"]
+        assert starts.count("squeue --me -h") == 1 and len(starts) == 5
+        assert logged_calls.index(("read", "scontrol show config")) > 4  # all started first
+        assert queued is not None and queued >= 3
+        # The wave's answer is used once: the next submission asks squeue itself.
+        logged_calls.clear()
+        assert slurm_limits.queued_for(slurm_limits.discover_for([])) is not None
+        assert [name for kind, name in logged_calls if kind == "start"] == ["squeue --me -h"]
+    finally:
+        subprocess.run(["scancel", held], check=False)
+
+
+def test_an_unknown_partition_asks_only_the_partitions_again(
+    site: SiteLimits, logged_calls: list[tuple[str, str]]
+) -> None:
+    # As if `high` was created after this process cached the site's limits.
+    stale = SiteLimits(**{**site.__dict__, "partitions": {"low": site.partitions["low"]}})
+    slurm_limits._CACHE[slurm_limits._cache_key()] = stale
+    limits = slurm_limits.discover_for(["high"])
+    starts = [name for kind, name in logged_calls if kind == "start"]
+    assert starts == ["scontrol show partition"]
+    assert limits == site and slurm_limits.discover_for(["high"]) is limits
+
+
+def test_associations_of_other_clusters_are_not_read() -> None:
+    # `sacctmgr show user U withassoc format=Cluster,...` lists every cluster of a
+    # shared accounting database; only the config's ClusterName counts.
+    text = "other|a|a|big|big|9000|9000\nMetalabSite|a|a|normal|||\n"
+    assert slurm_limits._of_cluster(text, "metalabsite") == "a|a|normal|||"
+    assert parse_user_assocs(slurm_limits._of_cluster(text, "metalabsite")) == (
+        "normal",
+        None,
+        None,
+    )
+    assert slurm_limits._of_cluster(text, None).count("\n") == 1
 
 
 # -- parsers on synthesised text ---------------------------------------------------------

@@ -5,8 +5,10 @@ Production sites cap array sizes (``MaxArraySize``), the jobs a user may have qu
 and walltimes (partition ``MaxTime``). A submission that ignores them is refused by sbatch
 after planning, or worse half-way through its shards. :func:`discover` asks once per
 process (``scontrol show config``, ``scontrol show partition -o`` and, when accounting
-answers, ``sacctmgr`` for the user's association and the QOS table) and caches the answer;
-:func:`queued_jobs` counts what the user has queued now (one ``squeue``), which changes
+answers, ``sacctmgr`` for the user's association and the QOS table), all four at once
+(``slurm_limits_wave``: the first submission waits for the slowest call, not their sum),
+and caches the answer; :func:`queued_jobs` counts what the user has queued now (one
+``squeue``, taken in that same wave by a process's first submission), which changes
 between submissions and is therefore not cached. Every value is read as any user can,
 without root.
 
@@ -21,12 +23,13 @@ import getpass
 import os
 import re
 import shutil
-import subprocess
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from metalab.errors import SlurmConfigError
 from metalab.executors.slurm_config import parse_time
+from metalab.executors.slurm_limits_wave import Call, wave
 
 __all__ = [
     "PartitionLimits",
@@ -41,8 +44,6 @@ __all__ = [
     "queued_jobs",
 ]
 
-_CALL_TIMEOUT_S = 20.0
-"""Longest wait for one discovery call; a controller that slow gives no limits, not a hang."""
 _NO_LIMIT = frozenset({"", "UNLIMITED", "INFINITE", "NONE", "N/A", "(NULL)", "-1"})
 _CONFIG_LINE = re.compile(r"^([A-Za-z][A-Za-z0-9_]*)\s*=\s*(.*?)\s*$")
 
@@ -263,79 +264,122 @@ def parse_qos_table(text: str) -> dict[str, tuple[int | None, int | None, int | 
 
 
 # -- discovery ----------------------------------------------------------------------------
-def _call(argv: list[str]) -> tuple[str | None, str | None]:
-    """(stdout, None) or (None, why it failed)."""
-    try:
-        done = subprocess.run(
-            argv, capture_output=True, text=True, timeout=_CALL_TIMEOUT_S, check=False
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return None, f"{' '.join(argv[:3])}: {exc}"
-    if done.returncode != 0:
-        said = (done.stderr.strip() or done.stdout.strip()).splitlines()[:1]
-        return None, f"{' '.join(argv[:3])} exited {done.returncode}: {' '.join(said)}"
-    return done.stdout, None
-
-
 def _user() -> str:
     return os.environ.get("USER") or getpass.getuser()
 
 
 _CACHE: dict[tuple[str, str, str], SiteLimits] = {}
+_SQUEUE = ["squeue", "--me", "-h", "-r", "-o", "%i %q"]
+_QUEUE_FRESH_S = 1.0
+"""How long the queue answer of a discovery wave stands in for a new ``squeue``."""
+_WAVE_QUEUE: list[tuple[tuple[str, str, str], str, float]] = []
+"""The ``squeue`` output of the last discovery wave: (cache key, output, when); at most one."""
+
+
+def _cache_key() -> tuple[str, str, str]:
+    return (os.environ.get("SLURM_CONF", ""), _user(), os.environ.get("SBATCH_QOS", ""))
 
 
 def discover(refresh: bool = False) -> SiteLimits:
     """The site's limits, asked once per process (per ``SLURM_CONF``, user and ``SBATCH_QOS``).
 
-    Four calls at most; none of them is repeated per task or per shard. A call that fails
-    leaves its limits unknown (listed in :attr:`SiteLimits.problems`).
+    Four calls at most, all at once (``scontrol show config`` and ``show partition``,
+    ``sacctmgr`` for the user's associations and for the QOS table); none of them is
+    repeated per task or per shard. A call that fails leaves its limits unknown (listed
+    in :attr:`SiteLimits.problems`).
     """
-    cache_key = (os.environ.get("SLURM_CONF", ""), _user(), os.environ.get("SBATCH_QOS", ""))
+    return _discover(refresh, with_queue=False)
+
+
+def _discover(refresh: bool, with_queue: bool) -> SiteLimits:
+    cache_key = _cache_key()
     if not refresh and cache_key in _CACHE:
         return _CACHE[cache_key]
-    problems: list[str] = []
     conf = os.environ.get("SLURM_CONF")
     if conf and not os.path.exists(conf):
         # The clients would retry for a minute before failing: say it at once instead.
         limits = SiteLimits(problems=(f"SLURM_CONF={conf} does not exist",))
-        _CACHE[cache_key] = limits
-        return limits
-    if shutil.which("scontrol") is None:
+    elif shutil.which("scontrol") is None:
         limits = SiteLimits(problems=("scontrol not found on PATH",))
-        _CACHE[cache_key] = limits
-        return limits
-    out, why = _call(["scontrol", "show", "config"])
-    config = parse_config(out) if out is not None else {}
-    if why:
-        problems.append(why)
-    out, why = _call(["scontrol", "show", "partition", "-o"])
-    partitions = parse_partitions(out) if out is not None else {}
-    if why:
-        problems.append(why)
-    limits = SiteLimits(
-        max_array_size=_int_or_none(config.get("MaxArraySize")),
-        max_job_count=_int_or_none(config.get("MaxJobCount")),
-        partitions=partitions,
-    )
-    if config.get("AccountingStorageType", "").endswith("slurmdbd"):
-        limits = _with_accounting(limits, config.get("ClusterName"), problems)
-    limits = SiteLimits(**{**limits.__dict__, "problems": tuple(problems)})
+    else:
+        limits = _ask_site(with_queue)
     _CACHE[cache_key] = limits
     return limits
 
 
-def _with_accounting(limits: SiteLimits, cluster: str | None, problems: list[str]) -> SiteLimits:
-    argv = ["sacctmgr", "-nP", "show", "user", _user(), "withassoc", f"format={USER_ASSOC_FORMAT}"]
-    if cluster:
-        argv += ["where", f"cluster={cluster}"]
-    out, why = _call(argv)
+def _ask_site(with_queue: bool) -> SiteLimits:
+    """One wave of every discovery call (and ``squeue`` when ``with_queue``)."""
+    # The sacctmgr calls start with the others although only the config says whether
+    # accounting answers: they name the cluster of each association instead of asking
+    # for the config's ClusterName, and are stopped unanswered when the cluster keeps no
+    # accounting (where sacctmgr fails in ~5 ms anyway).
+    user_argv = [
+        "sacctmgr", "-nP", "show", "user", _user(), "withassoc",
+        f"format=Cluster,{USER_ASSOC_FORMAT}",
+    ]  # fmt: skip
+    qos_argv = ["sacctmgr", "-nP", "show", "qos", f"format={QOS_FORMAT}"]
+    argvs = [["scontrol", "show", "config"], ["scontrol", "show", "partition", "-o"]]
+    argvs += [user_argv, qos_argv] + ([_SQUEUE] if with_queue else [])
+    calls = wave(*argvs)
+    try:
+        return _read_site(calls, with_queue)
+    finally:
+        # Whatever was not read (a parse that raised, accounting the config denies)
+        # is stopped and reaped here.
+        for call in calls:
+            call.cancel()
+
+
+def _read_site(calls: list[Call], with_queue: bool) -> SiteLimits:
+    """The limits from the wave of :func:`_ask_site` (calls in its order)."""
+    problems: list[str] = []
+
+    def answer(call: Call) -> str | None:
+        out, why = call.result()
+        if why:
+            problems.append(why)
+        return out
+
+    out = answer(calls[0])
+    config = parse_config(out) if out is not None else {}
+    out = answer(calls[1])
+    limits = SiteLimits(
+        max_array_size=_int_or_none(config.get("MaxArraySize")),
+        max_job_count=_int_or_none(config.get("MaxJobCount")),
+        partitions=parse_partitions(out) if out is not None else {},
+    )
+    if config.get("AccountingStorageType", "").endswith("slurmdbd"):
+        limits = _with_accounting(limits, config.get("ClusterName"), calls[2], calls[3], problems)
+    limits = SiteLimits(**{**limits.__dict__, "problems": tuple(problems)})
+    if with_queue:
+        queue, _why = calls[4].result()
+        _WAVE_QUEUE.clear()
+        if queue is not None:
+            _WAVE_QUEUE.append((_cache_key(), queue, time.monotonic()))
+    return limits
+
+
+def _of_cluster(text: str, cluster: str | None) -> str:
+    """``Cluster|...`` rows -> the rows of ``cluster`` (all when unknown), cluster cut off."""
+    kept = []
+    for line in text.splitlines():
+        name, sep, rest = line.partition("|")
+        if sep and (cluster is None or name.strip().lower() == cluster.lower()):
+            kept.append(rest)
+    return "\n".join(kept)
+
+
+def _with_accounting(
+    limits: SiteLimits, cluster: str | None, user: Call, qos_table: Call, problems: list[str]
+) -> SiteLimits:
+    out, why = user.result()
     if out is None:
         problems.append(why or "sacctmgr show user failed")
         return limits
-    qos, assoc_submit, assoc_jobs = parse_user_assocs(out)
+    qos, assoc_submit, assoc_jobs = parse_user_assocs(_of_cluster(out, cluster))
     # sbatch takes the QOS from SBATCH_QOS when the user sets it (as sites document).
     qos = os.environ.get("SBATCH_QOS") or qos
-    out, why = _call(["sacctmgr", "-nP", "show", "qos", f"format={QOS_FORMAT}"])
+    out, why = qos_table.result()
     table = parse_qos_table(out) if out is not None else {}
     if why:
         problems.append(why)
@@ -355,15 +399,26 @@ def _with_accounting(limits: SiteLimits, cluster: str | None, problems: list[str
 
 
 def discover_for(partitions: Sequence[str]) -> SiteLimits:
-    """:func:`discover`, asked again once when it knows none of ``partitions`` by name.
+    """:func:`discover` for a submission to ``partitions``, with the queue count it needs.
 
-    Partitions can be created while a process runs (``scontrol create``); the cached
-    answer must not call a partition that exists now unknown.
+    Partitions can be created while a process runs (``scontrol create``): when the cached
+    answer knows none of ``partitions`` by name, the partitions (only they) are asked
+    again. The first call of a process also takes ``squeue`` in its wave, which the
+    :func:`queued_for` that follows uses instead of asking again.
     """
-    limits = discover()
+    limits = _discover(refresh=False, with_queue=True)
     if limits.partitions and any(name not in limits.partitions for name in partitions):
-        limits = discover(refresh=True)
+        out, why = wave(["scontrol", "show", "partition", "-o"])[0].result()
+        fresh = parse_partitions(out) if out is not None else {}
+        problems = limits.problems + ((why,) if why else ())
+        limits = SiteLimits(**{**limits.__dict__, "partitions": fresh, "problems": problems})
+        _CACHE[_cache_key()] = limits
     return limits
+
+
+def _count_queued(text: str, qos: str | None) -> int:
+    rows = [line.split() for line in text.splitlines() if line.strip()]
+    return sum(1 for row in rows if qos is None or (len(row) > 1 and row[1] == qos))
 
 
 def queued_jobs(qos: str | None = None) -> int | None:
@@ -372,20 +427,23 @@ def queued_jobs(qos: str | None = None) -> int | None:
     Only those of QOS ``qos`` when given (a QOS limit counts its own jobs only). One
     ``squeue`` call per submission: unlike the limits, this changes all the time.
     """
-    out, _why = _call(["squeue", "--me", "-h", "-r", "-o", "%i %q"])
-    if out is None:
-        return None
-    rows = [line.split() for line in out.splitlines() if line.strip()]
-    return sum(1 for row in rows if qos is None or (len(row) > 1 and row[1] == qos))
+    out, _why = wave(_SQUEUE)[0].result()
+    return None if out is None else _count_queued(out, qos)
 
 
 def queued_for(limits: SiteLimits) -> int | None:
     """Jobs queued against the binding submit limit of ``limits`` (None: no limit/unknown).
 
     A QOS cap counts the jobs of that QOS; an association cap or ``MaxJobCount`` all of
-    the user's jobs.
+    the user's jobs. Right after the wave that discovered ``limits`` (:func:`discover_for`)
+    its ``squeue`` answer is used, once; otherwise ``squeue`` is asked now.
     """
+    taken = _WAVE_QUEUE.pop() if _WAVE_QUEUE else None
     if limits.submit_limit is None:
         return None
     binding = limits.submit_limit_name()
-    return queued_jobs(limits.qos if binding.startswith("QOS ") else None)
+    qos = limits.qos if binding.startswith("QOS ") else None
+    fresh = taken is not None and time.monotonic() - taken[2] < _QUEUE_FRESH_S
+    if taken is not None and fresh and taken[0] == _cache_key():
+        return _count_queued(taken[1], qos)
+    return queued_jobs(qos)
