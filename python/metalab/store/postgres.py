@@ -185,10 +185,28 @@ class PostgresStore(PostgresBundles, PostgresClaims, Store):
         nothing, as in a FileStore).
         """
         ids = list(run_ids)
+        if not ids:
+            return []
+        lines = "\n".join(ids)
+        if lines and lines.count("\n") == len(ids) - 1:
+            return self._states_of_lines(ids, lines)
+        # Run IDs holding a newline (or just one empty ID): one row per marker instead.
         query = self._q(Q.STATES)
         rows = self._run(lambda conn: conn.execute(query, (ids,)).fetchall())
         found = {str(run_id): _state_of(str(state), bool(has)) for run_id, state, has in rows}
         return [found.get(run_id, StoredState.ABSENT) for run_id in ids]
+
+    def _states_of_lines(self, ids: list[str], lines: str) -> list[StoredState]:
+        """:meth:`states` of ``ids`` (none holds a newline), sent as ``lines``, their join."""
+        query = self._q(Q.STATES_OF_LINES)
+        params = (RunState.SUCCESS.value, _FAILED_STATES, lines)
+        done_text, failed_text = self._run(lambda conn: conn.execute(query, params).fetchone())
+        # None: no such run; "" is one run, the empty ID.
+        done = set() if done_text is None else set(done_text.split("\n"))
+        failed = set() if failed_text is None else set(failed_text.split("\n"))
+        is_done, is_failed = StoredState.DONE, StoredState.FAILED
+        absent = StoredState.ABSENT
+        return [is_done if r in done else is_failed if r in failed else absent for r in ids]
 
     # -- read path --------------------------------------------------------------------
     def get_record(self, run_id: str) -> RunRecord | None:
@@ -281,6 +299,10 @@ class PostgresStore(PostgresBundles, PostgresClaims, Store):
         params = (experiment_id,) * 6
         rows = self._run(lambda conn: conn.execute(query, params).fetchall())
         return [str(r[0]) for r in rows]
+
+
+_FAILED_STATES = [RunState.FAILED.value, RunState.CANCELLED.value]
+"""Marker states that make a run failed (as :func:`_state_of` reads them)."""
 
 
 def _state_of(marker: str, has_record: bool) -> StoredState:

@@ -48,6 +48,7 @@ __all__ = [
     "RECORD_UPSERT",
     "RUN_IDS",
     "STATES",
+    "STATES_OF_LINES",
     "query",
     "record_row",
 ]
@@ -127,6 +128,16 @@ MARKERS_OF_RUNS = "SELECT run_id, state FROM {s}.markers WHERE run_id = ANY(%s)"
 STATES = (
     "SELECT m.run_id, m.state, r.run_id IS NOT NULL FROM {s}.markers AS m "
     "LEFT JOIN {s}.records AS r ON r.run_id = m.run_id WHERE m.run_id = ANY(%s)"
+)
+# The same answer for run IDs sent as one newline-separated text (none holds a newline):
+# the done runs (the success state, %s, with a record) and the failed ones (states in %s)
+# as two newline-joined texts. Per 100,000 runs this saves psycopg quoting a text[] in
+# Python (~0.1 s) and decoding a row per run (~0.1 s).
+STATES_OF_LINES = (
+    "SELECT string_agg(m.run_id, E'\\n') FILTER (WHERE m.state = %s AND r.run_id IS NOT NULL), "
+    "string_agg(m.run_id, E'\\n') FILTER (WHERE m.state = ANY(%s)) "
+    "FROM {s}.markers AS m LEFT JOIN {s}.records AS r ON r.run_id = m.run_id "
+    "WHERE m.run_id = ANY(string_to_array(%s, E'\\n'))"
 )
 RUN_IDS = (
     "SELECT run_id FROM {s}.records WHERE %s::text IS NULL OR experiment_id = %s "
