@@ -451,15 +451,23 @@ def load_index_columns(
     segments: Sequence[str | PathLike[str]],
     experiment_id: str | None = None,
     run_ids: list[str] | None = None,
+    snapshot: str | PathLike[str] | None = None,
+    snapshot_min_records: int = 0,
 ) -> dict[str, Any]:
     """Every run of ``layout`` (or of ``run_ids``) as columns, answered from the segments.
+
+    With ``snapshot`` (a path; whole loads only), a column snapshot saved there answers
+    the load when every record file listed now is exactly a version it lists; a load that
+    read the segments instead saves its answer there when it listed at least
+    ``snapshot_min_records`` records and found no problem.
 
     A run whose record file (listed now) has exactly the identity ``(ino, mtime_ns,
     size)`` of one of its valid lines is answered by that line's summary; every other run
     is read from its record. The result equals ``load_record_columns(layout, run_ids,
     experiment_id)`` (rows, order, values, problems) plus ``index_stats``: counts
     ``segments``, ``unreadable_segments``, ``lines``, ``bad_lines`` (torn or failing the
-    checksum), ``indexed`` and ``from_records``, and ``seconds``: per stage of the load
+    checksum), ``indexed``, ``from_records``, ``from_snapshot`` and ``snapshot_written``,
+    and ``seconds``: per stage of the load
     (``read_segments``, ``parse_lines``, ...), ``(wall, process CPU)`` seconds. See
     ``metalab.store.index_segments``.
     """

@@ -19,21 +19,24 @@
 
 use std::collections::HashMap;
 use std::fs;
-use std::hash::{BuildHasherDefault, Hasher};
-#[cfg(unix)]
-use std::os::unix::fs::DirEntryExt;
 use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 
+mod current;
 pub mod frame;
+mod io;
 mod segment;
+pub mod snapshot;
 mod stats;
 
+pub use io::drop_later;
+use io::{on_io_pool, stat_listed};
 pub use segment::{checksum, file_id, parse_line, parse_segment, Entry, FileId, SUM_BYTES};
 pub use stats::{Clock, Stats};
 
 use crate::columns::{assemble, Columns, Loaded};
+use crate::idhash::IdBuild;
 use crate::layout::Layout;
 use crate::records;
 
@@ -47,33 +50,13 @@ fn read_segments(segments: &[PathBuf], stats: &mut Stats) -> Vec<Vec<u8>> {
     read.into_iter().flatten().collect()
 }
 
-/// A hasher for run ids: they are random hex already, so mixing 8 bytes at a time is
-/// enough (SipHash of every id was a visible share of a 300,000-run load).
-#[derive(Default)]
-struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
-            let mut word = [0u8; 8];
-            word[..chunk.len()].copy_from_slice(chunk);
-            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(word))
-                .wrapping_mul(0x517c_c1b7_2722_0a95);
-        }
-    }
-}
-
 const NONE: u32 = u32::MAX;
 
 /// The valid lines of every segment, found by run id, newest (last read) first.
 struct Lines<'a> {
     entries: Vec<Entry<'a>>,
     /// Run id -> its last line.
-    last: HashMap<&'a str, u32, BuildHasherDefault<IdHasher>>,
+    last: HashMap<&'a str, u32, IdBuild>,
     /// Line -> the run's line read before it (`NONE`: none).
     before: Vec<u32>,
 }
@@ -117,68 +100,6 @@ fn entries_by_run<'a>(buffers: &'a [Vec<u8>], stats: &mut Stats) -> Lines<'a> {
     }
 }
 
-/// Threads that read segments, list shards and `stat` record files: the work waits on
-/// the disk (a cold cache, a parallel file system's metadata server), not on the CPU, so
-/// more requests in flight than cores pay off (cold cache, 300,000 records, 2 cores:
-/// the stats took 3.4-4.4 s on 16 threads, 1.4-2.8 s on 64).
-const STAT_THREADS: usize = 64;
-
-/// Record files directly inside one shard directory with the inode their directory entry
-/// names (no `stat`: a listing tells it), as `records::record_paths` filters them.
-fn shard_records(layout: &Layout, shard: &Path) -> Vec<(PathBuf, u64)> {
-    let Ok(entries) = fs::read_dir(shard) else {
-        return Vec::new();
-    };
-    let mut found: Vec<(std::ffi::OsString, u64)> = entries
-        .filter_map(Result::ok)
-        .filter(|e| e.file_type().map(|t| t.is_file()).unwrap_or(false))
-        .map(|e| (e.file_name(), e.ino()))
-        .filter(|(name, _)| {
-            name.to_str()
-                .is_some_and(|name| layout.records.id_of(name).is_some())
-        })
-        .collect();
-    // One directory: the names decide the order (sorting whole paths compared them
-    // component by component, a visible share of listing 300,000 records).
-    found.sort_unstable();
-    found
-        .into_iter()
-        .map(|(name, ino)| (shard.join(name), ino))
-        .collect()
-}
-
-/// Drop `value` on a thread of its own (freeing hundreds of MB, or 300,000 rows' strings,
-/// takes a while and nothing waits for it); inline when no thread can be started (a
-/// process limit), since `thread::spawn` would panic.
-pub fn drop_later<T: Send + 'static>(value: T) {
-    // On failure the closure, and `value` with it, is dropped here.
-    let _ = std::thread::Builder::new().spawn(move || drop(value));
-}
-
-/// Run `work` on the process's pool of [`STAT_THREADS`] threads, started on first use
-/// and kept (a load used to start three pools, 192 threads, which on a busy machine cost
-/// more than the stats of a small store). A forked child has none of its parent's
-/// threads, so it starts a pool per call; the global pool serves if none can start.
-fn on_io_pool<T: Send>(work: impl FnOnce() -> T + Send) -> T {
-    static POOL: std::sync::OnceLock<(u32, Option<rayon::ThreadPool>)> = std::sync::OnceLock::new();
-    let build = || {
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(STAT_THREADS)
-            .build()
-            .ok()
-    };
-    let (owner, pool) = POOL.get_or_init(|| (std::process::id(), build()));
-    if *owner == std::process::id() {
-        if let Some(pool) = pool {
-            return pool.install(work);
-        }
-    }
-    match build() {
-        Some(pool) => pool.install(work),
-        None => work(),
-    }
-}
-
 /// For each listed record, the line summarising exactly its current version, if any.
 ///
 /// A line is a candidate only when its inode is the one the listing names (every write
@@ -205,65 +126,151 @@ fn matching_lines<'e, 'a>(
         })
         .collect();
     order.sort_unstable_by_key(|&(i, _)| listed[i].1);
-    let confirmed: Vec<(usize, Option<&Entry<'a>>)> = on_io_pool(|| {
-        order
-            .par_iter()
-            .with_min_len(256)
-            .map(|&(i, last)| {
-                let found = file_id(&listed[i].0)
-                    .ok()
-                    .and_then(|id| entries.from(last).find(|e| e.file == id));
-                (i, found)
-            })
-            .collect()
-    });
+    let which: Vec<usize> = order.iter().map(|&(i, _)| i).collect();
     let mut chosen = vec![None; listed.len()];
-    for (i, found) in confirmed {
-        chosen[i] = found;
+    for ((i, last), now) in order.into_iter().zip(stat_listed(listed, &which)) {
+        chosen[i] = now.and_then(|id| entries.from(last).find(|e| e.file == id));
     }
     chosen
 }
 
+/// Where a load finds and may save its column snapshot (see [`snapshot`]).
+#[derive(Debug, Clone, Copy)]
+pub struct SnapshotPlan<'p> {
+    pub path: &'p Path,
+    /// A load of at least this many record files that had to read the segments saves
+    /// its answer (smaller stores load fast enough without one).
+    pub min_records: usize,
+}
+
 /// Load every run of the layout (those of `experiment_id` when given) as columns,
-/// answering from the `segments` where a line matches the record file and reading the
-/// record otherwise. The result equals `records::load_columns(layout, None, ...)`.
+/// answering from the column `snapshot` when every record file is the version it lists,
+/// else from the `segments` where a line matches the record file and reading the record
+/// otherwise. The result equals `records::load_columns(layout, None, ...)`.
 pub fn load_columns(
     layout: &Layout,
     segments: &[PathBuf],
     experiment_id: Option<&str>,
+    snapshot: Option<SnapshotPlan<'_>>,
 ) -> (Columns, Stats) {
     let mut stats = Stats::default();
     let mut clock = Clock::start();
+    // The snapshot is read while the shards are listed (its time is its own stage, of
+    // wall time only: the two overlap).
+    let (listed, (saved, reading)) = rayon::join(
+        || io::list_records(layout),
+        || {
+            let started = std::time::Instant::now();
+            let saved = snapshot.and_then(|plan| snapshot::read(plan.path));
+            (saved, started.elapsed().as_secs_f64())
+        },
+    );
+    stats.lap("list_records", &mut clock);
+    if snapshot.is_some() {
+        stats
+            .seconds
+            .push(("read_snapshot (overlapped)", reading, 0.0));
+    }
+    if let Some(saved) = saved {
+        let current = current::is_current(layout, &saved, &listed, experiment_id);
+        stats.lap("check_snapshot", &mut clock);
+        if current {
+            let mut columns = saved.columns;
+            drop_later(saved.listed);
+            stats.from_snapshot = listed.len();
+            // No marker created or removed since the snapshot (it was saved with none
+            // orphaned): none is orphaned now either, since the records are the same.
+            if io::dir_times(&layout.done.root) != saved.done_dirs {
+                columns.problems.extend(orphan_markers(layout, listed));
+            }
+            stats.lap("done_markers", &mut clock);
+            return (columns, stats);
+        }
+    }
     let buffers = read_segments(segments, &mut stats);
     stats.lap("read_segments", &mut clock);
     let entries = entries_by_run(&buffers, &mut stats);
     stats.lap("parse_lines", &mut clock);
-    let shards = records::sorted_dirs(&layout.records.root);
-    // Directory reads wait on the disk with a cold cache, as inode reads do.
-    let listed: Vec<(PathBuf, u64)> = on_io_pool(|| {
-        shards
-            .par_iter()
-            .map(|shard| shard_records(layout, shard))
-            .collect::<Vec<_>>()
-    })
-    .into_iter()
-    .flatten()
-    .collect();
-    stats.lap("list_records", &mut clock);
     let chosen = matching_lines(layout, &listed, &entries);
     stats.lap("stat_records", &mut clock);
-    let paths: Vec<PathBuf> = listed.into_iter().map(|(path, _)| path).collect();
-    let mut rows = rows_of(layout, &paths, &chosen, experiment_id, &mut stats);
+    let paths: Vec<PathBuf> = listed.iter().map(|(path, _)| path.clone()).collect();
+    let saving = snapshot.filter(|plan| listed.len() >= plan.min_records);
+    let identify = saving.is_some();
+    let (rows, files) = rows_of(layout, &paths, &chosen, experiment_id, identify, &mut stats);
     stats.lap("parse_summaries", &mut clock);
     drop(chosen);
     drop(entries);
     // The segments' bytes (hundreds of MB at 300,000 runs) are freed off the caller's path.
     drop_later(buffers);
-    rows.extend(records::orphan_markers(layout, &paths));
-    stats.lap("done_markers", &mut clock);
-    let columns = assemble(rows);
+    let mut columns = assemble(rows);
     stats.lap("assemble", &mut clock);
+    // The markers' directories are timed before their scan: a marker created after it
+    // changes a time, and the next load scans again.
+    let done_dirs = saving.map(|_| io::dir_times(&layout.done.root));
+    let orphans = orphan_markers(layout, listed);
+    stats.lap("done_markers", &mut clock);
+    if let (Some(plan), Some(done_dirs)) = (saving, done_dirs) {
+        let clean = columns.problems.is_empty() && orphans.is_empty();
+        stats.snapshot_written = clean
+            && save_snapshot(
+                layout,
+                plan,
+                &paths,
+                files,
+                &done_dirs,
+                &columns,
+                experiment_id,
+            );
+        stats.lap("write_snapshot", &mut clock);
+    }
+    columns.problems.extend(orphans);
     (columns, stats)
+}
+
+/// The problems of done markers without a record among `listed` (see
+/// `records::orphan_markers`).
+fn orphan_markers(layout: &Layout, listed: Vec<(PathBuf, u64)>) -> Vec<crate::columns::Problem> {
+    let paths: Vec<PathBuf> = listed.into_iter().map(|(path, _)| path).collect();
+    let orphans = records::orphan_markers(layout, &paths);
+    drop_later(paths);
+    orphans
+        .into_iter()
+        .filter_map(|orphan| match orphan {
+            Loaded::Problem(problem) => Some(problem),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Save `columns` as the snapshot of a load that listed `paths` with identities `files`
+/// and saw the done-marker directories at `done_dirs`; the caller saves only a load that
+/// found nothing wrong (a problem must be reported by every load, so it is never
+/// answered from a snapshot). `false` when an identity is unknown or the file cannot be
+/// written (a store the caller may only read keeps its state).
+fn save_snapshot(
+    layout: &Layout,
+    plan: SnapshotPlan<'_>,
+    paths: &[PathBuf],
+    files: Vec<Option<FileId>>,
+    done_dirs: &snapshot::DirTimes,
+    columns: &Columns,
+    experiment_id: Option<&str>,
+) -> bool {
+    let listed: Option<Vec<snapshot::Listed>> = paths
+        .iter()
+        .zip(files)
+        .map(|(path, file)| {
+            let run_id = records::stored_id(layout, path)?.to_string();
+            Some(snapshot::Listed {
+                run_id,
+                file: file?,
+            })
+        })
+        .collect();
+    let Some(listed) = listed else {
+        return false;
+    };
+    snapshot::write(plan.path, experiment_id, &listed, done_dirs, columns).is_ok()
 }
 
 /// [`load_columns`] for the runs `run_ids` only, in that order (a run without a record
@@ -292,7 +299,7 @@ pub fn load_columns_of(
             })
             .collect()
     });
-    let mut rows = rows_of(layout, &paths, &chosen, experiment_id, &mut stats);
+    let (mut rows, _) = rows_of(layout, &paths, &chosen, experiment_id, false, &mut stats);
     let without_record: Vec<String> = run_ids
         .iter()
         .zip(&rows)
@@ -303,38 +310,45 @@ pub fn load_columns_of(
     (assemble(rows), stats)
 }
 
-/// One row per record path: from its chosen line, or read from the record.
+/// One row per record path: from its chosen line, or read from the record. With
+/// `identify`, also the identity of the record version each row was made from: a line's
+/// own, or a `stat` taken *before* the record is read (a change after it can only make
+/// the identity stale, so a later load rereads the record; never a stale row kept).
 fn rows_of(
     layout: &Layout,
     paths: &[PathBuf],
     chosen: &[Option<&Entry<'_>>],
     experiment_id: Option<&str>,
+    identify: bool,
     stats: &mut Stats,
-) -> Vec<Loaded> {
-    let loaded: Vec<(Loaded, bool)> = paths
+) -> (Vec<Loaded>, Vec<Option<FileId>>) {
+    let loaded: Vec<(Loaded, bool, Option<FileId>)> = paths
         .par_iter()
         .zip(chosen.par_iter())
         .with_min_len(64)
         .map_init(Vec::new, |buffer, (path, entry)| {
-            if let Some(row) = entry.and_then(|e| from_line(layout, path, e, experiment_id)) {
-                return (row, true);
+            if let Some(entry) = entry {
+                if let Some(row) = from_line(layout, path, entry, experiment_id) {
+                    return (row, true, Some(entry.file));
+                }
             }
-            (
-                records::load_one(layout, path, experiment_id, buffer),
-                false,
-            )
+            let file = if identify { file_id(path).ok() } else { None };
+            let row = records::load_one(layout, path, experiment_id, buffer);
+            (row, false, file)
         })
         .collect();
     let mut rows = Vec::with_capacity(loaded.len());
-    for (row, indexed) in loaded {
+    let mut files = Vec::with_capacity(loaded.len());
+    for (row, indexed, file) in loaded {
         if indexed {
             stats.indexed += 1;
         } else if !matches!(row, Loaded::Missing) {
             stats.from_records += 1;
         }
         rows.push(row);
+        files.push(file);
     }
-    rows
+    (rows, files)
 }
 
 /// The row of the record at `path` from its matching line (`None`: read the record).
@@ -413,13 +427,13 @@ mod tests {
         let seg = root.join("index.seg");
         fs::write(&seg, line("aa00", id, &summary)).unwrap();
         let layout = test_layout(&root);
-        let (cols, stats) = load_columns(&layout, std::slice::from_ref(&seg), None);
+        let (cols, stats) = load_columns(&layout, std::slice::from_ref(&seg), None, None);
         // The (deliberately different) summary answered: the line was used.
         assert_eq!(cols.metrics[0].values[0], crate::columns::Cell::Int(99));
         assert_eq!((stats.indexed, stats.from_records), (1, 0));
         // Rewrite the record with other bytes: the line no longer matches.
         fs::write(&path, record("aa00", 0, r#"{"a": 1}"#, r#"{"m": 123}"#)).unwrap();
-        let (cols, stats) = load_columns(&layout, &[seg], None);
+        let (cols, stats) = load_columns(&layout, &[seg], None, None);
         assert_eq!(cols.metrics[0].values[0], crate::columns::Cell::Int(123));
         assert_eq!((stats.indexed, stats.from_records), (0, 1));
         fs::remove_dir_all(&root).unwrap();

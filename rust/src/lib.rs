@@ -36,6 +36,7 @@ pub mod columns;
 pub mod encoding;
 pub mod fingerprint;
 pub mod grid;
+pub mod idhash;
 pub mod ids;
 pub mod index;
 pub mod layout;

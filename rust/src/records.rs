@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 
 use crate::columns::{assemble, Columns, Loaded, Problem};
+use crate::idhash::IdBuild;
 use crate::layout::Layout;
 use crate::scan;
 
@@ -182,7 +183,8 @@ pub fn load_columns(
 /// Problems for the done markers (all of them, listed now) whose run has no record file
 /// among `paths` (the record files listed before) and still none.
 pub(crate) fn orphan_markers(layout: &Layout, paths: &[PathBuf]) -> Vec<Loaded> {
-    let listed: HashSet<&str> = paths.iter().filter_map(|p| stored_id(layout, p)).collect();
+    let listed: HashSet<&str, IdBuild> =
+        paths.iter().filter_map(|p| stored_id(layout, p)).collect();
     match scan::list_done(layout) {
         Ok(done) => {
             let candidates: Vec<String> = done

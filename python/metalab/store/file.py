@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from metalab import _core
-from metalab.errors import StoreError
+from metalab.errors import StoreError, UnsafeNameError
 from metalab.records import ArtifactInfo, RunRecord, RunState, StoredState
 from metalab.store.atomic import STALE_FOREIGN_AGE, SweepReport, atomic_write, sweep_temporaries
 from metalab.store.base import LoadedRecords, LoadProblem, Store, select_manifests
@@ -34,6 +34,12 @@ from metalab.store.layout import (
 )
 from metalab.store.record_codec import decode_record, encode_record
 from metalab.trust import read_trusted
+
+#: A whole load through the index that listed at least this many record files saves its
+#: answer as the column snapshot, which answers the next loads while no record changes
+#: (300,000 runs: ~2.7 s through the segments, ~1 s from the snapshot). Below it, the
+#: segments are fast enough and a snapshot would only be another file to write.
+SNAPSHOT_MIN_RECORDS = 20_000
 
 __all__ = ["FileStore"]
 
@@ -312,7 +318,14 @@ class FileStore(FileBundles, FileClaims, Store):
         if segments:
             # The results index answers every run whose record file is the version a
             # line summarises; the others are read from their records in the same call.
-            data = _core.load_index_columns(self.layout.scan, segments, experiment_id, ids)
+            data = _core.load_index_columns(
+                self.layout.scan,
+                segments,
+                experiment_id,
+                ids,
+                snapshot=self._snapshot_path(experiment_id) if ids is None else None,
+                snapshot_min_records=SNAPSHOT_MIN_RECORDS,
+            )
             stats = data.pop("index_stats")
             self.last_index_seconds = stats.pop("seconds")
             self.last_index_stats = stats
@@ -328,6 +341,14 @@ class FileStore(FileBundles, FileClaims, Store):
                 if run_id is not None:
                     self._forget_completion(run_id)
         return data, problems
+
+    def _snapshot_path(self, experiment_id: str | None) -> Path | None:
+        """Where a whole load of ``experiment_id`` keeps its column snapshot (``None``
+        for an ID that names no index directory: such a load reads the segments)."""
+        try:
+            return self.layout.index_snapshot(experiment_id)
+        except UnsafeNameError:
+            return None
 
     def reindex(self, experiment_id: str | None = None) -> ReindexReport:
         """Rebuild the results index (of one experiment, or all) from the records.

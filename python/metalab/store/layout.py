@@ -70,6 +70,9 @@ MANIFEST_SUFFIX = ".json"
 CLAIM_SUFFIX = ".claim"
 #: Segments of the results index: ``index/{experiment_id}/{writer}.seg``.
 SEGMENT_SUFFIX = ".seg"
+#: The column snapshot of a whole load: ``index/{experiment_id}/columns.snapshot`` (one
+#: experiment's load) or ``index/columns.snapshot`` (a load of every experiment).
+SNAPSHOT_NAME = "columns.snapshot"
 _RUN_ID = re.compile(r"[0-9a-f]{32}")
 # Artifact files are ``{name}{ext}`` with names checked by capture.check_artifact_name
 # (1-128 characters); 255 is the file-name limit of common file systems.
@@ -362,6 +365,13 @@ class FileLayout:
     def index_experiment_dir(self, experiment_id: str) -> Path:
         """``index/{experiment_id}/``: the segments of one experiment (validated)."""
         return self.index_dir / check_experiment_id(experiment_id)
+
+    def index_snapshot(self, experiment_id: str | None) -> Path:
+        """The column snapshot of a load of ``experiment_id`` (``None``: of every
+        experiment), written by the load itself (see ``rust/src/index/snapshot.rs``)."""
+        if experiment_id is None:
+            return self.index_dir / SNAPSHOT_NAME
+        return self.index_experiment_dir(experiment_id) / SNAPSHOT_NAME
 
     def segment(self, experiment_id: str, writer: str) -> Path:
         """``index/{experiment_id}/{writer}.seg``: one writer's segment of an experiment."""

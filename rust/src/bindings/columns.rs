@@ -145,21 +145,32 @@ pub fn load_record_columns<'py>(
     columns_to_dict(py, &cols)
 }
 
-/// Load every run as columns through the results index's `segments` (GIL released);
-/// the dict of `load_record_columns` plus `index_stats` (counts, for diagnostics).
+/// Load every run as columns through the results index's `segments` (GIL released),
+/// answered by the column snapshot at `snapshot` when it is current (and saved there by
+/// a load of at least `snapshot_min_records` records that was not); the dict of
+/// `load_record_columns` plus `index_stats` (counts, for diagnostics).
 #[pyfunction]
-#[pyo3(signature = (layout, segments, experiment_id=None, run_ids=None))]
+#[pyo3(signature = (
+    layout, segments, experiment_id=None, run_ids=None, snapshot=None, snapshot_min_records=0
+))]
+#[allow(clippy::too_many_arguments)]
 pub fn load_index_columns<'py>(
     py: Python<'py>,
     layout: &Bound<'py, ScanLayout>,
     segments: Vec<std::path::PathBuf>,
     experiment_id: Option<String>,
     run_ids: Option<Vec<String>>,
+    snapshot: Option<std::path::PathBuf>,
+    snapshot_min_records: usize,
 ) -> PyResult<Bound<'py, PyDict>> {
     let layout = &layout.get().layout;
+    let plan = snapshot.as_deref().map(|path| index::SnapshotPlan {
+        path,
+        min_records: snapshot_min_records,
+    });
     let (cols, stats) = py.allow_threads(|| match &run_ids {
         Some(ids) => index::load_columns_of(layout, &segments, ids, experiment_id.as_deref()),
-        None => index::load_columns(layout, &segments, experiment_id.as_deref()),
+        None => index::load_columns(layout, &segments, experiment_id.as_deref(), plan),
     });
     let mut stats = stats;
     let mut clock = index::Clock::start();
@@ -178,6 +189,8 @@ pub fn load_index_columns<'py>(
     counts.set_item("bad_lines", stats.bad_lines)?;
     counts.set_item("indexed", stats.indexed)?;
     counts.set_item("from_records", stats.from_records)?;
+    counts.set_item("from_snapshot", stats.from_snapshot)?;
+    counts.set_item("snapshot_written", stats.snapshot_written)?;
     out.set_item("index_stats", counts)?;
     Ok(out)
 }

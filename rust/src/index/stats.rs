@@ -16,6 +16,10 @@ pub struct Stats {
     pub indexed: usize,
     /// Runs read from their record file (no line matched the record's identity).
     pub from_records: usize,
+    /// Record files answered by the column snapshot (all listed, or none).
+    pub from_snapshot: usize,
+    /// True when this load saved its answer as the column snapshot.
+    pub snapshot_written: bool,
     /// Per stage, in order: `(name, wall seconds, CPU seconds of the whole process)`
     /// (for benches and diagnostics; CPU is 0 where `/proc/self/stat` is missing).
     pub seconds: Vec<(&'static str, f64, f64)>,

@@ -1,0 +1,438 @@
+//! The column snapshot: one load's whole answer, compacted into one binary file.
+//!
+//! A full load through the segments parses every summary line and lays the rows out as
+//! columns (at 300,000 runs most of its time). When it found nothing wrong it may save
+//! its answer here, together with the identity of every record file it listed (run id,
+//! inode, modification time, size). A later load lists and `stat`s the records as
+//! always; when every record is exactly the version the snapshot lists (same set, same
+//! identities) the snapshot *is* the answer, and neither the segments nor the records are
+//! read. Any difference sends the load back to the segments and records (the source of
+//! truth), so a snapshot can be stale, missing or corrupt without changing an answer.
+//!
+//! Format (little endian): `MAGIC`, the body length (u64), the body's checksum (8 bytes,
+//! see [`body_sum`]), then the body: the experiment filter, the listed records, the
+//! columns (see `docs/storage.md`, "Column snapshot").
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::Write;
+use std::path::Path;
+
+use rayon::prelude::*;
+
+use super::segment::FileId;
+use crate::columns::{Cell, Column, Columns};
+use crate::fingerprint::blake2b;
+use crate::idhash::IdBuild;
+
+/// First bytes of a snapshot file (the last one is the format version).
+const MAGIC: &[u8; 8] = b"MLSNAP\x00\x01";
+const HEADER: usize = MAGIC.len() + 8 + 8;
+/// Bytes summed per parallel piece of the checksum.
+const SUM_PIECE: usize = 1 << 20;
+
+/// One record file as the snapshot's load listed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    pub run_id: String,
+    pub file: FileId,
+}
+
+/// A record file of a decoded snapshot: its run id is the `run_id` of a row, or (a
+/// record of another experiment than the load kept) its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Name {
+    Row(u32),
+    Other(String),
+}
+
+/// A decoded snapshot.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Snapshot {
+    /// The experiment the load kept (`None`: every experiment).
+    pub experiment_id: Option<String>,
+    /// Every record file listed, in listing order (by shard, then name).
+    pub listed: Vec<(Name, FileId)>,
+    /// The modification times of the done-marker directories (see [`DirTimes`]).
+    pub done_dirs: DirTimes,
+    /// The answer (without problems: a load that found any saves no snapshot).
+    pub columns: Columns,
+}
+
+impl Snapshot {
+    /// The run id of listed record `i`.
+    pub fn run_id(&self, i: usize) -> &str {
+        match &self.listed[i].0 {
+            Name::Row(row) => &self.columns.run_id[*row as usize],
+            Name::Other(id) => id,
+        }
+    }
+}
+
+/// A directory tree's own modification time and its visible subdirectories' (by name,
+/// sorted): a file created, removed or renamed in any of them changes one.
+pub type DirTimes = Vec<(String, i128)>;
+
+/// Where the row of a listed record is not a row of the answer.
+const NOT_A_ROW: u32 = u32::MAX;
+
+/// The checksum of a body: BLAKE2b-8 over the BLAKE2b-8 of each MiB (summed in
+/// parallel; a snapshot of 300,000 runs is tens of MB).
+fn body_sum(body: &[u8]) -> [u8; 8] {
+    let pieces: Vec<[u8; 8]> = body
+        .par_chunks(SUM_PIECE)
+        .map(|piece| blake2b::<8>(&[piece]))
+        .collect();
+    let parts: Vec<&[u8]> = pieces.iter().map(|p| p.as_slice()).collect();
+    blake2b::<8>(&parts)
+}
+
+/// The bytes of the snapshot of a load of `experiment_id` that listed `listed`, saw
+/// the done-marker directories at `done_dirs` and answered `columns` (`None`: a string
+/// too long for the format).
+pub fn encode(
+    experiment_id: Option<&str>,
+    listed: &[Listed],
+    done_dirs: &DirTimes,
+    c: &Columns,
+) -> Option<Vec<u8>> {
+    let mut body = Out(Vec::with_capacity(160 * (listed.len() + 1)), false);
+    body.opt_str(experiment_id);
+    body.u32(done_dirs.len() as u32);
+    for (name, time) in done_dirs {
+        body.str(name);
+        body.0.extend_from_slice(&time.to_le_bytes());
+    }
+    body.u64(c.len() as u64);
+    c.run_id.iter().for_each(|s| body.str(s));
+    // Experiment ids and statuses repeat: a table, then one index per row.
+    for strings in [&c.experiment_id, &c.status] {
+        let mut table: Vec<&str> = Vec::new();
+        let mut slot: HashMap<&str, u32> = HashMap::new();
+        let rows: Vec<u32> = strings
+            .iter()
+            .map(|s| {
+                *slot.entry(s.as_str()).or_insert_with(|| {
+                    table.push(s);
+                    (table.len() - 1) as u32
+                })
+            })
+            .collect();
+        body.u32(table.len() as u32);
+        table.iter().for_each(|s| body.str(s));
+        rows.iter().for_each(|&i| body.u32(i));
+    }
+    c.task_index.iter().for_each(|&v| body.i64(v));
+    c.replicate.iter().for_each(|&v| body.i64(v));
+    for v in &c.duration_s {
+        match v {
+            Some(f) => {
+                body.0.push(1);
+                body.f64(*f);
+            }
+            None => body.0.push(0),
+        }
+    }
+    c.started_at.iter().for_each(|s| body.opt_str(s.as_deref()));
+    for group in [&c.params, &c.metrics] {
+        body.u32(group.len() as u32);
+        for column in group {
+            body.str(&column.name);
+            body.u64(column.first_row as u64);
+            body.u64(column.position as u64);
+            column.values.iter().for_each(|cell| body.cell(cell));
+        }
+    }
+    let row_of: HashMap<&str, u32, IdBuild> = c
+        .run_id
+        .iter()
+        .enumerate()
+        .map(|(row, id)| (id.as_str(), row as u32))
+        .collect();
+    body.u64(listed.len() as u64);
+    for item in listed {
+        match row_of.get(item.run_id.as_str()) {
+            Some(&row) => body.u32(row),
+            None => {
+                body.u32(NOT_A_ROW);
+                body.str(&item.run_id);
+            }
+        }
+        body.u64(item.file.ino);
+        body.0.extend_from_slice(&item.file.mtime_ns.to_le_bytes());
+        body.u64(item.file.size);
+    }
+    if body.1 {
+        return None;
+    }
+    let body = body.0;
+    let mut out = Vec::with_capacity(HEADER + body.len());
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&(body.len() as u64).to_le_bytes());
+    out.extend_from_slice(&body_sum(&body));
+    out.extend_from_slice(&body);
+    Some(out)
+}
+
+/// Decode a snapshot file's bytes; `None` for anything that is not a whole, intact
+/// snapshot of this format (torn, flipped, another version): the load then reads the
+/// segments and records, as without a snapshot.
+pub fn decode(data: &[u8]) -> Option<Snapshot> {
+    if data.len() < HEADER || &data[..MAGIC.len()] != MAGIC {
+        return None;
+    }
+    let length = u64::from_le_bytes(data[8..16].try_into().ok()?);
+    let body = &data[HEADER..];
+    if body.len() as u64 != length || body_sum(body) != data[16..24] {
+        return None;
+    }
+    let mut r = In { data: body, at: 0 };
+    let experiment_id = r.opt_str()?;
+    let count = r.len32()?;
+    let done_dirs = r.many(count, |r| Some((r.str()?, r.i128()?)))?;
+    let rows = r.len()?;
+    let mut c = Columns {
+        run_id: r.many(rows, In::str)?,
+        ..Columns::default()
+    };
+    for strings in [&mut c.experiment_id, &mut c.status] {
+        let count = r.len32()?;
+        let table = r.many(count, In::str)?;
+        *strings = r.many(rows, |r| table.get(r.u32()? as usize).cloned())?;
+    }
+    c.task_index = r.many(rows, In::i64)?;
+    c.replicate = r.many(rows, In::i64)?;
+    c.duration_s = r.many(rows, |r| match r.u8()? {
+        0 => Some(None),
+        1 => r.f64().map(Some),
+        _ => None,
+    })?;
+    c.started_at = r.many(rows, In::opt_str)?;
+    for group in [&mut c.params, &mut c.metrics] {
+        let columns = r.len32()?;
+        for _ in 0..columns {
+            let name = r.str()?;
+            let first_row = r.len()?;
+            let position = r.len()?;
+            let values = r.many(rows, In::cell)?;
+            group.push(Column {
+                name,
+                values,
+                first_row,
+                position,
+            });
+        }
+    }
+    let count = r.len()?;
+    let listed = r.many(count, |r| {
+        let name = match r.u32()? {
+            NOT_A_ROW => Name::Other(r.str()?),
+            row if (row as usize) < rows => Name::Row(row),
+            _ => return None,
+        };
+        let ino = r.u64()?;
+        let mtime_ns = r.i128()?;
+        let size = r.u64()?;
+        let file = FileId {
+            ino,
+            mtime_ns,
+            size,
+        };
+        Some((name, file))
+    })?;
+    (r.at == body.len()).then_some(Snapshot {
+        experiment_id,
+        listed,
+        done_dirs,
+        columns: c,
+    })
+}
+
+/// Read and decode the snapshot at `path` (`None`: absent, unreadable or not intact).
+pub fn read(path: &Path) -> Option<Snapshot> {
+    // Not through a link: the snapshot is only ever renamed into place by a load.
+    if !fs::symlink_metadata(path).ok()?.file_type().is_file() {
+        return None;
+    }
+    decode(&fs::read(path).ok()?)
+}
+
+/// Save the snapshot ([`encode`]'s arguments) at `path` atomically: written to a hidden
+/// temporary name in the same directory and renamed over the old one, so a reader sees
+/// the old or the new file, never a part (concurrent loads each rename a whole file;
+/// the last one stays, and each is the answer of the listing it names).
+pub fn write(
+    path: &Path,
+    experiment_id: Option<&str>,
+    listed: &[Listed],
+    done_dirs: &DirTimes,
+    columns: &Columns,
+) -> std::io::Result<()> {
+    let Some(bytes) = encode(experiment_id, listed, done_dirs, columns) else {
+        return Err(std::io::Error::other(
+            "a string too long for a column snapshot",
+        ));
+    };
+    let dir = path.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(dir)?;
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("snapshot");
+    let unique = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let temporary = dir.join(format!(".{name}.{}.{unique}.tmp", std::process::id()));
+    let result = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&temporary)
+        .and_then(|mut file| file.write_all(&bytes))
+        .and_then(|()| fs::rename(&temporary, path));
+    if result.is_err() {
+        let _ = fs::remove_file(&temporary);
+    }
+    result
+}
+
+/// An encoder: the bytes, and whether something did not fit the format.
+struct Out(Vec<u8>, bool);
+
+impl Out {
+    fn u32(&mut self, v: u32) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    fn u64(&mut self, v: u64) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    fn i64(&mut self, v: i64) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    fn f64(&mut self, v: f64) {
+        self.0.extend_from_slice(&v.to_bits().to_le_bytes());
+    }
+    fn str(&mut self, s: &str) {
+        // No string of a record summary comes near 4 GiB; one that did would make the
+        // snapshot unusable rather than wrong (see `encode`).
+        let n = u32::try_from(s.len()).unwrap_or_else(|_| {
+            self.1 = true;
+            0
+        });
+        self.u32(n);
+        self.0.extend_from_slice(s.as_bytes());
+    }
+    fn opt_str(&mut self, s: Option<&str>) {
+        match s {
+            Some(s) => {
+                self.0.push(1);
+                self.str(s);
+            }
+            None => self.0.push(0),
+        }
+    }
+    fn cell(&mut self, cell: &Cell) {
+        match cell {
+            Cell::Missing => self.0.push(0),
+            Cell::Null => self.0.push(1),
+            Cell::Bool(b) => self.0.push(2 + u8::from(*b)),
+            Cell::Int(v) => {
+                self.0.push(4);
+                self.i64(*v);
+            }
+            Cell::UInt(v) => {
+                self.0.push(5);
+                self.u64(*v);
+            }
+            Cell::Float(v) => {
+                self.0.push(6);
+                self.f64(*v);
+            }
+            Cell::Str(s) => {
+                self.0.push(7);
+                self.str(s);
+            }
+            Cell::Json(v) => {
+                self.0.push(8);
+                self.str(&v.to_string());
+            }
+        }
+    }
+}
+
+struct In<'a> {
+    data: &'a [u8],
+    at: usize,
+}
+
+impl<'a> In<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let end = self.at.checked_add(n)?;
+        let bytes = self.data.get(self.at..end)?;
+        self.at = end;
+        Some(bytes)
+    }
+    fn u8(&mut self) -> Option<u8> {
+        self.take(1).map(|b| b[0])
+    }
+    fn u32(&mut self) -> Option<u32> {
+        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
+    }
+    fn u64(&mut self) -> Option<u64> {
+        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
+    }
+    fn i128(&mut self) -> Option<i128> {
+        Some(i128::from_le_bytes(self.take(16)?.try_into().ok()?))
+    }
+    fn len32(&mut self) -> Option<usize> {
+        let v = self.u32()? as usize;
+        (v <= self.data.len()).then_some(v)
+    }
+    /// A count or position: bounded by what is left, so a forged length cannot ask for
+    /// an allocation bigger than the file.
+    fn len(&mut self) -> Option<usize> {
+        let v = usize::try_from(self.u64()?).ok()?;
+        (v <= self.data.len()).then_some(v)
+    }
+    fn i64(&mut self) -> Option<i64> {
+        Some(i64::from_le_bytes(self.take(8)?.try_into().ok()?))
+    }
+    fn f64(&mut self) -> Option<f64> {
+        self.u64().map(f64::from_bits)
+    }
+    fn str(&mut self) -> Option<String> {
+        let n = self.len32()?;
+        std::str::from_utf8(self.take(n)?).ok().map(str::to_string)
+    }
+    fn opt_str(&mut self) -> Option<Option<String>> {
+        match self.u8()? {
+            0 => Some(None),
+            1 => self.str().map(Some),
+            _ => None,
+        }
+    }
+    fn cell(&mut self) -> Option<Cell> {
+        Some(match self.u8()? {
+            0 => Cell::Missing,
+            1 => Cell::Null,
+            2 => Cell::Bool(false),
+            3 => Cell::Bool(true),
+            4 => Cell::Int(self.i64()?),
+            5 => Cell::UInt(self.u64()?),
+            6 => Cell::Float(self.f64()?),
+            7 => Cell::Str(self.str()?),
+            8 => Cell::Json(serde_json::from_str(&self.str()?).ok()?),
+            _ => return None,
+        })
+    }
+    fn many<T>(&mut self, n: usize, mut one: impl FnMut(&mut Self) -> Option<T>) -> Option<Vec<T>> {
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            out.push(one(self)?);
+        }
+        Some(out)
+    }
+}
+
+#[cfg(test)]
+#[path = "snapshot/tests.rs"]
+mod tests;
