@@ -31,7 +31,7 @@ pub mod snapshot;
 mod stats;
 
 pub use io::drop_later;
-use io::{on_io_pool, stat_listed};
+use io::on_io_pool;
 pub use segment::{checksum, file_id, parse_line, parse_segment, Entry, FileId, SUM_BYTES};
 pub use stats::{Clock, Stats};
 
@@ -100,38 +100,26 @@ fn entries_by_run<'a>(buffers: &'a [Vec<u8>], stats: &mut Stats) -> Lines<'a> {
     }
 }
 
-/// For each listed record, the line summarising exactly its current version, if any.
-///
-/// A line is a candidate only when its inode is the one the listing names (every write
-/// of metalab renames a new file into place, so a rerun always changes it); candidates
-/// are then confirmed by `stat` (modification time and size catch an edit in place),
-/// in inode order, which turns the inode reads of a cold cache into mostly sequential
-/// ones (measured here: 11.3 s in name order, 4.9 s in inode order, single-threaded).
+/// For each listed record, the line summarising exactly its current version, if any:
+/// a line of the run whose identity is the one `stat` found now (`files`, in listing
+/// order; modification time and size catch an edit in place, the inode a rerun).
 fn matching_lines<'e, 'a>(
     layout: &Layout,
     listed: &[(PathBuf, u64)],
+    files: &[Option<FileId>],
     entries: &'e Lines<'a>,
 ) -> Vec<Option<&'e Entry<'a>>> {
-    // (listing position, the run's newest line): one hash lookup per record.
-    let mut order: Vec<(usize, u32)> = (0..listed.len())
+    (0..listed.len())
         .into_par_iter()
-        .filter_map(|i| {
-            let (path, ino) = &listed[i];
-            let id = records::stored_id(layout, path)?;
-            let last = *entries.last.get(id)?;
-            entries
-                .from(last)
-                .any(|e| e.file.ino == *ino)
-                .then_some((i, last))
+        .with_min_len(1024)
+        .map(|i| {
+            let file = files[i]?;
+            let last = *entries
+                .last
+                .get(records::stored_id(layout, &listed[i].0)?)?;
+            entries.from(last).find(|e| e.file == file)
         })
-        .collect();
-    order.sort_unstable_by_key(|&(i, _)| listed[i].1);
-    let which: Vec<usize> = order.iter().map(|&(i, _)| i).collect();
-    let mut chosen = vec![None; listed.len()];
-    for ((i, last), now) in order.into_iter().zip(stat_listed(listed, &which)) {
-        chosen[i] = now.and_then(|id| entries.from(last).find(|e| e.file == id));
-    }
-    chosen
+        .collect()
 }
 
 /// Where a load finds and may save its column snapshot (see [`snapshot`]).
@@ -155,24 +143,33 @@ pub fn load_columns(
 ) -> (Columns, Stats) {
     let mut stats = Stats::default();
     let mut clock = Clock::start();
-    // The snapshot is read while the shards are listed (its time is its own stage, of
-    // wall time only: the two overlap).
-    let (listed, (saved, reading)) = rayon::join(
-        || io::list_records(layout),
+    // The snapshot is read while the shards are listed and the records `stat`ed (its
+    // time is its own stage, of wall time only: the two overlap).
+    let ((listed, files, listing), (saved, reading)) = rayon::join(
+        || {
+            let started = std::time::Instant::now();
+            let listed = io::list_records(layout);
+            let listing = started.elapsed().as_secs_f64();
+            let files = io::stat_all(&listed);
+            (listed, files, listing)
+        },
         || {
             let started = std::time::Instant::now();
             let saved = snapshot.and_then(|plan| snapshot::read(plan.path));
             (saved, started.elapsed().as_secs_f64())
         },
     );
-    stats.lap("list_records", &mut clock);
+    stats.lap("list_and_stat_records", &mut clock);
+    stats
+        .seconds
+        .push(("list_records (of which)", listing, 0.0));
     if snapshot.is_some() {
         stats
             .seconds
             .push(("read_snapshot (overlapped)", reading, 0.0));
     }
     if let Some(saved) = saved {
-        let current = current::is_current(layout, &saved, &listed, experiment_id);
+        let current = current::is_current(layout, &saved, &listed, &files, experiment_id);
         stats.lap("check_snapshot", &mut clock);
         if current {
             let mut columns = saved.columns;
@@ -191,12 +188,11 @@ pub fn load_columns(
     stats.lap("read_segments", &mut clock);
     let entries = entries_by_run(&buffers, &mut stats);
     stats.lap("parse_lines", &mut clock);
-    let chosen = matching_lines(layout, &listed, &entries);
-    stats.lap("stat_records", &mut clock);
+    let chosen = matching_lines(layout, &listed, &files, &entries);
+    stats.lap("match_lines", &mut clock);
     let paths: Vec<PathBuf> = listed.iter().map(|(path, _)| path.clone()).collect();
     let saving = snapshot.filter(|plan| listed.len() >= plan.min_records);
-    let identify = saving.is_some();
-    let (rows, files) = rows_of(layout, &paths, &chosen, experiment_id, identify, &mut stats);
+    let rows = rows_of(layout, &paths, &chosen, experiment_id, &mut stats);
     stats.lap("parse_summaries", &mut clock);
     drop(chosen);
     drop(entries);
@@ -299,7 +295,7 @@ pub fn load_columns_of(
             })
             .collect()
     });
-    let (mut rows, _) = rows_of(layout, &paths, &chosen, experiment_id, false, &mut stats);
+    let mut rows = rows_of(layout, &paths, &chosen, experiment_id, &mut stats);
     let without_record: Vec<String> = run_ids
         .iter()
         .zip(&rows)
@@ -310,45 +306,38 @@ pub fn load_columns_of(
     (assemble(rows), stats)
 }
 
-/// One row per record path: from its chosen line, or read from the record. With
-/// `identify`, also the identity of the record version each row was made from: a line's
-/// own, or a `stat` taken *before* the record is read (a change after it can only make
-/// the identity stale, so a later load rereads the record; never a stale row kept).
+/// One row per record path: from its chosen line, or read from the record.
 fn rows_of(
     layout: &Layout,
     paths: &[PathBuf],
     chosen: &[Option<&Entry<'_>>],
     experiment_id: Option<&str>,
-    identify: bool,
     stats: &mut Stats,
-) -> (Vec<Loaded>, Vec<Option<FileId>>) {
-    let loaded: Vec<(Loaded, bool, Option<FileId>)> = paths
+) -> Vec<Loaded> {
+    let loaded: Vec<(Loaded, bool)> = paths
         .par_iter()
         .zip(chosen.par_iter())
         .with_min_len(64)
         .map_init(Vec::new, |buffer, (path, entry)| {
-            if let Some(entry) = entry {
-                if let Some(row) = from_line(layout, path, entry, experiment_id) {
-                    return (row, true, Some(entry.file));
-                }
+            if let Some(row) = entry.and_then(|e| from_line(layout, path, e, experiment_id)) {
+                return (row, true);
             }
-            let file = if identify { file_id(path).ok() } else { None };
-            let row = records::load_one(layout, path, experiment_id, buffer);
-            (row, false, file)
+            (
+                records::load_one(layout, path, experiment_id, buffer),
+                false,
+            )
         })
         .collect();
     let mut rows = Vec::with_capacity(loaded.len());
-    let mut files = Vec::with_capacity(loaded.len());
-    for (row, indexed, file) in loaded {
+    for (row, indexed) in loaded {
         if indexed {
             stats.indexed += 1;
         } else if !matches!(row, Loaded::Missing) {
             stats.from_records += 1;
         }
         rows.push(row);
-        files.push(file);
     }
-    (rows, files)
+    rows
 }
 
 /// The row of the record at `path` from its matching line (`None`: read the record).

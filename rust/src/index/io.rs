@@ -119,12 +119,26 @@ pub fn list_records(layout: &Layout) -> Vec<(PathBuf, u64)> {
     .collect()
 }
 
+/// The identity of every listed record file (in listing order; `None`: gone or
+/// unreadable), `stat`ed in inode order, which turns the inode reads of a cold cache into
+/// mostly sequential ones (measured here: 11.3 s in name order, 4.9 s in inode order,
+/// single-threaded).
+pub fn stat_all(listed: &[(PathBuf, u64)]) -> Vec<Option<FileId>> {
+    let mut order: Vec<usize> = (0..listed.len()).collect();
+    order.sort_unstable_by_key(|&i| listed[i].1);
+    let mut files = vec![None; listed.len()];
+    for (i, file) in order.iter().zip(stat_listed(listed, &order)) {
+        files[*i] = file;
+    }
+    files
+}
+
 /// The identity of `listed[i]` for each `i` of `order` (in that order; `None`: gone or
 /// unreadable), on the pool [`map_io`] picks.
 ///
 /// Each file is `stat`ed by name inside its shard directory, opened once: a whole-path
 /// `stat` walks every component of the path again, half of a warm stat's kernel time.
-pub fn stat_listed(listed: &[(PathBuf, u64)], order: &[usize]) -> Vec<Option<FileId>> {
+fn stat_listed(listed: &[(PathBuf, u64)], order: &[usize]) -> Vec<Option<FileId>> {
     #[cfg(unix)]
     {
         let dirs = ShardDirs::open(listed);
@@ -176,12 +190,24 @@ impl ShardDirs {
         let Some(dir) = &self.open[self.dir_of[i] as usize] else {
             return super::segment::file_id(path).ok();
         };
-        let name = std::ffi::CString::new(path.file_name()?.as_bytes()).ok()?;
+        // The name is the part after the last `/` (the listing joined it to its shard);
+        // copied with its NUL into a buffer on the stack (no allocation per file).
+        let bytes = path.as_os_str().as_bytes();
+        let name = &bytes[bytes
+            .iter()
+            .rposition(|&b| b == b'/')
+            .map_or(0, |at| at + 1)..];
+        let mut buffer = [0u8; 256];
+        if name.is_empty() || name.len() >= buffer.len() || name.contains(&0) {
+            return super::segment::file_id(path).ok();
+        }
+        buffer[..name.len()].copy_from_slice(name);
         let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
-        // SAFETY: `dir` is an open directory descriptor, `name` a NUL-terminated string
-        // and `st` a buffer of the type `fstatat` fills; it is read only on success.
+        // SAFETY: `dir` is an open directory descriptor, `buffer` holds a NUL-terminated
+        // name and `st` is a buffer of the type `fstatat` fills; read only on success.
         let st = unsafe {
-            if libc::fstatat(dir.as_raw_fd(), name.as_ptr(), st.as_mut_ptr(), 0) != 0 {
+            let name = buffer.as_ptr().cast::<libc::c_char>();
+            if libc::fstatat(dir.as_raw_fd(), name, st.as_mut_ptr(), 0) != 0 {
                 return None;
             }
             st.assume_init()
