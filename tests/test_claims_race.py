@@ -35,6 +35,7 @@ from metalab.store.file import FileStore
 
 RUN = "ab" * 16
 OTHER = "ab" + "cd" * 15  # same shard: the lost owner's anchor is shared by two claims
+THIRD = "ab" + "ef" * 15
 _CALLS = ("link", "open", "replace", "rename", "unlink", "utime", "lstat", "stat")
 _REAL: dict[str, Callable[..., Any]] = {name: getattr(os, name) for name in _CALLS}
 
@@ -200,6 +201,43 @@ def test_the_lock_of_a_taker_is_a_link_to_its_own_anchor_never_to_the_claim(
     finally:
         os.link = real
     assert sources and not [s for s in sources if s.endswith(".claim")]
+
+
+def _locked_by(root: Path, taker: str | None, generations: int = 1) -> tuple[FileStore, Path]:
+    """RUN's claim lost, with its lock name(s) left by ``taker`` (None: an older metalab's
+    lock, a link of the claim itself). ``taker``'s anchor comes from its claim of THIRD."""
+    _lost_claim(root, "expired")
+    store = FileStore(root)
+    claim = store.layout.claim(RUN)
+    source = claim
+    if taker is not None:
+        assert FileStore(root).claim([THIRD], taker, 60.0) == [THIRD]
+        source = store.layout.claim(THIRD)
+    first = store.layout.claim_taking(RUN, os.stat(claim).st_ino)
+    for generation in range(generations):
+        suffix = "" if not generation else f".{generation}"
+        os.link(source, first.with_name(f"{first.name[: -len('.taking')]}{suffix}.taking"))
+    return store, first
+
+
+@pytest.mark.parametrize("generations", [1, 3])
+def test_a_taker_killed_holding_the_lock_leaves_the_claim_takeable(
+    tmp_path: Path, generations: int
+) -> None:
+    """Locks left by dead takers (their lock links their anchor: who they were is known)
+    are skipped, not removed: the next lock name is taken and the run is claimed."""
+    store, first = _locked_by(tmp_path / "s", _DEAD, generations)
+    me = new_owner()
+    assert store.claim([RUN], me, 60.0) == [RUN]
+    assert store.claim_holders([RUN]) == {RUN: me}
+    left = sorted(p.name for p in first.parent.glob(".*.taking"))
+    assert len(left) == generations  # the dead takers' locks stay; ours is gone
+
+
+@pytest.mark.parametrize("taker", ["live", "older metalab"])
+def test_a_lock_held_by_a_live_or_unknown_taker_is_respected(tmp_path: Path, taker: str) -> None:
+    store, _ = _locked_by(tmp_path / "s", new_owner() if taker == "live" else None)
+    assert store.claim([RUN], new_owner(), 60.0) == []
 
 
 RACER = textwrap.dedent(

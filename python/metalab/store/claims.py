@@ -24,12 +24,12 @@ own, created with ``O_EXCL``.
 
 A lost claim is taken over without a lock server: the taker creates the name
 ``.{run_id}.{inode}.taking`` (a link to its own anchor; it exists for one taker at a
-time), reads the claim again and judges it afresh, and only if it is still the inode it
-judged lost, and still lost, renames a link to its own anchor over it (the argument that
-exactly one taker wins is in docs/reliability.md). A claim file that does not parse (a
-planted file, or one an older metalab created with ``O_EXCL`` and had not written yet)
-is judged as before: empty means "being written" for a few seconds, anything else is
-expired. PostgreSQL claims live in :mod:`metalab.store.postgres_claims`.
+time; past a dead taker's, the next generation's name), reads the claim again and judges
+it afresh, and only if it is still the inode it judged lost, and still lost, renames a
+link to its own anchor over it (the argument that exactly one taker wins is in
+docs/reliability.md). A claim file that does not parse (a planted file, or one an
+older metalab created with ``O_EXCL`` and had not written yet) is judged as before: empty
+means "being written" for a few seconds, anything else is expired. PostgreSQL claims live in :mod:`metalab.store.postgres_claims`.
 """
 
 from __future__ import annotations
@@ -62,6 +62,10 @@ __all__ = [
 #: another host delays its runs' retry by at most this long.
 DEFAULT_CLAIM_TTL = 120.0
 CLAIM_TTL_ENV = "METALAB_CLAIM_TTL"
+
+# Lock names tried for one lost claim (.{run_id}.{inode}[.{n}].taking): each further one
+# only after a taker killed holding the one before (see FileClaims._lock).
+_LOCK_GENERATIONS = 8
 
 # How long an empty claim file (its creator has not written it yet) still counts as held.
 _BEING_WRITTEN = 5.0
@@ -257,8 +261,8 @@ class FileClaims:
         # inode still has links, so a check of the link would pass and both would win.
         # (One O_EXCL file per claim was safe only because the replaced inode had no link
         # left: the kernel refuses to link an inode with none.)
-        taking = str(self.layout.claim_taking(run_id, inode))
-        if held.link(content, taking) is None:
+        taking = self._lock(held, run_id, inode, content)
+        if taking is None:
             return False  # another taker holds the lock of this claim: it decides
         try:
             # Judged afresh, from a read that starts after the lock is ours, so after the
@@ -288,6 +292,34 @@ class FileClaims:
             return True
         finally:
             unlink_quietly(taking)
+
+    def _lock(self, held: HeldClaims, run_id: str, inode: int, content: bytes) -> str | None:
+        """Take the lock of ``run_id``'s claim judged lost as ``inode``: its name, or
+        ``None`` while a live taker holds it.
+
+        A taker killed inside its critical section leaves its lock name behind, which
+        would keep that claim from ever being taken over (its run waited for forever).
+        The lock is a link to its holder's anchor, so it is judged like a claim: one whose
+        holder is lost (dead, or expired) is left in place — never removed, so no two
+        takers can disagree about it — and the next generation's name is the lock.
+        """
+        first = str(self.layout.claim_taking(run_id, inode))
+        for generation in range(_LOCK_GENERATIONS):
+            name = first if not generation else f"{first[: -len('.taking')]}.{generation}.taking"
+            for _ in range(3):  # its holder unlocking under our feet: try again
+                if held.link(content, name) is not None:
+                    return name
+                found = _read(name)
+                if found is not None:
+                    break
+            else:
+                return None
+            lock_inode, mtime, holder, ttl = found
+            # A lock linking the claim itself is an older metalab's: its content names the
+            # lost owner, not its taker, so it cannot be judged: held.
+            if lock_inode == inode or not _lost(holder, mtime, ttl, time.time()):
+                return None
+        return None
 
     def renew(self, run_ids: Sequence[str], owner: str, ttl: float) -> list[str]:
         """Extend the leases ``owner`` holds on ``run_ids``; return those it still holds.
