@@ -9,8 +9,8 @@
 //! read. Any difference sends the load back to the segments and records (the source of
 //! truth), so a snapshot can be stale, missing or corrupt without changing an answer.
 //!
-//! Format (little endian): `MAGIC`, the body length (u64), the body's checksum (8 bytes,
-//! see [`body_sum`]), then the body: the experiment filter, the listed records, the
+//! Format (little endian): `MAGIC`, the body, then the body's length (u64) and checksum
+//! (8 bytes, see [`body_sum`]). The body: the experiment filter, the listed records, the
 //! columns (see `docs/storage.md`, "Column snapshot").
 
 use std::collections::HashMap;
@@ -26,7 +26,8 @@ use crate::idhash::IdBuild;
 
 /// First bytes of a snapshot file (the last one is the format version).
 const MAGIC: &[u8; 8] = b"MLSNAP\x00\x01";
-const HEADER: usize = MAGIC.len() + 8 + 8;
+/// After the body: its length (u64) and its checksum (8 bytes).
+const TRAILER: usize = 8 + 8;
 /// Bytes summed per parallel piece of the checksum.
 const SUM_PIECE: usize = 1 << 20;
 
@@ -82,8 +83,13 @@ const NOT_A_ROW: u32 = u32::MAX;
 /// checking every record's identity.
 fn body_sum(body: &[u8]) -> [u8; 8] {
     let pieces: Vec<u64> = body.par_chunks(SUM_PIECE).map(word_sum).collect();
+    combine(&pieces, body.len() as u64)
+}
+
+/// The checksum of a body of `length` bytes whose pieces summed to `pieces`.
+fn combine(pieces: &[u64], length: u64) -> [u8; 8] {
     let mut tail: Vec<u8> = pieces.iter().flat_map(|p| p.to_le_bytes()).collect();
-    tail.extend_from_slice(&(body.len() as u64).to_le_bytes());
+    tail.extend_from_slice(&length.to_le_bytes());
     word_sum(&tail).to_le_bytes()
 }
 
@@ -110,12 +116,27 @@ pub fn encode(
     done_dirs: &DirTimes,
     c: &Columns,
 ) -> Option<Vec<u8>> {
-    let mut body = Out(Vec::with_capacity(160 * (listed.len() + 1)), false);
+    let mut bytes = Vec::new();
+    encode_into(&mut bytes, experiment_id, listed, done_dirs, c).ok()?;
+    Some(bytes)
+}
+
+/// Write the snapshot ([`encode`]'s arguments) to `sink`, a MiB at a time (a whole
+/// snapshot in memory first was tens of MB of fresh pages to fault in).
+fn encode_into(
+    sink: &mut dyn Write,
+    experiment_id: Option<&str>,
+    listed: &[Listed],
+    done_dirs: &DirTimes,
+    c: &Columns,
+) -> std::io::Result<()> {
+    sink.write_all(MAGIC)?;
+    let mut body = Out::new(sink);
     body.opt_str(experiment_id);
     body.u32(done_dirs.len() as u32);
     for (name, time) in done_dirs {
         body.str(name);
-        body.0.extend_from_slice(&time.to_le_bytes());
+        body.bytes(&time.to_le_bytes());
     }
     body.u64(c.len() as u64);
     c.run_id.iter().for_each(|s| body.str(s));
@@ -123,13 +144,20 @@ pub fn encode(
     for strings in [&c.experiment_id, &c.status] {
         let mut table: Vec<&str> = Vec::new();
         let mut slot: HashMap<&str, u32> = HashMap::new();
+        let mut last: Option<(&str, u32)> = None;
         let rows: Vec<u32> = strings
             .iter()
             .map(|s| {
-                *slot.entry(s.as_str()).or_insert_with(|| {
+                // Rows come sorted by experiment: mostly the value of the row before.
+                if let Some((_, index)) = last.filter(|(value, _)| *value == s.as_str()) {
+                    return index;
+                }
+                let index = *slot.entry(s.as_str()).or_insert_with(|| {
                     table.push(s);
                     (table.len() - 1) as u32
-                })
+                });
+                last = Some((s.as_str(), index));
+                index
             })
             .collect();
         body.u32(table.len() as u32);
@@ -141,10 +169,10 @@ pub fn encode(
     for v in &c.duration_s {
         match v {
             Some(f) => {
-                body.0.push(1);
+                body.byte(1);
                 body.f64(*f);
             }
-            None => body.0.push(0),
+            None => body.byte(0),
         }
     }
     c.started_at.iter().for_each(|s| body.opt_str(s.as_deref()));
@@ -173,31 +201,22 @@ pub fn encode(
             }
         }
         body.u64(item.file.ino);
-        body.0.extend_from_slice(&item.file.mtime_ns.to_le_bytes());
+        body.bytes(&item.file.mtime_ns.to_le_bytes());
         body.u64(item.file.size);
     }
-    if body.1 {
-        return None;
-    }
-    let body = body.0;
-    let mut out = Vec::with_capacity(HEADER + body.len());
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&(body.len() as u64).to_le_bytes());
-    out.extend_from_slice(&body_sum(&body));
-    out.extend_from_slice(&body);
-    Some(out)
+    body.finish()
 }
 
 /// Decode a snapshot file's bytes; `None` for anything that is not a whole, intact
 /// snapshot of this format (torn, flipped, another version): the load then reads the
 /// segments and records, as without a snapshot.
 pub fn decode(data: &[u8]) -> Option<Snapshot> {
-    if data.len() < HEADER || &data[..MAGIC.len()] != MAGIC {
+    if data.len() < MAGIC.len() + TRAILER || &data[..MAGIC.len()] != MAGIC {
         return None;
     }
-    let length = u64::from_le_bytes(data[8..16].try_into().ok()?);
-    let body = &data[HEADER..];
-    if body.len() as u64 != length || body_sum(body) != data[16..24] {
+    let (body, trailer) = data[MAGIC.len()..].split_at(data.len() - MAGIC.len() - TRAILER);
+    let length = u64::from_le_bytes(trailer[..8].try_into().ok()?);
+    if body.len() as u64 != length || body_sum(body) != trailer[8..] {
         return None;
     }
     let mut r = In { data: body, at: 0 };
@@ -282,11 +301,6 @@ pub fn write(
     done_dirs: &DirTimes,
     columns: &Columns,
 ) -> std::io::Result<()> {
-    let Some(bytes) = encode(experiment_id, listed, done_dirs, columns) else {
-        return Err(std::io::Error::other(
-            "a string too long for a column snapshot",
-        ));
-    };
     let dir = path.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(dir)?;
     let name = path
@@ -301,7 +315,7 @@ pub fn write(
         .write(true)
         .create_new(true)
         .open(&temporary)
-        .and_then(|mut file| file.write_all(&bytes))
+        .and_then(|mut file| encode_into(&mut file, experiment_id, listed, done_dirs, columns))
         .and_then(|()| fs::rename(&temporary, path));
     if result.is_err() {
         let _ = fs::remove_file(&temporary);
@@ -309,64 +323,122 @@ pub fn write(
     result
 }
 
-/// An encoder: the bytes, and whether something did not fit the format.
-struct Out(Vec<u8>, bool);
+/// The body's encoder: writes whole pieces of [`SUM_PIECE`] bytes to the sink as they
+/// fill (the checksum is made of their sums, see [`body_sum`]).
+struct Out<'w> {
+    sink: &'w mut dyn Write,
+    piece: Vec<u8>,
+    sums: Vec<u64>,
+    length: u64,
+    error: Option<std::io::Error>,
+}
 
-impl Out {
+impl<'w> Out<'w> {
+    fn new(sink: &'w mut dyn Write) -> Out<'w> {
+        Out {
+            sink,
+            piece: Vec::with_capacity(2 * SUM_PIECE),
+            sums: Vec::new(),
+            length: 0,
+            error: None,
+        }
+    }
+
+    fn bytes(&mut self, bytes: &[u8]) {
+        self.piece.extend_from_slice(bytes);
+        while self.piece.len() >= SUM_PIECE {
+            self.spill(SUM_PIECE);
+        }
+    }
+
+    fn byte(&mut self, byte: u8) {
+        self.bytes(&[byte]);
+    }
+
+    /// Sum and write the first `n` bytes held (one piece of the checksum, see
+    /// [`body_sum`]); the buffer is kept, so no piece allocates.
+    fn spill(&mut self, n: usize) {
+        if n == 0 {
+            return;
+        }
+        self.sums.push(word_sum(&self.piece[..n]));
+        self.length += n as u64;
+        if self.error.is_none() {
+            if let Err(e) = self.sink.write_all(&self.piece[..n]) {
+                self.error = Some(e);
+            }
+        }
+        self.piece.drain(..n);
+    }
+
+    /// Write the last piece and the trailer.
+    fn finish(mut self) -> std::io::Result<()> {
+        self.spill(self.piece.len());
+        if let Some(e) = self.error {
+            return Err(e);
+        }
+        self.sink.write_all(&self.length.to_le_bytes())?;
+        self.sink.write_all(&combine(&self.sums, self.length))
+    }
+
     fn u32(&mut self, v: u32) {
-        self.0.extend_from_slice(&v.to_le_bytes());
+        self.bytes(&v.to_le_bytes());
     }
     fn u64(&mut self, v: u64) {
-        self.0.extend_from_slice(&v.to_le_bytes());
+        self.bytes(&v.to_le_bytes());
     }
     fn i64(&mut self, v: i64) {
-        self.0.extend_from_slice(&v.to_le_bytes());
+        self.bytes(&v.to_le_bytes());
     }
     fn f64(&mut self, v: f64) {
-        self.0.extend_from_slice(&v.to_bits().to_le_bytes());
+        self.bytes(&v.to_bits().to_le_bytes());
     }
     fn str(&mut self, s: &str) {
-        // No string of a record summary comes near 4 GiB; one that did would make the
-        // snapshot unusable rather than wrong (see `encode`).
-        let n = u32::try_from(s.len()).unwrap_or_else(|_| {
-            self.1 = true;
-            0
-        });
-        self.u32(n);
-        self.0.extend_from_slice(s.as_bytes());
+        // No string of a record summary comes near 4 GiB; one that did makes the
+        // snapshot fail to save rather than be wrong.
+        match u32::try_from(s.len()) {
+            Ok(n) => {
+                self.u32(n);
+                self.bytes(s.as_bytes());
+            }
+            Err(_) => {
+                let e = std::io::Error::other("a string too long for a column snapshot");
+                self.error.get_or_insert(e);
+            }
+        }
     }
     fn opt_str(&mut self, s: Option<&str>) {
         match s {
             Some(s) => {
-                self.0.push(1);
+                self.byte(1);
                 self.str(s);
             }
-            None => self.0.push(0),
+            None => self.byte(0),
         }
     }
     fn cell(&mut self, cell: &Cell) {
         match cell {
-            Cell::Missing => self.0.push(0),
-            Cell::Null => self.0.push(1),
-            Cell::Bool(b) => self.0.push(2 + u8::from(*b)),
+            Cell::Missing => self.byte(0),
+            Cell::Null => self.byte(1),
+            Cell::Bool(b) => self.byte(2 + u8::from(*b)),
             Cell::Int(v) => {
-                self.0.push(4);
+                self.byte(4);
                 self.i64(*v);
             }
             Cell::UInt(v) => {
-                self.0.push(5);
+                self.byte(5);
                 self.u64(*v);
             }
             Cell::Float(v) => {
-                self.0.push(6);
+                self.byte(6);
                 self.f64(*v);
             }
             Cell::Str(s) => {
-                self.0.push(7);
+                self.byte(7);
                 self.str(s);
             }
             Cell::Json(v) => {
-                self.0.push(8);
+                self.byte(8);
                 self.str(&v.to_string());
             }
         }
