@@ -29,7 +29,8 @@ it afresh, and only if it is still the inode it judged lost, and still lost, ren
 link to its own anchor over it (the argument that exactly one taker wins is in
 docs/reliability.md). A claim file that does not parse (a planted file, or one an
 older metalab created with ``O_EXCL`` and had not written yet) is judged as before: empty
-means "being written" for a few seconds, anything else is expired. PostgreSQL claims live in :mod:`metalab.store.postgres_claims`.
+means "being written" for a few seconds, anything else is expired. PostgreSQL claims live
+in :mod:`metalab.store.postgres_claims`.
 """
 
 from __future__ import annotations
