@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import json
 from abc import ABC
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from metalab.records import RunRecord
+from metalab.records import RunRecord, StoredState
 from metalab.store.atomic import SweepReport
 from metalab.store.capabilities import (
     BundleReader,
@@ -110,6 +110,17 @@ class Store(
 
         loaded = self.load_records(experiment_id, run_ids)
         return columns_from_records(loaded.records, loaded.problems)
+
+    def plan_states(
+        self, experiment_id: str, run_set_key: str, run_ids: Sequence[str], *, keep: bool
+    ) -> list[StoredState]:
+        """:meth:`states`; a store that can prove a finished plan cheaply overrides it
+        and :meth:`still_all_done` (a FileStore keeps a done proof)."""
+        return self.states(run_ids)
+
+    def still_all_done(self, experiment_id: str, run_set_key: str) -> bool:
+        """False: by default no store proves a plan done without asking its states."""
+        return False
 
     def portable_locator(self) -> str:
         """A locator that recreates this store in any later process of this user.

@@ -99,6 +99,20 @@ class StatusIndex(Protocol):
         ``FAILED``: the latest attempt failed or was cancelled. ``ABSENT``: neither.
         """
 
+    @abstractmethod
+    def plan_states(
+        self, experiment_id: str, run_set_key: str, run_ids: Sequence[str], *, keep: bool
+    ) -> list[StoredState]:
+        """:meth:`states` of every run of one plan (``run_set_key``:
+        :attr:`~metalab.plan.RunPlan.run_set_key`); a store that can, keeps (when
+        ``keep``) a proof for :meth:`still_all_done` when every run is done."""
+
+    @abstractmethod
+    def still_all_done(self, experiment_id: str, run_set_key: str) -> bool:
+        """True when the store proves, without a scan, that every run of the plan is
+        still done (a :meth:`plan_states` found them all done and nothing changed
+        since); False when it cannot tell (the caller asks :meth:`plan_states`)."""
+
 
 class RecordReader(Protocol):
     """Reading what runs stored."""

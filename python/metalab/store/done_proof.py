@@ -32,12 +32,15 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from metalab.errors import MetalabError
 from metalab.keys import done_proof_key
 from metalab.records import StoredState
-from metalab.store.base import Store
-from metalab.store.file import FileStore
+
+if TYPE_CHECKING:
+    # Only the type: FileStore asks for its proof (a runtime import would be a cycle).
+    from metalab.store.file import FileStore
 
 __all__ = ["DoneProof"]
 
@@ -66,14 +69,6 @@ class DoneProof:
         self.store = store
         self.key = done_proof_key(experiment_id)
         self.run_set_key = run_set_key
-
-    @classmethod
-    def of(cls, store: Store, experiment_id: str, run_set_key: str) -> DoneProof | None:
-        """The proof for ``store``, or None when its states do not come from FileStore's
-        own marker scan (another backend, or a subclass that answers differently)."""
-        if not isinstance(store, FileStore) or type(store).states is not FileStore.states:
-            return None
-        return cls(store, experiment_id, run_set_key)
 
     def holds(self) -> bool:
         """True when a kept proof shows every run of the plan is still done.

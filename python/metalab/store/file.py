@@ -342,6 +342,25 @@ class FileStore(FileBundles, FileClaims, Store):
                     self._forget_completion(run_id)
         return data, problems
 
+    def plan_states(
+        self, experiment_id: str, run_set_key: str, run_ids: Sequence[str], *, keep: bool
+    ) -> list[StoredState]:
+        """:meth:`states`, keeping a done proof (``metalab.store.done_proof``) when every
+        run is done and ``keep``; a subclass answering states otherwise keeps none."""
+        if type(self).states is not FileStore.states:
+            return self.states(run_ids)
+        from metalab.store.done_proof import DoneProof
+
+        return DoneProof(self, experiment_id, run_set_key).states(run_ids, keep=keep)
+
+    def still_all_done(self, experiment_id: str, run_set_key: str) -> bool:
+        """True when the done proof kept by :meth:`plan_states` still holds."""
+        if type(self).states is not FileStore.states:
+            return False
+        from metalab.store.done_proof import DoneProof
+
+        return DoneProof(self, experiment_id, run_set_key).holds()
+
     def _snapshot_path(self, experiment_id: str | None) -> Path | None:
         """Where a whole load of ``experiment_id`` keeps its column snapshot (``None``
         for an ID that names no index directory: such a load reads the segments)."""
