@@ -32,7 +32,11 @@ from metalab.store.layout import (
     check_run_id,
     shard_of,
 )
-from metalab.store.record_codec import decode_record, encode_record
+from metalab.store.record_codec import (
+    decode_record,
+    encode_document,
+    record_document,
+)
 from metalab.trust import read_trusted
 
 #: A whole load through the index that listed at least this many record files saves its
@@ -196,12 +200,15 @@ class FileStore(FileBundles, FileClaims, Store):
                 loading reads it; ``metalab store reindex`` restores the line).
         """
         path = self.layout.record(record.run_id)
-        written: os.stat_result | None = self._write(path, encode_record(record))
+        # One document for the record and its summary line (built twice, it was a
+        # visible share of a ThreadExecutor run's cost).
+        document = record_document(record)
+        written: os.stat_result | None = self._write(path, encode_document(document))
         if written is None:
             # A wrapped _write (tests inject faults this way) may not hand the identity
             # back: the file just written has it.
             written = os.stat(path)
-        self.index.append(record, written, durable=self.durable)
+        self.index.append(record, written, durable=self.durable, document=document)
 
     def mark(self, run_id: str, state: RunState) -> None:
         done, failed = self.layout.done_marker(run_id), self.layout.failed_marker(run_id)

@@ -119,14 +119,24 @@ class SegmentWriter:
             self._fds[experiment_id] = fd
         return fd
 
-    def append(self, record: RunRecord, written: os.stat_result, *, durable: bool) -> None:
-        """Append the summary line of ``record``, whose record file ``written`` describes.
+    def append(
+        self,
+        record: RunRecord,
+        written: os.stat_result,
+        *,
+        durable: bool,
+        document: dict[str, Any] | None = None,
+    ) -> None:
+        """Append the summary line of ``record``, whose record file ``written`` describes
+        (``document``: its stored document, when the caller built it already: the summary
+        is then taken from it instead of being built a second time).
 
         Raises:
             StoreError: the segment cannot be written (the record is in place: loading
                 reads it instead, until ``metalab store reindex``).
         """
-        line = summary_line(record_summary(record), written)
+        summary = record_summary(record) if document is None else _summary_of_document(document)
+        line = summary_line(summary, written)
         with self._lock:
             try:
                 fd = self._fd(record.experiment_id)

@@ -56,8 +56,10 @@ __all__ = [
     "check_record",
     "decode_metric",
     "decode_record",
+    "encode_document",
     "encode_metric",
     "encode_record",
+    "record_document",
     "record_from_dict",
 ]
 
@@ -94,15 +96,25 @@ def decode_metric(value: Any) -> Any:
     return value
 
 
-def encode_record(record: RunRecord) -> bytes:
-    """Serialise a record to strict JSON bytes."""
+def record_document(record: RunRecord) -> dict[str, Any]:
+    """The JSON document stored for ``record`` (metric values encoded)."""
     data = record.to_json()
     data["metrics"] = {k: encode_metric(v) for k, v in data["metrics"].items()}
     data["metric_series"] = {
         k: [[step, encode_metric(v)] for step, v in points]
         for k, points in data["metric_series"].items()
     }
-    return json.dumps(data, allow_nan=False, default=str).encode()
+    return data
+
+
+def encode_document(document: dict[str, Any]) -> bytes:
+    """Strict JSON bytes of a :func:`record_document`."""
+    return json.dumps(document, allow_nan=False, default=str).encode()
+
+
+def encode_record(record: RunRecord) -> bytes:
+    """Serialise a record to strict JSON bytes."""
+    return encode_document(record_document(record))
 
 
 # -- check 1: strict JSON ------------------------------------------------------------------
