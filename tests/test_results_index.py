@@ -25,11 +25,17 @@ from hypothesis import strategies as st
 import metalab
 from metalab import _core
 from metalab.executors.process import ProcessExecutor
-from metalab.records import RunRecord, RunState
+from metalab.records import ErrorInfo, RunRecord, RunState
 from metalab.store.atomic import atomic_write
 from metalab.store.file import FileStore
 from metalab.store.index_segments import summary_line
-from metalab.store.record_codec import encode_record
+from metalab.store.record_codec import (
+    SUMMARY_KEYS,
+    decode_record,
+    encode_record,
+    encode_record_and_summary,
+    record_document,
+)
 from record_strategies import comparable, records
 from reference import ref_parse_index_segment
 
@@ -219,3 +225,27 @@ def test_reindex_cli_rebuilds_the_same_answers(tmp_path: Path) -> None:
     assert missing.returncode == 5 and "no record of experiment 'nope:1'" in missing.stderr
     bad = subprocess.run([*cli, "--experiment", "../x"], capture_output=True, text=True)
     assert bad.returncode == 1 and "'../x'" in bad.stderr
+
+
+@settings(max_examples=150, deadline=None)
+@given(records(), st.booleans())
+def test_record_and_summary_come_from_one_encoding(runs: list[RunRecord], failed: bool) -> None:
+    """The record's bytes and its summary line's JSON come from one encoding (the summary
+    keys lead the document); both say exactly what separate encodings said."""
+    for record in runs:
+        if failed:
+            error = ErrorInfo(type="ValueError", message='bad "x"\n', traceback="tb\n")
+            record = replace(record, error=error)
+        data, summary = encode_record_and_summary(record)
+        document = json.loads(data)
+        assert document == json.loads(json.dumps(record_document(record), default=str))
+        assert list(document)[: len(SUMMARY_KEYS)] == list(SUMMARY_KEYS)
+        expected = {k: document[k] for k in SUMMARY_KEYS}
+        if isinstance(document.get("error"), dict):
+            expected["error"] = {k: document["error"][k] for k in ("type", "message")}
+        assert json.loads(summary) == expected
+        # Read back, the spliced bytes are the record a plain encoding stores.
+        plain = json.dumps(record_document(record), allow_nan=False, default=str).encode()
+        assert decode_record(data, "here", record.run_id) == decode_record(
+            plain, "here", record.run_id
+        )

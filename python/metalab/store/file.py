@@ -32,11 +32,7 @@ from metalab.store.layout import (
     check_run_id,
     shard_of,
 )
-from metalab.store.record_codec import (
-    decode_record,
-    encode_document,
-    record_document,
-)
+from metalab.store.record_codec import decode_record, encode_record_and_summary
 from metalab.trust import read_trusted
 
 #: A whole load through the index that listed at least this many record files saves its
@@ -200,15 +196,15 @@ class FileStore(FileBundles, FileClaims, Store):
                 loading reads it; ``metalab store reindex`` restores the line).
         """
         path = self.layout.record(record.run_id)
-        # One document for the record and its summary line (built twice, it was a
-        # visible share of a ThreadExecutor run's cost).
-        document = record_document(record)
-        written: os.stat_result | None = self._write(path, encode_document(document))
+        # The record and its summary line from one encoding (encoded twice, the summary
+        # was a visible share of a ThreadExecutor run's cost).
+        data, summary_json = encode_record_and_summary(record)
+        written: os.stat_result | None = self._write(path, data)
         if written is None:
             # A wrapped _write (tests inject faults this way) may not hand the identity
             # back: the file just written has it.
             written = os.stat(path)
-        self.index.append(record, written, durable=self.durable, document=document)
+        self.index.append(record, written, durable=self.durable, summary_json=summary_json)
 
     def mark(self, run_id: str, state: RunState) -> None:
         done, failed = self.layout.done_marker(run_id), self.layout.failed_marker(run_id)

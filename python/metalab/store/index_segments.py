@@ -34,33 +34,13 @@ from metalab.records import RunRecord
 from metalab.store.atomic import atomic_write, writer_token
 from metalab.store.columns import record_summary
 from metalab.store.layout import FileLayout, check_experiment_id
-from metalab.store.record_codec import decode_record
+from metalab.store.record_codec import SUMMARY_KEYS, decode_record
 
-__all__ = ["ReindexReport", "SegmentWriter", "reindex", "summary_line"]
-
-# The record keys a summary keeps: what the column table and the dashboard show.
-# metric_series, provenance, artifacts and derived_errors are left out; so is the
-# error's traceback.
-_KEPT = (
-    "run_id",
-    "experiment_id",
-    "status",
-    "reason",
-    "context_fingerprint",
-    "params_fingerprint",
-    "seed_fingerprint",
-    "params",
-    "task_index",
-    "replicate",
-    "metrics",
-    "started_at",
-    "finished_at",
-    "duration_s",
-)
+__all__ = ["ReindexReport", "SegmentWriter", "reindex", "summary_line", "summary_line_of"]
 
 
 def _summary_of_document(document: dict[str, Any]) -> dict[str, Any]:
-    summary = {key: document[key] for key in _KEPT if key in document}
+    summary = {key: document[key] for key in SUMMARY_KEYS if key in document}
     error = document.get("error")
     if isinstance(error, dict):
         summary["error"] = {k: error[k] for k in ("type", "message") if k in error}
@@ -74,7 +54,12 @@ def summary_line(summary: dict[str, Any], written: os.stat_result) -> bytes:
     the record holds as text is held the same way here.
     """
     doc = json.dumps(summary, allow_nan=False, default=str, separators=(",", ":"))
-    body = f"{summary['run_id']} {written.st_ino} {written.st_mtime_ns} {written.st_size} {doc}"
+    return summary_line_of(summary["run_id"], doc, written)
+
+
+def summary_line_of(run_id: str, summary_json: str, written: os.stat_result) -> bytes:
+    """The segment line of a summary already encoded (one line of JSON)."""
+    body = f"{run_id} {written.st_ino} {written.st_mtime_ns} {written.st_size} {summary_json}"
     data = body.encode()
     return _core.index_checksum(data).encode() + b" " + data + b"\n"
 
@@ -125,18 +110,20 @@ class SegmentWriter:
         written: os.stat_result,
         *,
         durable: bool,
-        document: dict[str, Any] | None = None,
+        summary_json: str | None = None,
     ) -> None:
         """Append the summary line of ``record``, whose record file ``written`` describes
-        (``document``: its stored document, when the caller built it already: the summary
-        is then taken from it instead of being built a second time).
+        (``summary_json``: its summary, when the caller encoded it already, see
+        :func:`~metalab.store.record_codec.encode_record_and_summary`).
 
         Raises:
             StoreError: the segment cannot be written (the record is in place: loading
                 reads it instead, until ``metalab store reindex``).
         """
-        summary = record_summary(record) if document is None else _summary_of_document(document)
-        line = summary_line(summary, written)
+        if summary_json is None:
+            line = summary_line(record_summary(record), written)
+        else:
+            line = summary_line_of(record.run_id, summary_json, written)
         with self._lock:
             try:
                 fd = self._fd(record.experiment_id)
