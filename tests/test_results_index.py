@@ -26,18 +26,17 @@ import metalab
 from metalab import _core
 from metalab.executors.process import ProcessExecutor
 from metalab.records import ErrorInfo, RunRecord, RunState
-from metalab.store.atomic import atomic_write
 from metalab.store.file import FileStore
 from metalab.store.index_segments import summary_line
 from metalab.store.record_codec import (
     SUMMARY_KEYS,
     decode_record,
-    encode_record,
     encode_record_and_summary,
     record_document,
 )
 from record_strategies import comparable, records
 from reference import ref_parse_index_segment
+from store_changes import change_record
 
 
 def _by_records(store: FileStore) -> tuple[Any, Any]:
@@ -76,22 +75,7 @@ def test_index_answers_equal_record_answers(runs: list[RunRecord], data: st.Data
             store.put_record(record)
             store.mark(record.run_id, record.status)
         for record in runs:
-            change = data.draw(_CHANGES)
-            path = store.layout.record(record.run_id)
-            if change == "rerun":
-                # A new version of the record: only its line may answer.
-                store.put_record(replace(record, metrics={"m": data.draw(st.floats())}))
-            elif change == "rerun_failed":
-                store.put_record(replace(record, status=RunState.FAILED))
-            elif change == "delete":
-                path.unlink()
-            elif change == "edit":
-                # In place (same inode): a hand edit, or a truncation.
-                with open(path, "r+b") as handle:
-                    handle.truncate(data.draw(st.integers(0, path.stat().st_size)))
-            elif change == "unindexed":
-                # Written the way an import or an older metalab writes: no line.
-                atomic_write(path, encode_record(replace(record, replicate=7)))
+            change_record(store, record, data.draw(_CHANGES), data)
         stats = _same_answers(store)
         for experiment in ("e:1", "other:1", "absent:1"):
             _same_answers(store, experiment)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +22,11 @@ from hypothesis import strategies as st
 
 import metalab
 from metalab import _core
-from metalab.records import RunRecord, RunState
+from metalab.records import RunRecord
 from metalab.store import file as file_module
-from metalab.store.atomic import atomic_write
 from metalab.store.file import FileStore
-from metalab.store.record_codec import encode_record
 from record_strategies import comparable, records
+from store_changes import CHANGES, IN_PLACE, change_record
 
 
 @pytest.fixture(autouse=True)
@@ -51,11 +49,8 @@ def _expected(store: FileStore, experiment_id: str | None = None) -> Any:
     return comparable(data)
 
 
-_CHANGES = st.sampled_from(
-    ["keep", "rerun", "rerun_failed", "delete", "edit", "unindexed", "corrupt", "orphan"]
-)
-
-_IN_PLACE = st.sampled_from(["keep", "edit", "corrupt"])
+_CHANGES = st.sampled_from(CHANGES)
+_IN_PLACE = st.sampled_from(IN_PLACE)
 
 
 @settings(max_examples=40, deadline=None)
@@ -82,27 +77,7 @@ def test_snapshot_answers_equal_record_answers(runs: list[RunRecord], data: st.D
         # records' sizes and times can tell the snapshot is stale).
         changes = _IN_PLACE if data.draw(st.booleans()) else _CHANGES
         for record in runs:
-            change = data.draw(changes)
-            path = store.layout.record(record.run_id)
-            if change == "rerun":
-                store.put_record(replace(record, metrics={"m": data.draw(st.floats())}))
-            elif change == "rerun_failed":
-                store.put_record(replace(record, status=RunState.FAILED))
-            elif change == "delete":
-                path.unlink()
-            elif change == "edit":
-                with open(path, "r+b") as handle:
-                    handle.truncate(data.draw(st.integers(0, path.stat().st_size)))
-            elif change == "unindexed":
-                atomic_write(path, encode_record(replace(record, replicate=7)))
-            elif change == "corrupt":
-                # Same size, new bytes, in place: only the modification time tells it.
-                with open(path, "r+b") as handle:
-                    handle.write(b"#")
-            elif change == "orphan":
-                # A marker whose record is gone (deleted by hand).
-                path.unlink()
-                store.mark(record.run_id, RunState.SUCCESS)
+            change_record(store, record, data.draw(changes), data)
         now, _ = _load(store, experiment)
         assert now == _expected(store, experiment)
         # The load after it answers the same, from a snapshot or not.
