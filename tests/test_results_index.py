@@ -26,6 +26,7 @@ import metalab
 from metalab import _core
 from metalab.executors.process import ProcessExecutor
 from metalab.records import ErrorInfo, RunRecord, RunState
+from metalab.store.columns import record_summary
 from metalab.store.file import FileStore
 from metalab.store.index_segments import summary_line
 from metalab.store.record_codec import (
@@ -228,6 +229,8 @@ def test_record_and_summary_come_from_one_encoding(runs: list[RunRecord], failed
         if isinstance(document.get("error"), dict):
             expected["error"] = {k: document["error"][k] for k in ("type", "message")}
         assert json.loads(summary) == expected
+        # The summary built straight from a record (columns of in-memory runs) agrees.
+        assert json.loads(json.dumps(record_summary(record), default=str)) == expected
         # Read back, the spliced bytes are the record a plain encoding stores.
         plain = json.dumps(record_document(record), allow_nan=False, default=str).encode()
         assert decode_record(data, "here", record.run_id) == decode_record(

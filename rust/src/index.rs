@@ -105,18 +105,16 @@ fn entries_by_run<'a>(buffers: &'a [Vec<u8>], stats: &mut Stats) -> Lines<'a> {
 /// order; modification time and size catch an edit in place, the inode a rerun).
 fn matching_lines<'e, 'a>(
     layout: &Layout,
-    listed: &[(PathBuf, u64)],
+    paths: &[PathBuf],
     files: &[Option<FileId>],
     entries: &'e Lines<'a>,
 ) -> Vec<Option<&'e Entry<'a>>> {
-    (0..listed.len())
+    (0..paths.len())
         .into_par_iter()
         .with_min_len(1024)
         .map(|i| {
             let file = files[i]?;
-            let last = *entries
-                .last
-                .get(records::stored_id(layout, &listed[i].0)?)?;
+            let last = *entries.last.get(records::stored_id(layout, &paths[i])?)?;
             entries.from(last).find(|e| e.file == file)
         })
         .collect()
@@ -178,7 +176,11 @@ pub fn load_columns(
             // No marker created or removed since the snapshot (it was saved with none
             // orphaned): none is orphaned now either, since the records are the same.
             if io::dir_times(&layout.done.root) != saved.done_dirs {
-                columns.problems.extend(orphan_markers(layout, listed));
+                let paths: Vec<PathBuf> = listed.into_iter().map(|(path, _)| path).collect();
+                columns.problems.extend(orphan_markers(layout, &paths));
+                drop_later(paths);
+            } else {
+                drop_later(listed);
             }
             stats.lap("done_markers", &mut clock);
             return (columns, stats);
@@ -188,10 +190,11 @@ pub fn load_columns(
     stats.lap("read_segments", &mut clock);
     let entries = entries_by_run(&buffers, &mut stats);
     stats.lap("parse_lines", &mut clock);
-    let chosen = matching_lines(layout, &listed, &files, &entries);
+    // From here on the inodes are not needed: the paths alone, moved (not copied).
+    let paths: Vec<PathBuf> = listed.into_iter().map(|(path, _)| path).collect();
+    let chosen = matching_lines(layout, &paths, &files, &entries);
     stats.lap("match_lines", &mut clock);
-    let paths: Vec<PathBuf> = listed.iter().map(|(path, _)| path.clone()).collect();
-    let saving = snapshot.filter(|plan| listed.len() >= plan.min_records);
+    let saving = snapshot.filter(|plan| paths.len() >= plan.min_records);
     let rows = rows_of(layout, &paths, &chosen, experiment_id, &mut stats);
     stats.lap("parse_summaries", &mut clock);
     drop(chosen);
@@ -203,7 +206,7 @@ pub fn load_columns(
     // The markers' directories are timed before their scan: a marker created after it
     // changes a time, and the next load scans again.
     let done_dirs = saving.map(|_| io::dir_times(&layout.done.root));
-    let orphans = orphan_markers(layout, listed);
+    let orphans = orphan_markers(layout, &paths);
     stats.lap("done_markers", &mut clock);
     if let (Some(plan), Some(done_dirs)) = (saving, done_dirs) {
         let clean = columns.problems.is_empty() && orphans.is_empty();
@@ -220,16 +223,14 @@ pub fn load_columns(
         stats.lap("write_snapshot", &mut clock);
     }
     columns.problems.extend(orphans);
+    drop_later(paths);
     (columns, stats)
 }
 
-/// The problems of done markers without a record among `listed` (see
-/// `records::orphan_markers`).
-fn orphan_markers(layout: &Layout, listed: Vec<(PathBuf, u64)>) -> Vec<crate::columns::Problem> {
-    let paths: Vec<PathBuf> = listed.into_iter().map(|(path, _)| path).collect();
-    let orphans = records::orphan_markers(layout, &paths);
-    drop_later(paths);
-    orphans
+/// The problems of done markers without a record among `paths` (the record files listed;
+/// see `records::orphan_markers`).
+fn orphan_markers(layout: &Layout, paths: &[PathBuf]) -> Vec<crate::columns::Problem> {
+    records::orphan_markers(layout, paths)
         .into_iter()
         .filter_map(|orphan| match orphan {
             Loaded::Problem(problem) => Some(problem),

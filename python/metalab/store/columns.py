@@ -71,7 +71,9 @@ def record_summary(record: RunRecord) -> dict[str, Any]:
 
     What the record checks require plus what a results table shows: status and reason,
     params, scalar metrics, timings, the error's type and message. Stepped metrics,
-    artifacts, provenance and the traceback stay in the record file.
+    artifacts, provenance and the traceback stay in the record file. Equal to
+    ``summary_of_document(record_document(record))`` (``metalab.store.record_codec``),
+    built without copying the parts it leaves out.
     """
     started, finished = record.started_at, record.finished_at
     summary: dict[str, Any] = {

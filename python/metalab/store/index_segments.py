@@ -32,19 +32,10 @@ from metalab import _core
 from metalab.errors import StoreError
 from metalab.records import RunRecord
 from metalab.store.atomic import atomic_write, writer_token
-from metalab.store.columns import record_summary
 from metalab.store.layout import FileLayout, check_experiment_id
-from metalab.store.record_codec import SUMMARY_KEYS, decode_record
+from metalab.store.record_codec import decode_record, summary_of_document
 
 __all__ = ["ReindexReport", "SegmentWriter", "reindex", "summary_line", "summary_line_of"]
-
-
-def _summary_of_document(document: dict[str, Any]) -> dict[str, Any]:
-    summary = {key: document[key] for key in SUMMARY_KEYS if key in document}
-    error = document.get("error")
-    if isinstance(error, dict):
-        summary["error"] = {k: error[k] for k in ("type", "message") if k in error}
-    return summary
 
 
 def summary_line(summary: dict[str, Any], written: os.stat_result) -> bytes:
@@ -110,20 +101,17 @@ class SegmentWriter:
         written: os.stat_result,
         *,
         durable: bool,
-        summary_json: str | None = None,
+        summary_json: str,
     ) -> None:
         """Append the summary line of ``record``, whose record file ``written`` describes
-        (``summary_json``: its summary, when the caller encoded it already, see
+        (``summary_json``: its summary, encoded with the record by
         :func:`~metalab.store.record_codec.encode_record_and_summary`).
 
         Raises:
             StoreError: the segment cannot be written (the record is in place: loading
                 reads it instead, until ``metalab store reindex``).
         """
-        if summary_json is None:
-            line = summary_line(record_summary(record), written)
-        else:
-            line = summary_line_of(record.run_id, summary_json, written)
+        line = summary_line_of(record.run_id, summary_json, written)
         with self._lock:
             try:
                 fd = self._fd(record.experiment_id)
@@ -210,7 +198,7 @@ def reindex(
         if experiment_id is not None and record.experiment_id != experiment_id:
             continue
         document = json.loads(data)
-        line = summary_line(_summary_of_document(document), written)
+        line = summary_line(summary_of_document(document), written)
         lines.setdefault(record.experiment_id, []).append(line)
     name = "reindex-" + writer_token()
     written_paths = set()

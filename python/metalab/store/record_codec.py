@@ -62,6 +62,7 @@ __all__ = [
     "encode_record_and_summary",
     "record_document",
     "record_from_dict",
+    "summary_of_document",
 ]
 
 _NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
@@ -120,17 +121,29 @@ SUMMARY_KEYS = (
 
 
 def record_document(record: RunRecord) -> dict[str, Any]:
-    """The JSON document stored for ``record`` (metric values encoded), its
-    :data:`SUMMARY_KEYS` first."""
+    """The JSON document of ``record`` (metric values encoded); stored with its
+    :data:`SUMMARY_KEYS` first (see :func:`encode_record_and_summary`)."""
     data = record.to_json()
     data["metrics"] = {k: encode_metric(v) for k, v in data["metrics"].items()}
     data["metric_series"] = {
         k: [[step, encode_metric(v)] for step, v in points]
         for k, points in data["metric_series"].items()
     }
-    head = {key: data.pop(key) for key in SUMMARY_KEYS if key in data}
-    head.update(data)
-    return head
+    return data
+
+
+#: What a summary keeps of a record's error (its traceback stays in the record file).
+_ERROR_KEPT = ("type", "message")
+
+
+def summary_of_document(document: dict[str, Any]) -> dict[str, Any]:
+    """The summary (results-index line) of a stored record document: its
+    :data:`SUMMARY_KEYS` and the error's type and message."""
+    summary = {key: document[key] for key in SUMMARY_KEYS if key in document}
+    error = document.get("error")
+    if isinstance(error, dict):
+        summary["error"] = {k: error[k] for k in _ERROR_KEPT if k in error}
+    return summary
 
 
 def _dumps(value: Any) -> str:
@@ -155,7 +168,7 @@ def encode_record_and_summary(record: RunRecord) -> tuple[bytes, str]:
     summary = head_text
     error = document.get("error")
     if head and isinstance(error, dict):
-        brief = {key: error[key] for key in ("type", "message") if key in error}
+        brief = {key: error[key] for key in _ERROR_KEPT if key in error}
         summary = f'{head_text[:-1]}, "error": {_dumps(brief)}}}'
     return text.encode(), summary
 
