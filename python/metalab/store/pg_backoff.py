@@ -15,8 +15,11 @@ its operation computes, and the workers past the limit would fail. So a process 
 * says nothing while it waits, except one line on stderr per process if the wait grows
   long (:data:`SAY_AFTER_S`), so 500 waiting workers cannot flood the logs.
 
-A server that is *down* (connection refused, timed out) is not waited for: the store
-reports it at once, as before, so a FallbackStore can fail over.
+A server that is *down* (connection refused, no host answering) is not waited for: the
+store reports it at once, so a FallbackStore can fail over. A login that runs past
+libpq's ``connect_timeout`` while the server's port still accepts connections is load
+too (a few hundred logins at once on a small machine: the server forks and
+authenticates each in turn), so it is tried again, for up to :data:`SLOW_PATIENCE_S`.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from __future__ import annotations
 import os
 import random
 import re
+import socket
 import sys
 import threading
 import time
@@ -35,15 +39,20 @@ __all__ = [
     "FULL_PATIENCE_S",
     "LINGER_S",
     "SAY_AFTER_S",
+    "SLOW_PATIENCE_S",
     "ShortLivedConnections",
     "connect_with_backoff",
+    "port_answers",
     "server_full",
+    "timed_out",
 ]
 
 LINGER_S = 0.05
 """Seconds an idle connection is kept for the next statement before it is closed."""
 FULL_PATIENCE_S = 900.0
 """Longest wait for a full server to admit a connection before the store gives up."""
+SLOW_PATIENCE_S = 120.0
+"""Longest wait for a server that accepts connections but is too slow to log in."""
 SAY_AFTER_S = 30.0
 """A wait longer than this is said once per process on stderr (why a task is slow)."""
 _FIRST_S, _FACTOR, _CAP_S = 0.05, 2.0, 5.0
@@ -58,6 +67,13 @@ _FULL = re.compile(
     re.IGNORECASE,
 )
 
+# psycopg's own timeout ("connection timeout expired") and libpq's ("timeout expired").
+_TIMED_OUT = re.compile(r"timeout expired", re.IGNORECASE)
+# Where libpq looks for a server's Unix socket when no host is given (Debian's default
+# first, then PostgreSQL's own).
+_DEFAULT_SOCKET_DIRS = ("/var/run/postgresql", "/tmp")
+_PROBE_TIMEOUT_S = 1.0
+
 _said: set[str] = set()
 _said_lock = threading.Lock()
 
@@ -65,6 +81,36 @@ _said_lock = threading.Lock()
 def server_full(reason: str) -> bool:
     """True when a connection error says the server is full (or starting), not down."""
     return _FULL.search(reason) is not None
+
+
+def timed_out(reason: str) -> bool:
+    """True when a connection error says the login ran past ``connect_timeout``."""
+    return _TIMED_OUT.search(reason) is not None
+
+
+def port_answers(host: str | None, port: int | None) -> bool:
+    """True when some server address accepts a connection (the server is up, if slow).
+
+    Only the transport is tried (a TCP connect, or a Unix socket connect), closed at once
+    without a byte sent, so the server does not even log it. ``host`` may be a libpq host
+    list (``a,b``), a Unix socket directory, or ``None`` (``PGHOST``, else libpq's default
+    socket directories); ``port`` defaults to ``PGPORT``, else 5432.
+    """
+    number = port or int(os.environ.get("PGPORT", "") or 5432)
+    given = host or os.environ.get("PGHOST", "")
+    hosts = [h for h in given.split(",") if h] if given else list(_DEFAULT_SOCKET_DIRS)
+    for name in hosts:
+        try:
+            if name.startswith("/"):
+                with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                    sock.settimeout(_PROBE_TIMEOUT_S)
+                    sock.connect(f"{name}/.s.PGSQL.{number}")
+            else:
+                socket.create_connection((name, number), timeout=_PROBE_TIMEOUT_S).close()
+        except OSError:
+            continue
+        return True
+    return False
 
 
 def _say_once(key: str, message: str) -> None:
@@ -81,22 +127,29 @@ def connect_with_backoff(
     *,
     patience: float | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    answers: Callable[[], bool] | None = None,
 ) -> Any:
-    """``connect()``, retried with exponential backoff and full jitter while the server is full.
+    """``connect()``, retried with exponential backoff and full jitter while the server is busy.
+
+    Busy is full (waited for up to ``patience``) or, when ``answers`` says the server's
+    port still accepts connections, too slow to finish a login within ``connect_timeout``
+    (waited for up to :data:`SLOW_PATIENCE_S`).
 
     Args:
         connect: opens one connection; raises ``psycopg.OperationalError`` on failure.
         shown: the locator (without password) for the one line said on a long wait.
         patience: longest total wait in seconds (default :data:`FULL_PATIENCE_S`).
         sleep: how to wait (tests pass a recorder).
+        answers: whether the server accepts connections at all (e.g.
+            :func:`port_answers`); without it a timeout is never retried.
 
     Returns:
         What ``connect()`` returned.
 
     Raises:
         psycopg.OperationalError: the server is down or refused the login (not retried),
-            or was still full after ``patience`` seconds (the last error, with a note
-            of how long and how often it was tried).
+            or was still busy after its patience (the last error, with a note of how
+            long and how often it was tried).
     """
     import psycopg
 
@@ -112,17 +165,24 @@ def connect_with_backoff(
             return connect()
         except psycopg.OperationalError as exc:
             waited = time.monotonic() - started
-            if not server_full(str(exc)) or waited >= limit:
+            reason = str(exc)
+            if server_full(reason):
+                busy, wait_limit = "full (too many clients)", limit
+            elif timed_out(reason) and answers is not None and answers():
+                busy, wait_limit = "slow to log in", min(limit, SLOW_PATIENCE_S)
+            else:
+                busy, wait_limit = "", 0.0
+            if not busy or waited >= wait_limit:
                 if attempts > 1:
                     exc.add_note(f"metalab: tried {attempts} times over {waited:.1f} s")
                 raise
             if waited >= SAY_AFTER_S:
                 _say_once(
                     shown,
-                    f"metalab: PostgreSQL store {shown} is full (too many clients); "
+                    f"metalab: PostgreSQL store {shown} is {busy}; "
                     f"waiting for a free connection ({waited:.0f} s so far)",
                 )
-            sleep(min(rng.uniform(0.0, delay), max(limit - waited, 0.0)))
+            sleep(min(rng.uniform(0.0, delay), max(wait_limit - waited, 0.0)))
             delay = min(delay * _FACTOR, _CAP_S)
 
 
@@ -135,13 +195,21 @@ class ShortLivedConnections:
         shown: the locator without password, for messages.
         size: most connections in use at once (threads beyond it wait).
         linger: seconds an idle connection is kept for the next statement.
+        answers: whether the server's port accepts connections (see
+            :func:`connect_with_backoff`).
     """
 
     def __init__(
-        self, connect: Callable[[], Any], shown: str, size: int, linger: float = LINGER_S
+        self,
+        connect: Callable[[], Any],
+        shown: str,
+        size: int,
+        linger: float = LINGER_S,
+        answers: Callable[[], bool] | None = None,
     ) -> None:
         self._connect = connect
         self._shown = shown
+        self._answers = answers
         self._linger = linger
         self._slots = threading.BoundedSemaphore(size)
         self._cond = threading.Condition(threading.Lock())
@@ -156,7 +224,7 @@ class ShortLivedConnections:
         with self._slots:
             conn = self._take_idle()
             if conn is None:
-                conn = connect_with_backoff(self._connect, self._shown)
+                conn = connect_with_backoff(self._connect, self._shown, answers=self._answers)
             try:
                 yield conn
             finally:
