@@ -126,3 +126,42 @@ def test_a_name_that_is_no_longer_an_operation_is_said(user_module: ModuleType) 
     user_module.double = lambda params: None  # the module was edited since submission
     with pytest.raises(ExperimentError, match=r"pickle_ops:double is function, not a metalab"):
         pickle.loads(payload)
+
+
+def test_the_code_hash_taken_at_submission_is_kept_while_the_source_is_unchanged(
+    user_module: ModuleType, tmp_path: Path
+) -> None:
+    """A task adopts the shipped hash (no tokenizing) only for an unchanged source file."""
+    payload = cloudpickle.dumps(user_module.double)
+    submitted = user_module.double.code_hash
+    probe = textwrap.dedent(
+        f"""
+        import pickle, sys
+        sys.path.insert(0, {str(tmp_path)!r})
+        op = pickle.loads({payload!r})
+        adopted = "code_hash" in op.__dict__
+        print(adopted, op.code_hash)
+        """
+    )
+
+    def task() -> list[str]:
+        done = subprocess.run(
+            [sys.executable, "-c", probe], capture_output=True, text=True, env=_no_bytecode()
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout.split()
+
+    assert task() == ["True", submitted]
+    # The module is edited after submission: the task hashes the code it really runs.
+    source = tmp_path / "pickle_ops.py"
+    source.write_text(source.read_text().replace('2 * params["x"]', '3 * params["x"]'))
+    adopted, code_hash = task()
+    assert adopted == "False"
+    assert code_hash != submitted
+
+
+def _no_bytecode() -> dict[str, str]:
+    import os
+
+    # A stale .pyc of the edited module must not stand in for its new source.
+    return {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}

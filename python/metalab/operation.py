@@ -95,8 +95,27 @@ class Operation:
         value (with cloudpickle, as before).
         """
         if _is_found_by_name(self):
-            return (_operation_named, (self.func.__module__, self.func.__qualname__))
+            known = (self.code_hash, _source_stamp(self.func))
+            return (_operation_named, (self.func.__module__, self.func.__qualname__, known))
         return (Operation, (self.func,))
+
+
+def _source_stamp(func: Callable[..., Any]) -> tuple[str, int, int, int] | None:
+    """Where the function's source is and how that file looked (path, line, size, mtime).
+
+    A task whose source file still has this stamp runs the code that was hashed at
+    submission, so it can take that hash instead of tokenizing the file again (~9 ms).
+    """
+    import os
+
+    code = getattr(func, "__code__", None)
+    if code is None:
+        return None
+    try:
+        info = os.stat(code.co_filename)
+    except (OSError, ValueError):
+        return None
+    return (code.co_filename, code.co_firstlineno, info.st_size, info.st_mtime_ns)
 
 
 def _is_found_by_name(op: Operation) -> bool:
@@ -113,8 +132,17 @@ def _is_found_by_name(op: Operation) -> bool:
     return found is op
 
 
-def _operation_named(module_name: str, qualname: str) -> Operation:
-    """The operation ``module:qualname`` (what :meth:`Operation.__reduce__` ships)."""
+def _operation_named(
+    module_name: str,
+    qualname: str,
+    known: tuple[str, tuple[str, int, int, int] | None] | None = None,
+) -> Operation:
+    """The operation ``module:qualname`` (what :meth:`Operation.__reduce__` ships).
+
+    ``known`` is the code hash taken at submission and the stamp of the source file then;
+    it is adopted only when the file here still has that stamp (else the hash is taken
+    again, from the code that will actually run).
+    """
     import importlib
 
     found: Any = importlib.import_module(module_name)
@@ -125,6 +153,10 @@ def _operation_named(module_name: str, qualname: str) -> Operation:
             f"{module_name}:{qualname} is {type(found).__name__}, not a metalab operation "
             "(was the module changed since the experiment was submitted?)"
         )
+    if known is not None and "code_hash" not in found.__dict__:
+        code_hash, stamp = known
+        if stamp is not None and stamp == _source_stamp(found.func):
+            found.__dict__["code_hash"] = code_hash  # what cached_property would store
     return found
 
 
