@@ -19,29 +19,28 @@ from typing import TYPE_CHECKING, Any
 
 from metalab.context import DirPath, FilePath, context_spec
 from metalab.errors import MetalabError
-from metalab.executors.base import Executor
-from metalab.executors.thread import ThreadExecutor
 from metalab.experiment import Experiment
 from metalab.operation import Runtime, operation
-from metalab.params import (
-    choice,
-    grid,
-    loguniform,
-    loguniform_int,
-    manual,
-    normal,
-    randint,
-    random,
-    uniform,
-)
+from metalab.params import grid, manual
 from metalab.reconnect import reconnect
 from metalab.seeds import SeedBundle, SeedPlan, seeds
 
 if TYPE_CHECKING:
     # The type checker sees the real names; at runtime they load on first use (below).
+    from metalab.executors.base import Executor
     from metalab.executors.process import ProcessExecutor
     from metalab.executors.slurm import SlurmExecutor
     from metalab.executors.slurm_config import SlurmConfig
+    from metalab.executors.thread import ThreadExecutor
+    from metalab.params import (
+        choice,
+        loguniform,
+        loguniform_int,
+        normal,
+        randint,
+        random,
+        uniform,
+    )
     from metalab.progress import Progress
     from metalab.results import Results, Run, load_results
     from metalab.runner import RunHandle, RunStatus, run
@@ -90,6 +89,12 @@ __all__ = [
 # (``reconnect`` stays a plain import: it shares its name with its module, which would
 # shadow a lazy attribute once imported; reconnect.py itself imports little.)
 _LAZY = {
+    "Executor": "metalab.executors.base",
+    "ThreadExecutor": "metalab.executors.thread",
+    **dict.fromkeys(
+        ("choice", "loguniform", "loguniform_int", "normal", "randint", "random", "uniform"),
+        "metalab.params",
+    ),
     "Progress": "metalab.progress",
     "Results": "metalab.results",
     "Run": "metalab.results",

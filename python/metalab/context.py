@@ -246,4 +246,8 @@ def context_from_json(data: dict[str, Any], cls: type[Any] | None = None) -> Any
 
 def fresh_copy(context: T) -> T:
     """Return a deep copy so that one run's mutations never reach another run."""
+    if type(context) is dict and not context:
+        # The usual metadata, and many contexts: a new empty dict is what deepcopy
+        # would build, at a tenth of its cost per run.
+        return {}  # type: ignore[return-value]
     return copy.deepcopy(context)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import sys
-import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -213,6 +212,8 @@ def execute_task(
     except BaseException as exc:
         record.status = RunState.FAILED
         record.reason = reason_of(exc)
+        import traceback  # here: most runs never fail, and it brings textwrap along
+
         text = "".join(traceback.format_exception(exc))
         record.error = ErrorInfo(type(exc).__name__, str(exc), text)
         capture.failure(text)

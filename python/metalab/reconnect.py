@@ -6,7 +6,6 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from metalab.errors import CorruptRecordError, StoreError
-from metalab.executors.base import Launch, LaunchCounts
 from metalab.keys import launch_key
 from metalab.plan_loading import load_plan
 from metalab.records import StoredState
@@ -15,6 +14,7 @@ from metalab.store.locator import create_store
 if TYPE_CHECKING:
     # Imported where used: ``import metalab`` loads this module, and every SLURM array
     # task imports metalab without needing handles, progress displays or services.
+    from metalab.executors.base import Launch
     from metalab.handle import RunHandle
     from metalab.plan import RunPlan
 
@@ -94,27 +94,6 @@ def _launch_pointer(data: bytes, where: str, locator: str, key: str) -> dict[str
     return pointer
 
 
-class _EndedLaunch(Launch):
-    """A local launch whose driver process is gone: nothing runs any more.
-
-    Status comes from the store's markers; unfinished runs stay pending until a new
-    ``run(..., resume=True)`` executes them, and ``result()`` returns at once.
-    """
-
-    def counts(self) -> LaunchCounts:
-        return LaunchCounts()
-
-    def wait(self, timeout: float | None = None) -> bool:
-        return True
-
-    def cancel(self) -> None:
-        """Nothing is running, so nothing to cancel."""
-
-    @property
-    def tracks_store(self) -> bool:
-        return True
-
-
 def _driver_alive(pointer: dict[str, Any]) -> bool:
     import socket
 
@@ -132,5 +111,7 @@ def _reattach(pointer: dict[str, Any], store: Any, plan: RunPlan) -> Launch | No
 
         return reattach(pointer, store, plan)
     if not _driver_alive(pointer):
-        return _EndedLaunch()
+        from metalab.executors.ended import EndedLaunch
+
+        return EndedLaunch()
     return None

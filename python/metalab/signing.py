@@ -52,7 +52,6 @@ import hashlib
 import hmac
 import os
 import re
-import secrets
 from pathlib import Path
 
 from metalab.errors import SignatureError, UnsafeLoadError
@@ -141,6 +140,8 @@ def _create_key(path: Path) -> None:
     final name: ``link`` fails if the name exists, so the first writer wins and nobody
     can ever read a half-written key (``rename`` would let a later writer replace it).
     """
+    import secrets  # here: only the first use on an account creates the key
+
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(8)}.tmp")
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     fd = os.open(tmp, flags, 0o600)

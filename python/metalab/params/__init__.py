@@ -2,28 +2,31 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from metalab.errors import ParamSpecError
 from metalab.params.base import ParamSource
-from metalab.params.distributions import (
-    Choice,
-    Distribution,
-    LogUniform,
-    LogUniformInt,
-    Normal,
-    RandInt,
-    Uniform,
-    choice,
-    loguniform,
-    loguniform_int,
-    normal,
-    randint,
-    uniform,
-)
 from metalab.params.grid import GridSource, grid
 from metalab.params.manual import ManualSource, manual
-from metalab.params.random_search import RandomSource, random
+
+if TYPE_CHECKING:
+    # The type checker sees the real names; at runtime they load on first use (below).
+    from metalab.params.distributions import (
+        Choice,
+        Distribution,
+        LogUniform,
+        LogUniformInt,
+        Normal,
+        RandInt,
+        Uniform,
+        choice,
+        loguniform,
+        loguniform_int,
+        normal,
+        randint,
+        uniform,
+    )
+    from metalab.params.random_search import RandomSource, random
 
 __all__ = [
     "Choice",
@@ -62,5 +65,43 @@ def source_from_spec(spec: dict[str, Any]) -> ParamSource:
     if kind == "manual":
         return manual(spec["cases"])
     if kind == "random":
+        from metalab.params.random_search import RandomSource
+
         return RandomSource.from_spec(spec)
     raise ParamSpecError(f"unknown parameter source kind {kind!r} in spec")
+
+
+# Random search loads on first use: a SLURM array task of a grid or a list never needs
+# its distributions (five dataclasses built at import).
+_LAZY = {
+    **dict.fromkeys(
+        (
+            "Choice",
+            "Distribution",
+            "LogUniform",
+            "LogUniformInt",
+            "Normal",
+            "RandInt",
+            "Uniform",
+            "choice",
+            "loguniform",
+            "loguniform_int",
+            "normal",
+            "randint",
+            "uniform",
+        ),
+        "metalab.params.distributions",
+    ),
+    "RandomSource": "metalab.params.random_search",
+    "random": "metalab.params.random_search",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value  # later lookups skip __getattr__
+        return value
+    raise AttributeError(f"module 'metalab.params' has no attribute {name!r}")

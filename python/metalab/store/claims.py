@@ -38,7 +38,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import secrets
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -112,6 +111,8 @@ def new_owner(slot: str | None = None) -> str:
     if slot:
         nonce = hashlib.blake2b(f"slot:{slot}".encode(), digest_size=4).hexdigest()
     else:
+        import secrets  # here: a SLURM task (which has a slot) never draws one
+
         nonce = secrets.token_hex(4)
     return f"{writer}.{nonce}"
 

@@ -113,7 +113,7 @@ class FileStore(FileBundles, FileClaims, Store):
     def __repr__(self) -> str:
         return f"FileStore({str(self.root)!r})"
 
-    def _write(self, path: Path, data: bytes) -> os.stat_result:
+    def _write(self, path: str | Path, data: bytes) -> os.stat_result:
         return atomic_write(path, data, durable=self.durable)
 
     @property
@@ -124,14 +124,14 @@ class FileStore(FileBundles, FileClaims, Store):
             writer = self.__dict__["_index"] = SegmentWriter(self.layout)
         return writer
 
-    def _touch(self, path: Path) -> None:
+    def _touch(self, path: str) -> None:
         # An empty marker needs no temporary file: creating it is already all-or-nothing
         # (there is no content to see half-written), which saves a rename per run.
-        flags = os.O_WRONLY | os.O_CREAT
+        flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC
         try:
             fd = os.open(path, flags, 0o644)
         except FileNotFoundError:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
             fd = os.open(path, flags, 0o644)
         try:
             if self.durable:
@@ -139,7 +139,7 @@ class FileStore(FileBundles, FileClaims, Store):
         finally:
             os.close(fd)
         if self.durable:
-            dir_fd = os.open(path.parent, os.O_RDONLY)
+            dir_fd = os.open(os.path.dirname(path), os.O_RDONLY)
             try:
                 os.fsync(dir_fd)
             finally:
@@ -195,7 +195,7 @@ class FileStore(FileBundles, FileClaims, Store):
             StoreError: the index line cannot be appended (the record is in place and
                 loading reads it; ``metalab store reindex`` restores the line).
         """
-        path = self.layout.record(record.run_id)
+        path = self.layout.record_text(record.run_id)
         # The record and its summary line from one encoding (encoded twice, the summary
         # was a visible share of a ThreadExecutor run's cost).
         data, summary_json = encode_record_and_summary(record)
@@ -207,13 +207,14 @@ class FileStore(FileBundles, FileClaims, Store):
         self.index.append(record, written, durable=self.durable, summary_json=summary_json)
 
     def mark(self, run_id: str, state: RunState) -> None:
-        done, failed = self.layout.done_marker(run_id), self.layout.failed_marker(run_id)
+        layout = self.layout
+        done, failed = layout.done_marker_text(run_id), layout.failed_marker_text(run_id)
         if state is RunState.SUCCESS:
             self._touch(done)
-            failed.unlink(missing_ok=True)
+            _unlink_quietly(failed)
         elif state in (RunState.FAILED, RunState.CANCELLED):
-            self._write(failed, state.value.encode())
-            done.unlink(missing_ok=True)
+            self._write(Path(failed), state.value.encode())
+            _unlink_quietly(done)
 
     # -- completion -------------------------------------------------------------------
     def states(self, run_ids: Sequence[str]) -> list[StoredState]:
@@ -473,3 +474,8 @@ class FileStore(FileBundles, FileClaims, Store):
             except ValueError:
                 continue
         return found
+
+
+def _unlink_quietly(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)

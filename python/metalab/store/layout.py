@@ -257,9 +257,31 @@ class FileLayout:
         """Return the shard directory name of a run ID (see :func:`shard_of`)."""
         return shard_of(run_id)
 
+    @cached_property
+    def _root_text(self) -> str:
+        # Without a trailing separator, so the root "/" gives "/runs/...", not "//runs".
+        return os.fspath(self.root).rstrip(os.sep)
+
+    def _in_shard_text(self, top: str, run_id: str, suffix: str) -> str:
+        # The one path rule of run-keyed files: {top}/{shard}/{run_id}{suffix}, as text
+        # (pathlib's joins were a visible share of a run's Python time).
+        sep = os.sep
+        return f"{self._root_text}{sep}{top}{sep}{shard_of(run_id)}{sep}{run_id}{suffix}"
+
     def _in_shard(self, top: str, run_id: str, suffix: str) -> Path:
-        # The one path rule of run-keyed files: {top}/{shard}/{run_id}{suffix}.
-        return self.root.joinpath(top, shard_of(run_id), run_id + suffix)
+        return Path(self._in_shard_text(top, run_id, suffix))
+
+    def record_text(self, run_id: str) -> str:
+        """:meth:`record` as text (for the write path: no pathlib)."""
+        return self._in_shard_text("runs", run_id, RECORD_SUFFIX)
+
+    def done_marker_text(self, run_id: str) -> str:
+        """:meth:`done_marker` as text."""
+        return self._in_shard_text("done", run_id, DONE_SUFFIX)
+
+    def failed_marker_text(self, run_id: str) -> str:
+        """:meth:`failed_marker` as text."""
+        return self._in_shard_text("failed", run_id, FAILED_SUFFIX)
 
     @property
     def experiments_dir(self) -> Path:

@@ -146,9 +146,14 @@ def summary_of_document(document: dict[str, Any]) -> dict[str, Any]:
     return summary
 
 
+# ``default=str``: a param the operation received as an odd type is stored as text. One
+# encoder for every record: json.dumps with options builds a new one per call. (Its
+# encode() keeps no state between calls, so threads may share it.)
+_ENCODER = json.JSONEncoder(allow_nan=False, default=str)
+
+
 def _dumps(value: Any) -> str:
-    # ``default=str``: a param the operation received as an odd type is stored as text.
-    return json.dumps(value, allow_nan=False, default=str)
+    return _ENCODER.encode(value)
 
 
 def encode_record_and_summary(record: RunRecord) -> tuple[bytes, str]:
