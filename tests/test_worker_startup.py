@@ -127,8 +127,18 @@ def test_a_filestore_task_loads_nothing_heavy(tmp_path: Path) -> None:
     found = _modules_of_a_worker(tmp_path)
     assert found["code"] == 0
     # The operation lives in an importable module, so it travels by name
-    # (Operation.__reduce__) and decoding it needs no cloudpickle either.
-    never = (*NEVER_ON_A_FILESTORE_TASK, "cloudpickle", "logging", "platform", "uuid")
+    # (Operation.__reduce__) and decoding it needs no cloudpickle either. Nor does a
+    # task need the launch machinery, random search or traceback (its runs succeed).
+    never = (
+        *NEVER_ON_A_FILESTORE_TASK,
+        "cloudpickle",
+        "logging",
+        "platform",
+        "uuid",
+        "metalab.executors.base",
+        "metalab.params.distributions",
+        "traceback",
+    )
     heavy = [name for name in never if _loaded(found["modules"], name)]
     assert heavy == [], heavy
 

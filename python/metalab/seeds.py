@@ -10,7 +10,6 @@ never collides with a replicate.
 
 from __future__ import annotations
 
-import random as _stdlib_random
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +17,8 @@ from metalab import _core
 from metalab.errors import SeedSpecError
 
 if TYPE_CHECKING:
+    import random as _stdlib_random
+
     import numpy as np
 
 __all__ = ["SeedBundle", "SeedPlan", "seeds"]
@@ -90,7 +91,9 @@ class SeedBundle:
 
     def rng(self, name: str | None = None) -> _stdlib_random.Random:
         """Return a fresh ``random.Random`` for the stream ``name``."""
-        return _stdlib_random.Random(self.entropy(name))
+        import random  # here: most operations take NumPy generators or plain seeds
+
+        return random.Random(self.entropy(name))
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, SeedBundle) and self._root == other._root

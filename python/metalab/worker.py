@@ -250,8 +250,8 @@ def _claims(plan: RunPlan, store: Store, todo: list[int]) -> ClaimedTasks:
     across a requeue): a requeued attempt takes over what its killed predecessor held
     at once, even from another node, instead of waiting out the lease.
     """
-    from metalab.executors.base import Job
     from metalab.executors.claimed import ClaimedTasks
+    from metalab.executors.job import Job
     from metalab.store.claims import new_owner
 
     slot = os.environ.get("SLURM_JOB_ID")

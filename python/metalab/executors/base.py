@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from metalab.execution import DerivedFn
+from metalab.executors.job import Job
 from metalab.plan import RunPlan
 from metalab.records import RunRecord, RunState, StoredState
 from metalab.store.base import Store
@@ -22,22 +22,6 @@ if TYPE_CHECKING:
     from metalab.executors.claimed import ClaimedTasks
 
 __all__ = ["Executor", "Job", "Launch", "LaunchCounts", "TallyingLaunch"]
-
-
-@dataclass
-class Job:
-    """What to execute: tasks of a plan, where to store them, what to compute after."""
-
-    plan: RunPlan
-    store: Store
-    task_indices: list[int]
-    derived_metrics: Sequence[DerivedFn] = ()
-    timeout: float | None = None
-    on_record: Callable[[RunRecord], None] | None = None
-    redo_done: bool = False
-    """True when runs already done are executed again (``resume=False``,
-    ``rerun="stale"``); otherwise a run claimed here after another launch finished it
-    is not executed again."""
 
 
 @dataclass

@@ -28,7 +28,7 @@ from metalab.records import StoredState
 from metalab.store.claims import claim_ttl, new_owner
 
 if TYPE_CHECKING:
-    from metalab.executors.base import Job
+    from metalab.executors.job import Job
 
 __all__ = ["ClaimedTasks"]
 

@@ -131,11 +131,10 @@ def _temp_text(target: str) -> str:
     pid = os.getpid()
     if _token is None or _token[0] != pid:  # a forked child is another writer
         _token = (pid, writer_token())
-    head, name = os.path.split(target)
+    head, sep, name = target.rpartition(os.sep)
     # The writer fields add up to ~85 characters; keep the whole name within the usual
     # 255-byte limit even for long targets (the sequence number keeps it unique).
-    temp = f".{name[:160]}.{_token[1]}.{next(_sequence) & 0xFFFFFFFF:08x}.tmp"
-    return os.path.join(head, temp)
+    return f"{head}{sep}.{name[:160]}.{_token[1]}.{next(_sequence) & 0xFFFFFFFF:08x}.tmp"
 
 
 def temp_name(target: Path) -> Path:
