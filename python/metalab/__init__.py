@@ -15,8 +15,9 @@ except ImportError as exc:  # pragma: no cover - exercised only on broken instal
         "metalab (e.g. `uv sync` or `pip install .`) to build it"
     ) from exc
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from metalab import lazy_exports
 from metalab.context import DirPath, FilePath, context_spec
 from metalab.errors import MetalabError
 from metalab.experiment import Experiment
@@ -102,23 +103,11 @@ _LAZY = {
     "RunHandle": "metalab.runner",
     "RunStatus": "metalab.runner",
     "run": "metalab.runner",
+    # Executors with heavier imports (multiprocessing, subprocess plumbing).
+    "ProcessExecutor": "metalab.executors.process",
+    "SlurmConfig": "metalab.executors.slurm_config",
+    "SlurmExecutor": "metalab.executors.slurm",
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value  # later lookups skip __getattr__
-        return value
-    # Executors with heavier imports load on first use.
-    if name == "ProcessExecutor":
-        from metalab.executors.process import ProcessExecutor
-
-        return ProcessExecutor
-    if name in ("SlurmExecutor", "SlurmConfig"):
-        from metalab.executors import slurm
-
-        return getattr(slurm, name)
-    raise AttributeError(f"module 'metalab' has no attribute {name!r}")
+__getattr__ = lazy_exports.loader(__name__, _LAZY)

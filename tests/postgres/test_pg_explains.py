@@ -9,7 +9,6 @@ whose ``--experiment`` matches nothing says so and exits non-zero.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -25,6 +24,7 @@ from pathlib import Path
 
 import pytest
 from helpers_pg import experiment, train
+from tcp_relay import Relay
 
 import metalab
 from metalab.errors import StoreAuthError, StoreUnavailableError
@@ -140,47 +140,6 @@ def test_fallback_with_a_dead_primary_costs_little_and_warns_once(
     assert "psycopg" not in capfd.readouterr().err
 
 
-class _Forwarder:
-    """A TCP relay from a loopback port to the test server: a primary that can come back."""
-
-    def __init__(self, port: int, target: tuple[str, int]) -> None:
-        import threading
-
-        self.port, self.target = port, target
-        self.server = socket.create_server(("127.0.0.1", port))
-        self.sockets: list[socket.socket] = [self.server]
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        import threading
-
-        while True:
-            try:
-                client, _ = self.server.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection(self.target)
-            self.sockets += [client, upstream]
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pipe(src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                with contextlib.suppress(OSError):
-                    s.shutdown(socket.SHUT_RDWR)
-
-    def close(self) -> None:
-        for sock in self.sockets:
-            sock.close()
-
-
 def test_fallback_probes_the_primary_again_without_blocking_writers(
     pg_locator: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -199,7 +158,7 @@ def test_fallback_probes_the_primary_again_without_blocking_writers(
     with pytest.warns(RuntimeWarning, match="unreachable"):
         store.put_blob("first", b"1")
     assert store.fallback.get_blob("first") == b"1"
-    relay = _Forwarder(port, (real.hostname or "127.0.0.1", real.port or 5432))
+    relay = Relay((real.hostname or "127.0.0.1", real.port or 5432), port)
     try:
         # The primary answers again, but until the background check sees it, writers
         # go on to the fallback without trying it.

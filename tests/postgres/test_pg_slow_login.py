@@ -10,86 +10,18 @@ login times out exactly as it did there.
 from __future__ import annotations
 
 import socket
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
 from urllib.parse import quote, urlsplit
 
 import psycopg
 import pytest
+from tcp_relay import Relay
 
 from metalab.errors import StoreUnavailableError
 from metalab.store import pg_backoff
 from metalab.store.locator import create_store
 
 pytestmark = pytest.mark.postgres
-
-
-def _pump(src: socket.socket, dst: socket.socket) -> None:
-    try:
-        while data := src.recv(65536):
-            dst.sendall(data)
-    except OSError:
-        pass
-    finally:
-        for sock in (src, dst):
-            with suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-
-
-@contextmanager
-def stalling_relay(target: tuple[str, int], stall_first: int) -> Iterator[tuple[int, list[str]]]:
-    """A loopback port whose first ``stall_first`` connections are held silent.
-
-    Yields the port and a log of what happened to each accepted connection.
-    """
-    listener = socket.create_server(("127.0.0.1", 0))
-    port = listener.getsockname()[1]
-    log: list[str] = []
-    held: list[socket.socket] = []
-    stop = threading.Event()
-    lock = threading.Lock()
-
-    def handle(client: socket.socket) -> None:
-        client.settimeout(10.0)
-        try:
-            first = client.recv(65536)
-        except OSError:
-            first = b""
-        if not first:  # a connect-and-close probe (pg_backoff.port_answers)
-            log.append("probe")
-            client.close()
-            return
-        client.settimeout(None)
-        with lock:
-            stall = sum(entry == "stalled" for entry in log) < stall_first
-            log.append("stalled" if stall else "relayed")
-        if stall:
-            held.append(client)  # a login sent, never answered: it times out
-            return
-        upstream = socket.create_connection(target)
-        upstream.sendall(first)
-        for a, b in ((client, upstream), (upstream, client)):
-            threading.Thread(target=_pump, args=(a, b), daemon=True).start()
-
-    def serve() -> None:
-        while not stop.is_set():
-            try:
-                client, _ = listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=handle, args=(client,), daemon=True).start()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        yield port, log
-    finally:
-        stop.set()
-        listener.close()
-        for sock in held:
-            sock.close()
 
 
 def _through(pg_url: str, pg_locator: str, port: int, connect_timeout: int) -> str:
@@ -114,8 +46,8 @@ def _target(pg_locator: str) -> tuple[str, int]:
 def test_a_login_that_times_out_on_a_listening_port_is_tried_again(
     pg_url: str, pg_locator: str
 ) -> None:
-    with stalling_relay(_target(pg_locator), stall_first=2) as (port, log):
-        store = create_store(_through(pg_url, pg_locator, port, connect_timeout=1))
+    with Relay(_target(pg_locator), stall_first=2) as relay:
+        store = create_store(_through(pg_url, pg_locator, relay.port, connect_timeout=1))
         started = time.monotonic()
         try:
             store.ping()
@@ -124,9 +56,9 @@ def test_a_login_that_times_out_on_a_listening_port_is_tried_again(
         took = time.monotonic() - started
     # Two logins ran into the 1 s timeout, each followed by a probe that found the port
     # open; the third login got through the relay.
-    logins = [entry for entry in log if entry != "probe"]
-    assert logins[:3] == ["stalled", "stalled", "relayed"], log
-    assert log.count("probe") == 2, log
+    logins = [entry for entry in relay.log if entry != "probe"]
+    assert logins[:3] == ["stalled", "stalled", "relayed"], relay.log
+    assert relay.log.count("probe") == 2, relay.log
     assert 2.0 <= took < 30.0, took
 
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from metalab import lazy_exports
 
 if TYPE_CHECKING:
     # The type checker sees the real classes; at runtime they load on first use (below).
-    from metalab.executors.base import Executor, Job, Launch, LaunchCounts
+    from metalab.executors.base import Executor, Launch, LaunchCounts
+    from metalab.executors.job import Job
     from metalab.executors.process import ProcessExecutor
     from metalab.executors.slurm import SlurmExecutor
     from metalab.executors.slurm_config import SlurmConfig
@@ -29,7 +32,7 @@ __all__ = [
 # thread-only user never needs.
 _LAZY = {
     "Executor": "metalab.executors.base",
-    "Job": "metalab.executors.base",
+    "Job": "metalab.executors.job",
     "Launch": "metalab.executors.base",
     "LaunchCounts": "metalab.executors.base",
     "ProcessExecutor": "metalab.executors.process",
@@ -39,11 +42,4 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value  # later lookups skip __getattr__
-        return value
-    raise AttributeError(f"module 'metalab.executors' has no attribute {name!r}")
+__getattr__ = lazy_exports.loader(__name__, _LAZY)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from metalab import lazy_exports
 from metalab.errors import ParamSpecError
 from metalab.params.base import ParamSource
 from metalab.params.grid import GridSource, grid
@@ -97,11 +98,4 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value  # later lookups skip __getattr__
-        return value
-    raise AttributeError(f"module 'metalab.params' has no attribute {name!r}")
+__getattr__ = lazy_exports.loader(__name__, _LAZY)
