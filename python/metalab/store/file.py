@@ -213,7 +213,7 @@ class FileStore(FileBundles, FileClaims, Store):
             self._touch(done)
             _unlink_quietly(failed)
         elif state in (RunState.FAILED, RunState.CANCELLED):
-            self._write(Path(failed), state.value.encode())
+            self._write(failed, state.value.encode())
             _unlink_quietly(done)
 
     # -- completion -------------------------------------------------------------------
