@@ -149,7 +149,7 @@ class RunRecord:
         """Return the JSON document stored for this record."""
         # Built field by field: dataclasses.asdict deep-copies every value and was the
         # largest Python cost of writing a record. Key order is that of asdict.
-        data = {name: getattr(self, name) for name in _record_field_names()}
+        data = {name: getattr(self, name) for name in _FIELD_NAMES}
         data["params"] = dict(self.params)
         data["metrics"] = dict(self.metrics)
         data["metric_series"] = {k: [list(p) for p in v] for k, v in self.metric_series.items()}
@@ -200,20 +200,11 @@ class RunRecord:
         )
 
 
+# RunRecord's field names in declaration order: fields() once, not per record written.
+_FIELD_NAMES = tuple(f.name for f in fields(RunRecord))
 _REASONS = {reason.value: reason for reason in FailureReason}
 
 
 def _reason(value: Any) -> FailureReason | None:
     """The stored ``reason``; a kind this version does not know (a newer writer) is None."""
     return _REASONS.get(value) if isinstance(value, str) else None
-
-
-_FIELD_NAMES: tuple[str, ...] = ()
-
-
-def _record_field_names() -> tuple[str, ...]:
-    """RunRecord's field names in declaration order (``fields()`` once, not per record)."""
-    global _FIELD_NAMES
-    if not _FIELD_NAMES:
-        _FIELD_NAMES = tuple(f.name for f in fields(RunRecord))
-    return _FIELD_NAMES

@@ -177,14 +177,14 @@ def connect_checked(config: PostgresConfig, advice: str = _LOGIN_ADVICE) -> Any:
     import psycopg
     from psycopg.conninfo import make_conninfo
 
-    from metalab.store.pg_backoff import connect_with_backoff, port_answers
+    from metalab.store.pg_backoff import connect_with_backoff
 
     conninfo = make_conninfo("", **config.conninfo_kwargs())
     try:
         return connect_with_backoff(
             lambda: psycopg.connect(conninfo, autocommit=True),
             config.locator(),
-            answers=lambda: port_answers(config.host, config.port),
+            answers=config.port_answers,
         )
     except psycopg.OperationalError as exc:
         # libpq's text spans lines ("... failed: X\n\tIs the server running ..."): one

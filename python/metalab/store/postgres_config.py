@@ -233,6 +233,13 @@ class PostgresConfig:
             text += "?" + urlencode(query, safe="/")
         return text
 
+    def port_answers(self) -> bool:
+        """Whether the server's port accepts connections (up, if perhaps too busy to log
+        in): the probe :func:`~metalab.store.pg_backoff.connect_with_backoff` is given."""
+        from metalab.store.pg_backoff import port_answers
+
+        return port_answers(self.host, self.port)
+
     def conninfo_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``psycopg.conninfo.make_conninfo`` (password included)."""
         kwargs: dict[str, Any] = dict(self.libpq)

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 from metalab.errors import StoreError, StoreUnavailableError
 from metalab.store import postgres_sql as Q
 from metalab.store.credentials import connect_checked
-from metalab.store.pg_backoff import ShortLivedConnections, port_answers
+from metalab.store.pg_backoff import ShortLivedConnections
 from metalab.store.postgres_config import PostgresConfig, redact
 
 try:
@@ -91,12 +91,8 @@ class PostgresConnection:
 
             # Short-lived connections, not a pool holding them: hundreds of array tasks
             # must not keep the server's slots while their operations compute (pg_backoff).
-            config = self.config
             pool = ShortLivedConnections(
-                connect,
-                self.locator,
-                config.pool_size,
-                answers=lambda: port_answers(config.host, config.port),
+                connect, self.locator, self.config.pool_size, answers=self.config.port_answers
             )
             pool.adopt(first)
             self._pool, self._pool_pid = pool, pid
