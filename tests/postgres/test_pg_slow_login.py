@@ -10,6 +10,7 @@ login times out exactly as it did there.
 from __future__ import annotations
 
 import socket
+import threading
 import time
 from urllib.parse import quote, urlsplit
 
@@ -82,11 +83,14 @@ def test_a_port_that_stops_answering_is_not_waited_for() -> None:
         calls += 1
         raise psycopg.OperationalError("connection timeout expired")
 
-    with pytest.raises(psycopg.OperationalError, match="timeout expired"):
+    with pytest.raises(psycopg.OperationalError, match="timeout expired") as caught:
         pg_backoff.connect_with_backoff(
             connect, "postgresql://x@h/db", sleep=slept.append, answers=lambda: False
         )
     assert (calls, slept) == (1, [])
+    assert pg_backoff.failure_text(caught.value).endswith(
+        "metalab: tried once over 0.0 s; its port did not answer"
+    )
     # Without a probe (the caller cannot tell), a timeout is never retried either.
     with pytest.raises(psycopg.OperationalError):
         pg_backoff.connect_with_backoff(connect, "postgresql://x@h/db", sleep=slept.append)
@@ -109,6 +113,10 @@ def test_a_slow_server_is_waited_for_only_so_long(monkeypatch: pytest.MonkeyPatc
     assert time.monotonic() - started < 5.0
     assert calls > 1
     assert any(f"tried {calls} times" in note for note in caught.value.__notes__)
+    # The store's error carries it (one line), and that the port was up all along.
+    said = pg_backoff.failure_text(caught.value)
+    assert said.startswith("connection timeout expired metalab: tried "), said
+    assert said.endswith("; its port accepted connections"), said
 
 
 def test_port_answers_tells_a_listener_from_a_closed_port() -> None:
@@ -117,3 +125,27 @@ def test_port_answers_tells_a_listener_from_a_closed_port() -> None:
         assert pg_backoff.port_answers("127.0.0.1", port)
         assert pg_backoff.port_answers("/nonexistent,127.0.0.1", port)
     assert not pg_backoff.port_answers("127.0.0.1", port)
+
+
+def test_port_answers_waits_out_a_full_accept_queue() -> None:
+    """A postmaster starved of CPU lets its accept queue fill; the kernel then drops SYNs.
+
+    The probe must outlast the first SYN retransmission (1 s after the first SYN, the next
+    2 s later), or a port that is up is taken for a silent host: CI lost 4 of 250 drivers
+    so. Here a listener with a backlog of 0 holds one connection unaccepted, so the
+    probe's first SYN is dropped; the queue is drained 1.5 s later.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port = listener.getsockname()[1]
+        filler = socket.create_connection(("127.0.0.1", port), timeout=2)
+        timer = threading.Timer(1.5, lambda: listener.accept()[0].close())
+        timer.start()
+        started = time.monotonic()
+        try:
+            assert pg_backoff.port_answers("127.0.0.1", port)
+        finally:
+            timer.join()
+            filler.close()
+        assert time.monotonic() - started > 1.0  # it was indeed held up

@@ -177,7 +177,7 @@ def connect_checked(config: PostgresConfig, advice: str = _LOGIN_ADVICE) -> Any:
     import psycopg
     from psycopg.conninfo import make_conninfo
 
-    from metalab.store.pg_backoff import connect_with_backoff
+    from metalab.store.pg_backoff import connect_with_backoff, failure_text
 
     conninfo = make_conninfo("", **config.conninfo_kwargs())
     try:
@@ -189,7 +189,7 @@ def connect_checked(config: PostgresConfig, advice: str = _LOGIN_ADVICE) -> Any:
     except psycopg.OperationalError as exc:
         # libpq's text spans lines ("... failed: X\n\tIs the server running ..."): one
         # line reads better in a warning, a log or a CLI message.
-        reason = " ".join(redact(str(exc)).split())
+        reason = redact(failure_text(exc))
         if login_refused(reason):
             raise StoreAuthError(
                 f"cannot log in to PostgreSQL store {config.locator()}: {reason}; {advice}",

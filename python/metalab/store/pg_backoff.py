@@ -42,6 +42,7 @@ __all__ = [
     "SLOW_PATIENCE_S",
     "ShortLivedConnections",
     "connect_with_backoff",
+    "failure_text",
     "port_answers",
     "server_full",
     "timed_out",
@@ -72,8 +73,13 @@ _TIMED_OUT = re.compile(r"timeout expired", re.IGNORECASE)
 # Where libpq looks for a server's Unix socket when no host is given (Debian's default
 # first, then PostgreSQL's own).
 _DEFAULT_SOCKET_DIRS = ("/var/run/postgresql", "/tmp")
-_PROBE_TIMEOUT_S = 1.0
+# Long enough for two of the kernel's SYN retransmissions (sent 1 s and 3 s after the
+# first): a postmaster starved of CPU by hundreds of logins lets its accept queue fill,
+# and the kernel then drops new SYNs, so a port that is up can take >1 s to answer.
+# A closed port still answers "refused" at once; only a silent host costs the full wait.
+_PROBE_TIMEOUT_S = 3.5
 
+_NOTE_PREFIX = "metalab: tried "
 _said: set[str] = set()
 _said_lock = threading.Lock()
 
@@ -86,6 +92,15 @@ def server_full(reason: str) -> bool:
 def timed_out(reason: str) -> bool:
     """True when a connection error says the login ran past ``connect_timeout``."""
     return _TIMED_OUT.search(reason) is not None
+
+
+def failure_text(exc: BaseException) -> str:
+    """One line: the error's text and the notes :func:`connect_with_backoff` added to it
+
+    (how often and how long it was tried), whitespace folded (libpq's texts span lines).
+    """
+    notes = [n for n in getattr(exc, "__notes__", ()) if n.startswith(_NOTE_PREFIX)]
+    return " ".join(" ".join([str(exc), *notes]).split())
 
 
 def port_answers(host: str | None, port: int | None) -> bool:
@@ -166,15 +181,21 @@ def connect_with_backoff(
         except psycopg.OperationalError as exc:
             waited = time.monotonic() - started
             reason = str(exc)
+            probed = ""
             if server_full(reason):
                 busy, wait_limit = "full (too many clients)", limit
-            elif timed_out(reason) and answers is not None and answers():
-                busy, wait_limit = "slow to log in", min(limit, SLOW_PATIENCE_S)
+            elif timed_out(reason) and answers is not None:
+                up = answers()
+                probed = "; its port accepted connections" if up else "; its port did not answer"
+                busy = "slow to log in" if up else ""
+                wait_limit = min(limit, SLOW_PATIENCE_S) if up else 0.0
             else:
                 busy, wait_limit = "", 0.0
             if not busy or waited >= wait_limit:
-                if attempts > 1:
-                    exc.add_note(f"metalab: tried {attempts} times over {waited:.1f} s")
+                if attempts > 1 or probed:
+                    # Said in the store's error (failure_text): why it was not waited for.
+                    times = "once" if attempts == 1 else f"{attempts} times"
+                    exc.add_note(f"{_NOTE_PREFIX}{times} over {waited:.1f} s{probed}")
                 raise
             if waited >= SAY_AFTER_S:
                 _say_once(

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 from metalab.errors import StoreError, StoreUnavailableError
 from metalab.store import postgres_sql as Q
 from metalab.store.credentials import connect_checked
-from metalab.store.pg_backoff import ShortLivedConnections
+from metalab.store.pg_backoff import ShortLivedConnections, failure_text
 from metalab.store.postgres_config import PostgresConfig, redact
 
 try:
@@ -119,7 +119,7 @@ class PostgresConnection:
                         self._schema_ready = True
                     return op(conn)
             except psycopg.OperationalError as exc:
-                message = " ".join(redact(f"{type(exc).__name__}: {exc}").split())
+                message = redact(f"{type(exc).__name__}: {failure_text(exc)}")
                 if attempt == 0:
                     pool.discard_idle()  # they may have died with this one
                     continue
